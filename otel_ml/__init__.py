@@ -1,0 +1,18 @@
+"""otel_ml: OpenTelemetry metrics and traces for machine-learning workloads.
+
+Usage::
+
+    import otel_ml
+    otel_ml.instrument()        # Keras (and the other installed frameworks)
+    model.fit(...)              # served on http://127.0.0.1:9464/metrics
+
+or, with no code change: ``opentelemetry-instrument python train.py``.
+Importing otel_ml imports no ML framework.
+"""
+
+from otel_ml._api import instrument, uninstrument
+from otel_ml._run import run
+from otel_ml.keras import KerasInstrumentor
+from otel_ml.version import __version__
+
+__all__ = ["KerasInstrumentor", "__version__", "instrument", "run", "uninstrument"]

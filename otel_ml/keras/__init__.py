@@ -1,0 +1,93 @@
+"""Keras training instrumentation: ``Model.fit``, ``evaluate`` and ``predict``.
+
+Usage::
+
+    from otel_ml.keras import KerasInstrumentor
+    KerasInstrumentor().instrument()          # before or after ``import keras``
+    model.fit(x, y, epochs=3)                 # metrics + spans, no code change
+
+Configuration: the ``run_name``, ``slow_step_seconds``, ``slow_step_factor``,
+``warmup_steps``, ``loss_spike_threshold`` and ``loss_spike_window`` options,
+or their ``OTEL_ML_*`` variables (see :mod:`otel_ml.environment_variables`).
+
+``fit``/``evaluate``/``predict`` live on the backend trainer class
+(``keras.src.backend.tensorflow.trainer.TensorFlowTrainer`` for TensorFlow),
+not on ``Model``; patching there covers Sequential, functional and subclassed
+models, ``tf.keras`` (which is Keras 3 since TF 2.16), and models built
+before instrumenting. Nothing is imported until the program imports Keras.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, ClassVar
+
+import wrapt
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.utils import unwrap
+
+from otel_ml._base import OtelMLInstrumentor
+from otel_ml.keras._instruments import KerasInstruments
+from otel_ml.keras._options import OPTION_NAMES, KerasOptions
+from otel_ml.keras._patch import KerasWrappers
+from otel_ml.keras.package import _instruments_any
+from otel_ml.version import __version__
+
+# Backend trainer module -> the class that defines fit/evaluate/predict.
+_TRAINERS = {
+    "keras.src.backend.tensorflow.trainer": "TensorFlowTrainer",
+    "keras.src.backend.jax.trainer": "JAXTrainer",
+    "keras.src.backend.torch.trainer": "TorchTrainer",
+}
+_DATA_ADAPTERS = "keras.src.trainers.data_adapters"
+_METHODS = ("fit", "evaluate", "predict")
+
+__all__ = ["KerasInstrumentor"]
+
+
+class KerasInstrumentor(OtelMLInstrumentor):
+    """Instruments Keras 3 training, evaluation and prediction."""
+
+    _instruments_any = _instruments_any
+    options: ClassVar[frozenset[str]] = OPTION_NAMES
+
+    def __init__(self) -> None:
+        # BaseInstrumentor is a per-class singleton and __init__ runs on every
+        # KerasInstrumentor() call: set state only the first time.
+        if not hasattr(self, "_patched"):
+            self._patched: list[tuple[Any, str]] = []
+            self._wrappers: KerasWrappers | None = None
+
+    def _instrument(self, **kwargs: Any) -> None:
+        options = KerasOptions.resolve(**{k: v for k, v in kwargs.items() if k in OPTION_NAMES})
+        meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
+        tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self._wrappers = KerasWrappers(KerasInstruments.create(meter), tracer, options)
+        self._active = True
+        for module_name in (*_TRAINERS, _DATA_ADAPTERS):
+            self._when_imported(module_name)
+
+    def _patch_module(self, module_name: str, module: ModuleType) -> None:
+        wrappers = self._wrappers
+        if wrappers is None:
+            return
+        if module_name == _DATA_ADAPTERS:
+            self._wrap(module, "get_data_adapter", wrappers.get_data_adapter)
+            return
+        cls = getattr(module, _TRAINERS[module_name])
+        for method in _METHODS:
+            self._wrap(cls, method, getattr(wrappers, method))
+
+    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
+        current = owner.__dict__.get(name)
+        if current is None or isinstance(current, wrapt.ObjectProxy):
+            return  # not defined here, or already wrapped
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self._patched.append((owner, name))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._active = False
+        for owner, name in reversed(self._patched):
+            unwrap(owner, name)
+        self._patched.clear()
+        self._wrappers = None

@@ -1,0 +1,70 @@
+"""The Keras instrumentor's metric instruments, created once at instrument time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge is still underscored in the API
+
+from otel_ml import _semconv as sc
+from otel_ml._buckets import DURATION_BUCKETS_SECONDS
+
+
+@dataclass(frozen=True)
+class KerasInstruments:
+    """One of each training instrument; shared by every ``fit`` in the process."""
+
+    step_duration: Histogram
+    steps: Counter
+    samples: Counter
+    epochs: Counter
+    epoch_duration: Histogram
+    loss: Gauge
+    metric: Gauge
+    learning_rate: Gauge
+    anomalies: Counter
+
+    @classmethod
+    def create(cls, meter: Meter) -> KerasInstruments:
+        """Create the instruments on ``meter`` with the names of :mod:`otel_ml._semconv`."""
+        buckets = list(DURATION_BUCKETS_SECONDS)
+        return cls(
+            step_duration=meter.create_histogram(
+                sc.TRAIN_STEP_DURATION,
+                unit=sc.UNIT_SECONDS,
+                description="Wall time of one training step (one batch), host side.",
+                explicit_bucket_boundaries_advisory=buckets,
+            ),
+            steps=meter.create_counter(sc.TRAIN_STEPS, unit=sc.UNIT_STEP, description="Training steps completed."),
+            samples=meter.create_counter(
+                sc.TRAIN_SAMPLES, unit=sc.UNIT_SAMPLE, description="Training samples processed; its rate is throughput."
+            ),
+            epochs=meter.create_counter(sc.TRAIN_EPOCHS, unit=sc.UNIT_EPOCH, description="Training epochs completed."),
+            epoch_duration=meter.create_histogram(
+                sc.TRAIN_EPOCH_DURATION,
+                unit=sc.UNIT_SECONDS,
+                description="Wall time of one training epoch, validation included.",
+                explicit_bucket_boundaries_advisory=buckets,
+            ),
+            loss=meter.create_gauge(
+                sc.TRAIN_LOSS,
+                unit=sc.UNIT_DIMENSIONLESS,
+                description="Loss: the latest batch loss (train) or the epoch's validation loss.",
+            ),
+            metric=meter.create_gauge(
+                sc.TRAIN_METRIC,
+                unit=sc.UNIT_DIMENSIONLESS,
+                description="Every other numeric value Keras logs at epoch end, by ml.metric.name.",
+            ),
+            learning_rate=meter.create_gauge(
+                sc.TRAIN_LEARNING_RATE,
+                unit=sc.UNIT_DIMENSIONLESS,
+                description="The optimizer's learning rate, read at fit start and at each epoch end.",
+            ),
+            anomalies=meter.create_counter(
+                sc.TRAIN_ANOMALIES,
+                unit=sc.UNIT_ANOMALY,
+                description="Training anomalies (non-finite loss, loss spikes), by ml.anomaly.kind.",
+            ),
+        )

@@ -1,0 +1,194 @@
+"""Wrappers of ``Model.fit``, ``evaluate`` and ``predict``, and the data-adapter tap.
+
+The user's call runs exactly once, outside any ``try`` of ours that could
+swallow it: its result and its exceptions reach the caller unchanged. Our own
+set-up and tear-down are guarded separately.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from otel_ml import _semconv as sc
+from otel_ml._guard import guarded
+from otel_ml._run import current_run_name
+from otel_ml.keras._fit import FitRun
+from otel_ml.keras._instruments import KerasInstruments
+from otel_ml.keras._options import KerasOptions
+
+# Index of ``callbacks`` among fit's positional arguments (after ``self``):
+# fit(x, y, batch_size, epochs, verbose, callbacks, ...).
+_CALLBACKS_POS = 5
+_EPOCHS_POS = 3
+_BATCH_SIZE_POS = 2
+
+_local = threading.local()
+_callback_cls: type | None = None
+
+
+def _current_fit() -> FitRun | None:
+    return getattr(_local, "fit", None)
+
+
+def _fit_callback_class() -> type:
+    """``FitRun`` mixed into Keras's ``Callback``, built on first use (keras is imported by then)."""
+    global _callback_cls
+    if _callback_cls is None:
+        from keras.src.callbacks.callback import Callback
+
+        _callback_cls = type("OtelMLCallback", (FitRun, Callback), {})
+    return _callback_cls
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str) -> Any:
+    return args[pos] if len(args) > pos else kwargs.get(name)
+
+
+class KerasWrappers:
+    """The wrapt wrappers, bound to one instrumentation's instruments, tracer and options."""
+
+    def __init__(self, instruments: KerasInstruments, tracer: Tracer, options: KerasOptions) -> None:
+        self._m = instruments
+        self._tracer = tracer
+        self._opts = options
+
+    # --- fit ---------------------------------------------------------------------------
+
+    def fit(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _current_fit() is not None:
+            return wrapped(*args, **kwargs)  # a fit inside a fit: the outer one reports
+        run = self._start_fit(instance, args, kwargs)
+        if run is None:
+            return wrapped(*args, **kwargs)
+        call_args, call_kwargs, cleanup = self._inject(run, instance, args, kwargs)
+        token = self._enter(run)
+        try:
+            result = wrapped(*call_args, **call_kwargs)
+        except BaseException as exc:
+            self._exit(run, token, cleanup, exc)
+            raise
+        self._exit(run, token, cleanup, None)
+        return result
+
+    @guarded("keras.fit start")
+    def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
+        run_name = current_run_name() or self._opts.run_name or str(model.name)
+        attributes: dict[str, Any] = {
+            sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS,
+            sc.ML_MODEL_NAME: str(model.name),
+            sc.ML_RUN_NAME: run_name,
+        }
+        epochs = _arg(args, kwargs, _EPOCHS_POS, "epochs")
+        attributes[sc.ML_EPOCHS] = int(epochs) if isinstance(epochs, int) else 1
+        batch_size = _arg(args, kwargs, _BATCH_SIZE_POS, "batch_size")
+        if isinstance(batch_size, int):
+            attributes[sc.ML_BATCH_SIZE] = batch_size
+        strategy = getattr(model, "distribute_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", None)
+        if isinstance(replicas, int):
+            attributes[sc.ML_REPLICA_COUNT] = replicas
+        span = self._tracer.start_span(sc.SPAN_KERAS_FIT, attributes=attributes)
+        return _fit_callback_class()(model, self._m, self._tracer, self._opts, run_name, span)  # type: ignore[no-any-return]
+
+    def _inject(
+        self, run: FitRun, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        """Add the callback once, whatever form ``callbacks=`` takes, without mutating the user's list."""
+        try:
+            from keras.src.callbacks.callback_list import CallbackList
+
+            given = _arg(args, kwargs, _CALLBACKS_POS, "callbacks")
+            cleanup = None
+            if isinstance(given, CallbackList):
+                run.set_model(model)  # type: ignore[attr-defined]
+                given.callbacks.append(run)
+                cleanup = given
+                new: Any = given
+            elif given is None:
+                new = [run]
+            else:
+                new = [*given, run]
+            if len(args) > _CALLBACKS_POS:
+                args = (*args[:_CALLBACKS_POS], new, *args[_CALLBACKS_POS + 1 :])
+            else:
+                kwargs = {**kwargs, "callbacks": new}
+            return args, kwargs, cleanup
+        except Exception as exc:  # noqa: BLE001
+            from otel_ml._guard import report
+
+            report("keras.fit inject callback", exc)
+            return args, kwargs, None
+
+    @guarded("keras.fit enter")
+    def _enter(self, run: FitRun) -> object:
+        _local.fit = run
+        return otel_context.attach(trace.set_span_in_context(run.fit_span))
+
+    @guarded("keras.fit exit")
+    def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None) -> None:
+        _local.fit = None
+        if cleanup is not None and run in cleanup.callbacks:
+            cleanup.callbacks.remove(run)
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        run.finish(error)
+
+    # --- evaluate / predict -------------------------------------------------------------
+
+    def evaluate(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _current_fit() is not None:
+            return wrapped(*args, **kwargs)  # validation inside fit: already under the fit span
+        return self._spanned(sc.SPAN_KERAS_EVALUATE, wrapped, instance, args, kwargs)
+
+    def predict(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._spanned(sc.SPAN_KERAS_PREDICT, wrapped, instance, args, kwargs)
+
+    def _spanned(self, name: str, wrapped: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        span, token = self._start_simple(name, model)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._end_simple(span, token, exc)
+            raise
+        self._end_simple(span, token, None)
+        return result
+
+    @guarded("keras span start", default=(None, None))
+    def _start_simple(self, name: str, model: Any) -> tuple[Any, Any]:
+        run_name = current_run_name() or self._opts.run_name or str(model.name)
+        span = self._tracer.start_span(
+            name,
+            attributes={
+                sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS,
+                sc.ML_MODEL_NAME: str(model.name),
+                sc.ML_RUN_NAME: run_name,
+            },
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    @guarded("keras span end")
+    def _end_simple(self, span: Any, token: Any, error: BaseException | None) -> None:
+        if span is None:
+            return
+        if token is not None:
+            otel_context.detach(token)
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+
+    # --- data adapter -------------------------------------------------------------------
+
+    def get_data_adapter(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        adapter = wrapped(*args, **kwargs)
+        run = _current_fit()
+        if run is not None and run.adapter is None:
+            # The first adapter made inside fit is the training data's; the
+            # validation adapter comes later and must not replace it.
+            run.adapter = adapter
+        return adapter

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine, then runs it.
+#   bash scripts/test.sh [extra pytest arguments]
+# TensorFlow and Paddle tests run in separate pytest processes: importing
+# paddle after tensorflow crashes the interpreter.
+source "$(dirname "$0")/_env.sh"
+
+# Prometheus 2.42 with promtool (Debian's package); the tests start it themselves.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "==> apt-get install prometheus"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# Debian starts the packaged service; the tests never use it, so stop it to free :9090.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
+
+pip_install -e ".[test,$TF_EXTRA,paddle,flask,gpu]"
+
+# The bundled collector (cached in collector/build/ between runs).
+if [ -x collector/build.sh ] && command -v go >/dev/null; then
+  bash collector/build.sh
+fi
+
+run_pytest() {
+  set +e
+  .venv/bin/python -m pytest "$@"
+  local rc=$?
+  set -e
+  # Exit code 5 means "no tests collected" (e.g. a filter matched nothing): not a failure here.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi
+}
+echo "==> ruff"
+.venv/bin/ruff check otel_ml tests examples bench
+echo "==> pytest (core, Keras, tf.summary, exporter, GPU, collector)"
+run_pytest --ignore=tests/paddle "$@"
+if [ -d tests/paddle ]; then
+  echo "==> pytest (Paddle, separate process)"
+  run_pytest tests/paddle "$@"
+fi
