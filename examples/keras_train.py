@@ -78,7 +78,7 @@ def main() -> None:
                 time.sleep(args.slow_seconds)
             self.step += 1
 
-    model.fit(
+    history = model.fit(
         x,
         y,
         batch_size=args.batch_size,
@@ -88,6 +88,7 @@ def main() -> None:
         verbose=0,
         shuffle=False,
     )
+    print(f"fit finished after {len(history.history['loss'])} epochs", flush=True)
     if args.hold > 0:
         time.sleep(args.hold)
 

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 
 from otel_ml._base import OtelMLInstrumentor
+from otel_ml._guard import report
 from otel_ml._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
@@ -23,13 +24,22 @@ _LOG = logging.getLogger(__name__)
 # name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
 INSTRUMENTORS: dict[str, str] = {
     "keras": "otel_ml.keras:KerasInstrumentor",
+    "tf_summary": "otel_ml.tf_summary:TfSummaryInstrumentor",
+    "paddle": "otel_ml.paddle:PaddleInstrumentor",
+    "gpu": "otel_ml.gpu:GpuInstrumentor",
 }
 
 
-def _instrumentor(name: str) -> OtelMLInstrumentor:
-    module_name, _, cls_name = INSTRUMENTORS[name].partition(":")
-    cls: type[OtelMLInstrumentor] = getattr(importlib.import_module(module_name), cls_name)
-    return cls()
+def _instrumentors() -> dict[str, OtelMLInstrumentor]:
+    """Every instrumentor that loads; one that does not is reported once and left out."""
+    found: dict[str, OtelMLInstrumentor] = {}
+    for name, target in INSTRUMENTORS.items():
+        module_name, _, cls_name = target.partition(":")
+        try:
+            found[name] = getattr(importlib.import_module(module_name), cls_name)()
+        except Exception as exc:  # noqa: BLE001 - one broken instrumentor must not stop the others
+            report(f"loading the {name} instrumentor", exc)
+    return found
 
 
 def _disabled() -> set[str]:
@@ -64,7 +74,7 @@ def instrument(
         >>> otel_ml.instrument(run_name="baseline")  # doctest: +SKIP
     """
     known: set[str] = set()
-    instrumentors = {name: _instrumentor(name) for name in INSTRUMENTORS}
+    instrumentors = _instrumentors()
     for inst in instrumentors.values():
         known |= inst.options
     unknown = sorted(set(options) - known)
@@ -90,7 +100,6 @@ def instrument(
 
 def uninstrument() -> None:
     """Undo :func:`instrument`: every patched method is restored exactly; safe to call twice."""
-    for name in INSTRUMENTORS:
-        inst = _instrumentor(name)
+    for inst in _instrumentors().values():
         if inst.is_instrumented_by_opentelemetry:
             inst.uninstrument()

@@ -16,7 +16,6 @@ import math
 import time
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
@@ -28,9 +27,11 @@ from otel_ml.keras._loss import BatchLoss, SpikeDetector, as_float, learning_rat
 from otel_ml.keras._options import KerasOptions
 
 _LOG = logging.getLogger("otel_ml.keras")
-# Recording with an empty context keeps fast steps from leaving exemplars that
-# point at the fit or epoch span instead of a step.
-_NO_SPAN = otel_context.Context()
+# Recording in a context whose span is invalid keeps fast steps from leaving
+# exemplars that point at the fit or epoch span instead of a step. (An empty
+# Context would not do: it is falsy, and the SDK then falls back to the
+# current context.)
+_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 _MAX_METRIC_NAMES = 64
 _SUMMARY_SLOWEST = 3
 
@@ -137,7 +138,8 @@ class FitRun:
                 continue
             if span is not None:
                 span.set_attribute(sc.ML_LOGS_PREFIX + str(key), value)
-            self._epoch_value(str(key), value)
+            if math.isfinite(value):
+                self._epoch_value(str(key), value)
         self._set_learning_rate()
         if span is not None:
             span.end()
@@ -193,7 +195,10 @@ class FitRun:
             for _ in range(n):
                 record(per_step, attrs, context=_NO_SPAN)
         if loss is not None:
-            m.loss.set(loss, self._loss_attrs[sc.PHASE_TRAIN])
+            if math.isfinite(loss):
+                # The SDK drops non-finite gauge values with a warning each time;
+                # ml.train.anomalies{nan_loss} carries them instead.
+                m.loss.set(loss, self._loss_attrs[sc.PHASE_TRAIN])
             self._check_loss(loss)
 
     def _samples(self, first: int, last: int, n: int) -> int | None:
@@ -285,7 +290,7 @@ class FitRun:
 
     def _set_learning_rate(self) -> None:
         value = learning_rate(self._fit_model)
-        if value is not None:
+        if value is not None and math.isfinite(value):
             self._m.learning_rate.set(value, self._attrs)
 
     def _log_summary(self) -> None:

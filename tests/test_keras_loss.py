@@ -1,0 +1,122 @@
+"""Batch loss de-averaging, anomalies, learning rate, and odd log values."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import otel_ml
+from otel_ml import _semconv as sc
+from otel_ml.keras._loss import as_float
+from tests import _keras_models as km
+
+
+def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options)
+
+
+def _train_loss(telemetry) -> float:  # type: ignore[no-untyped-def]
+    (point,) = [p for p in telemetry.points(sc.TRAIN_LOSS) if p.attributes[sc.ML_PHASE] == sc.PHASE_TRAIN]
+    return point.value
+
+
+def test_batch_loss_is_recovered_from_the_running_mean(telemetry) -> None:
+    """A frozen model predicts 0, so each batch's loss is mean(y**2) of that batch, known exactly."""
+    _instrument(telemetry)
+    x, _ = km.data(samples=100)
+    y = np.repeat(np.arange(1, 8, dtype="float32"), 16)[:100].reshape(-1, 1)  # batch i has y = i+1
+    km.frozen().fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    # The last batch holds 4 samples of y=7: its loss is 49, although Keras logs the epoch mean.
+    assert _train_loss(telemetry) == pytest.approx(49.0, rel=1e-5)
+
+
+def test_nan_loss_is_counted_logged_once_and_training_goes_on(telemetry, caplog) -> None:
+    _instrument(telemetry)
+    x, y = km.data(samples=112)  # 7 steps
+    y[3 * 16] = np.nan  # batch 3 turns the running mean (and so every later batch loss) NaN
+    with caplog.at_level(logging.WARNING, logger="otel_ml"):
+        km.frozen().fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+
+    (steps,) = telemetry.points(sc.TRAIN_STEPS)
+    assert steps.value == 7
+    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.TRAIN_ANOMALIES)}
+    assert anomalies == {sc.ANOMALY_NAN: 4}
+    # The gauge keeps the last finite batch loss (the SDK drops non-finite gauge values).
+    assert _train_loss(telemetry) == pytest.approx(float(np.mean(y[32:48] ** 2)), rel=1e-5)
+    assert not [r for r in caplog.records if "not finite" in r.getMessage()]
+    warnings = [r for r in caplog.records if "nan_loss" in r.getMessage()]
+    assert len(warnings) == 1
+    (epoch,) = telemetry.finished(sc.SPAN_KERAS_EPOCH)
+    (event,) = [e for e in epoch.events if e.name == "ml.anomaly"]
+    assert event.attributes[sc.ML_ANOMALY_KIND] == sc.ANOMALY_NAN
+    assert event.attributes[sc.ML_STEP] == 3
+
+
+def test_loss_spike_is_counted_once(telemetry) -> None:
+    _instrument(telemetry)
+    rng = np.random.default_rng(3)
+    x, _ = km.data(samples=40 * 8)
+    y = (1.0 + 0.05 * rng.normal(size=(40 * 8, 1))).astype("float32")
+    y[35 * 8 : 36 * 8] = 30.0  # batch 35: loss ~900 against ~1
+    km.frozen().fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.TRAIN_ANOMALIES)}
+    assert anomalies == {sc.ANOMALY_SPIKE: 1}
+    (epoch,) = telemetry.finished(sc.SPAN_KERAS_EPOCH)
+    (event,) = [e for e in epoch.events if e.name == "ml.anomaly"]
+    assert event.attributes[sc.ML_STEP] == 35
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "expected"),
+    [
+        (lambda: keras.optimizers.Adam(1e-3), 1e-3),
+        (lambda: keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)), 0.1 * 0.5 ** (8 / 4)),
+        (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.02)), 0.02),
+    ],
+    ids=["constant", "schedule", "loss-scale"],
+)
+def test_learning_rate_is_read_from_the_optimizer(telemetry, optimizer, expected) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry)
+    model = km.sequential(optimizer=optimizer())
+    x, y = km.data(samples=64)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 8 iterations
+    (point,) = telemetry.points(sc.TRAIN_LEARNING_RATE)
+    assert point.value == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("0.5", None),
+        (True, None),
+        (3, 3.0),
+        (np.float32(0.25), 0.25),
+        (np.array(1.5), 1.5),
+        (np.array([1.0, 2.0]), None),
+        (float("nan"), "nan"),
+    ],
+)
+def test_odd_log_values_are_read_or_skipped(value, expected) -> None:  # type: ignore[no-untyped-def]
+    result = as_float(value)
+    if expected == "nan":
+        assert result is not None and math.isnan(result)
+    else:
+        assert result == expected
+
+
+def test_odd_logs_from_a_callback_do_not_break_training(telemetry) -> None:
+    import tensorflow as tf
+
+    class OddLogs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            logs.update({"note": "text", "none": None, "vec": np.ones(3), "tensor": tf.constant(2.5)})
+
+    _instrument(telemetry)
+    km.sequential().fit(*km.data(samples=32), batch_size=16, epochs=1, verbose=0, callbacks=[OddLogs()])
+    names = {p.attributes[sc.ML_METRIC_NAME]: p.value for p in telemetry.points(sc.TRAIN_METRIC)}
+    assert names == {"tensor": 2.5}
