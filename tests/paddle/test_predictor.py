@@ -1,0 +1,228 @@
+"""Exact counts, error attribution, spans and undo, with a real Paddle predictor."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import paddle.inference as pi
+import pytest
+from opentelemetry import trace
+
+import otel_ml
+from otel_ml import _guard
+from otel_ml import _semconv as sc
+from otel_ml.paddle import PaddleInstrumentor
+from tests.paddle.conftest import model_points, new_predictor, points_by, run_list, run_zero_copy
+
+MODEL = "iris_mlp"
+BASE = {sc.ML_FRAMEWORK: "paddle", sc.ML_MODEL_NAME: MODEL}
+NEVER_SLOW = 10.0  # a fixed threshold no run here reaches: no slow-run spans
+
+
+def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
+    options.setdefault("slow_run_seconds", NEVER_SLOW)
+    PaddleInstrumentor().instrument(
+        meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options
+    )
+
+
+def _key(**attrs):  # type: ignore[no-untyped-def]
+    return tuple(sorted({**BASE, **attrs}.items()))
+
+
+def test_both_run_forms_count_exactly(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry)
+    predictor = new_predictor(model_prefix)
+    plain = run_zero_copy(predictor, 3)
+    for _ in range(4):
+        assert np.array_equal(run_zero_copy(predictor, 3), plain)
+    for _ in range(4):
+        outputs = run_list(predictor, 5)
+        assert list(outputs[0].shape) == [5, 3]
+
+    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    assert set(durations) == {_key(**{sc.ML_INFERENCE_WARMUP: True}), _key(**{sc.ML_INFERENCE_WARMUP: False})}
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 1
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 8
+    batches = points_by(telemetry, sc.INFERENCE_BATCH_SIZE)
+    assert list(batches) == [_key()]
+    assert batches[_key()].count == 9
+    assert batches[_key()].sum == 5 * 3 + 4 * 5
+    assert (batches[_key()].min, batches[_key()].max) == (3, 5)
+    active = points_by(telemetry, sc.INFERENCE_ACTIVE)
+    assert active[_key()].value == 0
+    assert telemetry.finished() == []  # no active span, nothing slow: metrics only
+
+
+def test_clone_keeps_model_and_warms_up_on_its_own(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry, inference_warmup_runs=2)
+    parent = new_predictor(model_prefix)
+    clone = parent.clone()
+    assert type(clone) is pi.Predictor
+    for predictor in (parent, clone):
+        for _ in range(3):
+            run_zero_copy(predictor, 2)
+    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 4  # 2 per predictor
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 2
+
+
+def test_a_run_that_raises_reaches_the_caller_and_is_counted(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    predictor = new_predictor(model_prefix)
+    with pytest.raises(ValueError) as plain:
+        run_list(predictor, 5, features=3)
+    _instrument(telemetry, inference_warmup_runs=0)
+    with pytest.raises(ValueError) as instrumented:
+        run_list(predictor, 5, features=3)
+    assert str(instrumented.value) == str(plain.value)
+    assert instrumented.traceback[-1].name == plain.traceback[-1].name  # raised in paddle, not in otel_ml
+    run_list(predictor, 2)
+
+    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    error_key = _key(**{sc.ML_INFERENCE_WARMUP: False, sc.ERROR_TYPE: "ValueError"})
+    assert set(durations) == {error_key, _key(**{sc.ML_INFERENCE_WARMUP: False})}
+    assert durations[error_key].count == 1
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 1
+    # error.type is on the duration only; the batch histogram has the run's input either way.
+    batches = points_by(telemetry, sc.INFERENCE_BATCH_SIZE)
+    assert list(batches) == [_key()] and batches[_key()].count == 2 and batches[_key()].sum == 7
+    assert points_by(telemetry, sc.INFERENCE_ACTIVE)[_key()].value == 0
+
+
+def test_uninstrument_restores_the_originals(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    originals = {name: pi.Predictor.__dict__[name] for name in ("run", "clone")}
+    create = pi.create_predictor
+    _instrument(telemetry)
+    _instrument(telemetry)  # twice: harmless, wrapped once
+    assert pi.Predictor.__dict__["run"].__wrapped__ is originals["run"]
+    assert pi.create_predictor.__wrapped__ is create
+    predictor = new_predictor(model_prefix)
+    run_zero_copy(predictor, 1)
+    otel_ml.uninstrument()
+    for name, original in originals.items():
+        assert pi.Predictor.__dict__[name] is original
+    assert pi.create_predictor is create
+    run_zero_copy(predictor, 1)
+    run_list(predictor.clone(), 1)
+    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 1
+    assert telemetry.points(sc.INFERENCE_ACTIVE) == []  # the callback reports nothing once undone
+
+
+def test_active_span_gets_a_child_run_span_and_the_exemplar(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry, inference_warmup_runs=0)
+    predictor = new_predictor(model_prefix)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        run_zero_copy(predictor, 4)
+    [run_span] = telemetry.finished(sc.SPAN_PADDLE_RUN)
+    assert run_span.parent is not None and run_span.parent.span_id == request.get_span_context().span_id
+    assert run_span.context.trace_id == request.get_span_context().trace_id
+    assert dict(run_span.attributes) == {
+        **BASE,
+        sc.ML_PADDLE_GPU: False,
+        sc.ML_PADDLE_TENSORRT: False,
+        sc.ML_PADDLE_MKLDNN: pi.Config(model_prefix + ".json", model_prefix + ".pdiparams").mkldnn_enabled(),
+        sc.ML_BATCH_SIZE: 4,
+    }
+    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    [exemplar] = point.exemplars
+    assert (exemplar.trace_id, exemplar.span_id) == (run_span.context.trace_id, run_span.context.span_id)
+
+
+def test_slow_run_without_a_span_gets_one_after_the_fact(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry, inference_warmup_runs=1, slow_run_seconds=1e-9)
+    predictor = new_predictor(model_prefix)
+    run_zero_copy(predictor, 2)  # warm-up: never slow
+    assert telemetry.finished() == []
+    run_zero_copy(predictor, 2)
+    [span] = telemetry.finished(sc.SPAN_PADDLE_RUN)
+    assert span.parent is None
+    assert span.attributes[sc.ML_SLOW_THRESHOLD] == 1e-9
+    assert span.attributes[sc.ML_BATCH_SIZE] == 2
+    assert span.end_time - span.start_time == pytest.approx(span.attributes[sc.ML_INFERENCE_DURATION] * 1e9, abs=1)
+    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    slow_point = durations[_key(**{sc.ML_INFERENCE_WARMUP: False})]
+    [exemplar] = slow_point.exemplars
+    assert (exemplar.trace_id, exemplar.span_id) == (span.context.trace_id, span.context.span_id)
+    assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].exemplars == []  # fast run: no exemplar
+
+
+def test_many_threads_count_exactly(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry, inference_warmup_runs=0)
+    base = new_predictor(model_prefix)
+    clones = [base.clone() for _ in range(6)]
+    runs_each = 150
+    errors: list[BaseException] = []
+
+    def work(predictor) -> None:  # type: ignore[no-untyped-def]
+        try:
+            for i in range(runs_each):
+                run_zero_copy(predictor, 1 + i % 4)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clones]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    [point] = model_points(telemetry, sc.INFERENCE_DURATION, MODEL)
+    assert point.count == 6 * runs_each
+    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)
+    assert batch.sum == 6 * sum(1 + i % 4 for i in range(runs_each))
+    assert points_by(telemetry, sc.INFERENCE_ACTIVE)[_key()].value == 0
+
+
+def test_model_name_from_environment_and_pool_members(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OTEL_ML_MODEL_NAME", "ocr")
+    _instrument(telemetry, inference_warmup_runs=0)
+    run_zero_copy(new_predictor(model_prefix), 1)
+    config = pi.Config(model_prefix + ".json", model_prefix + ".pdiparams")
+    config.disable_glog_info()
+    pool = pi.PredictorPool(config, 2)
+    run_zero_copy(pool.retrieve(1), 1)  # made by the pool, not create_predictor: named from the option
+    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    assert dict(point.attributes)[sc.ML_MODEL_NAME] == "ocr" and point.count == 2
+
+
+def test_predictor_made_before_instrumenting_is_counted(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    predictor = new_predictor(model_prefix)
+    _instrument(telemetry, inference_warmup_runs=0)
+    run_zero_copy(predictor, 1)
+    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    assert dict(point.attributes)[sc.ML_MODEL_NAME] == "unknown" and point.count == 1
+
+
+def test_otel_ml_instrument_composes_and_validates(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="inference_warmup_runs=-1 is invalid: expected a whole number >= 0"):
+        otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider, inference_warmup_runs=-1)
+    otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider, model_name="tiny", inference_warmup_runs=0)
+    assert PaddleInstrumentor().is_instrumented_by_opentelemetry
+    run_zero_copy(new_predictor(model_prefix), 1)
+    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    assert dict(point.attributes)[sc.ML_MODEL_NAME] == "tiny"
+
+
+def test_our_failure_never_breaks_the_run(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry)
+    predictor = new_predictor(model_prefix)
+    expected = run_zero_copy(predictor, 2)
+    hooks = PaddleInstrumentor()._hooks
+
+    def broken(_predictor):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug in otel_ml")
+
+    monkeypatch.setattr(hooks.registry, "facts", broken)
+    before = _guard.error_counts().get(("paddle.Predictor.run", RuntimeError), 0)
+    assert np.array_equal(run_zero_copy(predictor, 2), expected)
+    assert _guard.error_counts()[("paddle.Predictor.run", RuntimeError)] == before + 1
+    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 1  # the broken run is not counted
+
+
+def test_trace_context_untouched(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry)
+    predictor = new_predictor(model_prefix)
+    run_zero_copy(predictor, 1)
+    assert trace.get_current_span() is trace.INVALID_SPAN
