@@ -1,0 +1,241 @@
+"""The embedded endpoint: both exposition formats, exemplars that survive scrapes, escaping, NaN/Inf."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import Gauge, Metric, MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
+from otel_ml.exporter._exemplars import ExemplarCollector
+from tests import _net
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+@pytest.fixture
+def endpoint():  # type: ignore[no-untyped-def]
+    reader = OtelMLPrometheusMetricReader(port=0, slow_steps=SlowStepBuffer(8))
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": "svc"}))
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(reader.slow_steps)
+    yield reader, provider.get_meter("test"), tracer_provider.get_tracer("test")
+    provider.shutdown()
+
+
+def _families(reader: OtelMLPrometheusMetricReader, accept: str | None) -> tuple[str, dict]:  # type: ignore[type-arg]
+    status, content_type, body = _net.get(reader.url, accept=accept)
+    assert status == 200
+    parse = parse_openmetrics if accept else parse_text
+    return content_type, {f.name: f for f in parse(body)}
+
+
+def _record_slow(meter, tracer, value: float):  # type: ignore[no-untyped-def]
+    histogram = meter.create_histogram("ml.train.step.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    with tracer.start_as_current_span("keras.train_step") as span:
+        histogram.record(value, {"ml.run.name": "r"})
+    histogram.record(0.01, {"ml.run.name": "r"}, context=trace.set_span_in_context(trace.INVALID_SPAN))
+    return histogram, span
+
+
+def test_openmetrics_carries_exemplars_and_classic_text_does_not(endpoint) -> None:
+    reader, meter, tracer = endpoint
+    _, span = _record_slow(meter, tracer, 0.5)
+    content_type, families = _families(reader, OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text")
+    buckets = {s.labels["le"]: s for s in families["ml_train_step_duration_seconds"].samples if s.name.endswith("_bucket")}
+    assert buckets["0.1"].value == 1 and buckets["1.0"].value == 2 and buckets["+Inf"].value == 2
+    assert buckets["0.1"].exemplar is None  # recorded outside any span
+    exemplar = buckets["1.0"].exemplar
+    assert exemplar.labels == {
+        "trace_id": format(span.get_span_context().trace_id, "032x"),
+        "span_id": format(span.get_span_context().span_id, "016x"),
+    }
+    assert exemplar.value == 0.5
+    assert buckets["1.0"].labels["service_name"] == "svc"
+
+    content_type, families = _families(reader, None)
+    assert content_type.startswith("text/plain")
+    samples = families["ml_train_step_duration_seconds"].samples
+    assert all(s.exemplar is None for s in samples)
+    assert {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")} == {"0.1": 1, "1.0": 2, "+Inf": 2}
+
+
+def test_no_exemplar_at_all_renders_plain_buckets(endpoint) -> None:
+    reader, meter, _ = endpoint
+    meter.create_counter("ml.train.steps", unit="{step}").add(3)
+    _, families = _families(reader, OPENMETRICS)
+    (sample,) = [s for s in families["ml_train_steps"].samples if s.name == "ml_train_steps_total"]
+    assert sample.value == 3 and sample.exemplar is None
+
+
+def test_an_exemplar_survives_later_scrapes_until_a_newer_one_replaces_it(endpoint) -> None:
+    reader, meter, tracer = endpoint
+    histogram, first = _record_slow(meter, tracer, 0.5)
+
+    def exemplar_span() -> str | None:
+        _, families = _families(reader, OPENMETRICS)
+        sample = next(s for s in families["ml_train_step_duration_seconds"].samples if s.labels.get("le") == "1.0")
+        return sample.exemplar.labels["span_id"] if sample.exemplar else None
+
+    first_id = format(first.get_span_context().span_id, "016x")
+    assert exemplar_span() == first_id  # a curl...
+    assert exemplar_span() == first_id  # ...does not steal it from the next scrape
+    with tracer.start_as_current_span("keras.train_step") as second:
+        histogram.record(0.7, {"ml.run.name": "r"})
+    assert exemplar_span() == format(second.get_span_context().span_id, "016x")
+
+
+def test_label_values_are_escaped_and_round_trip(endpoint) -> None:
+    reader, meter, _ = endpoint
+    tricky = 'run "α"\\path\nline2 — 日本'
+    meter.create_counter("ml.train.steps", unit="{step}").add(5, {"ml.run.name": tricky})
+    for accept in (OPENMETRICS, None):
+        _, families = _families(reader, accept)
+        (sample,) = [s for s in families["ml_train_steps"].samples if s.name == "ml_train_steps_total"]
+        assert sample.labels["ml_run_name"] == tricky
+        assert sample.value == 5
+
+
+def test_nan_and_inf_values_are_exposed_as_prometheus_expects() -> None:
+    collector = ExemplarCollector()
+    points = [
+        NumberDataPoint({"k": name}, 0, 0, value)
+        for name, value in (("nan", math.nan), ("pinf", math.inf), ("ninf", -math.inf))
+    ]
+    metric = Metric("ml.train.loss", "", "", Gauge(points))
+    data = MetricsData(
+        [ResourceMetrics(Resource.create({}), [ScopeMetrics(InstrumentationScope("t"), [metric], "")], "")]
+    )
+    collector.add_metrics_data(data)
+    (family,) = [f for f in collector.collect() if f.name == "ml_train_loss"]
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    class Fixed:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return [family]
+
+    registry = CollectorRegistry()
+    registry.register(Fixed())
+    text = generate_latest(registry).decode()
+    assert [line.rsplit(" ", 1)[1] for line in text.splitlines() if not line.startswith("#")] == ["NaN", "+Inf", "-Inf"]
+    for body, parse in ((text, parse_text), (generate_openmetrics(registry).decode(), parse_openmetrics)):
+        parsed = {s.labels["k"]: s.value for f in parse(body) for s in f.samples}
+        assert math.isnan(parsed["nan"]) and parsed["pinf"] == math.inf and parsed["ninf"] == -math.inf
+
+
+def test_binds_loopback_by_default_and_honours_the_environment(monkeypatch) -> None:
+    reader = OtelMLPrometheusMetricReader(port=0)
+    try:
+        assert reader.server.host == "127.0.0.1"
+    finally:
+        reader.shutdown()
+    port = _net.free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.2")
+    reader = OtelMLPrometheusMetricReader()
+    try:
+        assert reader.url == f"http://127.0.0.2:{port}/metrics"
+        assert _net.get(reader.url)[0] == 200
+    finally:
+        reader.shutdown()
+
+
+def test_a_taken_port_is_one_log_line_and_nothing_breaks(caplog) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="otel_ml"):
+            reader = OtelMLPrometheusMetricReader(port=port)
+        provider = MeterProvider(metric_readers=[reader])
+        provider.get_meter("t").create_counter("c").add(1)
+        provider.shutdown()
+    (record,) = caplog.records
+    assert f"cannot serve /metrics on 127.0.0.1:{port}" in record.getMessage()
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT" in record.getMessage()
+
+
+def test_bad_port_argument_and_env(monkeypatch, caplog) -> None:
+    with pytest.raises(ValueError, match="port=70000 is invalid"):
+        OtelMLPrometheusMetricReader(port=70000)
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "ninety")
+    with caplog.at_level(logging.ERROR):
+        reader = OtelMLPrometheusMetricReader(start_server=False)
+    assert reader.server.port == 9464
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT='ninety' is invalid: expected a whole number >= 0" in caplog.text
+
+
+def test_concurrent_scrapes_each_get_a_complete_result(endpoint) -> None:
+    reader, meter, _ = endpoint
+    counters = [meter.create_counter(f"c{i}") for i in range(20)]
+    stop = threading.Event()
+
+    def record() -> None:
+        while not stop.is_set():
+            for counter in counters:
+                counter.add(1)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    results: list[int] = []
+
+    def scrape() -> None:
+        for _ in range(10):
+            _, families = _families(reader, OPENMETRICS)
+            results.append(sum(1 for name in families if name.startswith("c")))
+
+    try:
+        scrapers = [threading.Thread(target=scrape) for _ in range(4)]
+        for t in scrapers:
+            t.start()
+        for t in scrapers:
+            t.join()
+    finally:
+        stop.set()
+        writer.join()
+    assert results == [20] * 40
+
+
+def test_slow_steps_view_filters_by_trace_id_and_rejects_bad_queries(endpoint) -> None:
+    reader, _, tracer = endpoint
+    spans = []
+    for step in range(3):
+        span = tracer.start_span("keras.train_step", attributes={"ml.step": step, "ml.slow_threshold": 0.1})
+        span.end()
+        spans.append(span)
+    tracer.start_span("keras.epoch").end()  # not a slow-step span: never kept
+    base = reader.url.removesuffix("/metrics")
+    everything = _net.get_json(base + "/slow-steps")
+    assert [s["attributes"]["ml.step"] for s in everything["slow_steps"]] == [2, 1, 0]
+    wanted = format(spans[1].get_span_context().trace_id, "032x")
+    (one,) = _net.get_json(f"{base}/slow-steps?trace_id={wanted}")["slow_steps"]
+    assert one["attributes"]["ml.step"] == 1
+    status, _, body = _net.get(base + "/slow-steps?trace_id=xyz")
+    assert status == 400 and "32 hexadecimal" in body
+    assert _net.get(base + "/slow-steps?limit=0")[0] == 400
+    assert len(_net.get_json(base + "/slow-steps?limit=2")["slow_steps"]) == 2
+    assert _net.get(base + "/nope")[0] == 404
+
+
+def test_slow_step_buffer_is_bounded() -> None:
+    provider = TracerProvider()
+    buffer = SlowStepBuffer(capacity=3)
+    provider.add_span_processor(buffer)
+    tracer = provider.get_tracer("t")
+    for step in range(10):
+        tracer.start_span("s", attributes={"ml.step": step, "ml.slow_threshold": 1.0}).end()
+    assert [s["attributes"]["ml.step"] for s in buffer.spans()] == [9, 8, 7]
