@@ -33,6 +33,10 @@ _LOG = logging.getLogger("otel_ml.keras")
 # current context.)
 _NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 _MAX_METRIC_NAMES = 64
+# Steps, samples and the batch loss are handed to the SDK at most this often
+# (and at every epoch end and fit end): each SDK measurement costs several µs
+# of attribute hashing, and a scrape every second or more loses nothing by it.
+_FLUSH_NS = 100_000_000
 _SUMMARY_SLOWEST = 3
 
 
@@ -81,6 +85,10 @@ class FitRun:
         self._executions = 0
         self.global_step = 0
         self.total_step_ns = 0
+        self._pending_steps = 0
+        self._pending_samples = 0
+        self._pending_loss: float | None = None
+        self._next_flush = 0
         self.slowest: list[tuple[float, int, str]] = []  # min-heap of (seconds, step, trace id)
 
     # --- fit lifecycle -----------------------------------------------------------------
@@ -119,15 +127,18 @@ class FitRun:
         self._t0 = time.perf_counter_ns()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        elapsed_ns = time.perf_counter_ns() - self._t0
+        now = time.perf_counter_ns()
         try:
-            self._step(batch, elapsed_ns, logs)
+            self._step(batch, now - self._t0, logs)
+            if now >= self._next_flush:
+                self._flush(now)
         except Exception as exc:  # noqa: BLE001 - never break training
             report("keras.on_train_batch_end", exc)
 
     @guarded("keras.on_epoch_end")
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         seconds = (time.perf_counter_ns() - self._epoch_t0) / 1e9
+        self._flush(time.perf_counter_ns())
         m = self._m
         m.epochs.add(1, self._attrs)
         m.epoch_duration.record(seconds, self._attrs, context=self._epoch_ctx)
@@ -153,6 +164,7 @@ class FitRun:
                 self._epoch_span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             self._epoch_span.end()
             self._epoch_span = None
+        self._flush(time.perf_counter_ns())
         span = self.fit_span
         span.set_attribute(sc.ML_STEP, self.global_step)
         if error is not None:
@@ -172,10 +184,10 @@ class FitRun:
             return
         m = self._m
         attrs = self._attrs
-        m.steps.add(n, attrs)
+        self._pending_steps += n
         samples = self._samples(first, last, n)
         if samples:
-            m.samples.add(samples, attrs)
+            self._pending_samples += samples
         self.global_step += n
         self.total_step_ns += elapsed_ns
         per_step = elapsed_ns / n / 1e9
@@ -198,8 +210,22 @@ class FitRun:
             if math.isfinite(loss):
                 # The SDK drops non-finite gauge values with a warning each time;
                 # ml.train.anomalies{nan_loss} carries them instead.
-                m.loss.set(loss, self._loss_attrs[sc.PHASE_TRAIN])
+                self._pending_loss = loss
             self._check_loss(loss)
+
+    def _flush(self, now: int) -> None:
+        """Hand the accumulated steps, samples and latest batch loss to the SDK."""
+        self._next_flush = now + _FLUSH_NS
+        m = self._m
+        if self._pending_steps:
+            m.steps.add(self._pending_steps, self._attrs)
+            self._pending_steps = 0
+        if self._pending_samples:
+            m.samples.add(self._pending_samples, self._attrs)
+            self._pending_samples = 0
+        if self._pending_loss is not None:
+            m.loss.set(self._pending_loss, self._loss_attrs[sc.PHASE_TRAIN])
+            self._pending_loss = None
 
     def _samples(self, first: int, last: int, n: int) -> int | None:
         size = self._batch_size

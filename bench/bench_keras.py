@@ -1,0 +1,124 @@
+"""Per-step overhead of otel_ml on Keras ``fit``, against plain fit and the usual alternatives.
+
+Variants, interleaved in shuffled order each round, same model and data:
+plain fit; fit under otel_ml (embedded reader + slow-step buffer, as the
+default set-up); fit with ``TensorBoard(update_freq='batch')``; fit with a
+minimal prometheus_client callback (gauge.set + summary.observe per batch).
+
+    python bench/bench_keras.py [--rounds 9] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import prometheus_client  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+
+import otel_ml  # noqa: E402
+from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer  # noqa: E402
+
+BATCH = 64
+
+
+class PromCallback(keras.callbacks.Callback):
+    """What tutorials write: a gauge for the loss and a summary for the step time."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        super().__init__()
+        self.loss = prometheus_client.Gauge("loss", "loss", registry=registry)
+        self.step = prometheus_client.Summary("step_seconds", "step time", registry=registry)
+        self.t0 = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):  # type: ignore[no-untyped-def]
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+        self.step.observe(time.perf_counter() - self.t0)
+        self.loss.set(logs["loss"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per run")
+    parser.add_argument("--width", type=int, default=384, help="hidden width (sets the step time)")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * args.steps, 64)).astype("float32")
+    y = rng.normal(size=(BATCH * args.steps, 1)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(args.width, activation="relu"), keras.layers.Dense(1)], name="bench"
+    )
+    model.compile("sgd", "mse")
+    model.fit(x[: BATCH * 20], y[: BATCH * 20], batch_size=BATCH, verbose=0)  # trace once
+
+    meter_provider = MeterProvider(metric_readers=[OtelMLPrometheusMetricReader(start_server=False)])
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SlowStepBuffer())
+    logdir = tempfile.mkdtemp(prefix="bench-tb-")
+
+    def timed(callbacks: list[keras.callbacks.Callback]) -> float:
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+        return (time.perf_counter() - start) / args.steps * 1e6
+
+    def plain() -> float:
+        return timed([])
+
+    def with_otel_ml() -> float:
+        otel_ml.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider)
+        try:
+            return timed([])
+        finally:
+            otel_ml.uninstrument()
+
+    def tensorboard() -> float:
+        return timed([keras.callbacks.TensorBoard(log_dir=logdir, update_freq="batch")])
+
+    def prom() -> float:
+        return timed([PromCallback(prometheus_client.CollectorRegistry())])
+
+    variants = {"plain": plain, "otel_ml": with_otel_ml, "tensorboard_batch": tensorboard, "prometheus_client": prom}
+    for fn in variants.values():  # warm every path once (TensorBoard's writer, our instruments)
+        fn()
+    samples = _common.interleave(variants, args.rounds)
+    base = _common.median(samples["plain"])
+    rows = ["| variant | median µs/step | overhead µs/step | ratio to plain |", "|---|---:|---:|---:|"]
+    for name, values in samples.items():
+        med = _common.median(values)
+        rows.append(f"| {name} | {med:.1f} | {med - base:+.1f} | {med / base:.3f} |")
+    ratio = _common.median(samples["otel_ml"]) / base
+    tb_over = _common.median(samples["tensorboard_batch"]) - base
+    ours = _common.median(samples["otel_ml"]) - base
+    body = (
+        f"Model: Dense(64→{args.width}→1), batch {BATCH}, {args.steps} timed steps per run, "
+        f"{args.rounds} interleaved rounds, medians.\n\n" + "\n".join(rows) + "\n\n"
+        f"- target otel_ml / plain ≤ 1.03: **{ratio:.3f}** ({'met' if ratio <= 1.03 else 'NOT met'})\n"
+        f"- target less overhead than TensorBoard(update_freq='batch'): otel_ml {ours:+.1f} µs vs "
+        f"TensorBoard {tb_over:+.1f} µs ({'met' if ours < tb_over else 'NOT met'})\n\n"
+        "Raw samples (µs/step):\n\n"
+        + "\n".join(f"- {k}: {', '.join(f'{v:.1f}' for v in vals)}" for k, vals in samples.items())
+        + "\n"
+    )
+    path = _common.write("keras", "Keras fit overhead", "python bench/bench_keras.py " + " ".join(sys.argv[1:]), body)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
