@@ -19,8 +19,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from opentelemetry.exporter.prometheus import _CustomCollector
+from opentelemetry.exporter.prometheus import _CustomCollector, _should_convert_sum_to_gauge
+from opentelemetry.exporter.prometheus._mapping import map_unit
 from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.samples import Exemplar
 
@@ -34,6 +36,7 @@ class ExemplarCollector(_CustomCollector):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._exemplars: dict[_Key, Exemplar] = {}
+        self._fids_with_exemplars: set[str] = set()
         self._point_exemplars: list[Sequence[Any]] = []
         self._scrape_lock = threading.Lock()
 
@@ -56,14 +59,26 @@ class ExemplarCollector(_CustomCollector):  # type: ignore[misc]
         resource_attrs: dict[str, Any],
         metric_family_id_metric_family: dict[str, PrometheusMetric],
     ) -> None:
-        before = {fid: len(family.samples) for fid, family in metric_family_id_metric_family.items()}
+        fid = self._family_id(metric)
+        family = metric_family_id_metric_family.get(fid) if fid else None
+        start = len(family.samples) if family is not None else 0
         super()._translate_metric(metric, scope_attrs, resource_attrs, metric_family_id_metric_family)
-        if not isinstance(metric.data, (Histogram, Sum)):
-            return
-        for fid, family in metric_family_id_metric_family.items():
-            start = before.get(fid, 0)
-            if len(family.samples) > start:
-                self._attach(fid, family, start, metric)
+        if fid is None or (fid not in self._fids_with_exemplars and not any(self._point_exemplars)):
+            return  # the common case: nothing to attach, nothing kept
+        family = metric_family_id_metric_family.get(fid)
+        if family is not None and len(family.samples) > start:
+            self._attach(fid, family, start, metric)
+
+    def _family_id(self, metric: Metric) -> str | None:
+        """The key upstream files this metric's family under, for histograms and counters only."""
+        if isinstance(metric.data, Histogram):
+            kind = HistogramMetricFamily.__name__
+        elif isinstance(metric.data, Sum) and not _should_convert_sum_to_gauge(metric):
+            kind = CounterMetricFamily.__name__
+        else:
+            return None
+        name = self._resolve_metric_name(metric.name)
+        return "|".join((name, metric.description or "", map_unit(metric.unit or ""), kind))
 
     def _attach(self, fid: str, family: PrometheusMetric, start: int, metric: Metric) -> None:
         samples = family.samples
@@ -107,6 +122,7 @@ class ExemplarCollector(_CustomCollector):  # type: ignore[misc]
                 newest = exemplar
         if newest is None:
             return
+        self._fids_with_exemplars.add(key[0])
         self._exemplars[key] = Exemplar(
             {"trace_id": format(newest.trace_id, "032x"), "span_id": format(newest.span_id, "016x")},
             newest.value,
