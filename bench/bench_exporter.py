@@ -19,18 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: E402
-from opentelemetry.metrics import CallbackOptions, Observation  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
-from prometheus_client.exposition import generate_latest  # noqa: E402
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics  # noqa: E402
+import _common
+from opentelemetry import trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from otel_ml.exporter import OtelMLPrometheusMetricReader  # noqa: E402
-from otel_ml.keras._instruments import KerasInstruments  # noqa: E402
+from otel_ml.exporter import OtelMLPrometheusMetricReader
+from otel_ml.keras._instruments import KerasInstruments
 
 GPUS = 8
 RUNS = 4
@@ -47,7 +47,9 @@ def feed(provider: MeterProvider, tracer: trace.Tracer, seed: int) -> None:
                 with tracer.start_as_current_span("keras.train_step"):
                     m.step_duration.record(0.5 + rng.random(), attrs)
             else:
-                m.step_duration.record(rng.uniform(0.001, 0.05), attrs, context=trace.set_span_in_context(trace.INVALID_SPAN))
+                m.step_duration.record(
+                    rng.uniform(0.001, 0.05), attrs, context=trace.set_span_in_context(trace.INVALID_SPAN)
+                )
         m.steps.add(500, attrs)
         m.samples.add(500 * 32, attrs)
         m.epochs.add(5, attrs)
@@ -58,7 +60,9 @@ def feed(provider: MeterProvider, tracer: trace.Tracer, seed: int) -> None:
             m.metric.set(0.9, {**attrs, "ml.metric.name": name, "ml.phase": "validation"})
         m.learning_rate.set(1e-3, attrs)
     gpu = provider.get_meter("otel_ml.gpu")
-    devices = [{"hw.id": f"GPU-{i:08x}", "hw.name": "NVIDIA H100", "hw.vendor": "nvidia", "gpu.index": i} for i in range(GPUS)]
+    devices = [
+        {"hw.id": f"GPU-{i:08x}", "hw.name": "NVIDIA H100", "hw.vendor": "nvidia", "gpu.index": i} for i in range(GPUS)
+    ]
 
     def gauge(value: float):  # type: ignore[no-untyped-def]
         def callback(options: CallbackOptions):  # type: ignore[no-untyped-def]
@@ -66,7 +70,12 @@ def feed(provider: MeterProvider, tracer: trace.Tracer, seed: int) -> None:
 
         return callback
 
-    for name, unit in (("hw.gpu.utilization", "1"), ("hw.gpu.memory.utilization", "1"), ("hw.power", "W"), ("hw.temperature", "Cel")):
+    for name, unit in (
+        ("hw.gpu.utilization", "1"),
+        ("hw.gpu.memory.utilization", "1"),
+        ("hw.power", "W"),
+        ("hw.temperature", "Cel"),
+    ):
         gpu.create_observable_gauge(name, [gauge(0.5)], unit=unit)
     for name in ("hw.gpu.memory.usage", "hw.gpu.memory.limit"):
         gpu.create_observable_up_down_counter(name, [gauge(8e10)], unit="By")
@@ -110,13 +119,16 @@ def main() -> None:
         f"Registry: training metrics of {RUNS} runs + GPU gauges for {GPUS} devices = {series} samples per scrape "
         f"({exemplars} exemplars in OpenMetrics). {args.rounds} interleaved rounds; each sample is a full scrape "
         "(SDK collection, translation, exposition).\n\n" + "\n".join(rows) + "\n\n"
-        f"- target under 5 ms per scrape: slowest otel_ml variant **{worst:.3f} ms** ({'met' if worst < 5 else 'NOT met'})\n"
+        f"- target under 5 ms per scrape: slowest otel_ml variant **{worst:.3f} ms** "
+        f"({'met' if worst < 5 else 'NOT met'})\n"
         f"- target no slower than upstream: otel_ml text {_common.median(samples['otel_ml (text)']) / base:.3f}x "
         "upstream text; otel_ml OpenMetrics with exemplars "
         f"{_common.median(samples['otel_ml (OpenMetrics + exemplars)']) / om:.3f}x upstream OpenMetrics "
         "(same registry, same format)\n"
     )
-    path = _common.write("exporter", "Embedded endpoint render time", "python bench/bench_exporter.py " + " ".join(sys.argv[1:]), body)
+    path = _common.write(
+        "exporter", "Embedded endpoint render time", "python bench/bench_exporter.py " + " ".join(sys.argv[1:]), body
+    )
     print(path.read_text())
 
 

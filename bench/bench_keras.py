@@ -21,15 +21,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import prometheus_client  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+import _common
+import keras
+import numpy as np
+import prometheus_client
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
-import otel_ml  # noqa: E402
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer  # noqa: E402
+import otel_ml
+from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
 
 BATCH = 64
 

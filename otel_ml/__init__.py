@@ -12,7 +12,19 @@ Importing otel_ml imports no ML framework.
 
 from otel_ml._api import instrument, uninstrument
 from otel_ml._run import run
+from otel_ml.gpu import GpuInstrumentor
 from otel_ml.keras import KerasInstrumentor
+from otel_ml.paddle import PaddleInstrumentor
+from otel_ml.tf_summary import TfSummaryInstrumentor
 from otel_ml.version import __version__
 
-__all__ = ["KerasInstrumentor", "__version__", "instrument", "run", "uninstrument"]
+__all__ = [
+    "GpuInstrumentor",
+    "KerasInstrumentor",
+    "PaddleInstrumentor",
+    "TfSummaryInstrumentor",
+    "__version__",
+    "instrument",
+    "run",
+    "uninstrument",
+]

@@ -64,7 +64,7 @@ def worker_resource_attributes(environ: dict[str, str] | None = None) -> dict[st
         return attrs
     except (ValueError, TypeError, AttributeError) as exc:
         _LOG.error(
-            "TF_CONFIG is not valid JSON of the form {\"task\": {\"type\": ..., \"index\": ...}} (%s); "
+            'TF_CONFIG is not valid JSON of the form {"task": {"type": ..., "index": ...}} (%s); '
             "worker identity is not added to the resource",
             exc,
         )
@@ -97,8 +97,7 @@ def _load(name: str, signal: _Signal) -> type | None:
     if not found:
         accepted = sorted({ep.name for ep in entry_points(group=group)} | {"none"})
         _LOG.error(
-            "OTEL_%s_EXPORTER names %r, which is not an installed %s exporter; accepted: %s. "
-            "It is skipped.",
+            "OTEL_%s_EXPORTER names %r, which is not an installed %s exporter; accepted: %s. It is skipped.",
             signal.upper(),
             name,
             signal,

@@ -29,7 +29,7 @@ class SlowDetector:
         True
     """
 
-    __slots__ = ("_fixed", "_factor", "_buf", "_n", "_i", "_min", "_refresh", "_since", "threshold")
+    __slots__ = ("_buf", "_factor", "_fixed", "_i", "_min", "_n", "_refresh", "_since", "threshold")
 
     def __init__(
         self,

@@ -65,7 +65,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 def start(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a process in its own session, so it and its children stop together by PID."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -51,6 +51,7 @@ def test_opentelemetry_instrument_exports_exact_steps_and_the_slow_step(tmp_path
     tf_config = '{"cluster": {"worker": ["w0:1", "w1:1", "w2:1", "w3:1"]}, "task": {"type": "worker", "index": 3}}'
     proc, base = _train(tmp_path, {"OTEL_SERVICE_NAME": "trainer", "TF_CONFIG": tf_config})
     try:
+
         def steps() -> float | None:
             family = _net.openmetrics(base + "/metrics").get("ml_train_steps")
             values = [s.value for s in family.samples if s.name == "ml_train_steps_total"] if family else []
@@ -70,7 +71,11 @@ def test_opentelemetry_instrument_exports_exact_steps_and_the_slow_step(tmp_path
         assert span["span_id"] == slow[0].labels["span_id"]
         labels = next(s.labels for s in families["ml_train_steps"].samples)
         assert labels["ml_run_name"] == "demo_mlp"
-        assert (labels["service_name"], labels["ml_worker_type"], labels["ml_worker_index"]) == ("trainer", "worker", "3")
+        assert (labels["service_name"], labels["ml_worker_type"], labels["ml_worker_index"]) == (
+            "trainer",
+            "worker",
+            "3",
+        )
     finally:
         _net.stop(proc)
     log = (tmp_path / "train.log").read_text()

@@ -42,7 +42,9 @@ def _families(reader: OtelMLPrometheusMetricReader, accept: str | None) -> tuple
 
 
 def _record_slow(meter, tracer, value: float):  # type: ignore[no-untyped-def]
-    histogram = meter.create_histogram("ml.train.step.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    histogram = meter.create_histogram(
+        "ml.train.step.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0]
+    )
     with tracer.start_as_current_span("keras.train_step") as span:
         histogram.record(value, {"ml.run.name": "r"})
     histogram.record(0.01, {"ml.run.name": "r"}, context=trace.set_span_in_context(trace.INVALID_SPAN))
@@ -54,7 +56,9 @@ def test_openmetrics_carries_exemplars_and_classic_text_does_not(endpoint) -> No
     _, span = _record_slow(meter, tracer, 0.5)
     content_type, families = _families(reader, OPENMETRICS)
     assert content_type.startswith("application/openmetrics-text")
-    buckets = {s.labels["le"]: s for s in families["ml_train_step_duration_seconds"].samples if s.name.endswith("_bucket")}
+    buckets = {
+        s.labels["le"]: s for s in families["ml_train_step_duration_seconds"].samples if s.name.endswith("_bucket")
+    }
     assert buckets["0.1"].value == 1 and buckets["1.0"].value == 2 and buckets["+Inf"].value == 2
     assert buckets["0.1"].exemplar is None  # recorded outside any span
     exemplar = buckets["1.0"].exemplar
@@ -99,7 +103,7 @@ def test_an_exemplar_survives_later_scrapes_until_a_newer_one_replaces_it(endpoi
 
 def test_label_values_are_escaped_and_round_trip(endpoint) -> None:
     reader, meter, _ = endpoint
-    tricky = 'run "α"\\path\nline2 — 日本'
+    tricky = 'run "α"\\path\nline2 — 日本'  # noqa: RUF001 - non-ASCII on purpose
     meter.create_counter("ml.train.steps", unit="{step}").add(5, {"ml.run.name": tricky})
     for accept in (OPENMETRICS, None):
         _, families = _families(reader, accept)

@@ -78,7 +78,9 @@ def test_validation_data_is_not_double_counted(telemetry) -> None:
     assert {s.parent.span_id for s in telemetry.finished(sc.SPAN_KERAS_EPOCH)} == {fit[0].context.span_id}
     losses = {p.attributes[sc.ML_PHASE]: p.value for p in telemetry.points(sc.TRAIN_LOSS)}
     assert losses[sc.PHASE_VALIDATION] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
-    metrics = {(p.attributes[sc.ML_METRIC_NAME], p.attributes[sc.ML_PHASE]): p.value for p in telemetry.points(sc.TRAIN_METRIC)}
+    metrics = {
+        (p.attributes[sc.ML_METRIC_NAME], p.attributes[sc.ML_PHASE]): p.value for p in telemetry.points(sc.TRAIN_METRIC)
+    }
     assert metrics == {
         ("mae", sc.PHASE_TRAIN): pytest.approx(history.history["mae"][-1], rel=1e-6),
         ("mae", sc.PHASE_VALIDATION): pytest.approx(history.history["val_mae"][-1], rel=1e-6),

@@ -22,9 +22,7 @@ DEFAULT_PORT = 9464
 
 # Resource attributes that identify a worker become labels, as the bundled
 # collector config does, so both paths give the same label names.
-WORKER_RESOURCE_ATTRIBUTES = frozenset(
-    {"service.name", "service.instance.id", sc.ML_WORKER_TYPE, sc.ML_WORKER_INDEX}
-)
+WORKER_RESOURCE_ATTRIBUTES = frozenset({"service.name", "service.instance.id", sc.ML_WORKER_TYPE, sc.ML_WORKER_INDEX})
 
 
 class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc]
@@ -71,7 +69,9 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
         self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps))
         if start_server and self.server.start():
             _live.append(self)
-            _LOG.info("otel_ml: metrics on %s, slow steps on %s", self.url, self.url[: -len("/metrics")] + "/slow-steps")
+            _LOG.info(
+                "otel_ml: metrics on %s, slow steps on %s", self.url, self.url[: -len("/metrics")] + "/slow-steps"
+            )
 
     @property
     def url(self) -> str:
@@ -83,8 +83,6 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
         if self in _live:
             _live.remove(self)
         super().shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
 
 
 _live: list[OtelMLPrometheusMetricReader] = []

@@ -323,7 +323,8 @@ class FitRun:
         if not self.global_step:
             return
         slowest = ", ".join(
-            f"step {step} {seconds * 1000:.1f} ms trace_id={tid}" for seconds, step, tid in sorted(self.slowest, reverse=True)
+            f"step {step} {seconds * 1000:.1f} ms trace_id={tid}"
+            for seconds, step, tid in sorted(self.slowest, reverse=True)
         )
         _LOG.info(
             "otel_ml: run %r trained %d steps, mean step %.2f ms; slowest: %s",

@@ -77,7 +77,7 @@ class SpikeDetector:
         True
     """
 
-    __slots__ = ("_buf", "_n", "_i", "_threshold", "_refresh", "_since", "_median", "_scale")
+    __slots__ = ("_buf", "_i", "_median", "_n", "_refresh", "_scale", "_since", "_threshold")
 
     def __init__(self, window: int, threshold: float, refresh: int = 8) -> None:
         self._buf: list[float] = []
