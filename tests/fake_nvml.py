@@ -7,12 +7,14 @@ devices, their values and their errors with :func:`reset`; a value of
 ``None`` means the device does not support that read (``NotSupported``), as
 NVML answers for a MIG instance's power or temperature.
 
-Imported fresh in a subprocess (``OTEL_ML_GPU_NVML_MODULE=fake_nvml``), it
-starts with :func:`default_gpus`. Used by the tests and the benchmark only.
+Imported fresh in a subprocess (``OTEL_ML_GPU_NVML_MODULE=tests.fake_nvml``), it
+starts with :func:`default_gpus` (or fails ``nvmlInit`` with the
+error code in ``FAKE_NVML_INIT_ERROR``). Used by the tests and the benchmark only.
 """
 
 from __future__ import annotations
 
+import os
 import string
 import sys
 from collections import Counter
@@ -248,4 +250,6 @@ def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[SimpleNamespac
     return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in _value(handle.processes)]
 
 
-reset(default_gpus())
+# A subprocess test sets FAKE_NVML_INIT_ERROR to an NVML error code to play a machine without a GPU.
+reset(default_gpus(), init_error=NVMLError(int(os.environ["FAKE_NVML_INIT_ERROR"])) if os.environ.get(
+    "FAKE_NVML_INIT_ERROR") else None)

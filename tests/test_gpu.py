@@ -9,13 +9,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import fake_nvml
 import pytest
-from _gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes
-from fake_nvml import FakeGpu
 
 import otel_ml
 from otel_ml.gpu import GpuInstrumentor
+from tests import fake_nvml
+from tests._gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes
+from tests.fake_nvml import FakeGpu
 
 READS = (
     "nvmlDeviceGetUtilizationRates",
@@ -185,7 +185,7 @@ def test_uninstrument_shuts_nvml_down_and_stops_observing(telemetry, gpus) -> No
 
 
 def test_otel_ml_instrument_composes_the_gpu_instrumentor(telemetry, gpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("OTEL_ML_GPU_NVML_MODULE", "fake_nvml")
+    monkeypatch.setenv("OTEL_ML_GPU_NVML_MODULE", "tests.fake_nvml")
     otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider, gpu_all_devices=True)
     assert set(collect(telemetry.reader)["hw.temperature"]) == {GPU0, GPU1}
     otel_ml.uninstrument()

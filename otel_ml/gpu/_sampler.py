@@ -1,0 +1,176 @@
+"""One NVML read of every device per collection, shared by all the GPU instruments.
+
+A collection calls each observable instrument's callback in turn. The first
+callback of a collection reads every device into a snapshot; the others reuse
+it. "First" is tracked per instrument, not by a timer: a callback that already
+consumed the current snapshot takes a new one, so every collection (from any
+number of readers) sees values read since its own last visit, never older.
+
+A failed read leaves its value out of that snapshot (never 0: a broken sensor
+must not look like an idle GPU). ``NotSupported`` turns that read off for that
+device, found by a probe at instrument time. ``GpuIsLost`` stops the device
+with one WARNING. Every other error is logged once per device, read and type.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Final
+
+from otel_ml.gpu._devices import Device
+from otel_ml.gpu._nvml import is_error
+
+_LOG = logging.getLogger("otel_ml.gpu")
+
+Read = Callable[[ModuleType, Any], Any]
+
+
+def _utilization(nvml: ModuleType, handle: Any) -> float:
+    return nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+
+
+def _memory(nvml: ModuleType, handle: Any) -> tuple[int, int]:
+    info = nvml.nvmlDeviceGetMemoryInfo(handle)
+    return int(info.used), int(info.total)
+
+
+def _power(nvml: ModuleType, handle: Any) -> float:
+    return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # mW -> W, fractions kept
+
+
+def _energy(nvml: ModuleType, handle: Any) -> float:
+    return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ since driver load -> J
+
+
+def _temperature(nvml: ModuleType, handle: Any) -> float:
+    return float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+
+
+def _ecc_corrected(nvml: ModuleType, handle: Any) -> int:
+    return int(
+        nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
+    )
+
+
+def _ecc_uncorrected(nvml: ModuleType, handle: Any) -> int:
+    return int(
+        nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
+    )
+
+
+def _processes(nvml: ModuleType, handle: Any) -> tuple[tuple[int, int], ...]:
+    # usedGpuMemory is None where NVML cannot tell (Windows WDDM, some MIG setups): left out, not 0.
+    return tuple(
+        (int(p.pid), int(p.usedGpuMemory))
+        for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        if p.usedGpuMemory is not None
+    )
+
+
+# Slot numbers in a device's value list, and the read that fills each.
+UTILIZATION: Final = 0
+MEMORY: Final = 1
+POWER: Final = 2
+ENERGY: Final = 3
+TEMPERATURE: Final = 4
+ECC_CORRECTED: Final = 5
+ECC_UNCORRECTED: Final = 6
+PROCESSES: Final = 7
+READS: Final[tuple[tuple[str, Read], ...]] = (
+    ("utilization", _utilization),
+    ("memory", _memory),
+    ("power", _power),
+    ("energy", _energy),
+    ("temperature", _temperature),
+    ("ecc_corrected", _ecc_corrected),
+    ("ecc_uncorrected", _ecc_uncorrected),
+    ("processes", _processes),
+)
+
+Snapshot = list[tuple[Device, list[Any]]]
+
+
+class Sampler:
+    """Reads the chosen devices; ``snapshot(bit)`` is what each instrument callback calls."""
+
+    def __init__(self, nvml: ModuleType, devices: list[Device]) -> None:
+        self._nvml = nvml
+        self._lock = threading.Lock()
+        self._logged: set[tuple[str, str, str]] = set()
+        self._snapshot: Snapshot = []
+        self._consumed = -1  # every bit set: the first callback reads
+        self._closed = False
+        self._reads: list[tuple[Device, list[int]]] = [(d, list(range(len(READS)))) for d in devices]
+        self._lost: set[int] = set()
+        self._read()  # the probe: turns off what a device does not support, drops lost devices
+
+    @property
+    def devices(self) -> list[Device]:
+        """The devices still reported (lost ones are dropped)."""
+        return [device for device, _ in self._reads]
+
+    def snapshot(self, bit: int) -> Snapshot:
+        """The current snapshot, read anew if the caller (``bit``) already had this one."""
+        with self._lock:
+            if self._closed:
+                return []
+            if self._consumed & bit:
+                self._snapshot = self._read()
+                self._consumed = 0
+            self._consumed |= bit
+            return self._snapshot
+
+    def close(self) -> None:
+        """Stop reading: later callbacks observe nothing."""
+        with self._lock:
+            self._closed = True
+            self._snapshot = []
+
+    def _read(self) -> Snapshot:
+        nvml = self._nvml
+        snapshot: Snapshot = []
+        for device, slots in self._reads:
+            values: list[Any] = [None] * len(READS)
+            for slot in tuple(slots):
+                try:
+                    values[slot] = READS[slot][1](nvml, device.handle)
+                except Exception as exc:  # noqa: BLE001 - a failed read is skipped, never raised
+                    if self._failed(device, slots, slot, exc):
+                        break
+            else:
+                snapshot.append((device, values))
+        if self._lost:
+            self._reads = [(d, s) for d, s in self._reads if id(d) not in self._lost]
+            self._lost.clear()
+        return snapshot
+
+    def _failed(self, device: Device, slots: list[int], slot: int, exc: BaseException) -> bool:
+        """Handle a failed read; True when the device is lost."""
+        nvml = self._nvml
+        name = READS[slot][0]
+        if is_error(nvml, exc, "NVMLError_GpuIsLost"):
+            _LOG.warning("otel_ml: GPU %s (%s) is lost; it is no longer reported", device.name, device.uuid)
+            self._lost.add(id(device))
+            return True
+        if is_error(nvml, exc, "NVMLError_NotSupported"):
+            slots.remove(slot)
+            _LOG.debug("otel_ml: GPU %s does not support reading %s; not reported", device.uuid, name)
+            return False
+        key = (device.uuid, name, type(exc).__name__)
+        if key not in self._logged:
+            self._logged.add(key)
+            _LOG.warning(
+                "otel_ml: reading %s of GPU %s (%s) failed: %s (%s); skipped while it fails. Further %s "
+                "errors of this read are not logged.",
+                name,
+                device.name,
+                device.uuid,
+                exc,
+                type(exc).__name__,
+                type(exc).__name__,
+            )
+        return False
+
