@@ -22,15 +22,18 @@ from collections.abc import Iterable
 from typing import Literal
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk._configuration import _get_exporter_entry_point
+from opentelemetry.sdk._configuration import _get_exporter_entry_point, _import_id_generator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_ml import _semconv as sc
+from otel_ml._ids import SystemRandomIdGenerator
+from otel_ml._log_limit import limit_export_logs
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -146,6 +149,7 @@ def ensure_providers(
     are still the API's proxies does otel_ml build and install its own.
     """
     with _lock:
+        limit_export_logs()
         resource: Resource | None = None
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
@@ -156,11 +160,18 @@ def ensure_providers(
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
             if not is_sdk_tracer_provider(tracer_provider):
-                provider = TracerProvider(resource=resource or build_resource())
+                provider = TracerProvider(resource=resource or build_resource(), id_generator=_id_generator())
                 _add_processors(provider, span_processors())
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider
         return meter_provider, tracer_provider
+
+
+def _id_generator() -> IdGenerator:
+    """``OTEL_PYTHON_ID_GENERATOR`` if set, else ids immune to ``random.seed`` (see :mod:`otel_ml._ids`)."""
+    if os.environ.get("OTEL_PYTHON_ID_GENERATOR"):
+        return _import_id_generator(os.environ["OTEL_PYTHON_ID_GENERATOR"])
+    return SystemRandomIdGenerator()
 
 
 def _add_processors(provider: TracerProvider, processors: Iterable[SpanProcessor]) -> None:

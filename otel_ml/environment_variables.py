@@ -79,3 +79,120 @@ How many recent slow-step spans the embedded endpoint keeps for its
 """
 
 # --- other instrumentors append their variables below, each with its docstring --
+
+# --- Paddle inference -------------------------------------------------------------
+
+OTEL_ML_MODEL_NAME: Final = "OTEL_ML_MODEL_NAME"
+"""
+.. envvar:: OTEL_ML_MODEL_NAME
+
+The ``ml.model.name`` attribute of every Paddle inference series. Default: the
+stem of the model file the predictor's ``Config`` names (``ocr.json`` ->
+``ocr``), or ``unknown`` when the model was loaded from memory. Set it only in
+a service that serves one model: it names every predictor in the process.
+"""
+
+OTEL_ML_INFERENCE_WARMUP_RUNS: Final = "OTEL_ML_INFERENCE_WARMUP_RUNS"
+"""
+.. envvar:: OTEL_ML_INFERENCE_WARMUP_RUNS
+
+How many first ``run()`` calls of each predictor (clones included) are
+warm-up: their durations carry ``ml.inference.warmup=true`` so p99 queries can
+leave out engine building (TensorRT, oneDNN kernel caches), and they are never
+reported as slow. A whole number >= 0. Default: ``1``.
+"""
+
+OTEL_ML_SLOW_RUN_SECONDS: Final = "OTEL_ML_SLOW_RUN_SECONDS"
+"""
+.. envvar:: OTEL_ML_SLOW_RUN_SECONDS
+
+A fixed slow-run threshold in seconds (a positive number). A Paddle ``run()``
+slower than this gets a ``paddle.predictor.run`` span carrying
+``ml.slow_threshold``, linked from the duration histogram's exemplar. Unset
+(the default): the threshold is adaptive, ``OTEL_ML_SLOW_RUN_FACTOR`` times the
+predictor's rolling median run time.
+"""
+
+OTEL_ML_SLOW_RUN_FACTOR: Final = "OTEL_ML_SLOW_RUN_FACTOR"
+"""
+.. envvar:: OTEL_ML_SLOW_RUN_FACTOR
+
+Multiplier of the rolling median run time above which a Paddle ``run()``
+counts as slow, when no fixed threshold is set. A number greater than 1.
+Default: ``3``.
+"""
+
+# --- GPU (NVML) -------------------------------------------------------------------
+
+OTEL_ML_GPU_ALL_DEVICES: Final = "OTEL_ML_GPU_ALL_DEVICES"
+"""
+.. envvar:: OTEL_ML_GPU_ALL_DEVICES
+
+``true`` to report every GPU on the host. Default: ``false``, only the devices
+this process may use, as ``CUDA_VISIBLE_DEVICES`` lists them (indices or
+UUIDs; unset means all). The ``gpu_all_devices`` option overrides it; the
+``otel-ml gpu`` command reports every device unless given ``--visible-only``.
+"""
+
+OTEL_ML_GPU_ALL_PROCESSES: Final = "OTEL_ML_GPU_ALL_PROCESSES"
+"""
+.. envvar:: OTEL_ML_GPU_ALL_PROCESSES
+
+``true`` to report ``ml.gpu.process.memory.usage`` for every process on the
+reported GPUs, by ``process.pid``. Default: ``false``, only this process. The
+``gpu_all_processes`` option overrides it; the ``otel-ml gpu`` command always
+reports every process.
+"""
+
+OTEL_ML_GPU_NVML_MODULE: Final = "OTEL_ML_GPU_NVML_MODULE"
+"""
+.. envvar:: OTEL_ML_GPU_NVML_MODULE
+
+For tests only: the importable name of a module to use instead of ``pynvml``
+(the test suite's fake NVML, so that ``otel-ml gpu`` can be tested in a
+subprocess on a machine without a GPU). Default: ``pynvml``. Never set it in
+production.
+"""
+
+# --- tf.summary and the TensorBoard bridge ----------------------------------------
+
+OTEL_ML_TF_SUMMARY_LOGDIR_ROOT: Final = "OTEL_ML_TF_SUMMARY_LOGDIR_ROOT"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_LOGDIR_ROOT
+
+The directory that ``ml.run.name`` of a ``tf.summary`` write is relative to:
+the run is the writer's logdir relative to this root, as TensorBoard names
+runs relative to ``--logdir``. Default: the working directory (a logdir
+outside it keeps its absolute path). The ``summary_logdir_root=`` option
+overrides it.
+"""
+
+OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN: Final = "OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN
+
+A Python regular expression searched in the root-relative logdir (``/``
+separators); its first group (or the whole match, without groups) becomes
+``ml.run.name``. For ``logs/fit/exp_lr_0.01/20241015-143000``,
+``fit/([^/]+)`` gives ``exp_lr_0.01``. No match keeps the relative logdir.
+Default: unset. Also the bridge's ``--run-name-pattern``.
+"""
+
+OTEL_ML_TF_SUMMARY_MAX_TAGS: Final = "OTEL_ML_TF_SUMMARY_MAX_TAGS"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_MAX_TAGS
+
+The most distinct summary tags exported per run (a whole number >= 1).
+Writes of further tags are not exported: they are counted in
+``ml.summary.dropped`` and logged once per run. Default: ``100``.
+"""
+
+OTEL_ML_TF_SUMMARY_GRAPH_MODE: Final = "OTEL_ML_TF_SUMMARY_GRAPH_MODE"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_GRAPH_MODE
+
+Whether summaries written inside ``tf.function`` are exported on every step,
+through a ``tf.py_function`` added when the function is traced (true/false).
+Default: ``true``. With ``false``, graph-mode writes are not exported (and
+cost nothing extra); eager writes still are.
+"""

@@ -1,0 +1,65 @@
+"""SDK set-up shared by the configurator and instrument(): resource, ids, exporters, log flood."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from otel_ml import _sdk
+from otel_ml._ids import SystemRandomIdGenerator
+from otel_ml._log_limit import RepeatFilter
+
+
+def test_trace_ids_do_not_repeat_when_the_program_seeds_random() -> None:
+    generator = SystemRandomIdGenerator()
+    random.seed(7)
+    first = (generator.generate_trace_id(), generator.generate_span_id())
+    random.seed(7)
+    second = (generator.generate_trace_id(), generator.generate_span_id())
+    assert first != second
+    assert first[0] > 0 and first[1] > 0
+
+
+def test_worker_identity_comes_from_tf_config(caplog) -> None:
+    config = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}'
+    assert _sdk.worker_resource_attributes({"TF_CONFIG": config}) == {"ml.worker.type": "worker", "ml.worker.index": 1}
+    assert _sdk.worker_resource_attributes({}) == {}
+    with caplog.at_level(logging.ERROR):
+        assert _sdk.worker_resource_attributes({"TF_CONFIG": "{not json"}) == {}
+    assert "TF_CONFIG is not valid JSON" in caplog.text
+
+
+def test_unknown_exporter_is_one_clear_error_and_skipped(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus_typo")
+    with caplog.at_level(logging.ERROR):
+        assert _sdk.metric_readers() == []
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "OTEL_METRICS_EXPORTER names 'prometheus_typo'" in message
+    assert "otel_ml_prometheus" in message and "otlp_proto_grpc" in message and "none" in message
+
+
+def test_trace_exporter_defaults_follow_the_otlp_endpoint(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    assert _sdk._exporter_names("traces") == []
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    assert _sdk._exporter_names("traces") == ["otlp"]
+    monkeypatch.delenv("OTEL_METRICS_EXPORTER", raising=False)
+    assert _sdk._exporter_names("metrics") == ["otel_ml_prometheus"]
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    assert _sdk._exporter_names("metrics") == []
+
+
+def test_repeated_export_failures_log_once_then_report_the_count() -> None:
+    repeat = RepeatFilter(interval=60)
+    records = [
+        logging.LogRecord("opentelemetry.exporter.x", logging.ERROR, __file__, 1, "Failed to export %s", ("m",), None)
+        for _ in range(5)
+    ]
+    assert [repeat.filter(r) for r in records] == [True, False, False, False, False]
+    repeat.interval = 0  # the window has passed: the next one goes through, with the count
+    later = logging.LogRecord("opentelemetry.exporter.x", logging.ERROR, __file__, 1, "Failed to export %s", ("m",), None)
+    assert repeat.filter(later)
+    assert later.getMessage() == "Failed to export m (4 similar messages suppressed in the last 0 s)"

@@ -1,0 +1,189 @@
+"""tf.summary instrumentation: exact counts and values, eager and graph, runs, the tag cap."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from otel_ml.tf_summary import TfSummaryInstrumentor
+
+tf = pytest.importorskip("tensorflow")
+from tensorflow.python.ops import summary_ops_v2  # noqa: E402
+
+N = 6
+
+
+def _instrument(telemetry: Any, **options: Any) -> None:
+    TfSummaryInstrumentor().instrument(meter_provider=telemetry.meter_provider, **options)
+
+
+def _by(points: list[Any], **attrs: str) -> list[Any]:
+    return [p for p in points if all(p.attributes.get(k) == v for k, v in attrs.items())]
+
+
+def _value(telemetry: Any, name: str, **attrs: str) -> float:
+    found = _by(telemetry.points(name), **attrs)
+    assert len(found) == 1, (name, attrs, [dict(p.attributes) for p in telemetry.points(name)])
+    return found[0].value
+
+
+def test_eager_loop_exports_each_write_of_three_tags(telemetry: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    _instrument(telemetry)
+    writer = tf.summary.create_file_writer("logs/eager")
+    with writer.as_default():
+        for step in range(N):
+            tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+            tf.summary.scalar("accuracy", step / 10, step=step)
+            tf.summary.scalar("grad_norm", step * 3.0, step=step)
+    for tag, last in (("loss", 1.0 / N), ("accuracy", (N - 1) / 10), ("grad_norm", (N - 1) * 3.0)):
+        attrs = {"ml.run.name": "logs/eager", "ml.summary.tag": tag}
+        assert _value(telemetry, "ml.summary.writes", **attrs, **{"ml.summary.kind": "scalar"}) == N
+        assert _value(telemetry, "ml.summary.scalar", **attrs) == pytest.approx(last, rel=1e-6)
+    assert _value(telemetry, "ml.summary.step", **{"ml.run.name": "logs/eager"}) == N - 1
+    # Well-known tags also feed the training metrics, with the Keras path's names.
+    assert _value(telemetry, "ml.train.loss", **{"ml.phase": "train"}) == pytest.approx(1.0 / N, rel=1e-6)
+    assert _value(telemetry, "ml.train.metric", **{"ml.metric.name": "accuracy"}) == pytest.approx(0.5)
+    assert len(telemetry.points("ml.summary.scalar")) == 3
+
+
+def test_graph_mode_exports_every_step_not_once(telemetry: Any, tmp_path: Path) -> None:
+    _instrument(telemetry, summary_logdir_root=str(tmp_path))
+    writer = tf.summary.create_file_writer(str(tmp_path / "graph"))
+
+    @tf.function
+    def train_step(step: Any) -> None:
+        value = tf.cast(step, tf.float32)
+        tf.summary.scalar("loss", value * 2.0, step=step)
+        tf.summary.scalar("lr", value + 0.5, step=step)
+        tf.summary.histogram("weights", tf.stack([value, value + 2.0]), step=step)
+
+    with writer.as_default():
+        for step in range(1, N + 1):
+            train_step(tf.constant(step, tf.int64))
+    assert train_step.experimental_get_tracing_count() == 1
+    for tag, kind in (("loss", "scalar"), ("lr", "scalar"), ("weights", "histogram")):
+        attrs = {"ml.run.name": "graph", "ml.summary.tag": tag, "ml.summary.kind": kind}
+        assert _value(telemetry, "ml.summary.writes", **attrs) == N
+    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "loss"}) == 2.0 * N
+    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "lr"}) == N + 0.5
+    stats = {p.attributes["ml.summary.statistic"]: p.value for p in telemetry.points("ml.summary.histogram")}
+    assert stats == {"count": 2.0, "min": float(N), "max": float(N + 2), "mean": float(N + 1)}
+    assert _value(telemetry, "ml.summary.step", **{"ml.run.name": "graph"}) == N
+
+
+def test_graph_mode_off_exports_nothing_from_functions(telemetry: Any, tmp_path: Path) -> None:
+    _instrument(telemetry, summary_graph_mode=False)
+    writer = tf.summary.create_file_writer(str(tmp_path / "off"))
+
+    @tf.function
+    def step_fn(step: Any) -> None:
+        tf.summary.scalar("loss", 1.0, step=step)
+
+    with writer.as_default():
+        step_fn(tf.constant(1, tf.int64))
+    assert telemetry.points("ml.summary.writes") == []
+
+
+def test_two_writers_are_two_runs_and_pattern_picks_the_name(telemetry: Any, tmp_path: Path) -> None:
+    _instrument(telemetry, summary_logdir_root=str(tmp_path), summary_run_name_pattern=r"fit/([^/]+)")
+    first = tf.summary.create_file_writer(str(tmp_path / "logs/fit/exp_lr_0.01/20241015-143000"))
+    second = tf.summary.create_file_writer(str(tmp_path / "logs/fit/exp_lr_0.1/20241015-150000"))
+    for writer, value in ((first, 1.0), (second, 2.0)):
+        with writer.as_default(step=0):
+            tf.summary.scalar("loss", value)
+    runs = {p.attributes["ml.run.name"]: p.value for p in telemetry.points("ml.summary.scalar")}
+    assert runs == {"exp_lr_0.01": 1.0, "exp_lr_0.1": 2.0}
+
+
+def test_tag_cap_holds_and_counts_drops(telemetry: Any, tmp_path: Path, caplog: Any) -> None:
+    _instrument(telemetry, summary_max_tags=3, summary_logdir_root=str(tmp_path))
+    writer = tf.summary.create_file_writer(str(tmp_path / "capped"))
+    with caplog.at_level(logging.WARNING), writer.as_default():
+        for step in range(10):
+            tf.summary.scalar(f"loss_{step}", float(step), step=step)
+        tf.summary.scalar("loss_0", 42.0, step=10)  # a tag under the cap keeps exporting
+    tags = sorted(p.attributes["ml.summary.tag"] for p in telemetry.points("ml.summary.scalar"))
+    assert tags == ["loss_0", "loss_1", "loss_2"]
+    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "loss_0"}) == 42.0
+    assert _value(telemetry, "ml.summary.dropped", **{"ml.run.name": "capped", "ml.summary.kind": "scalar"}) == 7
+    assert sum("distinct summary tags" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_image_text_audio_are_counted_never_exported(telemetry: Any, tmp_path: Path) -> None:
+    _instrument(telemetry, summary_logdir_root=str(tmp_path))
+    writer = tf.summary.create_file_writer(str(tmp_path / "media"))
+    with writer.as_default(step=1):
+        tf.summary.image("img", np.zeros((1, 4, 4, 3), np.float32))
+        tf.summary.text("note", "secret training text")
+        tf.summary.audio("clip", np.zeros((1, 8, 1), np.float32), sample_rate=8000)
+    kinds = {p.attributes["ml.summary.kind"]: p.value for p in telemetry.points("ml.summary.writes")}
+    assert kinds == {"image": 1, "text": 1, "audio": 1}
+    assert telemetry.points("ml.summary.scalar") == []
+    assert "secret" not in repr(telemetry.reader.get_metrics_data())
+
+
+def _events(logdir: Path) -> list[tuple[str, int, bytes, bytes]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found = []
+    for path in sorted(logdir.glob("*tfevents*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                found.append((v.tag, event.step, v.tensor.SerializeToString(), v.metadata.SerializeToString()))
+    return found
+
+
+def _write_everything(logdir: Path) -> None:
+    writer = tf.summary.create_file_writer(str(logdir))
+
+    @tf.function
+    def in_graph(step: Any) -> None:
+        tf.summary.scalar("g", tf.cast(step, tf.float32) / 3.0, step=step)
+        tf.summary.histogram("gh", tf.range(5, dtype=tf.float32) * tf.cast(step, tf.float32), step=step)
+
+    with writer.as_default():
+        for step in range(3):
+            tf.summary.scalar("loss", 0.1 * step, step=step)
+            tf.summary.histogram("h", np.arange(7.0) * step, step=step)
+            tf.summary.text("t", f"text {step}", step=step)
+            in_graph(tf.constant(step, tf.int64))
+    writer.close()
+
+
+def test_event_files_are_identical_with_and_without(telemetry: Any, tmp_path: Path) -> None:
+    _write_everything(tmp_path / "plain")
+    _instrument(telemetry)
+    _write_everything(tmp_path / "instrumented")
+    plain = _events(tmp_path / "plain")
+    assert len(plain) == 15
+    assert _events(tmp_path / "instrumented") == plain
+
+
+def test_uninstrument_restores_the_originals(telemetry: Any, tmp_path: Path) -> None:
+    original_write = summary_ops_v2.__dict__["write"]
+    original_create = summary_ops_v2.__dict__["create_file_writer_v2"]
+    _instrument(telemetry)
+    _instrument(telemetry)  # twice is harmless
+    assert tf.summary.write is not original_write
+    assert tf.compat.v2.summary.write is tf.summary.write
+    TfSummaryInstrumentor().uninstrument()
+    assert summary_ops_v2.__dict__["write"] is original_write
+    assert summary_ops_v2.__dict__["create_file_writer_v2"] is original_create
+    assert tf.summary.write is original_write
+    assert tf.compat.v2.summary.write is original_write
+    assert tf.summary.create_file_writer is original_create
+    with tf.summary.create_file_writer(str(tmp_path / "after")).as_default(step=0):
+        tf.summary.scalar("loss", 1.0)
+    assert telemetry.points("ml.summary.writes") == []
+
+
+def test_bad_option_is_a_clear_error(telemetry: Any) -> None:
+    with pytest.raises(ValueError, match=r"summary_max_tags=0 is invalid: expected a whole number >= 1"):
+        _instrument(telemetry, summary_max_tags=0)
+    with pytest.raises(ValueError, match=r"summary_run_name_pattern='\(' is invalid: expected a Python regular"):
+        _instrument(telemetry, summary_run_name_pattern="(")
