@@ -243,3 +243,34 @@ def test_slow_step_buffer_is_bounded() -> None:
     for step in range(10):
         tracer.start_span("s", attributes={"ml.step": step, "ml.slow_threshold": 1.0}).end()
     assert [s["attributes"]["ml.step"] for s in buffer.spans()] == [9, 8, 7]
+
+
+def test_training_series_names_are_the_documented_ones(endpoint) -> None:
+    from otel_ml.keras._instruments import KerasInstruments
+
+    reader, meter, _ = endpoint
+    m = KerasInstruments.create(meter)
+    attrs = {"ml.run.name": "r"}
+    m.step_duration.record(0.01, attrs)
+    m.epoch_duration.record(1.0, attrs)
+    for counter in (m.steps, m.samples, m.epochs, m.anomalies):
+        counter.add(1, attrs)
+    for gauge in (m.loss, m.metric, m.learning_rate):
+        gauge.set(0.5, attrs)
+    _, body = _net.get(reader.url)[1:]
+    names = {line.split("{")[0] for line in body.splitlines() if line and not line.startswith("#")}
+    assert names - {"target_info"} == {
+        "ml_train_step_duration_seconds_bucket",
+        "ml_train_step_duration_seconds_sum",
+        "ml_train_step_duration_seconds_count",
+        "ml_train_epoch_duration_seconds_bucket",
+        "ml_train_epoch_duration_seconds_sum",
+        "ml_train_epoch_duration_seconds_count",
+        "ml_train_steps_total",
+        "ml_train_samples_total",
+        "ml_train_epochs_total",
+        "ml_train_anomalies_total",
+        "ml_train_loss",
+        "ml_train_metric",
+        "ml_train_learning_rate",
+    }
