@@ -82,9 +82,10 @@ class ExemplarCollector(_CustomCollector):  # type: ignore[misc]
 
     def _attach(self, fid: str, family: PrometheusMetric, start: int, metric: Metric) -> None:
         samples = family.samples
-        points = metric.data.data_points
+        points: Sequence[Any] = metric.data.data_points
         if isinstance(metric.data, Histogram):
-            width = len(points[0].explicit_bounds) + 3 if points else 0  # buckets + +Inf, _count, _sum
+            # Upstream adds, per point: one _bucket per bound, +Inf, then _count and _sum.
+            width = len(points[0].explicit_bounds) + 3 if points else 0
             for i, point in enumerate(points):
                 block = start + i * width
                 if block + width > len(samples):

@@ -63,7 +63,7 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
         # Swap upstream's collector for the exemplar-aware one, keeping its settings.
         self.registry.unregister(self._collector)
         self._collector = ExemplarCollector(resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__)
-        self._collector._callback = self.collect
+        self._collector._callback = self.collect  # type: ignore[assignment]
         self.registry.register(self._collector)
         self.slow_steps = slow_steps or default_slow_step_buffer()
         self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps))

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from otel_ml import _semconv as sc
-from otel_ml._guard import guarded
+from otel_ml._guard import guarded, report
 from otel_ml._run import current_run_name
 from otel_ml.keras._fit import FitRun
 from otel_ml.keras._instruments import KerasInstruments
@@ -118,9 +118,7 @@ class KerasWrappers:
             else:
                 kwargs = {**kwargs, "callbacks": new}
             return args, kwargs, cleanup
-        except Exception as exc:  # noqa: BLE001
-            from otel_ml._guard import report
-
+        except Exception as exc:  # noqa: BLE001 - never break fit over the callback
             report("keras.fit inject callback", exc)
             return args, kwargs, None
 
