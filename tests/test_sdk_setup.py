@@ -60,6 +60,8 @@ def test_repeated_export_failures_log_once_then_report_the_count() -> None:
     ]
     assert [repeat.filter(r) for r in records] == [True, False, False, False, False]
     repeat.interval = 0  # the window has passed: the next one goes through, with the count
-    later = logging.LogRecord("opentelemetry.exporter.x", logging.ERROR, __file__, 1, "Failed to export %s", ("m",), None)
+    later = logging.LogRecord(
+        "opentelemetry.exporter.x", logging.ERROR, __file__, 1, "Failed to export %s", ("m",), None
+    )
     assert repeat.filter(later)
     assert later.getMessage() == "Failed to export m (4 similar messages suppressed in the last 0 s)"

@@ -1,0 +1,198 @@
+"""What otel_ml knows about each predictor, kept beside it rather than on it.
+
+Paddle's predictor is a pybind11 class whose instances take no attributes, so
+per-predictor facts live in a weak-keyed map: an entry goes away with its
+predictor. The map is filled by the ``create_predictor`` and ``clone`` wrappers
+from the ``Config``; a predictor that arrives without facts (a
+``PredictorPool`` member) gets them on its first ``run()`` from the options.
+
+Per-model state (attribute dicts built once, the runs in flight) is shared by
+every predictor of one model and bounded in number, so that a service that
+loads models by user-supplied path cannot grow the label set without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any, Final
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from otel_ml import _semconv as sc
+from otel_ml._slow import SlowDetector
+from otel_ml.paddle._options import PaddleOptions
+
+_LOG = logging.getLogger("otel_ml.paddle")
+
+UNKNOWN_MODEL: Final = "unknown"
+OTHER: Final = "_OTHER"
+MAX_MODELS: Final = 64
+MAX_ERROR_TYPES: Final = 16
+MAX_SLOW_SPANS_PER_SECOND: Final = 10
+"""Per model: on a busy host many runs can cross 3x the median; the histogram still counts them all."""
+
+
+class ModelState:
+    """Attribute dicts and the in-flight count of one ``ml.model.name``."""
+
+    __slots__ = (
+        "_errors",
+        "_lock",
+        "_slow_count",
+        "_slow_second",
+        "attrs",
+        "batch_attrs",
+        "inflight",
+        "name",
+        "warm_attrs",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.batch_attrs = {sc.ML_FRAMEWORK: sc.FRAMEWORK_PADDLE, sc.ML_MODEL_NAME: name}
+        self.attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: False}
+        self.warm_attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: True}
+        self._errors: dict[tuple[type, bool], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.inflight = 0
+        self._slow_second = -1
+        self._slow_count = 0
+
+    def allow_slow_span(self, now_ns: int) -> bool:
+        """At most ``MAX_SLOW_SPANS_PER_SECOND`` after-the-fact spans per wall-clock second.
+
+        Unlocked on purpose: a race can let one span too many through, never block a run.
+        """
+        second = now_ns // 1_000_000_000
+        if second != self._slow_second:
+            self._slow_second = second
+            self._slow_count = 0
+        if self._slow_count >= MAX_SLOW_SPANS_PER_SECOND:
+            return False
+        self._slow_count += 1
+        return True
+
+    def enter(self) -> None:
+        with self._lock:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+
+    def error_attrs(self, exc_type: type, warm: bool) -> dict[str, Any]:
+        """Attributes of a run that raised ``exc_type``; at most ``MAX_ERROR_TYPES`` distinct names."""
+        key = (exc_type, warm)
+        attrs = self._errors.get(key)
+        if attrs is None:
+            name = exc_type.__qualname__
+            if len({k[0] for k in self._errors}) >= MAX_ERROR_TYPES:
+                name = OTHER
+            attrs = {**(self.warm_attrs if warm else self.attrs), sc.ERROR_TYPE: name}
+            self._errors[key] = attrs
+        return attrs
+
+
+class PredictorFacts:
+    """One predictor's model, engine flags, warm-up count and slow-run baseline."""
+
+    __slots__ = ("detector", "engine", "handle", "model", "runs", "span_attrs")
+
+    def __init__(self, model: ModelState, engine: dict[str, bool], options: PaddleOptions) -> None:
+        self.model = model
+        self.engine = engine
+        self.runs = 0
+        self.handle: Any = None  # the first input handle, once looked up
+        self.detector = SlowDetector(options.slow_run_seconds, options.slow_run_factor)
+        self.span_attrs: dict[str, Any] = {**model.batch_attrs, **engine}
+
+
+class Registry:
+    """The weak map predictor -> facts, and the bounded set of models."""
+
+    def __init__(self, options: PaddleOptions) -> None:
+        self.options = options
+        self._facts: weakref.WeakKeyDictionary[Any, PredictorFacts] = weakref.WeakKeyDictionary()
+        self._models: dict[str, ModelState] = {}
+        self._lock = threading.Lock()
+
+    def model(self, name: str) -> ModelState:
+        state = self._models.get(name)
+        if state is None:
+            with self._lock:
+                state = self._models.get(name)
+                if state is None:
+                    if len(self._models) >= MAX_MODELS:
+                        _LOG.warning(
+                            "otel_ml: more than %d Paddle model names; model %r is reported as %r",
+                            MAX_MODELS,
+                            name,
+                            OTHER,
+                        )
+                        name = OTHER
+                        state = self._models.get(name)
+                    if state is None:
+                        state = ModelState(name)
+                        self._models[name] = state
+        return state
+
+    def register(self, predictor: Any, config: Any) -> PredictorFacts:
+        """Record what ``config`` says about ``predictor`` (called by the ``create_predictor`` wrapper)."""
+        facts = PredictorFacts(self.model(self._model_name(config)), engine_flags(config), self.options)
+        self._facts[predictor] = facts
+        return facts
+
+    def derive(self, clone: Any, parent: Any) -> None:
+        """Give a ``clone()`` its parent's model and flags, with its own warm-up and baseline."""
+        base = self.facts(parent)
+        self._facts[clone] = PredictorFacts(base.model, base.engine, self.options)
+
+    def facts(self, predictor: Any) -> PredictorFacts:
+        facts = self._facts.get(predictor)
+        if facts is None:
+            name = self.options.model_name or UNKNOWN_MODEL
+            facts = PredictorFacts(self.model(name), {}, self.options)
+            self._facts[predictor] = facts
+        return facts
+
+    def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
+        for state in list(self._models.values()):
+            yield Observation(state.inflight, state.batch_attrs)
+
+    def _model_name(self, config: Any) -> str:
+        if self.options.model_name:
+            return self.options.model_name
+        return model_name_of(config)
+
+
+def model_name_of(config: Any) -> str:
+    """The stem of the model file (``ocr.json`` -> ``ocr``), the model directory's name, or ``unknown``."""
+    for getter in ("prog_file", "model_dir"):
+        try:
+            path = getattr(config, getter)()
+        except Exception:  # noqa: BLE001 - a config without that getter or a model from memory
+            continue
+        if path:
+            stem = os.path.splitext(os.path.basename(os.path.normpath(str(path))))[0]
+            if stem:
+                return stem
+    return UNKNOWN_MODEL
+
+
+def engine_flags(config: Any) -> dict[str, bool]:
+    """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
+    flags: dict[str, bool] = {}
+    for attr, getter in (
+        (sc.ML_PADDLE_GPU, "use_gpu"),
+        (sc.ML_PADDLE_TENSORRT, "tensorrt_engine_enabled"),
+        (sc.ML_PADDLE_MKLDNN, "mkldnn_enabled"),
+    ):
+        try:
+            flags[attr] = bool(getattr(config, getter)())
+        except Exception:  # noqa: BLE001 - older or newer Config without this getter
+            continue
+    return flags

@@ -1,0 +1,50 @@
+"""The Paddle instrumentor's metric instruments, created once at instrument time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+
+from otel_ml import _semconv as sc
+from otel_ml._buckets import BATCH_SIZE_BUCKETS, DURATION_BUCKETS_SECONDS
+
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+@dataclass(frozen=True)
+class PaddleInstruments:
+    """The duration and batch-size histograms; runs in flight are observed, not counted per call."""
+
+    duration: Histogram
+    batch_size: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter, observe_active: _Callback) -> PaddleInstruments:
+        """Create the instruments on ``meter``; ``observe_active`` reports runs in flight per model.
+
+        ``ml.inference.active`` is an *observable* up-down counter fed from a
+        per-model integer: two synchronous ``add`` calls per run would cost
+        more than a small model's run takes.
+        """
+        meter.create_observable_up_down_counter(
+            sc.INFERENCE_ACTIVE,
+            callbacks=[observe_active],
+            unit=sc.UNIT_REQUEST,
+            description="Paddle predictor runs in flight.",
+        )
+        return cls(
+            duration=meter.create_histogram(
+                sc.INFERENCE_DURATION,
+                unit=sc.UNIT_SECONDS,
+                description="Wall time of one Paddle predictor run(); ml.inference.warmup marks the first runs.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_SECONDS),
+            ),
+            batch_size=meter.create_histogram(
+                sc.INFERENCE_BATCH_SIZE,
+                unit=sc.UNIT_SAMPLE,
+                description="Samples per run, from the first input's leading dimension when it is known.",
+                explicit_bucket_boundaries_advisory=list(BATCH_SIZE_BUCKETS),
+            ),
+        )
