@@ -30,6 +30,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from otel_ml.exporter import OtelMLPrometheusMetricReader
+from otel_ml.exporter._reader import WORKER_RESOURCE_ATTRIBUTES
 from otel_ml.keras._instruments import KerasInstruments
 
 GPUS = 8
@@ -90,7 +91,10 @@ def main() -> None:
 
     ours = OtelMLPrometheusMetricReader(start_server=False)
     upstream_registry = CollectorRegistry(auto_describe=False)
-    upstream = PrometheusMetricReader(registry=upstream_registry)
+    # Same labels on both sides: upstream is given the resource-attribute filter otel_ml uses.
+    upstream = PrometheusMetricReader(
+        registry=upstream_registry, resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__
+    )
     feed(MeterProvider(metric_readers=[ours]), tracer, 1)
     feed(MeterProvider(metric_readers=[upstream]), tracer, 1)
 

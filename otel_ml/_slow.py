@@ -11,6 +11,42 @@ from __future__ import annotations
 import math
 
 
+class RollingWindow:
+    """The last ``size`` values, and a countdown to the next refresh of statistics over them.
+
+    Shared by the slow-step and loss-spike detectors: each adds one value per
+    step and recomputes its median only when :meth:`add` says a refresh is due.
+    """
+
+    __slots__ = ("_next", "_since", "_size", "refresh", "values")
+
+    def __init__(self, size: int, refresh: int) -> None:
+        self.values: list[float] = []
+        self._size = size
+        self._next = 0
+        self._since = 0
+        self.refresh = refresh
+
+    def add(self, value: float) -> bool:
+        """Add ``value`` (replacing the oldest once full); True when a refresh is due."""
+        values = self.values
+        if len(values) < self._size:
+            values.append(value)
+        else:
+            values[self._next] = value
+            self._next = (self._next + 1) % self._size
+        self._since += 1
+        if self._since >= self.refresh:
+            self._since = 0
+            return True
+        return False
+
+    def median(self) -> float:
+        """The median of the values kept (the upper one for an even count)."""
+        ordered = sorted(self.values)
+        return ordered[len(ordered) // 2]
+
+
 class SlowDetector:
     """Decides whether a duration is slow.
 
@@ -29,7 +65,7 @@ class SlowDetector:
         True
     """
 
-    __slots__ = ("_buf", "_factor", "_fixed", "_i", "_min", "_n", "_refresh", "_since", "threshold")
+    __slots__ = ("_factor", "_fixed", "_min", "_window", "threshold")
 
     def __init__(
         self,
@@ -41,12 +77,8 @@ class SlowDetector:
     ) -> None:
         self._fixed = fixed
         self._factor = factor
-        self._buf: list[float] = []
-        self._n = window
-        self._i = 0
+        self._window = RollingWindow(window, refresh)
         self._min = min_samples
-        self._refresh = refresh
-        self._since = 0
         # math.inf until the baseline is known: nothing is slow before that.
         self.threshold: float = fixed if fixed is not None else math.inf
 
@@ -59,20 +91,8 @@ class SlowDetector:
         slow = seconds > self.threshold
         if self._fixed is not None:
             return slow
-        buf = self._buf
-        if len(buf) < self._n:
-            buf.append(seconds)
-        else:
-            buf[self._i] = seconds
-            self._i = (self._i + 1) % self._n
-        self._since += 1
-        if self._since >= self._refresh or (len(buf) == self._min and self.threshold == math.inf):
-            self._recompute()
+        due = self._window.add(seconds)
+        count = len(self._window.values)
+        if count >= self._min and (due or self.threshold == math.inf):
+            self.threshold = self._factor * self._window.median()
         return slow
-
-    def _recompute(self) -> None:
-        self._since = 0
-        if len(self._buf) < self._min:
-            return
-        ordered = sorted(self._buf)
-        self.threshold = self._factor * ordered[len(ordered) // 2]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from otel_ml._slow import RollingWindow
+
 
 def as_float(value: Any) -> float | None:
     """A log value as a float, or None when it is not a scalar number.
@@ -77,42 +79,27 @@ class SpikeDetector:
         True
     """
 
-    __slots__ = ("_buf", "_i", "_median", "_n", "_refresh", "_scale", "_since", "_threshold")
+    __slots__ = ("_median", "_min", "_scale", "_threshold", "_window")
 
     def __init__(self, window: int, threshold: float, refresh: int = 8) -> None:
-        self._buf: list[float] = []
-        self._n = window
-        self._i = 0
+        self._window = RollingWindow(window, refresh)
+        self._min = min(window, 16)
         self._threshold = threshold
-        self._refresh = refresh
-        self._since = 0
         self._median = math.inf
         self._scale = math.inf
 
     def observe(self, loss: float) -> bool:
         """Say whether ``loss`` spikes against the baseline, then add it to the baseline."""
         spike = loss > self._median and (loss - self._median) > self._threshold * self._scale
-        buf = self._buf
-        if len(buf) < self._n:
-            buf.append(loss)
-        else:
-            buf[self._i] = loss
-            self._i = (self._i + 1) % self._n
-        self._since += 1
-        if self._since >= self._refresh and len(buf) >= min(self._n, 16):
-            self._recompute()
+        if self._window.add(loss) and len(self._window.values) >= self._min:
+            median = self._window.median()
+            deviations = sorted(abs(x - median) for x in self._window.values)
+            mad = deviations[len(deviations) // 2]
+            self._median = median
+            # A perfectly flat window (MAD 0) would make any wobble a spike:
+            # floor the scale at 1e-3 of the median's magnitude.
+            self._scale = max(1.4826 * mad, 1e-3 * abs(median), 1e-12)
         return spike
-
-    def _recompute(self) -> None:
-        self._since = 0
-        ordered = sorted(self._buf)
-        median = ordered[len(ordered) // 2]
-        deviations = sorted(abs(x - median) for x in ordered)
-        mad = deviations[len(deviations) // 2]
-        self._median = median
-        # A perfectly flat window (MAD 0) would make any wobble a spike: floor
-        # the scale at 1e-3 of the median's magnitude.
-        self._scale = max(1.4826 * mad, 1e-3 * abs(median), 1e-12)
 
 
 def learning_rate(model: Any) -> float | None:
