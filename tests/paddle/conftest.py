@@ -16,12 +16,24 @@ from typing import Any
 
 import pytest
 
+_SEPARATE = (
+    "tests/paddle must run in its own pytest process (pytest tests/paddle): tensorflow is already "
+    "imported here and importing paddle after it crashes the interpreter. "
+    "Run the other tests with pytest --ignore=tests/paddle."
+)
 if "tensorflow" in sys.modules:
-    raise pytest.UsageError(
-        "tests/paddle must run in its own pytest process (pytest tests/paddle): tensorflow is already "
-        "imported here and importing paddle after it crashes the interpreter. "
-        "Run the other tests with pytest --ignore=tests/paddle."
-    )
+    raise pytest.UsageError(_SEPARATE)
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """Stop before a Paddle test module is imported into a process that already holds tensorflow.
+
+    pytest loads this conftest before it imports any test module, so the check
+    above cannot see a tensorflow that another directory's tests import later.
+    """
+    here = Path(__file__).resolve().parent
+    if isinstance(collector, pytest.Module) and here in collector.path.parents and "tensorflow" in sys.modules:
+        raise pytest.UsageError(_SEPARATE)
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ log lines, not ours
 
