@@ -13,6 +13,7 @@ label so the loss turns NaN from that step on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 
@@ -78,16 +79,18 @@ def main() -> None:
                 time.sleep(args.slow_seconds)
             self.step += 1
 
-    history = model.fit(
-        x,
-        y,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        validation_data=(x_val, y_val),
-        callbacks=[SlowStep()],
-        verbose=0,
-        shuffle=False,
-    )
+    run = otel_ml.run(args.run_name) if args.run_name else contextlib.nullcontext()
+    with run:
+        history = model.fit(
+            x,
+            y,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            validation_data=(x_val, y_val),
+            callbacks=[SlowStep()],
+            verbose=0,
+            shuffle=False,
+        )
     print(f"fit finished after {len(history.history['loss'])} epochs", flush=True)
     if args.hold > 0:
         time.sleep(args.hold)

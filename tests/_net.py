@@ -69,12 +69,22 @@ def start(args: list[str], env: dict[str, str] | None = None, log: Path | None =
     return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Stop a process started by :func:`start` by its PID (SIGTERM, then SIGKILL)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Stop a process we started, by its PID: SIGTERM, then SIGKILL.
+
+    A process started by :func:`start` leads its own session, so its children
+    are signalled with it.
+    """
+    if proc is None or proc.poll() is not None:
+        return
+    group = os.getpgid(proc.pid) == proc.pid
+
+    def signal_it(sig: int) -> None:
+        (os.killpg if group else os.kill)(proc.pid, sig)
+
+    signal_it(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        signal_it(signal.SIGKILL)
+        proc.wait(timeout)

@@ -1,0 +1,110 @@
+"""One data point of every otel_ml metric, to compare series names on both paths.
+
+The same instruments, units, attributes and resource are recorded into the
+embedded endpoint's registry and, over OTLP, into the collector; the test
+then checks that Prometheus sees the same series and label names from both.
+The list follows otel_ml/_semconv.py and docs/metric-names.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+
+from otel_ml import _semconv as sc
+
+RUN = "names-check"
+RESOURCE = Resource.create(
+    {
+        "service.name": "names-svc",
+        "service.instance.id": "names-0",
+        sc.ML_WORKER_TYPE: "worker",
+        sc.ML_WORKER_INDEX: 3,
+        "host.name": "not-a-label",  # dropped on both paths: not a worker identity
+    }
+)
+_TRAIN = {sc.ML_FRAMEWORK: "keras", sc.ML_MODEL_NAME: "m", sc.ML_RUN_NAME: RUN}
+_GPU = {
+    sc.HW_ID: "GPU-0",
+    sc.HW_NAME: "H100",
+    sc.HW_VENDOR: "NVIDIA",
+    sc.HW_TYPE: sc.HW_TYPE_GPU,
+    sc.ML_GPU_INDEX: 0,
+    sc.ML_RUN_NAME: RUN,
+}
+_INFER = {sc.ML_FRAMEWORK: "paddle", sc.ML_MODEL_NAME: "m", sc.ML_RUN_NAME: RUN, sc.ML_INFERENCE_WARMUP: False}
+
+# (name, kind, unit, attributes)
+INSTRUMENTS: list[tuple[str, str, str, dict[str, Any]]] = [
+    (sc.TRAIN_STEP_DURATION, "histogram", sc.UNIT_SECONDS, _TRAIN),
+    (sc.TRAIN_STEPS, "counter", sc.UNIT_STEP, _TRAIN),
+    (sc.TRAIN_SAMPLES, "counter", sc.UNIT_SAMPLE, _TRAIN),
+    (sc.TRAIN_EPOCHS, "counter", sc.UNIT_EPOCH, _TRAIN),
+    (sc.TRAIN_EPOCH_DURATION, "histogram", sc.UNIT_SECONDS, _TRAIN),
+    (sc.TRAIN_LOSS, "gauge", sc.UNIT_DIMENSIONLESS, {**_TRAIN, sc.ML_PHASE: sc.PHASE_TRAIN}),
+    (sc.TRAIN_METRIC, "gauge", sc.UNIT_DIMENSIONLESS, {**_TRAIN, sc.ML_PHASE: "validation", sc.ML_METRIC_NAME: "mae"}),
+    (sc.TRAIN_LEARNING_RATE, "gauge", sc.UNIT_DIMENSIONLESS, _TRAIN),
+    (sc.TRAIN_ANOMALIES, "counter", sc.UNIT_ANOMALY, {**_TRAIN, sc.ML_ANOMALY_KIND: sc.ANOMALY_NAN}),
+    (sc.INFERENCE_DURATION, "histogram", sc.UNIT_SECONDS, {**_INFER, sc.ERROR_TYPE: "ValueError"}),
+    (sc.INFERENCE_BATCH_SIZE, "histogram", sc.UNIT_SAMPLE, _INFER),
+    (sc.INFERENCE_ACTIVE, "updowncounter", "{request}", _INFER),
+    (sc.HW_GPU_UTILIZATION, "gauge", "1", {**_GPU, sc.HW_GPU_TASK: sc.GPU_TASK_GENERAL}),
+    (sc.HW_GPU_MEMORY_UTILIZATION, "gauge", "1", _GPU),
+    (sc.HW_GPU_MEMORY_USAGE, "updowncounter", "By", _GPU),
+    (sc.HW_GPU_MEMORY_LIMIT, "updowncounter", "By", _GPU),
+    (sc.ML_GPU_PROCESS_MEMORY_USAGE, "updowncounter", "By", {**_GPU, "process.pid": 1234}),
+    (sc.HW_POWER, "gauge", "W", _GPU),
+    (sc.HW_ENERGY, "counter", "J", _GPU),
+    (sc.HW_TEMPERATURE, "gauge", "Cel", _GPU),
+    (sc.HW_ERRORS, "counter", "{error}", {**_GPU, sc.ERROR_TYPE: "xid"}),
+]
+
+
+def record_all(provider: MeterProvider) -> None:
+    """Record one value on each instrument of INSTRUMENTS."""
+    meter = provider.get_meter("otel_ml.names_check", "1.0")
+    for name, kind, unit, attrs in INSTRUMENTS:
+        if kind == "histogram":
+            meter.create_histogram(name, unit=unit).record(0.5, attrs)
+        elif kind == "counter":
+            meter.create_counter(name, unit=unit).add(2, attrs)
+        elif kind == "updowncounter":
+            meter.create_up_down_counter(name, unit=unit).add(1, attrs)
+        else:
+            meter.create_gauge(name, unit=unit).set(0.25, attrs)
+
+
+def embedded_series() -> set[tuple[str, frozenset[str]]]:
+    """(series name, label names) as Prometheus stores them from otel_ml's embedded endpoint."""
+    from otel_ml.exporter import OtelMLPrometheusMetricReader
+
+    reader = OtelMLPrometheusMetricReader(port=0, start_server=False)
+    provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])
+    try:
+        record_all(provider)
+        found = set()
+        for family in reader.registry.collect():
+            for sample in family.samples:
+                # target_info holds the resource, not the run: compared series are the metrics.
+                if not sample.name.endswith("_created") and sample.name != "target_info":
+                    # Prometheus stores no empty label (otel_scope_schema_url="").
+                    found.add((sample.name, frozenset(k for k, v in sample.labels.items() if v)))
+        return found
+    finally:
+        provider.shutdown()
+
+
+def send_to_collector(endpoint: str) -> None:
+    """Record the same points and push them once over OTLP gRPC."""
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=3_600_000
+    )
+    provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])
+    record_all(provider)
+    provider.force_flush()
+    provider.shutdown()

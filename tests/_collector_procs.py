@@ -1,0 +1,229 @@
+"""Real processes for the collector tests: otelcol-ml, Prometheus, and training runs.
+
+Everything binds 127.0.0.1 on free ports, lives in a temporary directory and
+is stopped by its PID. Nothing here is a test; test_collector_e2e.py uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._net import free_port, stop, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTOR_DIR = ROOT / "collector"
+COLLECTOR_BIN = COLLECTOR_DIR / "build" / "otelcol-ml"
+RULES = COLLECTOR_DIR / "prometheus" / "rules" / "otel-ml.rules.yml"
+DASHBOARD = COLLECTOR_DIR / "grafana" / "dashboards" / "otel-ml.json"
+REQUIRE_ENV = "OTEL_ML_REQUIRE_COLLECTOR"
+
+
+def require_collector() -> Path:
+    """The built collector binary; skips (or fails where CI requires it) when it cannot be had."""
+    reason = None
+    if shutil.which("prometheus") is None:
+        reason = "the 'prometheus' binary is not installed (Debian package prometheus)"
+    elif not COLLECTOR_BIN.exists():
+        if shutil.which("go") is None:
+            reason = "Go is not installed, so collector/build.sh cannot build collector/build/otelcol-ml"
+        else:
+            reason = "collector/build/otelcol-ml is not built: run `bash collector/build.sh`"
+    if reason is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
+        pytest.skip(reason)
+    return COLLECTOR_BIN
+
+
+def http_json(url: str, params: dict[str, str] | None = None, timeout: float = 10) -> Any:
+    if params:
+        url = f"{url}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:  # Prometheus answers 400 with a JSON error body
+        return json.loads(err.read())
+
+
+class Collector:
+    """otelcol-ml running otel-collector.yaml on free ports; restartable for outages."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path = COLLECTOR_DIR / "otel-collector.yaml",
+        extra_env: dict[str, str] | None = None,
+        serves_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        self.serves_metrics = serves_metrics
+        self.grpc_port, self.http_port, self.prom_port = free_port(), free_port(), free_port()
+        self.traces_file = workdir / f"{config.stem}-traces.jsonl"
+        self.log = workdir / f"{config.stem}.log"
+        self.env = {
+            **os.environ,
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{self.prom_port}",
+            # No trace backend in the test: the file exporter is what is checked.
+            "OTELCOL_TRACES_OTLP_ENDPOINT": f"127.0.0.1:{free_port()}",
+            "OTELCOL_TRACES_FILE": str(self.traces_file),
+            "OTELCOL_LOG_LEVEL": "warn",
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def otlp_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(COLLECTOR_BIN), "--config", str(self.config)], env=self.env, stdout=log, stderr=log
+            )
+        wait_for(self._ready, 30, f"{self.config.name} listening (log: {self.log})")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        port = self.prom_port if self.serves_metrics else self.grpc_port
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span in the trace file, with ``traceId`` and attributes flattened."""
+        found = []
+        if not self.traces_file.exists():
+            return found
+        for line in self.traces_file.read_text().splitlines():
+            for rs in json.loads(line).get("resourceSpans", []):
+                for ss in rs.get("scopeSpans", []):
+                    for span in ss.get("spans", []):
+                        attrs = {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
+                        found.append({"traceId": span["traceId"], "name": span["name"], "attributes": attrs})
+        return found
+
+
+class Prometheus:
+    """Prometheus 2.42 with exemplar storage, scraping the collector, loading the bundled rules."""
+
+    def __init__(self, workdir: Path, target_port: int, *extra_flags: str) -> None:
+        self.extra_flags = extra_flags
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        text = (COLLECTOR_DIR / "prometheus" / "prometheus.yml").read_text()
+        # The bundled config, pointed at this test's collector, and faster: the
+        # collector keeps a histogram exemplar only until the next export (1 s).
+        for old, new in (
+            ("127.0.0.1:8889", f"127.0.0.1:{target_port}"),
+            ("scrape_interval: 10s", "scrape_interval: 500ms"),
+            ("evaluation_interval: 30s", "evaluation_interval: 1s"),
+            ("rules/otel-ml.rules.yml", str(RULES)),
+        ):
+            assert old in text, f"prometheus.yml no longer contains {old!r}"
+            text = text.replace(old, new)
+        self.config = workdir / f"prometheus-{self.port}.yml"
+        self.config.write_text(text)
+        self.data = workdir / f"tsdb-{self.port}"
+        self.log = workdir / f"prometheus-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.data}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--enable-feature=exemplar-storage",
+                    *self.extra_flags,
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        wait_for(self._alive, 30, f"Prometheus ready (log: {self.log})")
+
+    def _alive(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+
+    def api(self, path: str, **params: str) -> Any:
+        body = http_json(f"{self.url}/api/v1/{path}", params)
+        return body
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = self.api("query", query=expr)
+        assert body["status"] == "success", f"{expr}: {body}"
+        return body["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+def training_env(collector: Collector, run: str, instance: str, index: int) -> dict[str, str]:
+    """Environment of one training worker of the job ``trainer``, exporting OTLP to ``collector``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {
+            "OTEL_ML_RUN_NAME": run,
+            "OTEL_SERVICE_NAME": "trainer",
+            "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
+            "TF_CONFIG": json.dumps({"task": {"type": "worker", "index": index}}),
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
+    return env
+
+
+def start_training(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``opentelemetry-instrument python tests/_collector_maxrss.py examples/keras_train.py ARGS``."""
+    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
+    wrapper, script = ROOT / "tests" / "_collector_maxrss.py", ROOT / "examples" / "keras_train.py"
+    cmd = [instrument, sys.executable, str(wrapper), str(script)]
+    return subprocess.Popen([*cmd, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[int, str]:
+    """Wait for a training run; its exit code and its stderr (stdout appended)."""
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode(errors="replace") + out.decode(errors="replace")
+
+
+def series_names(stack_prom: Prometheus, match: str) -> Iterator[tuple[str, frozenset[str]]]:
+    body = stack_prom.api("series", **{"match[]": match})
+    assert body["status"] == "success", body
+    for labels in body["data"]:
+        yield labels["__name__"], frozenset(labels) - {"__name__"}
