@@ -213,12 +213,18 @@ def test_every_rule_and_dashboard_query_is_valid_and_training_panels_have_data(
         assert prometheus.api("query", query=query)["status"] == "success", name
     targets = _dashboard_targets()
     assert len(targets) >= 14
+    # A short fit reaches Prometheus in its last export or two: let a few more
+    # scrapes land (0.5 s apart) so that rate() windows hold two samples.
+    wait_for(
+        lambda: prometheus.value('count_over_time(ml_train_steps_total{ml_run_name="healthy"}[10s])') >= 6,
+        30,
+        "three seconds of scrapes of the finished runs",
+    )
+    end = time.time()
     empty = []
     for title, expr in targets:
         concrete = _concrete(expr)
-        body = prometheus.api(
-            "query_range", query=concrete, start=str(runs["started"]), end=str(time.time()), step="1"
-        )
+        body = prometheus.api("query_range", query=concrete, start=str(end - 2), end=str(end), step="0.5")
         assert body["status"] == "success", f"{title}: {concrete}: {body}"
         if "ml_train_" in expr and not body["data"]["result"]:
             empty.append(title)
