@@ -94,7 +94,11 @@ class Collector:
             self.proc = subprocess.Popen(
                 [str(COLLECTOR_BIN), "--config", str(self.config)], env=self.env, stdout=log, stderr=log
             )
-        wait_for(self._ready, 30, f"{self.config.name} listening (log: {self.log})")
+        try:
+            wait_for(self._ready, 30, f"{self.config.name} listening (log: {self.log})")
+        except BaseException:
+            self.stop()  # never leave a collector behind a failed start
+            raise
 
     def _ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -158,7 +162,11 @@ class Prometheus:
                 stdout=log,
                 stderr=log,
             )
-        wait_for(self._alive, 30, f"Prometheus ready (log: {self.log})")
+        try:
+            wait_for(self._alive, 30, f"Prometheus ready (log: {self.log})")
+        except BaseException:
+            self.stop()
+            raise
 
     def _alive(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
