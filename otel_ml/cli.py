@@ -16,12 +16,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Each subcommand module adds its parser here (tensorboard bridge, GPU exporter)."""
+    """Each subcommand module adds its parser here (GPU exporter, TensorBoard bridge)."""
+    from otel_ml import tensorboard_bridge
     from otel_ml.gpu import _command as gpu_command
 
     gpu_command.register(sub)
-    from otel_ml import tensorboard_bridge
-
     tensorboard_bridge.register(sub)
 
 
