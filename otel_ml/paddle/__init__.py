@@ -22,6 +22,7 @@ very same original back. Nothing is imported until the program imports
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml._base import OtelMLInstrumentor
+from otel_ml._guard import guarded
 from otel_ml.paddle._facts import Registry
 from otel_ml.paddle._instruments import PaddleInstruments
 from otel_ml.paddle._options import OPTION_NAMES, PaddleOptions
@@ -60,6 +62,9 @@ class PaddleInstrumentor(OtelMLInstrumentor):
         tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
         registry = Registry(options)
         self._hooks = RunHooks(registry, PaddleInstruments.create(meter, _observe_active), tracer)
+        # Pending measurements must not die with the process; runs before the
+        # MeterProvider's own exit hook, which was registered earlier.
+        atexit.register(_flush_pending)
         self._active = True
         self._when_imported(_MODULE)
 
@@ -84,6 +89,8 @@ class PaddleInstrumentor(OtelMLInstrumentor):
         for owner, name, original in reversed(self._patched):
             setattr(owner, name, original)
         self._patched.clear()
+        atexit.unregister(_flush_pending)
+        _flush_pending()
         self._hooks = None
 
 
@@ -97,4 +104,15 @@ def _observe_active(options: CallbackOptions) -> Iterable[Observation]:
     hooks = PaddleInstrumentor()._hooks
     if hooks is None:
         return ()
+    # The SDK runs observable callbacks at the start of a collection, before it
+    # reads the synchronous instruments: the runs made so far are in this scrape.
+    _flush_pending()
     return list(hooks.registry.observe_active(options))
+
+
+@guarded("paddle.flush")
+def _flush_pending() -> None:
+    """Hand the current instrumentation's pending measurements to the SDK now."""
+    hooks = PaddleInstrumentor()._hooks
+    if hooks is not None:
+        hooks.flush(wait=True)

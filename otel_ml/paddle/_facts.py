@@ -13,6 +13,7 @@ loads models by user-supplied path cannot grow the label set without limit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -37,17 +38,27 @@ MAX_SLOW_SPANS_PER_SECOND: Final = 10
 
 
 class ModelState:
-    """Attribute dicts and the in-flight count of one ``ml.model.name``."""
+    """Attribute dicts, runs in flight and measurements not yet handed to the SDK, of one ``ml.model.name``.
+
+    Runs in flight are two monotonic counters (``next()`` on an
+    ``itertools.count`` is one atomic C call under the GIL) rather than an int
+    behind a lock: a lock taken twice per run cost more than the rest of the
+    hook. ``pending`` and ``pending_batches`` hold fast-run durations and batch
+    sizes until the next flush: ``list.append`` is atomic under the GIL, and
+    only the flusher, one at a time, removes from the front.
+    """
 
     __slots__ = (
         "_errors",
-        "_lock",
         "_slow_count",
         "_slow_second",
         "attrs",
         "batch_attrs",
-        "inflight",
+        "finished",
         "name",
+        "pending",
+        "pending_batches",
+        "started",
         "warm_attrs",
     )
 
@@ -57,8 +68,10 @@ class ModelState:
         self.attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: False}
         self.warm_attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: True}
         self._errors: dict[tuple[type, bool], dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self.inflight = 0
+        self.started = itertools.count()
+        self.finished = itertools.count()
+        self.pending: list[float] = []  # durations of fast, warm, successful runs outside any span
+        self.pending_batches: list[int] = []
         self._slow_second = -1
         self._slow_count = 0
 
@@ -76,13 +89,15 @@ class ModelState:
         self._slow_count += 1
         return True
 
-    def enter(self) -> None:
-        with self._lock:
-            self.inflight += 1
+    def inflight(self) -> int:
+        """Runs started and not yet finished; exact whenever no run starts or ends during the read.
 
-    def leave(self) -> None:
-        with self._lock:
-            self.inflight -= 1
+        Reading ``finished`` before ``started`` can only over-count a run that
+        starts meanwhile, never go negative. Each read advances both counters
+        by one, which leaves their difference as it was.
+        """
+        finished = next(self.finished)
+        return next(self.started) - finished
 
     def error_attrs(self, exc_type: type, warm: bool) -> dict[str, Any]:
         """Attributes of a run that raised ``exc_type``; at most ``MAX_ERROR_TYPES`` distinct names."""
@@ -160,8 +175,12 @@ class Registry:
         return facts
 
     def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
-        for state in list(self._models.values()):
-            yield Observation(state.inflight, state.batch_attrs)
+        for state in self.models():
+            yield Observation(state.inflight(), state.batch_attrs)
+
+    def models(self) -> list[ModelState]:
+        """A snapshot of the models (``list()`` of a dict view is one C call: safe beside inserts)."""
+        return list(self._models.values())
 
     def _model_name(self, config: Any) -> str:
         if self.options.model_name:

@@ -1,17 +1,24 @@
 """The replacement of ``Predictor.run`` and the wrappers that fill the facts map.
 
-``run()`` is the hot path: a small model runs in tens of microseconds, so the
-wrapper does a fixed, small amount of work. Attribute dicts are built once per
-model; a span is started only when one is already active (a Flask request
-span) or, after the fact, when the run was slow. The user's call runs exactly
-once, outside any ``try`` of ours that could swallow it.
+``run()`` is the hot path: a small model runs in tens of microseconds, and
+Python code right after Paddle's C++ work runs on cold caches, so every call
+and lookup there costs several times what it costs in a micro-benchmark. The
+common run (successful, past warm-up, not slow, no span around it) is handled
+inline in :func:`make_run`: its duration and batch size are appended to plain
+lists and handed to the SDK in one tight loop at most every ``_FLUSH_NS``, and
+at every collection (the ``ml.inference.active`` callback drains them first),
+at uninstrument and at exit. A run inside a span, a slow run, a warm-up run
+and a failed run are recorded at once, the first two in their span's context
+so that the exemplar carries its trace id. The user's call runs exactly once,
+outside any ``try`` of ours that could swallow it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -19,68 +26,100 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
-from otel_ml.paddle._facts import PredictorFacts, Registry
+from otel_ml.paddle._facts import ModelState, PredictorFacts, Registry
 from otel_ml.paddle._instruments import PaddleInstruments
 
-# Recording with an empty context: a fast run leaves no exemplar pointing at
-# whatever span happens to be current.
-_NO_SPAN = otel_context.Context()
-_SITE = "paddle.Predictor.run"
+# Recording in a context whose span is invalid keeps a run outside any span from
+# leaving an exemplar that points at whatever span is current. (An empty
+# Context would not do: it is falsy, and the SDK then falls back to the
+# current context, a Flask request span for instance.)
+_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
+_SITE: Final = "paddle.Predictor.run"
+_FLUSH_NS: Final = 100_000_000
+"""Pending measurements reach the SDK at least this often while runs go on (and at each collection)."""
+_INLINE_CHUNK: Final = 64
+"""At most this many items per list are recorded by one run (about 1 ms of SDK work)."""
 
 
 class RunHooks:
-    """What happens before and after each ``run()``, bound to one instrumentation."""
+    """Everything but the common run's fast path, bound to one instrumentation."""
 
     def __init__(self, registry: Registry, instruments: PaddleInstruments, tracer: Tracer) -> None:
         self.registry = registry
         self._record = instruments.duration.record
         self._record_batch = instruments.batch_size.record
         self._tracer = tracer
-        self._warmup = registry.options.warmup_runs
+        self.warmup = registry.options.warmup_runs
+        self.next_flush = 0
+        self._flush_lock = threading.Lock()
 
-    def begin(self, predictor: Any, args: tuple[Any, ...]) -> tuple[PredictorFacts, int | None, Span | None]:
-        facts = self.registry.facts(predictor)
-        batch = _batch_size(facts, predictor, args)
-        span = None
-        if trace.get_current_span().get_span_context().is_valid:
-            span = self._tracer.start_span(sc.SPAN_PADDLE_RUN, attributes=facts.span_attrs)
-        facts.model.enter()
-        return facts, batch, span
+    def start_child(self, facts: PredictorFacts) -> Span | None:
+        """A ``paddle.predictor.run`` span when a valid span is current (a Flask request), else None."""
+        if not trace.get_current_span().get_span_context().is_valid:
+            return None
+        return self._tracer.start_span(sc.SPAN_PADDLE_RUN, attributes=facts.span_attrs)
 
-    def end(
+    def flush(self, wait: bool = False) -> None:
+        """Hand every pending duration and batch size to the SDK.
+
+        ``wait=False`` (a run past the deadline): skip when another thread is
+        already flushing. ``wait=True`` (a collection, uninstrument, exit):
+        wait for it, so that nothing recorded before the call is left behind.
+        """
+        self.next_flush = time.perf_counter_ns() + _FLUSH_NS
+        if not self._flush_lock.acquire(blocking=wait):
+            return
+        # A run past the deadline hands over at most _INLINE_CHUNK items per
+        # list, so that no single caller waits long (a request's latency);
+        # what is left goes to the next runs, or to the collection.
+        limit = None if wait else _INLINE_CHUNK
+        try:
+            behind = False
+            for model in self.registry.models():
+                behind |= _drain(model.pending, self._record, model.attrs, limit)
+                behind |= _drain(model.pending_batches, self._record_batch, model.batch_attrs, limit)
+            if behind:
+                self.next_flush = 0
+        finally:
+            self._flush_lock.release()
+
+    def finish(
         self,
-        state: tuple[PredictorFacts, int | None, Span | None],
+        facts: PredictorFacts,
+        batch: int | None,
+        span: Span | None,
         elapsed_ns: int,
         error: BaseException | None,
+        warm: bool,
+        slow: bool,
     ) -> None:
-        try:
-            self._end(*state, elapsed_ns, error)
-        except Exception as exc:  # noqa: BLE001 - never break the caller's inference
-            report(_SITE, exc)
-
-    def _end(
-        self, facts: PredictorFacts, batch: int | None, span: Span | None, elapsed_ns: int, error: BaseException | None
-    ) -> None:
+        """Record a run that is not the common case: failed, warm-up, slow or inside a span."""
         model = facts.model
-        model.leave()
+        if batch is not None:
+            model.pending_batches.append(batch)
         seconds = elapsed_ns / 1e9
-        warm = facts.runs < self._warmup
-        facts.runs += 1
         if error is not None:
             attrs = model.error_attrs(type(error), warm)
-            slow = False
         else:
             attrs = model.warm_attrs if warm else model.attrs
-            # Warm-up runs and failures stay out of the baseline and are never "slow".
-            slow = not warm and facts.detector.observe(seconds)
-        if span is None and slow:
-            self._slow_run(facts, batch, seconds, elapsed_ns, attrs)
-        elif span is not None:
+        if span is not None:
             self._child_run(facts, batch, span, seconds, attrs, slow, warm, error)
+        elif slow:
+            self._slow_run(facts, batch, seconds, elapsed_ns, attrs)
         else:
             self._record(seconds, attrs, context=_NO_SPAN)
-        if batch is not None:
-            self._record_batch(batch, model.batch_attrs, context=_NO_SPAN)
+
+    def failed(
+        self, facts: PredictorFacts, batch: int | None, span: Span | None, elapsed_ns: int, error: BaseException
+    ) -> None:
+        """After a run that raised: counted with ``error.type``, never slow, out of the baseline."""
+        try:
+            next(facts.model.finished)
+            warm = facts.runs < self.warmup
+            facts.runs += 1
+            self.finish(facts, batch, span, elapsed_ns, error, warm, False)
+        except Exception as exc:  # noqa: BLE001 - never break the caller's inference
+            report(_SITE, exc)
 
     def _child_run(
         self,
@@ -129,13 +168,37 @@ class RunHooks:
         span.end(end_time=end_ns)
 
 
+def _drain(values: list[Any], record: Callable[..., None], attrs: dict[str, Any], limit: int | None) -> bool:
+    """Record and remove the oldest items (at most ``limit``); True when some are left.
+
+    Appends made meanwhile by other threads stay for next time.
+    """
+    count = len(values) if limit is None else min(len(values), limit)
+    if count:
+        taken = values[:count]
+        del values[:count]
+        for value in taken:
+            record(value, attrs, context=_NO_SPAN)
+    return len(values) > 0
+
+
 def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any]:
-    """A plain function to set as ``Predictor.run``; cheaper per call than a wrapt proxy."""
-    begin, end, perf = hooks.begin, hooks.end, time.perf_counter_ns
+    """A plain function to set as ``Predictor.run``; cheaper per call than a wrapt proxy.
+
+    Names are bound once here rather than looked up per call; ``registry.facts``
+    stays an attribute lookup so that a test can break it on purpose.
+    """
+    registry, start_child, finish, failed = hooks.registry, hooks.start_child, hooks.finish, hooks.failed
+    perf, get_current, batch_size, warmup = time.perf_counter_ns, otel_context.get_current, _batch_size, hooks.warmup
 
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            state = begin(self, args)
+            facts = registry.facts(self)
+            batch = batch_size(facts, self, args)
+            # An empty context (any run outside a request) cannot hold a span: skip the lookup.
+            span = start_child(facts) if get_current() else None
+            model: ModelState = facts.model
+            next(model.started)
         except Exception as exc:  # noqa: BLE001 - run uninstrumented rather than not at all
             report(_SITE, exc)
             return original(self, *args, **kwargs)
@@ -143,9 +206,28 @@ def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any
         try:
             result = original(self, *args, **kwargs)
         except BaseException as exc:
-            end(state, perf() - t0, exc)
+            failed(facts, batch, span, perf() - t0, exc)
             raise
-        end(state, perf() - t0, None)
+        t1 = perf()
+        try:
+            next(model.finished)
+            runs = facts.runs
+            facts.runs = runs + 1
+            if runs >= warmup:
+                seconds = (t1 - t0) / 1e9
+                slow = facts.detector.observe(seconds)
+                if span is None and not slow:
+                    model.pending.append(seconds)
+                    if batch is not None:
+                        model.pending_batches.append(batch)
+                else:
+                    finish(facts, batch, span, t1 - t0, None, False, slow)
+            else:  # warm-up runs stay out of the baseline and are never "slow"
+                finish(facts, batch, span, t1 - t0, None, True, False)
+            if t1 >= hooks.next_flush:
+                hooks.flush()
+        except Exception as exc:  # noqa: BLE001 - never break the caller's inference
+            report(_SITE, exc)
         return result
 
     run.__wrapped__ = original  # type: ignore[attr-defined]
@@ -169,7 +251,7 @@ def _batch_size(facts: PredictorFacts, predictor: Any, args: tuple[Any, ...]) ->
                 # Cached: a handle reads the live input variable, so later reshapes show.
                 handle = facts.handle = predictor.get_input_handle(names[0])
             shape = handle.shape()
-        if shape is None or len(shape) == 0:
+        if not shape:
             return None
         first = int(shape[0])
     except Exception:  # noqa: BLE001 - an input we cannot read has no batch size

@@ -125,9 +125,15 @@ def test_active_span_gets_a_child_run_span_and_the_exemplar(telemetry, model_pre
         sc.ML_PADDLE_MKLDNN: pi.Config(model_prefix + ".json", model_prefix + ".pdiparams").mkldnn_enabled(),
         sc.ML_BATCH_SIZE: 4,
     }
-    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    # One collection for both: exemplars are kept per collection interval.
+    data = telemetry.reader.get_metrics_data()
+    found = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    [point] = found[sc.INFERENCE_DURATION]
     [exemplar] = point.exemplars
     assert (exemplar.trace_id, exemplar.span_id) == (run_span.context.trace_id, run_span.context.span_id)
+    # The batch size is recorded outside any span: no exemplar pointing at the request span.
+    [batch] = found[sc.INFERENCE_BATCH_SIZE]
+    assert batch.count == 1 and batch.exemplars == []
 
 
 def test_slow_run_without_a_span_gets_one_after_the_fact(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
