@@ -259,29 +259,26 @@ def _batch_size(facts: PredictorFacts, predictor: Any, args: tuple[Any, ...]) ->
     return first if first > 0 else None
 
 
+def _then(original: Callable[..., Any], hook: Callable[[Any, Any], object], site: str) -> Callable[..., Any]:
+    """Call ``original``, then ``hook(result, first argument)`` guarded; the result is returned as it was."""
+    safe_hook = guarded(site)(hook)
+
+    def wrapper(first: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(first, *args, **kwargs)
+        safe_hook(result, first)
+        return result
+
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    wrapper.__doc__ = getattr(original, "__doc__", None)
+    wrapper.__name__ = getattr(original, "__name__", "wrapper")
+    return wrapper
+
+
 def make_create_predictor(original: Callable[..., Any], registry: Registry) -> Callable[..., Any]:
     """Wrap ``create_predictor(config)`` to record the config's facts for the new predictor."""
-    register = guarded("paddle.create_predictor")(registry.register)
-
-    def create_predictor(config: Any, *args: Any, **kwargs: Any) -> Any:
-        predictor = original(config, *args, **kwargs)
-        register(predictor, config)
-        return predictor
-
-    create_predictor.__wrapped__ = original  # type: ignore[attr-defined]
-    create_predictor.__doc__ = getattr(original, "__doc__", None)
-    return create_predictor
+    return _then(original, registry.register, "paddle.create_predictor")
 
 
 def make_clone(original: Callable[..., Any], registry: Registry) -> Callable[..., Any]:
     """Wrap ``Predictor.clone`` so that a clone keeps its parent's model name and flags."""
-    derive = guarded("paddle.Predictor.clone")(registry.derive)
-
-    def clone(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
-        derive(result, self)
-        return result
-
-    clone.__wrapped__ = original  # type: ignore[attr-defined]
-    clone.__doc__ = getattr(original, "__doc__", None)
-    return clone
+    return _then(original, registry.derive, "paddle.Predictor.clone")
