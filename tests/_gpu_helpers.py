@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_ml.gpu import GpuInstrumentor
+from tests import fake_nvml
+from tests.fake_nvml import FakeGpu
 
 GPU0 = "GPU-00000000-1111-2222-3333-444444444444"
 GPU1 = "GPU-99999999-8888-7777-6666-555555555555"
@@ -45,3 +51,13 @@ def device_attributes(uuid: str, index: int, model: str = "NVIDIA H100 80GB HBM3
         "ml.gpu.index": index,
         "hw.name": f"gpu{index}",
     }
+
+
+@pytest.fixture
+def gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeGpu]]:
+    """Two fake H100s, every device visible (conftest hides them with CUDA_VISIBLE_DEVICES='')."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    devices = fake_nvml.default_gpus()
+    fake_nvml.reset(devices)
+    yield devices
+    GpuInstrumentor().uninstrument()

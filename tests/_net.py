@@ -88,3 +88,27 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         signal_it(signal.SIGKILL)
         proc.wait(timeout)
+
+
+def start_example(
+    log: Path,
+    *,
+    instrument: bool,
+    slow_step: int,
+    slow_seconds: float,
+    threshold: float,
+    env: dict[str, str] | None = None,
+    **flags: int,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``examples/keras_train.py`` serving the embedded endpoint on a free port; (process, base URL).
+
+    ``instrument``: under ``opentelemetry-instrument`` (no code change) rather than plain ``python``.
+    ``flags``: the example's other options, e.g. ``epochs=2, samples=256, batch_size=32``.
+    """
+    port = free_port()
+    prefix = [str(BIN / "opentelemetry-instrument")] if instrument else []
+    args = [*prefix, sys.executable, "examples/keras_train.py", f"--slow-step={slow_step}"]
+    args += [f"--slow-seconds={slow_seconds}", "--hold=60"]
+    args += [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+    full_env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_ML_SLOW_STEP_SECONDS": str(threshold), **(env or {})}
+    return start(args, env=full_env, log=log), f"http://127.0.0.1:{port}"

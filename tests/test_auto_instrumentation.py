@@ -16,21 +16,17 @@ STEPS = EPOCHS * SAMPLES // BATCH
 
 
 def _train(tmp_path, env: dict[str, str]):  # type: ignore[no-untyped-def]
-    port = _net.free_port()
-    args = [
-        str(_net.BIN / "opentelemetry-instrument"),
-        sys.executable,
-        "examples/keras_train.py",
-        f"--epochs={EPOCHS}",
-        f"--samples={SAMPLES}",
-        f"--batch-size={BATCH}",
-        f"--slow-step={SLOW_STEP}",
-        "--slow-seconds=0.5",
-        "--hold=60",
-    ]
-    full_env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_ML_SLOW_STEP_SECONDS": "0.3", **env}
-    proc = _net.start(args, env=full_env, log=tmp_path / "train.log")
-    return proc, f"http://127.0.0.1:{port}"
+    return _net.start_example(
+        tmp_path / "train.log",
+        instrument=True,
+        slow_step=SLOW_STEP,
+        slow_seconds=0.5,
+        threshold=0.3,
+        env=env,
+        epochs=EPOCHS,
+        samples=SAMPLES,
+        batch_size=BATCH,
+    )
 
 
 def test_no_framework_is_imported_by_otel_ml_or_its_entry_points() -> None:
@@ -76,6 +72,9 @@ def test_opentelemetry_instrument_exports_exact_steps_and_the_slow_step(tmp_path
             "worker",
             "3",
         )
+        # The counter can reach its total at the last epoch's flush, just before
+        # fit ends and logs its summary: wait for the end of fit, not the counter.
+        _net.wait_for(lambda: "fit finished" in (tmp_path / "train.log").read_text(), 60, "the end of fit")
     finally:
         _net.stop(proc)
     log = (tmp_path / "train.log").read_text()

@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import otel_ml
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
 from tests._gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes
-from tests.fake_nvml import FakeGpu
 
 READS = (
     "nvmlDeviceGetUtilizationRates",
@@ -25,16 +23,6 @@ READS = (
     "nvmlDeviceGetTemperature",
     "nvmlDeviceGetComputeRunningProcesses",
 )
-
-
-@pytest.fixture
-def gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeGpu]]:
-    """Two fake H100s, every device visible (conftest hides them with CUDA_VISIBLE_DEVICES='')."""
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    devices = fake_nvml.default_gpus()
-    fake_nvml.reset(devices)
-    yield devices
-    GpuInstrumentor().uninstrument()
 
 
 def instrument(telemetry, **options) -> GpuInstrumentor:  # type: ignore[no-untyped-def]
@@ -100,8 +88,10 @@ def test_without_a_gpu_one_info_line_and_nothing_registered(telemetry, gpus, cap
         inst = instrument(telemetry)
     lines = [r for r in caplog.records if r.name == "otel_ml.gpu"]
     assert [(r.levelno, r.getMessage()) for r in lines] == [
-        (logging.INFO, "otel_ml: GPU metrics off: NVML could not be initialised: NVML error 12 "
-         "(NVMLError_LibraryNotFound)")
+        (
+            logging.INFO,
+            "otel_ml: GPU metrics off: NVML could not be initialised: NVML error 12 (NVMLError_LibraryNotFound)",
+        )
     ]
     assert inst.sampler is None
     assert collect(telemetry.reader) == {}

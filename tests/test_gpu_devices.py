@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,15 +13,6 @@ from tests.fake_nvml import FakeGpu
 
 MIG_A = "MIG-aaaaaaaa-0000-0000-0000-000000000000"
 MIG_C = "MIG-cccccccc-0000-0000-0000-000000000000"
-
-
-@pytest.fixture
-def gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeGpu]]:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    devices = fake_nvml.default_gpus()
-    fake_nvml.reset(devices)
-    yield devices
-    GpuInstrumentor().uninstrument()
 
 
 def reported(telemetry, monkeypatch, visible: str | None, **options) -> set[str]:  # type: ignore[no-untyped-def]
@@ -83,11 +73,23 @@ def _mig_gpu() -> FakeGpu:
 
     def instance(uuid: str, used: int) -> FakeGpu:
         # What NVML offers on a MIG instance: memory and processes; the rest is the parent's.
-        return FakeGpu(uuid, name="NVIDIA A100-SXM4-40GB MIG 1g.5gb", utilization=None, memory_total=5_100_273_664,
-                       memory_used=used, power_mw=None, energy_mj=None, temperature=None, ecc=None)
+        return FakeGpu(
+            uuid,
+            name="NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+            utilization=None,
+            memory_total=5_100_273_664,
+            memory_used=used,
+            power_mw=None,
+            energy_mj=None,
+            temperature=None,
+            ecc=None,
+        )
 
-    return FakeGpu("GPU-a100a100-0000-0000-0000-000000000000", name="NVIDIA A100-SXM4-40GB",
-                   mig=[instance(MIG_A, 1_000_000), None, instance(MIG_C, 2_000_000)])
+    return FakeGpu(
+        "GPU-a100a100-0000-0000-0000-000000000000",
+        name="NVIDIA A100-SXM4-40GB",
+        mig=[instance(MIG_A, 1_000_000), None, instance(MIG_C, 2_000_000)],
+    )
 
 
 def test_mig_instances_are_devices_with_their_parent(telemetry, gpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]

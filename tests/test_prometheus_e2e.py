@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -18,24 +17,19 @@ STEPS = EPOCHS * SAMPLES // BATCH
 
 def test_prometheus_sees_exact_steps_quantiles_and_the_slow_steps_exemplar(tmp_path) -> None:
     require_prometheus()
-    port = _net.free_port()
     started = time.time()
-    train = _net.start(
-        [
-            sys.executable,
-            "examples/keras_train.py",
-            f"--epochs={EPOCHS}",
-            f"--samples={SAMPLES}",
-            f"--batch-size={BATCH}",
-            f"--slow-step={SLOW_STEP}",
-            "--slow-seconds=0.6",
-            "--hold=60",
-        ],
-        env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_ML_SLOW_STEP_SECONDS": "0.4"},
-        log=tmp_path / "train.log",
+    train, base = _net.start_example(
+        tmp_path / "train.log",
+        instrument=False,
+        slow_step=SLOW_STEP,
+        slow_seconds=0.6,
+        threshold=0.4,
+        epochs=EPOCHS,
+        samples=SAMPLES,
+        batch_size=BATCH,
     )
     try:
-        with prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prom:
+        with prometheus(tmp_path, [base.removeprefix("http://")]) as prom:
             _net.wait_for(lambda: "fit finished" in (tmp_path / "train.log").read_text(), 120, "training to end")
 
             def steps() -> float | None:
@@ -53,7 +47,7 @@ def test_prometheus_sees_exact_steps_quantiles_and_the_slow_steps_exemplar(tmp_p
                 return labels or None
 
             (exemplar,) = _net.wait_for(slow_exemplar, 30, "the slow step's exemplar in Prometheus")
-            view = _net.get_json(f"http://127.0.0.1:{port}/slow-steps?trace_id={exemplar['trace_id']}")
+            view = _net.get_json(f"{base}/slow-steps?trace_id={exemplar['trace_id']}")
             (span,) = view["slow_steps"]
             assert span["name"] == "keras.train_step"
             assert span["attributes"]["ml.step"] == SLOW_STEP
