@@ -87,14 +87,14 @@ class Worker:
         self.loss_attrs[sc.PHASE_VALIDATION] = {**self.attrs, sc.ML_PHASE: sc.PHASE_VALIDATION}
         self.metric_attrs = {**self.attrs, sc.ML_PHASE: sc.PHASE_VALIDATION, sc.ML_METRIC_NAME: "mae"}
         advice = {"explicit_bucket_boundaries_advisory": list(DURATION_BUCKETS_SECONDS)}
-        self.step_duration = meter.create_histogram(sc.TRAIN_STEP_DURATION, unit="s", **advice)
-        self.epoch_duration = meter.create_histogram(sc.TRAIN_EPOCH_DURATION, unit="s", **advice)
-        self.steps = meter.create_counter(sc.TRAIN_STEPS, unit=sc.UNIT_STEP)
-        self.samples = meter.create_counter(sc.TRAIN_SAMPLES, unit=sc.UNIT_SAMPLE)
-        self.epochs = meter.create_counter(sc.TRAIN_EPOCHS, unit=sc.UNIT_EPOCH)
-        self.loss = meter.create_gauge(sc.TRAIN_LOSS, unit="")
-        self.metric = meter.create_gauge(sc.TRAIN_METRIC, unit="")
-        self.lr = meter.create_gauge(sc.TRAIN_LEARNING_RATE, unit="")
+        self.step_duration = meter.create_histogram(sc.METRIC_TRAIN_STEP_DURATION, unit="s", **advice)
+        self.epoch_duration = meter.create_histogram(sc.METRIC_TRAIN_EPOCH_DURATION, unit="s", **advice)
+        self.steps = meter.create_counter(sc.METRIC_TRAIN_STEPS, unit=sc.UNIT_STEP)
+        self.samples = meter.create_counter(sc.METRIC_TRAIN_SAMPLES, unit=sc.UNIT_SAMPLE)
+        self.epochs = meter.create_counter(sc.METRIC_TRAIN_EPOCHS, unit=sc.UNIT_EPOCH)
+        self.loss = meter.create_gauge(sc.METRIC_TRAIN_LOSS, unit="")
+        self.metric = meter.create_gauge(sc.METRIC_TRAIN_METRIC, unit="")
+        self.lr = meter.create_gauge(sc.METRIC_TRAIN_LEARNING_RATE, unit="")
         self.rng = random.Random(index)
         # Every simulated job has finished one epoch, so every worker has the same series.
         self.epochs.add(1, self.attrs)
@@ -110,14 +110,14 @@ class Worker:
             for g in range(gpus)
         ]
         for name, unit, kind, value in (
-            (sc.HW_GPU_UTILIZATION, "1", "gauge", 0.8),
-            (sc.HW_GPU_MEMORY_UTILIZATION, "1", "gauge", 0.6),
-            (sc.HW_GPU_MEMORY_USAGE, "By", "gauge", 48e9),
-            (sc.HW_GPU_MEMORY_LIMIT, "By", "gauge", 80e9),
-            (sc.HW_POWER, "W", "gauge", 550.0),
-            (sc.HW_TEMPERATURE, "Cel", "gauge", 61.0),
-            (sc.HW_ENERGY, "J", "counter", 1e6),
-            (sc.HW_ERRORS, "{error}", "counter", 0.0),
+            (sc.METRIC_HW_GPU_UTILIZATION, "1", "gauge", 0.8),
+            (sc.METRIC_HW_GPU_MEMORY_UTILIZATION, "1", "gauge", 0.6),
+            (sc.METRIC_HW_GPU_MEMORY_USAGE, "By", "gauge", 48e9),
+            (sc.METRIC_HW_GPU_MEMORY_LIMIT, "By", "gauge", 80e9),
+            (sc.METRIC_HW_POWER, "W", "gauge", 550.0),
+            (sc.METRIC_HW_TEMPERATURE, "Cel", "gauge", 61.0),
+            (sc.METRIC_HW_ENERGY, "J", "counter", 1e6),
+            (sc.METRIC_HW_ERRORS, "{error}", "counter", 0.0),
         ):
             if not gpus:
                 break

@@ -70,9 +70,15 @@ def _naive(meter: Meter, nvml: Any) -> None:
             driver = nvml.nvmlSystemGetDriverVersion()
             for index in range(nvml.nvmlDeviceGetCount()):
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                attrs = {"hw.id": nvml.nvmlDeviceGetUUID(handle), "hw.model": nvml.nvmlDeviceGetName(handle),
-                         "hw.driver_version": driver, "hw.type": "gpu", "hw.vendor": "NVIDIA", "ml.gpu.index": index,
-                         "hw.name": f"gpu{index}"}
+                attrs = {
+                    "hw.id": nvml.nvmlDeviceGetUUID(handle),
+                    "hw.model": nvml.nvmlDeviceGetName(handle),
+                    "hw.driver_version": driver,
+                    "hw.type": "gpu",
+                    "hw.vendor": "NVIDIA",
+                    "ml.gpu.index": index,
+                    "hw.name": f"gpu{index}",
+                }
                 try:
                     for value, extra in read(handle):
                         yield Observation(value, {**attrs, **extra})
@@ -85,29 +91,44 @@ def _naive(meter: Meter, nvml: Any) -> None:
         return lambda h: [(getattr(nvml.nvmlDeviceGetMemoryInfo(h), part), {})]
 
     def ecc(h: Any) -> Any:
-        return [(nvml.nvmlDeviceGetTotalEccErrors(h, kind, nvml.NVML_VOLATILE_ECC), {"error.type": name})
-                for kind, name in ((0, "ecc_corrected"), (1, "ecc_uncorrected"))]
+        return [
+            (nvml.nvmlDeviceGetTotalEccErrors(h, kind, nvml.NVML_VOLATILE_ECC), {"error.type": name})
+            for kind, name in ((0, "ecc_corrected"), (1, "ecc_uncorrected"))
+        ]
 
     pid = os.getpid()
     g, u, c = meter.create_observable_gauge, meter.create_observable_up_down_counter, meter.create_observable_counter
     g("hw.gpu.utilization", [per_device(lambda h: [(nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100, {})])])
-    g("hw.gpu.memory.utilization", [per_device(lambda h: [
-        (nvml.nvmlDeviceGetMemoryInfo(h).used / nvml.nvmlDeviceGetMemoryInfo(h).total, {})])])
+    g(
+        "hw.gpu.memory.utilization",
+        [per_device(lambda h: [(nvml.nvmlDeviceGetMemoryInfo(h).used / nvml.nvmlDeviceGetMemoryInfo(h).total, {})])],
+    )
     u("hw.gpu.memory.usage", [per_device(memory("used"))])
     u("hw.gpu.memory.limit", [per_device(memory("total"))])
     g("hw.power", [per_device(lambda h: [(nvml.nvmlDeviceGetPowerUsage(h) / 1000, {})])])
     c("hw.energy", [per_device(lambda h: [(nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000, {})])])
     g("hw.temperature", [per_device(lambda h: [(nvml.nvmlDeviceGetTemperature(h, 0), {})])])
     c("hw.errors", [per_device(ecc)])
-    u("ml.gpu.process.memory.usage", [per_device(lambda h: [
-        (p.usedGpuMemory, {"process.pid": p.pid}) for p in nvml.nvmlDeviceGetComputeRunningProcesses(h)
-        if p.pid == pid])])
+    u(
+        "ml.gpu.process.memory.usage",
+        [
+            per_device(
+                lambda h: [
+                    (p.usedGpuMemory, {"process.pid": p.pid})
+                    for p in nvml.nvmlDeviceGetComputeRunningProcesses(h)
+                    if p.pid == pid
+                ]
+            )
+        ],
+    )
 
 
 def _setup(nvml: Any, devices: int) -> tuple[InMemoryMetricReader, InMemoryMetricReader]:
     if nvml is not None:
-        gpus = [fake_nvml.FakeGpu(f"GPU-{i:08d}-0000-0000-0000-000000000000", processes=[(os.getpid(), 1 << 30)])
-                for i in range(devices)]
+        gpus = [
+            fake_nvml.FakeGpu(f"GPU-{i:08d}-0000-0000-0000-000000000000", processes=[(os.getpid(), 1 << 30)])
+            for i in range(devices)
+        ]
         fake_nvml.reset(gpus)
     ours, naive = InMemoryMetricReader(), InMemoryMetricReader()
     if GpuInstrumentor().is_instrumented_by_opentelemetry:
@@ -150,10 +171,15 @@ def _measure(nvml: Any, devices: int, rounds: int, collections: int) -> dict[str
         reads.append((time.perf_counter() - start) / collections)
     GpuInstrumentor().uninstrument()
     ours_ms, naive_ms = statistics.median(a) * 1e3 / devices, statistics.median(b) * 1e3 / devices
-    return {"devices": devices, "ours_ms": ours_ms, "naive_ms": naive_ms, "ratio": naive_ms / ours_ms,
-            "read_ms": statistics.median(reads) * 1e3 / devices,
-            "ours_calls": ours_calls / devices if nvml is not None else None,
-            "naive_calls": naive_calls / devices if nvml is not None else None}
+    return {
+        "devices": devices,
+        "ours_ms": ours_ms,
+        "naive_ms": naive_ms,
+        "ratio": naive_ms / ours_ms,
+        "read_ms": statistics.median(reads) * 1e3 / devices,
+        "ours_calls": ours_calls / devices if nvml is not None else None,
+        "naive_calls": naive_calls / devices if nvml is not None else None,
+    }
 
 
 def _cpu() -> str:
@@ -171,35 +197,49 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="measure the real NVML (every GPU on the host)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    cases = [("real NVML", None)] if args.real else [
-        ("fake NVML (no call latency)", fake_nvml),
-        ("fake NVML + 10 us simulated per device call", _Slow(10e-6)),
-    ]
+    cases = (
+        [("real NVML", None)]
+        if args.real
+        else [
+            ("fake NVML (no call latency)", fake_nvml),
+            ("fake NVML + 10 us simulated per device call", _Slow(10e-6)),
+        ]
+    )
     rows = []
     for label, nvml in cases:
         r = _measure(nvml, args.devices, args.rounds, args.collections if nvml is fake_nvml else 10)
         calls = f"{r['ours_calls']:.0f} | {r['naive_calls']:.0f}" if r["ours_calls"] is not None else "n/a | n/a"
-        rows.append(f"| {label} | {r['devices']} | {r['ours_ms']:.4f} | {r['naive_ms']:.4f} | {r['ratio']:.1f}x | "
-                    f"{r['read_ms']:.4f} | {calls} |")
-    report = "\n".join([
-        "# GPU collection cost per device",
-        "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {os.cpu_count()} CPUs (nproc), {_cpu()}; Python {platform.python_version()}",
-        f"- command: `.venv/bin/python bench/bench_gpu.py {' '.join(sys.argv[1:])}`".rstrip(),
-        f"- method: {args.rounds} interleaved rounds; each round times full SDK collections (9 instruments) "
-        "of otel_ml and of the naive baseline, and otel_ml's NVML snapshot alone; medians divided by the "
-        "device count",
-        "- target: <= 1 ms per device per collection on a real GPU",
-        *([] if args.real else ["- real GPU: not measured in this run (the fake only); run `--real` on a GPU "
-                                "machine, which this benchmark has not yet had"]),
-        "",
-        "| NVML | devices | otel_ml ms/device | naive ms/device | naive/otel_ml | otel_ml NVML read only "
-        "ms/device | NVML calls/device otel_ml | naive |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+        rows.append(
+            f"| {label} | {r['devices']} | {r['ours_ms']:.4f} | {r['naive_ms']:.4f} | {r['ratio']:.1f}x | "
+            f"{r['read_ms']:.4f} | {calls} |"
+        )
+    report = "\n".join(
+        [
+            "# GPU collection cost per device",
+            "",
+            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {os.cpu_count()} CPUs (nproc), {_cpu()}; Python {platform.python_version()}",
+            f"- command: `.venv/bin/python bench/bench_gpu.py {' '.join(sys.argv[1:])}`".rstrip(),
+            f"- method: {args.rounds} interleaved rounds; each round times full SDK collections (9 instruments) "
+            "of otel_ml and of the naive baseline, and otel_ml's NVML snapshot alone; medians divided by the "
+            "device count",
+            "- target: <= 1 ms per device per collection on a real GPU",
+            *(
+                []
+                if args.real
+                else [
+                    "- real GPU: not measured in this run (the fake only); run `--real` on a GPU "
+                    "machine, which this benchmark has not yet had"
+                ]
+            ),
+            "",
+            "| NVML | devices | otel_ml ms/device | naive ms/device | naive/otel_ml | otel_ml NVML read only "
+            "ms/device | NVML calls/device otel_ml | naive |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     print(report)
     if args.out:
         args.out.write_text(report)

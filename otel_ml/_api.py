@@ -20,6 +20,7 @@ from otel_ml._guard import report
 from otel_ml._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
+_warned: set[tuple[str, tuple[str, ...]]] = set()
 
 # name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
 INSTRUMENTORS: dict[str, str] = {
@@ -73,19 +74,24 @@ def instrument(
         >>> import otel_ml
         >>> otel_ml.instrument(run_name="baseline")  # doctest: +SKIP
     """
-    known: set[str] = set()
     instrumentors = _instrumentors()
+    known: set[str] = set()
     for inst in instrumentors.values():
         known |= inst.options
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"otel_ml.instrument() got unknown option(s) {unknown}; accepted: {sorted(known)}")
+    for inst in instrumentors.values():
+        inst.option_table.validate(options)  # a bad option raises here, whatever is instrumented already
     disabled = _disabled()
-    pending = {
-        name: inst
-        for name, inst in instrumentors.items()
-        if name not in disabled and not inst.is_instrumented_by_opentelemetry
-    }
+    pending: dict[str, OtelMLInstrumentor] = {}
+    for name, inst in instrumentors.items():
+        if name in disabled:
+            continue
+        if inst.is_instrumented_by_opentelemetry:
+            _not_applied(name, inst, options)
+        else:
+            pending[name] = inst
     if not pending:
         return
     meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
@@ -96,6 +102,19 @@ def instrument(
             continue
         own = {key: value for key, value in options.items() if key in inst.options}
         inst.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **own)
+
+
+def _not_applied(name: str, inst: OtelMLInstrumentor, options: dict[str, Any]) -> None:
+    """Options for an instrumentor that is already on (e.g. by ``opentelemetry-instrument``): say so once."""
+    given = sorted(key for key in options if key in inst.options)
+    if given and (name, tuple(given)) not in _warned:
+        _warned.add((name, tuple(given)))
+        _LOG.warning(
+            "otel_ml: %s is already instrumented, so the option(s) %s were validated but not applied; "
+            "call otel_ml.uninstrument() first, or set them as OTEL_ML_* variables",
+            name,
+            ", ".join(given),
+        )
 
 
 def uninstrument() -> None:

@@ -1,67 +1,96 @@
-"""Reading options: an explicit argument beats the environment, which beats the default.
+"""Options: one declarative table per instrumentor, and the one resolver they share.
 
-Bad explicit arguments raise ``ValueError`` (a programming error the caller
-can fix at once). Bad environment values are logged once, naming the variable
-and what it accepts, and the default is used: deployment typos must not kill
-a training job that would otherwise run.
+An explicit argument beats the environment, which beats the default. Bad
+explicit arguments raise ``ValueError`` (a programming error the caller can
+fix at once). Bad environment values are logged once, naming the variable and
+what it accepts, and the default is used: a deployment typo must not kill a
+training job that would otherwise run. Every parser is bounded, because a
+value that parses can still be absurd (a spike window of 10^9 would make each
+step cost milliseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+_MAX_TEXT = 1_000
+"""Longest option text accepted; also caps the work ``int()`` does on a hostile digit string."""
 
 
 class _Invalid(ValueError):
     """A value outside what a parser accepts; its message says what is accepted."""
 
 
-def parse_float(minimum: float | None = None, *, above: bool = False) -> Callable[[object], float]:
-    """Return a parser for a number, optionally bounded below (``above``: strictly)."""
+def parse_float(
+    minimum: float | None = None, *, above: bool = False, maximum: float | None = None
+) -> Callable[[object], float]:
+    """Return a parser for a finite number within bounds (``above``: strictly above ``minimum``).
+
+    Example:
+        >>> parse_float(1.0, above=True, maximum=100.0)("3")
+        3.0
+    """
+    expected = _bound_text("a number", minimum, above, maximum)
 
     def parse(value: object) -> float:
+        if isinstance(value, bool) or (isinstance(value, str) and len(value) > _MAX_TEXT):
+            raise _Invalid(expected)
         try:
             number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise _Invalid(_bound_text("a number", minimum, above)) from None
+        except (TypeError, ValueError, OverflowError):
+            raise _Invalid(expected) from None
         if number != number or number in (float("inf"), float("-inf")):
-            raise _Invalid(_bound_text("a finite number", minimum, above))
+            raise _Invalid(expected)
         if minimum is not None and (number <= minimum if above else number < minimum):
-            raise _Invalid(_bound_text("a number", minimum, above))
+            raise _Invalid(expected)
+        if maximum is not None and number > maximum:
+            raise _Invalid(expected)
         return number
 
     return parse
 
 
-def parse_int(minimum: int | None = None) -> Callable[[object], int]:
-    """Return a parser for a whole number, optionally bounded below."""
+def parse_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[object], int]:
+    """Return a parser for a whole number within bounds.
+
+    Example:
+        >>> parse_int(0, 10)(" 7 ")
+        7
+    """
+    expected = _bound_text("a whole number", minimum, False, maximum)
 
     def parse(value: object) -> int:
-        if isinstance(value, bool):
-            raise _Invalid(_bound_text("a whole number", minimum, False))
+        if isinstance(value, bool) or (isinstance(value, str) and len(value.strip()) > 30):
+            raise _Invalid(expected)
         try:
-            number = int(str(value).strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise _Invalid(_bound_text("a whole number", minimum, False)) from None
+            number = int(value.strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):
+            raise _Invalid(expected) from None
         if isinstance(value, float) and value != number:
-            raise _Invalid(_bound_text("a whole number", minimum, False))
-        if minimum is not None and number < minimum:
-            raise _Invalid(_bound_text("a whole number", minimum, False))
+            raise _Invalid(expected)
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise _Invalid(expected)
         return number
 
     return parse
 
 
 def parse_bool(value: object) -> bool:
-    """Parse ``true/false/1/0/yes/no/on/off`` (any case) or a real bool."""
+    """Parse ``true/false/1/0/yes/no/on/off`` (any case) or a real bool.
+
+    Example:
+        >>> parse_bool("Yes")
+        True
+    """
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -73,65 +102,107 @@ def parse_bool(value: object) -> bool:
 
 
 def parse_str(value: object) -> str:
-    """Accept any non-empty string."""
+    """Accept a non-empty string of at most 1,000 characters (it may become a label value)."""
     text = str(value).strip()
-    if not text:
-        raise _Invalid("a non-empty string")
+    if not text or len(text) > _MAX_TEXT:
+        raise _Invalid(f"a non-empty string of at most {_MAX_TEXT} characters")
     return text
 
 
-def parse_choice(*choices: str) -> Callable[[object], str]:
-    """Return a parser that accepts one of ``choices`` (case-insensitive)."""
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One row of an instrumentor's options table.
 
-    def parse(value: object) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise _Invalid("one of " + ", ".join(choices))
-        return text
-
-    return parse
-
-
-def resolve(
-    argument: object | None,
-    env_var: str,
-    parser: Callable[[object], T],
-    default: T,
-    *,
-    option: str | None = None,
-) -> T:
-    """Resolve one option: argument, else environment variable, else default.
-
-    Args:
-        argument: The explicit value, or None when the caller gave none.
-        env_var: The ``OTEL_ML_*`` variable to read when no argument was given.
-        parser: Validates and converts the raw value.
+    Attributes:
+        name: The keyword of ``otel_ml.instrument()`` (and of the options dataclass field).
+        variable: The environment variable read when no argument is given.
+        parse: Validates and converts a raw value; raises ``_Invalid`` saying what it accepts.
         default: Used when neither is set, or the environment value is bad.
-        option: The keyword name, for the error message of a bad argument.
+        doc: One line for people; the variable's full text is in :mod:`otel_ml.environment_variables`.
+    """
 
-    Raises:
-        ValueError: the explicit argument is invalid.
+    name: str
+    variable: str
+    parse: Callable[[object], T]
+    default: T
+    doc: str
+
+    def resolve(self, argument: object | None, label: str | None = None) -> T:
+        """Argument, else the variable, else the default.
+
+        Raises:
+            ValueError: the argument is invalid; the message names it (as ``label``, e.g. a
+                command-line flag, else the option's name) and what is accepted.
+        """
+        if argument is not None:
+            try:
+                return self.parse(argument)
+            except _Invalid as exc:
+                raise ValueError(f"{label or self.name}={argument!r} is invalid: expected {exc}") from None
+        return env_value(self.variable, self.parse, self.default)
+
+
+class OptionTable:
+    """An instrumentor's options, in one place: names, variables, parsers, bounds, defaults, docs.
 
     Example:
-        >>> resolve(None, "OTEL_ML_WARMUP_STEPS", parse_int(0), 1)
-        1
+        >>> table = OptionTable(Option("warmup_steps", "OTEL_ML_WARMUP_STEPS", parse_int(0, 10), 1, "warm-up"))
+        >>> table.resolve({})
+        {'warmup_steps': 1}
+        >>> table.resolve({"warmup_steps": 3})
+        {'warmup_steps': 3}
     """
-    if argument is not None:
-        try:
-            return parser(argument)
-        except _Invalid as exc:
-            raise ValueError(f"{option or env_var}={argument!r} is invalid: expected {exc}") from None
-    raw = os.environ.get(env_var)
+
+    def __init__(self, *options: Option[Any]) -> None:
+        self._options = options
+        self.names = frozenset(option.name for option in options)
+
+    def __iter__(self) -> Iterator[Option[Any]]:
+        return iter(self._options)
+
+    def validate(self, arguments: Mapping[str, Any]) -> None:
+        """Check the explicit arguments only; raises ``ValueError`` like :meth:`resolve`."""
+        for option in self._options:
+            value = arguments.get(option.name)
+            if value is not None:
+                option.resolve(value)
+
+    def resolve(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Resolve every option of the table from ``arguments`` (other keys are ignored).
+
+        Raises:
+            ValueError: an explicit argument is invalid; the message names it and what is accepted.
+        """
+        return {option.name: option.resolve(arguments.get(option.name)) for option in self._options}
+
+
+def env_value(variable: str, parse: Callable[[object], T], default: T) -> T:
+    """The parsed value of ``variable``, or ``default`` when unset, empty or bad (logged once).
+
+    Example:
+        >>> env_value("OTEL_ML_NOT_SET_ANYWHERE", parse_int(0), 5)
+        5
+    """
+    raw = os.environ.get(variable)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return parser(raw)
-    except _Invalid as exc:
-        _LOG.error("%s=%r is invalid: expected %s; using the default %r", env_var, raw, exc, default)
+        return parse(raw)
+    except Exception as exc:  # noqa: BLE001 - a bad environment value must never stop the program
+        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        expected = exc if isinstance(exc, _Invalid) else f"a valid value ({type(exc).__name__}: {exc})"
+        _LOG.error("%s=%r is invalid: expected %s; using the default %r", variable, shown, expected, default)
         return default
 
 
-def _bound_text(kind: str, minimum: float | None, above: bool) -> str:
-    if minimum is None:
-        return kind
-    return f"{kind} {'>' if above else '>='} {minimum:g}"
+def _bound_text(kind: str, minimum: float | None, above: bool, maximum: float | None) -> str:
+    parts = [kind]
+    if minimum is not None:
+        parts.append(f"{'>' if above else '>='} {_number(minimum)}")
+    if maximum is not None:
+        parts.append(f"<= {_number(maximum)}")
+    return " and ".join(parts).replace(" and ", " ", 1)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

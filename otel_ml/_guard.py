@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-_LOG = logging.getLogger("otel_ml")
+_LOG = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _seen: dict[tuple[str, type[BaseException]], int] = {}

@@ -23,15 +23,15 @@ def test_every_otel_ml_variable_is_declared_with_a_docstring_and_in_the_readme()
 
 def test_every_training_metric_and_span_is_in_the_readme_with_its_prometheus_name() -> None:
     prometheus = {
-        sc.TRAIN_STEP_DURATION: "ml_train_step_duration_seconds",
-        sc.TRAIN_STEPS: "ml_train_steps_total",
-        sc.TRAIN_SAMPLES: "ml_train_samples_total",
-        sc.TRAIN_EPOCHS: "ml_train_epochs_total",
-        sc.TRAIN_EPOCH_DURATION: "ml_train_epoch_duration_seconds",
-        sc.TRAIN_LOSS: "ml_train_loss",
-        sc.TRAIN_METRIC: "ml_train_metric",
-        sc.TRAIN_LEARNING_RATE: "ml_train_learning_rate",
-        sc.TRAIN_ANOMALIES: "ml_train_anomalies_total",
+        sc.METRIC_TRAIN_STEP_DURATION: "ml_train_step_duration_seconds",
+        sc.METRIC_TRAIN_STEPS: "ml_train_steps_total",
+        sc.METRIC_TRAIN_SAMPLES: "ml_train_samples_total",
+        sc.METRIC_TRAIN_EPOCHS: "ml_train_epochs_total",
+        sc.METRIC_TRAIN_EPOCH_DURATION: "ml_train_epoch_duration_seconds",
+        sc.METRIC_TRAIN_LOSS: "ml_train_loss",
+        sc.METRIC_TRAIN_METRIC: "ml_train_metric",
+        sc.METRIC_TRAIN_LEARNING_RATE: "ml_train_learning_rate",
+        sc.METRIC_TRAIN_ANOMALIES: "ml_train_anomalies_total",
     }
     for otel, prom in prometheus.items():
         row = next((line for line in README.splitlines() if line.startswith(f"| `{otel}` |")), None)

@@ -25,17 +25,17 @@ def test_exact_counts(telemetry, kind: str, steps_per_execution: int) -> None:
     x, y = km.data(samples=100)  # batch 16: 6 full batches + one of 4
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
 
-    steps = _value(telemetry, sc.TRAIN_STEPS)
+    steps = _value(telemetry, sc.METRIC_TRAIN_STEPS)
     assert steps.value == 14
     assert dict(steps.attributes) == {
         sc.ML_FRAMEWORK: "keras",
         sc.ML_MODEL_NAME: model.name,
         sc.ML_RUN_NAME: model.name,
     }
-    assert _value(telemetry, sc.TRAIN_SAMPLES).value == 200
-    assert _value(telemetry, sc.TRAIN_EPOCHS).value == 2
-    assert _value(telemetry, sc.TRAIN_STEP_DURATION).count == 14
-    assert _value(telemetry, sc.TRAIN_EPOCH_DURATION).count == 2
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES).value == 200
+    assert _value(telemetry, sc.METRIC_TRAIN_EPOCHS).value == 2
+    assert _value(telemetry, sc.METRIC_TRAIN_STEP_DURATION).count == 14
+    assert _value(telemetry, sc.METRIC_TRAIN_EPOCH_DURATION).count == 2
     assert len(telemetry.finished(sc.SPAN_KERAS_FIT)) == 1
     assert len(telemetry.finished(sc.SPAN_KERAS_EPOCH)) == 2
 
@@ -60,7 +60,7 @@ def test_callback_injected_once_whatever_the_form(telemetry, form: str) -> None:
     else:
         model.fit(x, y, 16, 1, 0, user)
     assert user == [history], "the user's list is never mutated"
-    assert _value(telemetry, sc.TRAIN_STEPS).value == 4
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS).value == 4
     if form != "none":
         assert history.history and len(history.history["loss"]) == 1, "user callbacks still run"
 
@@ -71,15 +71,16 @@ def test_validation_data_is_not_double_counted(telemetry) -> None:
     x, y = km.data(samples=64)
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(x[:32], y[:32]))
 
-    assert _value(telemetry, sc.TRAIN_STEPS).value == 12  # validation batches are not training steps
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS).value == 12  # validation batches are not training steps
     assert telemetry.finished(sc.SPAN_KERAS_EVALUATE) == []  # fit's own evaluate is not a second root
     fit = telemetry.finished(sc.SPAN_KERAS_FIT)
     assert len(fit) == 1
     assert {s.parent.span_id for s in telemetry.finished(sc.SPAN_KERAS_EPOCH)} == {fit[0].context.span_id}
-    losses = {p.attributes[sc.ML_PHASE]: p.value for p in telemetry.points(sc.TRAIN_LOSS)}
+    losses = {p.attributes[sc.ML_PHASE]: p.value for p in telemetry.points(sc.METRIC_TRAIN_LOSS)}
     assert losses[sc.PHASE_VALIDATION] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
     metrics = {
-        (p.attributes[sc.ML_METRIC_NAME], p.attributes[sc.ML_PHASE]): p.value for p in telemetry.points(sc.TRAIN_METRIC)
+        (p.attributes[sc.ML_METRIC_NAME], p.attributes[sc.ML_PHASE]): p.value
+        for p in telemetry.points(sc.METRIC_TRAIN_METRIC)
     }
     assert metrics == {
         ("mae", sc.PHASE_TRAIN): pytest.approx(history.history["mae"][-1], rel=1e-6),
@@ -95,8 +96,8 @@ def test_tf_keras_is_keras_3_and_counted(telemetry) -> None:
     model.compile("sgd", "mse")
     x, y = km.data(samples=48)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert _value(telemetry, sc.TRAIN_STEPS).value == 3
-    assert _value(telemetry, sc.TRAIN_STEPS).attributes[sc.ML_MODEL_NAME] == "tfk"
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS).value == 3
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS).attributes[sc.ML_MODEL_NAME] == "tfk"
 
 
 def test_run_name_argument_env_and_context(telemetry, monkeypatch) -> None:
@@ -112,7 +113,7 @@ def test_run_name_argument_env_and_context(telemetry, monkeypatch) -> None:
         meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, run_name="from-arg"
     )
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    runs = {p.attributes[sc.ML_RUN_NAME]: p.value for p in telemetry.points(sc.TRAIN_STEPS)}
+    runs = {p.attributes[sc.ML_RUN_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
     assert runs == {"from-env": 1, "from-context": 1, "from-arg": 1}
 
 
@@ -127,5 +128,5 @@ def test_generator_data_counts_steps_but_never_guesses_samples(telemetry) -> Non
                 yield x[i : i + 8], y[i : i + 8]
 
     model.fit(batches(), steps_per_epoch=5, epochs=2, verbose=0)
-    assert _value(telemetry, sc.TRAIN_STEPS).value == 10
-    assert telemetry.points(sc.TRAIN_SAMPLES) == []
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS).value == 10
+    assert telemetry.points(sc.METRIC_TRAIN_SAMPLES) == []

@@ -20,7 +20,7 @@ def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
 
 
 def _train_loss(telemetry) -> float:  # type: ignore[no-untyped-def]
-    (point,) = [p for p in telemetry.points(sc.TRAIN_LOSS) if p.attributes[sc.ML_PHASE] == sc.PHASE_TRAIN]
+    (point,) = [p for p in telemetry.points(sc.METRIC_TRAIN_LOSS) if p.attributes[sc.ML_PHASE] == sc.PHASE_TRAIN]
     return point.value
 
 
@@ -41,9 +41,9 @@ def test_nan_loss_is_counted_logged_once_and_training_goes_on(telemetry, caplog)
     with caplog.at_level(logging.WARNING, logger="otel_ml"):
         km.frozen().fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
 
-    (steps,) = telemetry.points(sc.TRAIN_STEPS)
+    (steps,) = telemetry.points(sc.METRIC_TRAIN_STEPS)
     assert steps.value == 7
-    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.TRAIN_ANOMALIES)}
+    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.METRIC_TRAIN_ANOMALIES)}
     assert anomalies == {sc.ANOMALY_NAN: 4}
     # The gauge keeps the last finite batch loss (the SDK drops non-finite gauge values).
     assert _train_loss(telemetry) == pytest.approx(float(np.mean(y[32:48] ** 2)), rel=1e-5)
@@ -63,7 +63,7 @@ def test_loss_spike_is_counted_once(telemetry) -> None:
     y = (1.0 + 0.05 * rng.normal(size=(40 * 8, 1))).astype("float32")
     y[35 * 8 : 36 * 8] = 30.0  # batch 35: loss ~900 against ~1
     km.frozen().fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
-    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.TRAIN_ANOMALIES)}
+    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.METRIC_TRAIN_ANOMALIES)}
     assert anomalies == {sc.ANOMALY_SPIKE: 1}
     (epoch,) = telemetry.finished(sc.SPAN_KERAS_EPOCH)
     (event,) = [e for e in epoch.events if e.name == "ml.anomaly"]
@@ -84,7 +84,7 @@ def test_learning_rate_is_read_from_the_optimizer(telemetry, optimizer, expected
     model = km.sequential(optimizer=optimizer())
     x, y = km.data(samples=64)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 8 iterations
-    (point,) = telemetry.points(sc.TRAIN_LEARNING_RATE)
+    (point,) = telemetry.points(sc.METRIC_TRAIN_LEARNING_RATE)
     assert point.value == pytest.approx(expected, rel=1e-5)
 
 
@@ -118,5 +118,5 @@ def test_odd_logs_from_a_callback_do_not_break_training(telemetry) -> None:
 
     _instrument(telemetry)
     km.sequential().fit(*km.data(samples=32), batch_size=16, epochs=1, verbose=0, callbacks=[OddLogs()])
-    names = {p.attributes[sc.ML_METRIC_NAME]: p.value for p in telemetry.points(sc.TRAIN_METRIC)}
+    names = {p.attributes[sc.ML_METRIC_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_METRIC)}
     assert names == {"tensor": 2.5}

@@ -34,7 +34,7 @@ def test_uninstrument_restores_the_exact_originals(telemetry) -> None:
     assert data_adapters.__dict__["get_data_adapter"] is _ADAPTER
     otel_ml.uninstrument()  # twice is harmless
     km.sequential().fit(*km.data(samples=16), batch_size=16, verbose=0)
-    assert telemetry.points(sc.TRAIN_STEPS) == []
+    assert telemetry.points(sc.METRIC_TRAIN_STEPS) == []
 
 
 def test_instrument_twice_counts_once(telemetry) -> None:
@@ -42,7 +42,7 @@ def test_instrument_twice_counts_once(telemetry) -> None:
     _instrument(telemetry)
     KerasInstrumentor().instrument(meter_provider=telemetry.meter_provider)  # logs and does nothing
     km.sequential().fit(*km.data(samples=32), batch_size=16, verbose=0)
-    (steps,) = telemetry.points(sc.TRAIN_STEPS)
+    (steps,) = telemetry.points(sc.METRIC_TRAIN_STEPS)
     assert steps.value == 2
     assert len(telemetry.finished(sc.SPAN_KERAS_FIT)) == 1
 
@@ -52,7 +52,7 @@ def test_reinstrument_after_uninstrument_works(telemetry) -> None:
     otel_ml.uninstrument()
     _instrument(telemetry)
     km.sequential().fit(*km.data(samples=32), batch_size=16, verbose=0)
-    (steps,) = telemetry.points(sc.TRAIN_STEPS)
+    (steps,) = telemetry.points(sc.METRIC_TRAIN_STEPS)
     assert steps.value == 2
 
 
@@ -98,15 +98,15 @@ def test_bad_env_values_are_logged_and_defaults_used(telemetry, monkeypatch, cap
     with caplog.at_level(logging.ERROR):
         _instrument(telemetry)
     (record,) = [r for r in caplog.records if "OTEL_ML_WARMUP_STEPS" in r.getMessage()]
-    assert "expected a whole number >= 0; using the default 1" in record.getMessage()
+    assert "expected a whole number >= 0 and <= 1000000; using the default 1" in record.getMessage()
     km.sequential().fit(*km.data(samples=16), batch_size=16, verbose=0)
-    assert telemetry.points(sc.TRAIN_STEPS)[0].value == 1
+    assert telemetry.points(sc.METRIC_TRAIN_STEPS)[0].value == 1
 
 
 def test_samples_with_validation_split_are_exact(telemetry) -> None:
     _instrument(telemetry)
     x, y = km.data(samples=100)
     km.sequential().fit(x, y, batch_size=16, epochs=1, verbose=0, validation_split=0.2)
-    (samples,) = telemetry.points(sc.TRAIN_SAMPLES)
+    (samples,) = telemetry.points(sc.METRIC_TRAIN_SAMPLES)
     assert samples.value == 80
     assert np.isfinite(samples.value)

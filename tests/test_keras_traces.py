@@ -46,7 +46,7 @@ def test_direct_evaluate_and_predict_get_spans(telemetry) -> None:
     (evaluate,) = telemetry.finished(sc.SPAN_KERAS_EVALUATE)
     (predict,) = telemetry.finished(sc.SPAN_KERAS_PREDICT)
     assert evaluate.attributes[sc.ML_MODEL_NAME] == predict.attributes[sc.ML_MODEL_NAME] == "ev"
-    assert telemetry.points(sc.TRAIN_STEPS) == []
+    assert telemetry.points(sc.METRIC_TRAIN_STEPS) == []
 
 
 def test_slow_step_span_is_behind_the_exemplar_of_its_bucket(telemetry) -> None:
@@ -66,7 +66,7 @@ def test_slow_step_span_is_behind_the_exemplar_of_its_bucket(telemetry) -> None:
     epoch1 = next(s for s in telemetry.finished(sc.SPAN_KERAS_EPOCH) if s.attributes[sc.ML_EPOCH] == 1)
     assert span.parent.span_id == epoch1.context.span_id
 
-    (point,) = telemetry.points(sc.TRAIN_STEP_DURATION)
+    (point,) = telemetry.points(sc.METRIC_TRAIN_STEP_DURATION)
     assert point.count == 20
     (exemplar,) = point.exemplars  # fast steps leave no exemplar
     assert exemplar.trace_id == span.context.trace_id

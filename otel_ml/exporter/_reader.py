@@ -8,17 +8,17 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry
 
 from otel_ml import _semconv as sc
-from otel_ml._config import parse_int, parse_str, resolve
+from otel_ml._config import Option, parse_int, parse_str
 from otel_ml.exporter._exemplars import ExemplarCollector
 from otel_ml.exporter._server import EmbeddedServer, make_app
 from otel_ml.exporter._slow_steps import SlowStepBuffer, default_slow_step_buffer
 
-_LOG = logging.getLogger("otel_ml.exporter")
+_LOG = logging.getLogger(__name__)
 
-OTEL_EXPORTER_PROMETHEUS_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
-OTEL_EXPORTER_PROMETHEUS_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9464
+# The standard variables of opentelemetry-exporter-prometheus, read through the
+# same resolver as ours: a bad value is one ERROR line and the default.
+HOST = Option("host", "OTEL_EXPORTER_PROMETHEUS_HOST", parse_str, "127.0.0.1", "interface /metrics binds")
+PORT = Option("port", "OTEL_EXPORTER_PROMETHEUS_PORT", parse_int(0, 65_535), 9464, "port of /metrics (0: free)")
 
 # Resource attributes that identify a worker become labels, as the bundled
 # collector config does, so both paths give the same label names.
@@ -51,10 +51,8 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
         slow_steps: SlowStepBuffer | None = None,
         start_server: bool = True,
     ) -> None:
-        host = resolve(host, OTEL_EXPORTER_PROMETHEUS_HOST, parse_str, DEFAULT_HOST, option="host")
-        port = resolve(port, OTEL_EXPORTER_PROMETHEUS_PORT, parse_int(0), DEFAULT_PORT, option="port")
-        if port > 65535:
-            raise ValueError(f"port={port} is invalid: expected a whole number from 0 to 65535")
+        host = HOST.resolve(host)
+        port = PORT.resolve(port)
         self.registry = CollectorRegistry(auto_describe=False)
         super().__init__(
             registry=self.registry,

@@ -19,7 +19,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from otel_ml.exporter._slow_steps import SlowStepBuffer
 
-_LOG = logging.getLogger("otel_ml.exporter")
+_LOG = logging.getLogger(__name__)
 _StartResponse = Callable[..., Any]
 
 

@@ -17,10 +17,18 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_ml import _semconv as sc
 from otel_ml import environment_variables as ev
-from otel_ml._config import parse_int, resolve
+from otel_ml._config import Option, parse_int
 
 _default: SlowStepBuffer | None = None
 _default_lock = threading.Lock()
+
+SLOW_STEP_BUFFER = Option(
+    "slow_step_buffer",
+    ev.OTEL_ML_SLOW_STEP_BUFFER,
+    parse_int(1, 100_000),
+    256,
+    "slow-step spans kept for /slow-steps",
+)
 
 
 class SlowStepBuffer(SpanProcessor):
@@ -89,6 +97,6 @@ def default_slow_step_buffer() -> SlowStepBuffer:
     global _default
     with _default_lock:
         if _default is None:
-            capacity = resolve(None, ev.OTEL_ML_SLOW_STEP_BUFFER, parse_int(1), 256)
+            capacity = SLOW_STEP_BUFFER.resolve(None)
             _default = SlowStepBuffer(capacity)
         return _default

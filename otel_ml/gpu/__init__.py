@@ -19,27 +19,26 @@ imported when instrumenting, never at ``import otel_ml``.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
 
 from otel_ml._base import OtelMLInstrumentor
-from otel_ml._config import parse_bool, resolve
-from otel_ml.environment_variables import OTEL_ML_GPU_ALL_DEVICES, OTEL_ML_GPU_ALL_PROCESSES
 from otel_ml.gpu import _nvml
 from otel_ml.gpu._devices import discover
 from otel_ml.gpu._instruments import GpuObserver, observer_for
+from otel_ml.gpu._options import OPTIONS, GpuOptions
 from otel_ml.gpu._sampler import Sampler
 from otel_ml.gpu.package import _instruments_any
-from otel_ml.version import __version__
 
 __all__ = ["GpuInstrumentor"]
 
-_LOG = logging.getLogger("otel_ml.gpu")
+_LOG = logging.getLogger(__name__)
 
 
 class GpuInstrumentor(OtelMLInstrumentor):
@@ -54,52 +53,44 @@ class GpuInstrumentor(OtelMLInstrumentor):
     """
 
     _instruments_any = _instruments_any
-    options: ClassVar[frozenset[str]] = frozenset({"gpu_all_devices", "gpu_all_processes"})
-
-    def __init__(self) -> None:
-        # A per-class singleton whose __init__ runs on every call: set state once.
-        if not hasattr(self, "_sampler"):
-            self._sampler: Sampler | None = None
-            self._nvml: ModuleType | None = None
-            self._observer: GpuObserver | None = None
-            self._atexit = False
+    option_table = OPTIONS
+    _sampler: Sampler | None = None
+    _nvml: ModuleType | None = None
+    _observer: GpuObserver | None = None
 
     @property
     def sampler(self) -> Sampler | None:
         """The current sampler (None when uninstrumented or without a GPU)."""
         return self._sampler
 
-    def _instrument(self, **kwargs: Any) -> None:
-        all_devices = resolve(kwargs.get("gpu_all_devices"), OTEL_ML_GPU_ALL_DEVICES, parse_bool, False,
-                              option="gpu_all_devices")
-        all_processes = resolve(kwargs.get("gpu_all_processes"), OTEL_ML_GPU_ALL_PROCESSES, parse_bool, False,
-                                option="gpu_all_processes")
+    def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> bool:
+        opts = GpuOptions(**options)
         nvml = _nvml.load(kwargs.get("nvml"))
         if nvml is None:
-            return
+            return False
         try:
-            devices = discover(nvml, all_devices=all_devices, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+            devices = discover(nvml, all_devices=opts.gpu_all_devices, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         except nvml.NVMLError as exc:
             _LOG.warning("otel_ml: GPU metrics off: listing the GPUs failed: %s (%s)", exc, type(exc).__name__)
             _nvml.shutdown(nvml)
-            return
+            return False
         if not devices:
-            _LOG.info("otel_ml: GPU metrics off: no GPU visible to this process (CUDA_VISIBLE_DEVICES=%r; "
-                      "gpu_all_devices=True reports every GPU on the host)", os.environ.get("CUDA_VISIBLE_DEVICES"))
+            _LOG.info(
+                "otel_ml: GPU metrics off: no GPU visible to this process (CUDA_VISIBLE_DEVICES=%r; "
+                "gpu_all_devices=True reports every GPU on the host)",
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
             _nvml.shutdown(nvml)
-            return
+            return False
         provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
-        meter = metrics.get_meter(__name__, __version__, provider)
         self._nvml = nvml
         self._sampler = Sampler(nvml, devices)
         self._observer = observer_for(provider, meter)
-        self._observer.bind(self._sampler, all_processes=all_processes)
+        self._observer.bind(self._sampler, all_processes=opts.gpu_all_processes)
         _LOG.info("otel_ml: GPU metrics for %s", ", ".join(f"{d.name} ({d.uuid})" for d in self._sampler.devices))
-        if not self._atexit:
-            atexit.register(_at_exit)
-            self._atexit = True
+        return True
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _teardown(self) -> None:
         if self._observer is not None:
             self._observer.unbind()
             self._observer = None
@@ -110,7 +101,6 @@ class GpuInstrumentor(OtelMLInstrumentor):
             _nvml.shutdown(self._nvml)
             self._nvml = None
 
-
-def _at_exit() -> None:
-    """``nvmlShutdown`` at interpreter exit, when still instrumented."""
-    GpuInstrumentor()._uninstrument()
+    def _at_exit(self) -> None:
+        # nvmlShutdown at interpreter exit, when still instrumented.
+        self._teardown()

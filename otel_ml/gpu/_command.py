@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_ml._sdk import build_resource, metric_readers
 
-_LOG = logging.getLogger("otel_ml.gpu")
+_LOG = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,12 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Serve the hw.* GPU metrics of this host until interrupted: on the embedded "
         "/metrics endpoint by default, or as OTEL_METRICS_EXPORTER says (e.g. otlp).",
     )
-    parser.add_argument("--host", help="interface of the /metrics endpoint (default: "
-                        "OTEL_EXPORTER_PROMETHEUS_HOST or 127.0.0.1; 0.0.0.0 to be scraped from elsewhere)")
-    parser.add_argument("--port", type=int, help="port of the /metrics endpoint (default: "
-                        "OTEL_EXPORTER_PROMETHEUS_PORT or 9464; 0 picks a free one)")
-    parser.add_argument("--visible-only", action="store_true",
-                        help="report only the GPUs CUDA_VISIBLE_DEVICES names (default: every GPU on the host)")
+    parser.add_argument(
+        "--host",
+        help="interface of the /metrics endpoint (default: "
+        "OTEL_EXPORTER_PROMETHEUS_HOST or 127.0.0.1; 0.0.0.0 to be scraped from elsewhere)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="port of the /metrics endpoint (default: OTEL_EXPORTER_PROMETHEUS_PORT or 9464; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--visible-only",
+        action="store_true",
+        help="report only the GPUs CUDA_VISIBLE_DEVICES names (default: every GPU on the host)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
     readers = metric_readers()
     if not readers:
-        _LOG.error("otel-ml gpu: no metrics exporter (OTEL_METRICS_EXPORTER=%r); nothing to do",
-                   os.environ.get("OTEL_METRICS_EXPORTER"))
+        _LOG.error(
+            "otel-ml gpu: no metrics exporter (OTEL_METRICS_EXPORTER=%r); nothing to do",
+            os.environ.get("OTEL_METRICS_EXPORTER"),
+        )
         return 1
     provider = MeterProvider(resource=build_resource(), metric_readers=readers)
     from otel_ml.gpu import GpuInstrumentor
@@ -68,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
         from otel_ml.exporter import embedded_url
 
         url = embedded_url()
-        _LOG.info("otel-ml gpu: serving %d device(s)%s; stop with Ctrl-C or SIGTERM",
-                  len(instrumentor.sampler.devices), f" on {url}" if url else "")
+        _LOG.info(
+            "otel-ml gpu: serving %d device(s)%s; stop with Ctrl-C or SIGTERM",
+            len(instrumentor.sampler.devices),
+            f" on {url}" if url else "",
+        )
         _wait_for_signal()
         return 0
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 from otel_ml import _semconv as sc
 from otel_ml.gpu._nvml import text
 
-_LOG = logging.getLogger("otel_ml.gpu")
+_LOG = logging.getLogger(__name__)
 
 Attributes = dict[str, Any]
 

@@ -140,20 +140,42 @@ def observer_for(meter_provider: Any, meter: Meter) -> GpuObserver:
 
 
 def _create(meter: Meter, o: GpuObserver) -> None:
-    gauge, updown, counter = meter.create_observable_gauge, meter.create_observable_up_down_counter, (
-        meter.create_observable_counter
+    gauge, updown, counter = (
+        meter.create_observable_gauge,
+        meter.create_observable_up_down_counter,
+        (meter.create_observable_counter),
     )
-    gauge(sc.HW_GPU_UTILIZATION, [o.utilization], unit=sc.UNIT_RATIO,
-          description="Fraction of time the GPU was busy running kernels (NVML utilization.gpu / 100).")
-    gauge(sc.HW_GPU_MEMORY_UTILIZATION, [o.memory_utilization], unit=sc.UNIT_RATIO,
-          description="Fraction of GPU memory used (used / total).")
-    updown(sc.HW_GPU_MEMORY_USAGE, [o.memory_usage], unit=sc.UNIT_BYTES, description="GPU memory used.")
-    updown(sc.HW_GPU_MEMORY_LIMIT, [o.memory_limit], unit=sc.UNIT_BYTES, description="Size of the GPU memory.")
-    gauge(sc.HW_POWER, [o.power], unit=sc.UNIT_WATTS, description="Instantaneous power drawn by the GPU.")
-    counter(sc.HW_ENERGY, [o.energy], unit=sc.UNIT_JOULES,
-            description="Energy consumed by the GPU since the driver loaded, where the device reports it.")
-    gauge(sc.HW_TEMPERATURE, [o.temperature], unit=sc.UNIT_CELSIUS, description="GPU core temperature.")
-    counter(sc.HW_ERRORS, [o.errors], unit=sc.UNIT_ERROR,
-            description="ECC memory errors since the driver loaded, by error.type.")
-    updown(sc.ML_GPU_PROCESS_MEMORY_USAGE, [o.process_memory], unit=sc.UNIT_BYTES,
-           description="GPU memory used by a process (this one unless all processes are reported), by process.pid.")
+    gauge(
+        sc.METRIC_HW_GPU_UTILIZATION,
+        [o.utilization],
+        unit=sc.UNIT_RATIO,
+        description="Fraction of time the GPU was busy running kernels (NVML utilization.gpu / 100).",
+    )
+    gauge(
+        sc.METRIC_HW_GPU_MEMORY_UTILIZATION,
+        [o.memory_utilization],
+        unit=sc.UNIT_RATIO,
+        description="Fraction of GPU memory used (used / total).",
+    )
+    updown(sc.METRIC_HW_GPU_MEMORY_USAGE, [o.memory_usage], unit=sc.UNIT_BYTES, description="GPU memory used.")
+    updown(sc.METRIC_HW_GPU_MEMORY_LIMIT, [o.memory_limit], unit=sc.UNIT_BYTES, description="Size of the GPU memory.")
+    gauge(sc.METRIC_HW_POWER, [o.power], unit=sc.UNIT_WATTS, description="Instantaneous power drawn by the GPU.")
+    counter(
+        sc.METRIC_HW_ENERGY,
+        [o.energy],
+        unit=sc.UNIT_JOULES,
+        description="Energy consumed by the GPU since the driver loaded, where the device reports it.",
+    )
+    gauge(sc.METRIC_HW_TEMPERATURE, [o.temperature], unit=sc.UNIT_CELSIUS, description="GPU core temperature.")
+    counter(
+        sc.METRIC_HW_ERRORS,
+        [o.errors],
+        unit=sc.UNIT_ERROR,
+        description="ECC memory errors since the driver loaded, by error.type.",
+    )
+    updown(
+        sc.METRIC_GPU_PROCESS_MEMORY_USAGE,
+        [o.process_memory],
+        unit=sc.UNIT_BYTES,
+        description="GPU memory used by a process (this one unless all processes are reported), by process.pid.",
+    )

@@ -14,7 +14,7 @@ from typing import Final
 
 from otel_ml.environment_variables import OTEL_ML_GPU_NVML_MODULE
 
-_LOG = logging.getLogger("otel_ml.gpu")
+_LOG = logging.getLogger(__name__)
 
 DEFAULT_MODULE: Final = "pynvml"
 # Errors that mean "this machine has no usable NVIDIA GPU": normal, not a fault.

@@ -23,7 +23,7 @@ from typing import Any, Final
 from otel_ml.gpu._devices import Device
 from otel_ml.gpu._nvml import is_error
 
-_LOG = logging.getLogger("otel_ml.gpu")
+_LOG = logging.getLogger(__name__)
 
 Read = Callable[[ModuleType, Any], Any]
 
@@ -50,9 +50,7 @@ def _temperature(nvml: ModuleType, handle: Any) -> float:
 
 
 def _ecc_corrected(nvml: ModuleType, handle: Any) -> int:
-    return int(
-        nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
-    )
+    return int(nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC))
 
 
 def _ecc_uncorrected(nvml: ModuleType, handle: Any) -> int:
@@ -173,4 +171,3 @@ class Sampler:
                 type(exc).__name__,
             )
         return False
-

@@ -20,18 +20,16 @@ before instrumenting. Nothing is imported until the program imports Keras.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 
-import wrapt
-from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
 
 from otel_ml._base import OtelMLInstrumentor
 from otel_ml.keras._instruments import KerasInstruments
-from otel_ml.keras._options import OPTION_NAMES, KerasOptions
+from otel_ml.keras._options import OPTIONS, KerasOptions
 from otel_ml.keras._patch import KerasWrappers
 from otel_ml.keras.package import _instruments_any
-from otel_ml.version import __version__
 
 # Backend trainer module -> the class that defines fit/evaluate/predict.
 _TRAINERS = {
@@ -49,23 +47,12 @@ class KerasInstrumentor(OtelMLInstrumentor):
     """Instruments Keras 3 training, evaluation and prediction."""
 
     _instruments_any = _instruments_any
-    options: ClassVar[frozenset[str]] = OPTION_NAMES
+    option_table = OPTIONS
+    _modules = (*_TRAINERS, _DATA_ADAPTERS)
+    _wrappers: KerasWrappers | None = None
 
-    def __init__(self) -> None:
-        # BaseInstrumentor is a per-class singleton and __init__ runs on every
-        # KerasInstrumentor() call: set state only the first time.
-        if not hasattr(self, "_patched"):
-            self._patched: list[tuple[Any, str]] = []
-            self._wrappers: KerasWrappers | None = None
-
-    def _instrument(self, **kwargs: Any) -> None:
-        options = KerasOptions.resolve(**{k: v for k, v in kwargs.items() if k in OPTION_NAMES})
-        meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
-        tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        self._wrappers = KerasWrappers(KerasInstruments.create(meter), tracer, options)
-        self._active = True
-        for module_name in (*_TRAINERS, _DATA_ADAPTERS):
-            self._when_imported(module_name)
+    def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
+        self._wrappers = KerasWrappers(KerasInstruments.create(meter), tracer, KerasOptions(**options))
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers
@@ -78,16 +65,5 @@ class KerasInstrumentor(OtelMLInstrumentor):
         for method in _METHODS:
             self._wrap(cls, method, getattr(wrappers, method))
 
-    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
-        current = owner.__dict__.get(name)
-        if current is None or isinstance(current, wrapt.ObjectProxy):
-            return  # not defined here, or already wrapped
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self._patched.append((owner, name))
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        self._active = False
-        for owner, name in reversed(self._patched):
-            unwrap(owner, name)
-        self._patched.clear()
+    def _teardown(self) -> None:
         self._wrappers = None

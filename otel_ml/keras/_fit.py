@@ -21,23 +21,14 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
+from otel_ml._pending import FLUSH_NS, drain
 from otel_ml._slow import SlowDetector
 from otel_ml.keras._instruments import KerasInstruments
 from otel_ml.keras._loss import BatchLoss, SpikeDetector, as_float, learning_rate
 from otel_ml.keras._options import KerasOptions
 
-_LOG = logging.getLogger("otel_ml.keras")
-# Recording in a context whose span is invalid keeps fast steps from leaving
-# exemplars that point at the fit or epoch span instead of a step. (An empty
-# Context would not do: it is falsy, and the SDK then falls back to the
-# current context.)
-_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
+_LOG = logging.getLogger(__name__)
 _MAX_METRIC_NAMES = 64
-# Steps, samples, fast step times and the batch loss are handed to the SDK at
-# most this often (and at every epoch end and fit end): each SDK measurement
-# costs several µs of attribute hashing, and a scrape every second or more
-# loses nothing by it.
-_FLUSH_NS = 100_000_000
 _SUMMARY_SLOWEST = 3
 
 
@@ -218,13 +209,10 @@ class FitRun:
 
     def _flush(self, now: int) -> None:
         """Hand the accumulated steps, samples and latest batch loss to the SDK."""
-        self._next_flush = now + _FLUSH_NS
+        self._next_flush = now + FLUSH_NS
         m = self._m
         if self._pending_durations:
-            record, attrs = m.step_duration.record, self._attrs
-            for seconds in self._pending_durations:
-                record(seconds, attrs, context=_NO_SPAN)
-            self._pending_durations.clear()
+            drain(self._pending_durations, m.step_duration.record, self._attrs)
         if self._pending_steps:
             m.steps.add(self._pending_steps, self._attrs)
             self._pending_steps = 0

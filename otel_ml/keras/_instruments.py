@@ -31,39 +31,45 @@ class KerasInstruments:
         buckets = list(DURATION_BUCKETS_SECONDS)
         return cls(
             step_duration=meter.create_histogram(
-                sc.TRAIN_STEP_DURATION,
+                sc.METRIC_TRAIN_STEP_DURATION,
                 unit=sc.UNIT_SECONDS,
                 description="Wall time of one training step (one batch), host side.",
                 explicit_bucket_boundaries_advisory=buckets,
             ),
-            steps=meter.create_counter(sc.TRAIN_STEPS, unit=sc.UNIT_STEP, description="Training steps completed."),
-            samples=meter.create_counter(
-                sc.TRAIN_SAMPLES, unit=sc.UNIT_SAMPLE, description="Training samples processed; its rate is throughput."
+            steps=meter.create_counter(
+                sc.METRIC_TRAIN_STEPS, unit=sc.UNIT_STEP, description="Training steps completed."
             ),
-            epochs=meter.create_counter(sc.TRAIN_EPOCHS, unit=sc.UNIT_EPOCH, description="Training epochs completed."),
+            samples=meter.create_counter(
+                sc.METRIC_TRAIN_SAMPLES,
+                unit=sc.UNIT_SAMPLE,
+                description="Training samples processed; its rate is throughput.",
+            ),
+            epochs=meter.create_counter(
+                sc.METRIC_TRAIN_EPOCHS, unit=sc.UNIT_EPOCH, description="Training epochs completed."
+            ),
             epoch_duration=meter.create_histogram(
-                sc.TRAIN_EPOCH_DURATION,
+                sc.METRIC_TRAIN_EPOCH_DURATION,
                 unit=sc.UNIT_SECONDS,
                 description="Wall time of one training epoch, validation included.",
                 explicit_bucket_boundaries_advisory=buckets,
             ),
             loss=meter.create_gauge(
-                sc.TRAIN_LOSS,
+                sc.METRIC_TRAIN_LOSS,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="Loss: the latest batch loss (train) or the epoch's validation loss.",
             ),
             metric=meter.create_gauge(
-                sc.TRAIN_METRIC,
+                sc.METRIC_TRAIN_METRIC,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="Every other numeric value Keras logs at epoch end, by ml.metric.name.",
             ),
             learning_rate=meter.create_gauge(
-                sc.TRAIN_LEARNING_RATE,
+                sc.METRIC_TRAIN_LEARNING_RATE,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="The optimizer's learning rate, read at fit start and at each epoch end.",
             ),
             anomalies=meter.create_counter(
-                sc.TRAIN_ANOMALIES,
+                sc.METRIC_TRAIN_ANOMALIES,
                 unit=sc.UNIT_ANOMALY,
                 description="Training anomalies (non-finite loss, loss spikes), by ml.anomaly.kind.",
             ),

@@ -1,4 +1,4 @@
-"""The Keras instrumentor's options, resolved once at instrument time."""
+"""The Keras instrumentor's options: one table, resolved once at instrument time."""
 
 from __future__ import annotations
 
@@ -6,65 +6,60 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import parse_float, parse_int, parse_str, resolve
+from otel_ml._config import Option, OptionTable, parse_float, parse_int, parse_str
 
-OPTION_NAMES = frozenset(
-    {
-        "run_name",
+OPTIONS = OptionTable(
+    Option("run_name", ev.OTEL_ML_RUN_NAME, parse_str, None, "ml.run.name of the training series"),
+    Option(
         "slow_step_seconds",
+        ev.OTEL_ML_SLOW_STEP_SECONDS,
+        parse_float(0.0, above=True, maximum=86_400.0),
+        None,
+        "fixed slow-step threshold in seconds (unset: adaptive)",
+    ),
+    Option(
         "slow_step_factor",
+        ev.OTEL_ML_SLOW_STEP_FACTOR,
+        parse_float(1.0, above=True, maximum=1_000.0),
+        3.0,
+        "slow step: this many times the rolling median step time",
+    ),
+    Option(
         "warmup_steps",
+        ev.OTEL_ML_WARMUP_STEPS,
+        parse_int(0, 1_000_000),
+        1,
+        "executions per fit kept out of the slow-step baseline",
+    ),
+    Option(
         "loss_spike_threshold",
+        ev.OTEL_ML_LOSS_SPIKE_THRESHOLD,
+        parse_float(0.0, above=True, maximum=1e6),
+        6.0,
+        "robust z-score above which a batch loss is a spike",
+    ),
+    Option(
         "loss_spike_window",
-    }
+        ev.OTEL_ML_LOSS_SPIKE_WINDOW,
+        parse_int(8, 4_096),
+        64,
+        "batch losses in the spike detector's baseline",
+    ),
 )
 
 
 @dataclass(frozen=True)
 class KerasOptions:
-    """Resolved options: argument, else ``OTEL_ML_*`` variable, else default."""
+    """Resolved options (see :data:`OPTIONS` for each one's variable, bounds and default)."""
 
-    run_name: str | None = None
-    slow_step_seconds: float | None = None
-    slow_step_factor: float = 3.0
-    warmup_steps: int = 1
-    loss_spike_threshold: float = 6.0
-    loss_spike_window: int = 64
+    run_name: str | None
+    slow_step_seconds: float | None
+    slow_step_factor: float
+    warmup_steps: int
+    loss_spike_threshold: float
+    loss_spike_window: int
 
     @classmethod
-    def resolve(cls, **kwargs: Any) -> KerasOptions:
+    def resolve(cls, arguments: dict[str, Any]) -> KerasOptions:
         """Build from ``instrument()`` keyword options; raises ``ValueError`` on a bad one."""
-        return cls(
-            run_name=resolve(kwargs.get("run_name"), ev.OTEL_ML_RUN_NAME, parse_str, None, option="run_name"),
-            slow_step_seconds=resolve(
-                kwargs.get("slow_step_seconds"),
-                ev.OTEL_ML_SLOW_STEP_SECONDS,
-                parse_float(0.0, above=True),
-                None,
-                option="slow_step_seconds",
-            ),
-            slow_step_factor=resolve(
-                kwargs.get("slow_step_factor"),
-                ev.OTEL_ML_SLOW_STEP_FACTOR,
-                parse_float(1.0, above=True),
-                3.0,
-                option="slow_step_factor",
-            ),
-            warmup_steps=resolve(
-                kwargs.get("warmup_steps"), ev.OTEL_ML_WARMUP_STEPS, parse_int(0), 1, option="warmup_steps"
-            ),
-            loss_spike_threshold=resolve(
-                kwargs.get("loss_spike_threshold"),
-                ev.OTEL_ML_LOSS_SPIKE_THRESHOLD,
-                parse_float(0.0, above=True),
-                6.0,
-                option="loss_spike_threshold",
-            ),
-            loss_spike_window=resolve(
-                kwargs.get("loss_spike_window"),
-                ev.OTEL_ML_LOSS_SPIKE_WINDOW,
-                parse_int(8),
-                64,
-                option="loss_spike_window",
-            ),
-        )
+        return cls(**OPTIONS.resolve(arguments))

@@ -27,7 +27,7 @@ from otel_ml import _semconv as sc
 from otel_ml._slow import SlowDetector
 from otel_ml.paddle._options import PaddleOptions
 
-_LOG = logging.getLogger("otel_ml.paddle")
+_LOG = logging.getLogger(__name__)
 
 UNKNOWN_MODEL: Final = "unknown"
 OTHER: Final = "_OTHER"

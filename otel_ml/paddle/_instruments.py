@@ -20,29 +20,33 @@ class PaddleInstruments:
     duration: Histogram
     batch_size: Histogram
 
-    @classmethod
-    def create(cls, meter: Meter, observe_active: _Callback) -> PaddleInstruments:
-        """Create the instruments on ``meter``; ``observe_active`` reports runs in flight per model.
+    @staticmethod
+    def create_observable(meter: Meter, observe_active: _Callback) -> None:
+        """Create ``ml.inference.active`` (once per meter provider): runs in flight per model.
 
-        ``ml.inference.active`` is an *observable* up-down counter fed from a
-        per-model integer: two synchronous ``add`` calls per run would cost
-        more than a small model's run takes.
+        An *observable* up-down counter fed from per-model counters: two
+        synchronous ``add`` calls per run would cost more than a small
+        model's run takes.
         """
         meter.create_observable_up_down_counter(
-            sc.INFERENCE_ACTIVE,
+            sc.METRIC_INFERENCE_ACTIVE,
             callbacks=[observe_active],
             unit=sc.UNIT_REQUEST,
             description="Paddle predictor runs in flight.",
         )
+
+    @classmethod
+    def create(cls, meter: Meter) -> PaddleInstruments:
+        """Create the synchronous instruments on ``meter``."""
         return cls(
             duration=meter.create_histogram(
-                sc.INFERENCE_DURATION,
+                sc.METRIC_INFERENCE_DURATION,
                 unit=sc.UNIT_SECONDS,
                 description="Wall time of one Paddle predictor run(); ml.inference.warmup marks the first runs.",
                 explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_SECONDS),
             ),
             batch_size=meter.create_histogram(
-                sc.INFERENCE_BATCH_SIZE,
+                sc.METRIC_INFERENCE_BATCH_SIZE,
                 unit=sc.UNIT_SAMPLE,
                 description="Samples per run, from the first input's leading dimension when it is known.",
                 explicit_bucket_boundaries_advisory=list(BATCH_SIZE_BUCKETS),

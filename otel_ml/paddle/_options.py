@@ -1,4 +1,4 @@
-"""The Paddle instrumentor's options, resolved once at instrument time."""
+"""The Paddle instrumentor's options: one table, resolved once at instrument time."""
 
 from __future__ import annotations
 
@@ -6,44 +6,44 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import parse_float, parse_int, parse_str, resolve
+from otel_ml._config import Option, OptionTable, parse_float, parse_int, parse_str
 
-OPTION_NAMES = frozenset({"model_name", "inference_warmup_runs", "slow_run_seconds", "slow_run_factor"})
+OPTIONS = OptionTable(
+    Option("model_name", ev.OTEL_ML_MODEL_NAME, parse_str, None, "ml.model.name of every predictor"),
+    Option(
+        "inference_warmup_runs",
+        ev.OTEL_ML_INFERENCE_WARMUP_RUNS,
+        parse_int(0, 1_000_000),
+        1,
+        "first runs of each predictor marked ml.inference.warmup=true",
+    ),
+    Option(
+        "slow_run_seconds",
+        ev.OTEL_ML_SLOW_RUN_SECONDS,
+        parse_float(0.0, above=True, maximum=86_400.0),
+        None,
+        "fixed slow-run threshold in seconds (unset: adaptive)",
+    ),
+    Option(
+        "slow_run_factor",
+        ev.OTEL_ML_SLOW_RUN_FACTOR,
+        parse_float(1.0, above=True, maximum=1_000.0),
+        3.0,
+        "slow run: this many times the rolling median run time",
+    ),
+)
 
 
 @dataclass(frozen=True)
 class PaddleOptions:
-    """Resolved options: argument, else ``OTEL_ML_*`` variable, else default."""
+    """Resolved options (see :data:`OPTIONS` for each one's variable, bounds and default)."""
 
-    model_name: str | None = None
-    warmup_runs: int = 1
-    slow_run_seconds: float | None = None
-    slow_run_factor: float = 3.0
+    model_name: str | None
+    inference_warmup_runs: int
+    slow_run_seconds: float | None
+    slow_run_factor: float
 
     @classmethod
-    def resolve(cls, **kwargs: Any) -> PaddleOptions:
+    def resolve(cls, arguments: dict[str, Any]) -> PaddleOptions:
         """Build from ``instrument()`` keyword options; raises ``ValueError`` on a bad one."""
-        return cls(
-            model_name=resolve(kwargs.get("model_name"), ev.OTEL_ML_MODEL_NAME, parse_str, None, option="model_name"),
-            warmup_runs=resolve(
-                kwargs.get("inference_warmup_runs"),
-                ev.OTEL_ML_INFERENCE_WARMUP_RUNS,
-                parse_int(0),
-                1,
-                option="inference_warmup_runs",
-            ),
-            slow_run_seconds=resolve(
-                kwargs.get("slow_run_seconds"),
-                ev.OTEL_ML_SLOW_RUN_SECONDS,
-                parse_float(0.0, above=True),
-                None,
-                option="slow_run_seconds",
-            ),
-            slow_run_factor=resolve(
-                kwargs.get("slow_run_factor"),
-                ev.OTEL_ML_SLOW_RUN_FACTOR,
-                parse_float(1.0, above=True),
-                3.0,
-                option="slow_run_factor",
-            ),
-        )
+        return cls(**OPTIONS.resolve(arguments))

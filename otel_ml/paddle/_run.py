@@ -5,7 +5,7 @@ Python code right after Paddle's C++ work runs on cold caches, so every call
 and lookup there costs several times what it costs in a micro-benchmark. The
 common run (successful, past warm-up, not slow, no span around it) is handled
 inline in :func:`make_run`: its duration and batch size are appended to plain
-lists and handed to the SDK in one tight loop at most every ``_FLUSH_NS``, and
+lists and handed to the SDK in one tight loop at most every ``FLUSH_NS``, and
 at every collection (the ``ml.inference.active`` callback drains them first),
 at uninstrument and at exit. A run inside a span, a slow run, a warm-up run
 and a failed run are recorded at once, the first two in their span's context
@@ -26,17 +26,11 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
+from otel_ml._pending import FLUSH_NS, NO_SPAN, drain
 from otel_ml.paddle._facts import ModelState, PredictorFacts, Registry
 from otel_ml.paddle._instruments import PaddleInstruments
 
-# Recording in a context whose span is invalid keeps a run outside any span from
-# leaving an exemplar that points at whatever span is current. (An empty
-# Context would not do: it is falsy, and the SDK then falls back to the
-# current context, a Flask request span for instance.)
-_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 _SITE: Final = "paddle.Predictor.run"
-_FLUSH_NS: Final = 100_000_000
-"""Pending measurements reach the SDK at least this often while runs go on (and at each collection)."""
 _INLINE_CHUNK: Final = 64
 """At most this many items per list are recorded by one run (about 1 ms of SDK work)."""
 
@@ -49,7 +43,7 @@ class RunHooks:
         self._record = instruments.duration.record
         self._record_batch = instruments.batch_size.record
         self._tracer = tracer
-        self.warmup = registry.options.warmup_runs
+        self.warmup = registry.options.inference_warmup_runs
         self.next_flush = 0
         self._flush_lock = threading.Lock()
 
@@ -66,7 +60,7 @@ class RunHooks:
         already flushing. ``wait=True`` (a collection, uninstrument, exit):
         wait for it, so that nothing recorded before the call is left behind.
         """
-        self.next_flush = time.perf_counter_ns() + _FLUSH_NS
+        self.next_flush = time.perf_counter_ns() + FLUSH_NS
         if not self._flush_lock.acquire(blocking=wait):
             return
         # A run past the deadline hands over at most _INLINE_CHUNK items per
@@ -76,8 +70,8 @@ class RunHooks:
         try:
             behind = False
             for model in self.registry.models():
-                behind |= _drain(model.pending, self._record, model.attrs, limit)
-                behind |= _drain(model.pending_batches, self._record_batch, model.batch_attrs, limit)
+                behind |= drain(model.pending, self._record, model.attrs, limit)
+                behind |= drain(model.pending_batches, self._record_batch, model.batch_attrs, limit)
             if behind:
                 self.next_flush = 0
         finally:
@@ -107,7 +101,7 @@ class RunHooks:
         elif slow:
             self._slow_run(facts, batch, seconds, elapsed_ns, attrs)
         else:
-            self._record(seconds, attrs, context=_NO_SPAN)
+            self._record(seconds, attrs, context=NO_SPAN)
 
     def failed(
         self, facts: PredictorFacts, batch: int | None, span: Span | None, elapsed_ns: int, error: BaseException
@@ -137,7 +131,7 @@ class RunHooks:
         if warm:
             span.set_attribute(sc.ML_INFERENCE_WARMUP, True)
         if slow:
-            span.set_attribute(sc.ML_INFERENCE_DURATION, seconds)
+            span.set_attribute(sc.ML_INFERENCE_RUN_DURATION, seconds)
             span.set_attribute(sc.ML_SLOW_THRESHOLD, facts.detector.threshold)
         if error is not None:
             span.set_attribute(sc.ERROR_TYPE, attrs[sc.ERROR_TYPE])
@@ -152,34 +146,20 @@ class RunHooks:
         """A slow run with no span around it: make its span after the fact, with its true times."""
         end_ns = time.time_ns()
         if not facts.model.allow_slow_span(end_ns):
-            self._record(seconds, attrs, context=_NO_SPAN)
+            self._record(seconds, attrs, context=NO_SPAN)
             return
         attributes: dict[str, Any] = {
             **facts.span_attrs,
-            sc.ML_INFERENCE_DURATION: seconds,
+            sc.ML_INFERENCE_RUN_DURATION: seconds,
             sc.ML_SLOW_THRESHOLD: facts.detector.threshold,
         }
         if batch is not None:
             attributes[sc.ML_BATCH_SIZE] = batch
         span = self._tracer.start_span(
-            sc.SPAN_PADDLE_RUN, context=_NO_SPAN, start_time=end_ns - elapsed_ns, attributes=attributes
+            sc.SPAN_PADDLE_RUN, context=NO_SPAN, start_time=end_ns - elapsed_ns, attributes=attributes
         )
         self._record(seconds, attrs, context=trace.set_span_in_context(span))
         span.end(end_time=end_ns)
-
-
-def _drain(values: list[Any], record: Callable[..., None], attrs: dict[str, Any], limit: int | None) -> bool:
-    """Record and remove the oldest items (at most ``limit``); True when some are left.
-
-    Appends made meanwhile by other threads stay for next time.
-    """
-    count = len(values) if limit is None else min(len(values), limit)
-    if count:
-        taken = values[:count]
-        del values[:count]
-        for value in taken:
-            record(value, attrs, context=_NO_SPAN)
-    return len(values) > 0
 
 
 def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any]:

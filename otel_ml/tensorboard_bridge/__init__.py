@@ -27,9 +27,7 @@ import signal
 import sys
 from typing import Any
 
-from otel_ml._config import parse_int, resolve
-from otel_ml.environment_variables import OTEL_ML_TF_SUMMARY_MAX_TAGS, OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN
-from otel_ml.tf_summary._options import DEFAULT_MAX_TAGS, parse_pattern
+from otel_ml.tf_summary._options import MAX_TAGS, RUN_NAME_PATTERN
 
 _LOG = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--state-dir", help="where progress is kept (default: ~/.cache/otel_ml/tensorboard/<hash>)")
     parser.add_argument("--once", action="store_true", help="export what is there now, then exit")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    parser.add_argument("--max-tags", type=int, help=f"distinct tags per run (default {DEFAULT_MAX_TAGS})")
+    parser.add_argument("--max-tags", type=int, help=f"distinct tags per run (default {MAX_TAGS.default})")
     parser.add_argument("--run-name-pattern", help="regex whose first group picks ml.run.name out of the run path")
     parser.set_defaults(run=run)
 
@@ -67,12 +65,8 @@ def run(args: argparse.Namespace, meter_provider: Any = None) -> int:
     try:
         if args.interval <= 0:
             raise ValueError(f"--interval={args.interval} is invalid: expected a number > 0")
-        max_tags = resolve(
-            args.max_tags, OTEL_ML_TF_SUMMARY_MAX_TAGS, parse_int(1), DEFAULT_MAX_TAGS, option="--max-tags"
-        )
-        pattern = resolve(
-            args.run_name_pattern, OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN, parse_pattern, None, option="--run-name-pattern"
-        )
+        max_tags = MAX_TAGS.resolve(args.max_tags, "--max-tags")
+        pattern = RUN_NAME_PATTERN.resolve(args.run_name_pattern, "--run-name-pattern")
         check_logdirs(args.logdirs)
         if meter_provider is None:
             meter_provider, _ = ensure_providers()

@@ -69,12 +69,12 @@ class Bridge:
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         self._exporter = SummaryExporter(SummaryInstruments.create(meter), max_tags, sc.FRAMEWORK_TENSORBOARD)
         self._events = meter.create_counter(
-            sc.SUMMARY_BRIDGE_EVENTS,
+            sc.METRIC_SUMMARY_BRIDGE_EVENTS,
             unit=sc.UNIT_EVENT,
             description="Summary values read from event files and exported (never twice across restarts).",
         )
         self._bad = meter.create_counter(
-            sc.SUMMARY_BRIDGE_BAD_FILES,
+            sc.METRIC_SUMMARY_BRIDGE_BAD_FILES,
             unit=sc.UNIT_FILE,
             description="Event files found truncated or corrupt; what could be read was exported.",
         )

@@ -172,7 +172,7 @@ class SummaryExporter:
                     "per-step names. Logged once per run.",
                     run,
                     self._max,
-                    sc.SUMMARY_DROPPED,
+                    sc.METRIC_SUMMARY_DROPPED,
                 )
         self.m.dropped.add(1, attrs)
 

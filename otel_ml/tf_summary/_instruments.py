@@ -27,28 +27,28 @@ class SummaryInstruments:
         """Create the instruments on ``meter``; the training ones exactly as the Keras path names them."""
         return cls(
             scalar=meter.create_gauge(
-                sc.SUMMARY_SCALAR,
+                sc.METRIC_SUMMARY_SCALAR,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="The latest value written by tf.summary.scalar, by ml.summary.tag and ml.run.name.",
             ),
             histogram=meter.create_gauge(
-                sc.SUMMARY_HISTOGRAM,
+                sc.METRIC_SUMMARY_HISTOGRAM,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="Statistics (ml.summary.statistic: count, min, max, mean) of the latest "
                 "tf.summary.histogram of a tag; mean is computed from the bucket centres.",
             ),
             writes=meter.create_counter(
-                sc.SUMMARY_WRITES,
+                sc.METRIC_SUMMARY_WRITES,
                 unit=sc.UNIT_WRITE,
                 description="Summary writes exported, by ml.summary.tag, ml.summary.kind and ml.run.name.",
             ),
             dropped=meter.create_counter(
-                sc.SUMMARY_DROPPED,
+                sc.METRIC_SUMMARY_DROPPED,
                 unit=sc.UNIT_WRITE,
                 description="Summary writes not exported because their run reached the distinct-tag cap.",
             ),
             step=meter.create_gauge(
-                sc.SUMMARY_STEP,
+                sc.METRIC_SUMMARY_STEP,
                 unit=sc.UNIT_STEP,
                 description="The step of the latest summary written in a run.",
             ),

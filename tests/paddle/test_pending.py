@@ -30,39 +30,39 @@ def _pending() -> int:
 
 
 def test_a_collection_sees_runs_made_just_before_it(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(_run, "_FLUSH_NS", NEVER)
+    monkeypatch.setattr(_run, "FLUSH_NS", NEVER)
     _instrument(telemetry)
     predictor = new_predictor(model_prefix)
     run_zero_copy(predictor, 2)  # the first run passes the initial deadline and flushes itself
     for _ in range(4):
         run_zero_copy(predictor, 3)
     assert _pending() == 8  # 4 durations and 4 batch sizes wait for a flush ...
-    [duration] = model_points(telemetry, sc.INFERENCE_DURATION, MODEL)  # ... and one collection takes them
+    [duration] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)  # ... and one collection takes them
     assert duration.count == 5
-    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert (batch.count, batch.sum) == (5, 2 + 4 * 3)
     assert _pending() == 0
     run_zero_copy(predictor, 1)
-    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)  # cumulative: nothing counted twice
+    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)  # cumulative: nothing counted twice
     assert (batch.count, batch.sum) == (6, 15)
 
 
 def test_uninstrument_hands_over_what_is_pending(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(_run, "_FLUSH_NS", NEVER)
+    monkeypatch.setattr(_run, "FLUSH_NS", NEVER)
     _instrument(telemetry)
     predictor = new_predictor(model_prefix)
     for _ in range(3):
         run_zero_copy(predictor, 2)
     assert _pending() == 4
     PaddleInstrumentor().uninstrument()
-    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 3
-    assert sum(p.sum for p in telemetry.points(sc.INFERENCE_BATCH_SIZE)) == 6
+    assert sum(p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)) == 3
+    assert sum(p.sum for p in telemetry.points(sc.METRIC_INFERENCE_BATCH_SIZE)) == 6
 
 
 @pytest.mark.parametrize("flush_ns", [0, NEVER], ids=["every-run-flushes", "only-collections-flush"])
 def test_scrape_right_after_concurrent_runs_shows_exactly_n(telemetry, model_prefix, monkeypatch, flush_ns) -> None:  # type: ignore[no-untyped-def]
     """Threads run while another thread scrapes; the scrape after they join has every run, once."""
-    monkeypatch.setattr(_run, "_FLUSH_NS", flush_ns)
+    monkeypatch.setattr(_run, "FLUSH_NS", flush_ns)
     _instrument(telemetry)
     clones = [new_predictor(model_prefix) for _ in range(5)]
     runs_each = 120
@@ -90,9 +90,9 @@ def test_scrape_right_after_concurrent_runs_shows_exactly_n(telemetry, model_pre
     done.set()
     scraper.join(timeout=60)
     assert errors == [] and not any(t.is_alive() for t in threads) and not scraper.is_alive()
-    [point] = model_points(telemetry, sc.INFERENCE_DURATION, MODEL)
+    [point] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
     assert point.count == 5 * runs_each
-    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.count == 5 * runs_each and batch.sum == 5 * sum(1 + i % 3 for i in range(runs_each))
-    [active] = model_points(telemetry, sc.INFERENCE_ACTIVE, MODEL)
+    [active] = model_points(telemetry, sc.METRIC_INFERENCE_ACTIVE, MODEL)
     assert active.value == 0

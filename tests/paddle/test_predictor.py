@@ -42,16 +42,16 @@ def test_both_run_forms_count_exactly(telemetry, model_prefix) -> None:  # type:
         outputs = run_list(predictor, 5)
         assert list(outputs[0].shape) == [5, 3]
 
-    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
     assert set(durations) == {_key(**{sc.ML_INFERENCE_WARMUP: True}), _key(**{sc.ML_INFERENCE_WARMUP: False})}
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 1
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 8
-    batches = points_by(telemetry, sc.INFERENCE_BATCH_SIZE)
+    batches = points_by(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE)
     assert list(batches) == [_key()]
     assert batches[_key()].count == 9
     assert batches[_key()].sum == 5 * 3 + 4 * 5
     assert (batches[_key()].min, batches[_key()].max) == (3, 5)
-    active = points_by(telemetry, sc.INFERENCE_ACTIVE)
+    active = points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)
     assert active[_key()].value == 0
     assert telemetry.finished() == []  # no active span, nothing slow: metrics only
 
@@ -64,7 +64,7 @@ def test_clone_keeps_model_and_warms_up_on_its_own(telemetry, model_prefix) -> N
     for predictor in (parent, clone):
         for _ in range(3):
             run_zero_copy(predictor, 2)
-    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 4  # 2 per predictor
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 2
 
@@ -79,15 +79,15 @@ def test_a_run_that_raises_reaches_the_caller_and_is_counted(telemetry, model_pr
     assert type(instrumented.value) is type(plain.value) and str(instrumented.value) == str(plain.value)
     run_list(predictor, 2)
 
-    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
     error_key = _key(**{sc.ML_INFERENCE_WARMUP: False, sc.ERROR_TYPE: "ValueError"})
     assert set(durations) == {error_key, _key(**{sc.ML_INFERENCE_WARMUP: False})}
     assert durations[error_key].count == 1
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 1
     # error.type is on the duration only; the batch histogram has the run's input either way.
-    batches = points_by(telemetry, sc.INFERENCE_BATCH_SIZE)
+    batches = points_by(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE)
     assert list(batches) == [_key()] and batches[_key()].count == 2 and batches[_key()].sum == 7
-    assert points_by(telemetry, sc.INFERENCE_ACTIVE)[_key()].value == 0
+    assert points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
 
 
 def test_uninstrument_restores_the_originals(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
@@ -105,8 +105,8 @@ def test_uninstrument_restores_the_originals(telemetry, model_prefix) -> None:  
     assert pi.create_predictor is create
     run_zero_copy(predictor, 1)
     run_list(predictor.clone(), 1)
-    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 1
-    assert telemetry.points(sc.INFERENCE_ACTIVE) == []  # the callback reports nothing once undone
+    assert sum(p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)) == 1
+    assert telemetry.points(sc.METRIC_INFERENCE_ACTIVE) == []  # the callback reports nothing once undone
 
 
 def test_active_span_gets_a_child_run_span_and_the_exemplar(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
@@ -128,11 +128,11 @@ def test_active_span_gets_a_child_run_span_and_the_exemplar(telemetry, model_pre
     # One collection for both: exemplars are kept per collection interval.
     data = telemetry.reader.get_metrics_data()
     found = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    [point] = found[sc.INFERENCE_DURATION]
+    [point] = found[sc.METRIC_INFERENCE_DURATION]
     [exemplar] = point.exemplars
     assert (exemplar.trace_id, exemplar.span_id) == (run_span.context.trace_id, run_span.context.span_id)
     # The batch size is recorded outside any span: no exemplar pointing at the request span.
-    [batch] = found[sc.INFERENCE_BATCH_SIZE]
+    [batch] = found[sc.METRIC_INFERENCE_BATCH_SIZE]
     assert batch.count == 1 and batch.exemplars == []
 
 
@@ -146,8 +146,8 @@ def test_slow_run_without_a_span_gets_one_after_the_fact(telemetry, model_prefix
     assert span.parent is None
     assert span.attributes[sc.ML_SLOW_THRESHOLD] == 1e-9
     assert span.attributes[sc.ML_BATCH_SIZE] == 2
-    assert span.end_time - span.start_time == pytest.approx(span.attributes[sc.ML_INFERENCE_DURATION] * 1e9, abs=1)
-    durations = points_by(telemetry, sc.INFERENCE_DURATION)
+    assert span.end_time - span.start_time == pytest.approx(span.attributes[sc.ML_INFERENCE_RUN_DURATION] * 1e9, abs=1)
+    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
     slow_point = durations[_key(**{sc.ML_INFERENCE_WARMUP: False})]
     [exemplar] = slow_point.exemplars
     assert (exemplar.trace_id, exemplar.span_id) == (span.context.trace_id, span.context.span_id)
@@ -174,11 +174,11 @@ def test_many_threads_count_exactly(telemetry, model_prefix) -> None:  # type: i
     for t in threads:
         t.join(timeout=60)
     assert errors == [] and not any(t.is_alive() for t in threads)
-    [point] = model_points(telemetry, sc.INFERENCE_DURATION, MODEL)
+    [point] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
     assert point.count == 6 * runs_each
-    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.sum == 6 * sum(1 + i % 4 for i in range(runs_each))
-    assert points_by(telemetry, sc.INFERENCE_ACTIVE)[_key()].value == 0
+    assert points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
 
 
 def test_model_name_from_environment_and_pool_members(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -189,7 +189,7 @@ def test_model_name_from_environment_and_pool_members(telemetry, model_prefix, m
     config.disable_glog_info()
     pool = pi.PredictorPool(config, 2)
     run_zero_copy(pool.retrieve(1), 1)  # made by the pool, not create_predictor: named from the option
-    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    [point] = telemetry.points(sc.METRIC_INFERENCE_DURATION)
     assert dict(point.attributes)[sc.ML_MODEL_NAME] == "ocr" and point.count == 2
 
 
@@ -197,7 +197,7 @@ def test_predictor_made_before_instrumenting_is_counted(telemetry, model_prefix)
     predictor = new_predictor(model_prefix)
     _instrument(telemetry, inference_warmup_runs=0)
     run_zero_copy(predictor, 1)
-    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    [point] = telemetry.points(sc.METRIC_INFERENCE_DURATION)
     assert dict(point.attributes)[sc.ML_MODEL_NAME] == "unknown" and point.count == 1
 
 
@@ -207,7 +207,7 @@ def test_otel_ml_instrument_composes_and_validates(telemetry, model_prefix) -> N
     otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider, model_name="tiny", inference_warmup_runs=0)
     assert PaddleInstrumentor().is_instrumented_by_opentelemetry
     run_zero_copy(new_predictor(model_prefix), 1)
-    [point] = telemetry.points(sc.INFERENCE_DURATION)
+    [point] = telemetry.points(sc.METRIC_INFERENCE_DURATION)
     assert dict(point.attributes)[sc.ML_MODEL_NAME] == "tiny"
 
 
@@ -224,7 +224,7 @@ def test_our_failure_never_breaks_the_run(telemetry, model_prefix, monkeypatch) 
     before = _guard.error_counts().get(("paddle.Predictor.run", RuntimeError), 0)
     assert np.array_equal(run_zero_copy(predictor, 2), expected)
     assert _guard.error_counts()[("paddle.Predictor.run", RuntimeError)] == before + 1
-    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 1  # the broken run is not counted
+    assert sum(p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)) == 1  # the broken run is not counted
 
 
 def test_trace_context_untouched(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
@@ -241,7 +241,7 @@ def test_slow_run_spans_are_capped_per_second_but_every_run_is_counted(telemetry
     predictor = new_predictor(model_prefix)
     for _ in range(3 * MAX_SLOW_SPANS_PER_SECOND):
         run_zero_copy(predictor, 1)
-    assert sum(p.count for p in telemetry.points(sc.INFERENCE_DURATION)) == 3 * MAX_SLOW_SPANS_PER_SECOND
+    assert sum(p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)) == 3 * MAX_SLOW_SPANS_PER_SECOND
     per_second = Counter(span.end_time // 1_000_000_000 for span in telemetry.finished(sc.SPAN_PADDLE_RUN))
     assert max(per_second.values()) == MAX_SLOW_SPANS_PER_SECOND  # 30 runs span at most 2 seconds here
     assert all(n <= MAX_SLOW_SPANS_PER_SECOND for n in per_second.values())

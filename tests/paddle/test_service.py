@@ -103,7 +103,7 @@ def test_invalid_input_gets_a_clear_4xx(telemetry, server, body, status, message
     assert got_status == status
     assert message in answer["error"]
     assert _runs(port) == 0
-    assert model_points(telemetry, sc.INFERENCE_DURATION, MODEL) == []  # refused before the predictor
+    assert model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
     assert _http_counts(telemetry)[status] == 1
 
 
@@ -160,12 +160,12 @@ def test_load_every_request_is_accounted_for(telemetry, server) -> None:  # type
     assert sum(statuses.values()) == total and statuses[200] == valid
     assert _runs(port) == valid  # the service's own count of predictor runs; the server is still up
     assert _http_counts(telemetry) == statuses + Counter({200: 1})  # + the /health request just made
-    durations = model_points(telemetry, sc.INFERENCE_DURATION, MODEL)
+    durations = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
     assert sum(p.count for p in durations) == valid
     assert all(sc.ERROR_TYPE not in dict(p.attributes) for p in durations)
-    [batch] = model_points(telemetry, sc.INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.count == valid and batch.sum == sum(rows_sent)
-    [active] = model_points(telemetry, sc.INFERENCE_ACTIVE, MODEL)
+    [active] = model_points(telemetry, sc.METRIC_INFERENCE_ACTIVE, MODEL)
     assert active.value == 0
     assert len(telemetry.finished(sc.SPAN_PADDLE_RUN)) == valid
 
@@ -177,8 +177,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], [str(Path(sys.executable).parent / "opentelemetry-instrument")]],
-                         ids=["plain", "opentelemetry-instrument"])
+@pytest.mark.parametrize(
+    "launcher",
+    [[], [str(Path(sys.executable).parent / "opentelemetry-instrument")]],
+    ids=["plain", "opentelemetry-instrument"],
+)
 def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ignore[no-untyped-def]
     """The example as a user runs it (alone, or under opentelemetry-instrument) and its embedded /metrics."""
     metrics_port = _free_port()

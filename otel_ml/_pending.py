@@ -1,0 +1,50 @@
+"""Hot-path buffering shared by the per-step (Keras) and per-run (Paddle) hooks.
+
+One SDK measurement costs several microseconds of attribute hashing, which a
+training step or a small model's ``run()`` cannot afford every time. The fast,
+common measurements are kept in plain lists and handed to the SDK in one tight
+loop at most every :data:`FLUSH_NS` (and at every collection, epoch end,
+uninstrument and exit); a scrape every second or more loses nothing by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from opentelemetry import trace
+
+NO_SPAN: Final = trace.set_span_in_context(trace.INVALID_SPAN)
+"""Record in this context to leave no exemplar.
+
+A measurement that belongs to no span of ours must not borrow the exemplar of
+whatever span is current (a fit, an epoch, a Flask request). An empty
+``Context()`` would not do: it is falsy, and the SDK then falls back to the
+current context.
+"""
+
+FLUSH_NS: Final = 100_000_000
+"""Pending measurements reach the SDK at least this often while steps or runs go on."""
+
+
+def drain(values: list[Any], record: Callable[..., None], attrs: dict[str, Any], limit: int | None = None) -> bool:
+    """Record and remove the oldest items of ``values`` (at most ``limit``); True when some are left.
+
+    Appends made meanwhile by other threads stay for next time: only the
+    flusher, one at a time, removes from the front.
+
+    Example:
+        >>> seen = []
+        >>> pending = [0.1, 0.2, 0.3]
+        >>> drain(pending, lambda value, attrs, context: seen.append(value), {}, limit=2)
+        True
+        >>> seen, pending
+        ([0.1, 0.2], [0.3])
+    """
+    count = len(values) if limit is None else min(len(values), limit)
+    if count:
+        taken = values[:count]
+        del values[:count]
+        for value in taken:
+            record(value, attrs, context=NO_SPAN)
+    return len(values) > 0
