@@ -1,7 +1,9 @@
 """Every ``OTEL_ML_*`` environment variable, declared once.
 
 Each constant is the variable's name; the string below it is its
-documentation (the README table is generated from the same text). Values are
+documentation. Each instrumentor's options table (``<target>/_options.py``)
+names its variables from here, and ``tests/test_docs.py`` checks that every
+row of those tables has its row, keyword and default in the README's table. Values are
 read when instrumenting, never at import, and an explicit argument to
 :func:`otel_ml.instrument` beats the environment, which beats the default.
 A value that cannot be parsed is reported once in a log line that names the

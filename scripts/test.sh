@@ -31,10 +31,12 @@ run_pytest() {
   # Exit code 5 means "no tests collected" (e.g. a filter matched nothing): not a failure here.
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi
 }
-echo "==> ruff, mypy"
+echo "==> ruff, ruff format, mypy"
 .venv/bin/ruff check otel_ml tests examples bench
+.venv/bin/ruff format --check otel_ml tests examples bench
 .venv/bin/mypy otel_ml
 echo "==> pytest (core, Keras, tf.summary, exporter, GPU, collector)"
+run_pytest --doctest-modules otel_ml  # the examples in the package's docstrings
 run_pytest --ignore=tests/paddle "$@"
 if [ -d tests/paddle ]; then
   echo "==> pytest (Paddle, separate process)"

@@ -38,3 +38,48 @@ def test_every_training_metric_and_span_is_in_the_readme_with_its_prometheus_nam
         assert row is not None and f"`{prom}" in row, f"{otel} -> {prom} missing from the README table"
     for span in (sc.SPAN_KERAS_FIT, sc.SPAN_KERAS_EPOCH, sc.SPAN_KERAS_TRAIN_STEP, sc.SPAN_KERAS_EVALUATE):
         assert f"`{span}`" in README
+
+
+def _option_tables() -> list[tuple[str, object]]:
+    from otel_ml._api import INSTRUMENTORS
+
+    tables = []
+    for name, target in INSTRUMENTORS.items():
+        module_name, _, cls_name = target.partition(":")
+        module = __import__(module_name, fromlist=[cls_name])
+        tables.append((name, getattr(module, cls_name).option_table))
+    return tables
+
+
+def _readme_row(variable: str) -> list[str]:
+    # The variable table has four columns: variable, option, default, meaning.
+    rows = [
+        cells
+        for ln in README.splitlines()
+        if ln.startswith(f"| `{variable}` |")
+        and len(cells := [c.strip() for c in ln.strip().strip("|").split("|")]) == 4
+    ]
+    assert len(rows) == 1, f"{variable} needs exactly one row in the README's variable table"
+    return rows[0]
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
+
+
+def test_every_option_table_row_is_in_the_variable_table_with_its_keyword_and_default() -> None:
+    declared = {v for k, v in vars(environment_variables).items() if k.startswith("OTEL_ML_")}
+    rows = 0
+    for _name, table in _option_tables():
+        for option in table:  # type: ignore[attr-defined]
+            assert option.variable in declared, f"{option.variable} is not declared in environment_variables.py"
+            variable_cell, keyword_cell, default_cell, _ = _readme_row(option.variable)
+            assert keyword_cell == f"`{option.name}`", option.variable
+            if option.default is not None:
+                assert default_cell == _shown(option.default), (option.variable, default_cell)
+            rows += 1
+    assert rows >= 14
