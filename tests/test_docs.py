@@ -77,7 +77,7 @@ def test_every_option_table_row_is_in_the_variable_table_with_its_keyword_and_de
     for _name, table in _option_tables():
         for option in table:  # type: ignore[attr-defined]
             assert option.variable in declared, f"{option.variable} is not declared in environment_variables.py"
-            variable_cell, keyword_cell, default_cell, _ = _readme_row(option.variable)
+            _, keyword_cell, default_cell, _ = _readme_row(option.variable)
             assert keyword_cell == f"`{option.name}`", option.variable
             if option.default is not None:
                 assert default_cell == _shown(option.default), (option.variable, default_cell)
