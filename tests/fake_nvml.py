@@ -251,5 +251,7 @@ def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[SimpleNamespac
 
 
 # A subprocess test sets FAKE_NVML_INIT_ERROR to an NVML error code to play a machine without a GPU.
-reset(default_gpus(), init_error=NVMLError(int(os.environ["FAKE_NVML_INIT_ERROR"])) if os.environ.get(
-    "FAKE_NVML_INIT_ERROR") else None)
+reset(
+    default_gpus(),
+    init_error=NVMLError(int(os.environ["FAKE_NVML_INIT_ERROR"])) if os.environ.get("FAKE_NVML_INIT_ERROR") else None,
+)

@@ -191,11 +191,7 @@ def _rule_queries(prometheus: Prometheus) -> dict[str, str]:
 
 def _dashboard_targets() -> list[tuple[str, str]]:
     dashboard = json.loads(Path(DASHBOARD).read_text())
-    return [
-        (panel["title"], target["expr"])
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
 def _concrete(expr: str) -> str:
@@ -240,9 +236,7 @@ def test_collector_outage_training_finishes_and_counter_catches_up(
 ) -> None:
     collector, prometheus = stack
     selector = 'ml_train_steps_total{ml_run_name="outage"}'
-    proc = start_training(
-        training_env(collector, "outage", "worker-2", 2), *OUTAGE_ARGS, "--hold", "3"
-    )
+    proc = start_training(training_env(collector, "outage", "worker-2", 2), *OUTAGE_ARGS, "--hold", "3")
     try:
         # Training has started (some steps are in Prometheus) and is inside its 8 s slow step.
         first = wait_for(lambda: prometheus.value(selector), 120, "the outage run's first steps")

@@ -71,7 +71,10 @@ def command() -> Iterator[subprocess.Popen[str]]:
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "otel_ml.cli", "gpu", "--host", "127.0.0.1", "--port", "0"],
-        env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     yield proc
     if proc.poll() is None:
@@ -104,10 +107,20 @@ def test_otel_ml_gpu_serves_the_gauges_until_sigterm(command) -> None:  # type: 
 
 @pytest.mark.slow
 def test_otel_ml_gpu_without_a_gpu_exits_1() -> None:
-    env = {**os.environ, "OTEL_ML_GPU_NVML_MODULE": "tests.fake_nvml", "FAKE_NVML_INIT_ERROR": "12",
-           "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "otel_ml.cli", "gpu", "--port", "0"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "OTEL_ML_GPU_NVML_MODULE": "tests.fake_nvml",
+        "FAKE_NVML_INIT_ERROR": "12",
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_ml.cli", "gpu", "--port", "0"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "GPU metrics off: NVML could not be initialised: NVML error 12 (NVMLError_LibraryNotFound)" in done.stderr
     assert "otel-ml gpu: no GPU to report" in done.stderr

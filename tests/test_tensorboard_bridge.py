@@ -60,7 +60,9 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     # 3 values per step; the truncated file loses its last event (one histogram).
     assert exported == 3 * STEPS * 3 - 1
     assert _points(reader, "ml.summary.bridge.events") == {
-        ("run_a",): 3 * STEPS, ("run_b",): 3 * STEPS, ("broken",): 3 * STEPS - 1
+        ("run_a",): 3 * STEPS,
+        ("run_b",): 3 * STEPS,
+        ("broken",): 3 * STEPS - 1,
     }
     assert _points(reader, "ml.summary.bridge.bad_files") == {("broken",): 1}
     assert sum("truncated or corrupt" in r.getMessage() for r in caplog.records) == 1

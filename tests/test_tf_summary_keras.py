@@ -83,7 +83,12 @@ def test_patch_survives_import_tensorflow_summary(tmp_path: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
         [sys.executable, "-c", _SWAP_SCRIPT, str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=True,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["swapped"] is True  # the module really was replaced

@@ -35,6 +35,7 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
     if isinstance(collector, pytest.Module) and here in collector.path.parents and "tensorflow" in sys.modules:
         raise pytest.UsageError(_SEPARATE)
 
+
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ log lines, not ours
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paddle_service.py"

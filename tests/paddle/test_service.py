@@ -177,8 +177,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], [str(Path(sys.executable).parent / "opentelemetry-instrument")]],
-                         ids=["plain", "opentelemetry-instrument"])
+@pytest.mark.parametrize(
+    "launcher",
+    [[], [str(Path(sys.executable).parent / "opentelemetry-instrument")]],
+    ids=["plain", "opentelemetry-instrument"],
+)
 def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ignore[no-untyped-def]
     """The example as a user runs it (alone, or under opentelemetry-instrument) and its embedded /metrics."""
     metrics_port = _free_port()
