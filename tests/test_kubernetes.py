@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -84,7 +85,6 @@ def test_generator_check_names_a_stale_file(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
 def test_builtin_kinds_pass_the_schema_validator(version: str) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the test extra installs it")
     kinds = []
     for name, docs in _manifests().items():
         for doc in docs:
@@ -99,7 +99,6 @@ def test_builtin_kinds_pass_the_schema_validator(version: str) -> None:
 
 
 def test_the_validator_rejects_a_broken_manifest() -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the test extra installs it")
     agent = _objects("DaemonSet")["otel-ml-agent"]
     broken = json.loads(json.dumps(agent))
     _container(broken)["ports"][0]["hostport"] = 4317  # a typo: unknown field
