@@ -5,16 +5,22 @@
 # paddle after tensorflow crashes the interpreter.
 source "$(dirname "$0")/_env.sh"
 
-# Prometheus 2.42 with promtool (Debian's package); the tests start it themselves.
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+# Prometheus 2.42 with promtool, Alertmanager 0.25 with amtool (Debian's
+# packages, binaries prometheus, promtool, prometheus-alertmanager, amtool);
+# the tests start their own on free ports.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
+   || ! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "==> apt-get install prometheus"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  echo "==> apt-get install prometheus prometheus-alertmanager"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager >/dev/null
 fi
-# Debian starts the packaged service; the tests never use it, so stop it to free :9090.
-if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
-  systemctl stop prometheus || true
-fi
+# Debian starts the packaged services; the tests never use them, so stop them to free :9090 and :9093.
+for service in prometheus prometheus-alertmanager; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
 
 pip_install -e ".[test,$TF_EXTRA,paddle,flask,gpu]"
 

@@ -24,6 +24,7 @@ ALERTS = (
     "TrainingAccuracyDrop",
     "TrainingStepTimeRegression",
     "TrainingStraggler",
+    "TrainingInputBound",
     "InferenceLatencyHigh",
     "InferenceErrorRateHigh",
     "GPUUnderutilized",
@@ -50,8 +51,11 @@ def _run(*cmd: str) -> str:
 
 def test_rules_are_valid(promtool: str) -> None:
     out = _run(promtool, "check", "rules", str(RULES))
-    # 8 threshold constants + 10 alerts.
-    assert "SUCCESS: 18 rules found" in out
+    # Every threshold constant and every alert of the file, none dropped.
+    rules = RULES.read_text()
+    count = len(re.findall(r"^\s+- record: ", rules, re.M)) + len(re.findall(r"^\s+- alert: ", rules, re.M))
+    assert count == 9 + len(ALERTS)
+    assert f"SUCCESS: {count} rules found" in out
 
 
 def test_every_alert_fires_on_its_trigger_and_stays_silent_when_healthy(promtool: str) -> None:
@@ -74,7 +78,7 @@ def test_alert_names_and_annotations_are_the_documented_ones() -> None:
     assert rules.count("description:") == len(ALERTS)
     # Thresholds live in one place: the constants of the first group.
     thresholds = re.findall(r"record: otel_ml:threshold:(\w+)", rules)
-    assert len(thresholds) == 8
+    assert len(thresholds) == 9
     for name in thresholds:
         assert f"scalar(otel_ml:threshold:{name})" in rules, name
 
@@ -82,3 +86,37 @@ def test_alert_names_and_annotations_are_the_documented_ones() -> None:
 def test_prometheus_config_is_valid(promtool: str) -> None:
     out = _run(promtool, "check", "config", str(COLLECTOR_DIR / "prometheus" / "prometheus.yml"))
     assert "is valid prometheus config file syntax" in out
+
+
+def test_for_durations_follow_the_documented_review() -> None:
+    """The `for:` of each alert, as reviewed in docs/alerting.md (fault to notification)."""
+    rules = RULES.read_text()
+    found = {}
+    for block in re.split(r"\n\s+- alert: ", rules)[1:]:
+        name = block.split("\n", 1)[0]
+        match = re.search(r"^\s+for: (\w+)$", block, re.M)
+        found[name] = match.group(1) if match else None
+    assert found == {
+        "TrainingLossNaN": None,
+        "TrainingLossSpike": "2m",
+        "TrainingStalled": "1m",
+        "TrainingAccuracyDrop": None,
+        "TrainingStepTimeRegression": "5m",
+        "TrainingStraggler": "5m",
+        "TrainingInputBound": "5m",
+        "InferenceLatencyHigh": "5m",
+        "InferenceErrorRateHigh": "10m",
+        "GPUUnderutilized": "15m",
+        "GPUMemoryNearFull": "5m",
+    }
+
+
+def test_model_accuracy_alert_has_promtool_cases() -> None:
+    """ModelAccuracyLow reads the Paddle inference quality counters; until they exist the rules hold a placeholder."""
+    rules = RULES.read_text()
+    if "- alert: ModelAccuracyLow" not in rules:
+        assert "# ModelAccuracyLow: PLACEHOLDER." in rules
+        pytest.skip("ModelAccuracyLow waits for the Paddle inference quality counters (not implemented yet)")
+    tests = RULE_TESTS.read_text()
+    assert re.search(r"alertname: ModelAccuracyLow\n\s+exp_alerts:", tests)
+    assert re.search(r"alertname: ModelAccuracyLow\n(?!\s+exp_alerts)", tests)
