@@ -14,7 +14,9 @@ error code in ``FAKE_NVML_INIT_ERROR``). Used by the tests and the benchmark onl
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import string
 import sys
 from collections import Counter
@@ -22,24 +24,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-NVML_SUCCESS = 0
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_INVALID_ARGUMENT = 2
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_NO_PERMISSION = 4
-NVML_ERROR_NOT_FOUND = 6
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_TIMEOUT = 10
-NVML_ERROR_LIBRARY_NOT_FOUND = 12
-NVML_ERROR_GPU_IS_LOST = 15
-NVML_ERROR_UNKNOWN = 999
-NVML_TEMPERATURE_GPU = 0
-NVML_VOLATILE_ECC = 0
-NVML_AGGREGATE_ECC = 1
-NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
-NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
-NVML_DEVICE_MIG_DISABLE = 0
-NVML_DEVICE_MIG_ENABLE = 1
+from tests import _fake_nvml_constants as C
+from tests._fake_nvml_constants import *  # noqa: F403 - the fake is pynvml's namespace
 
 
 class NVMLError(Exception):
@@ -79,6 +65,22 @@ def _make_error_classes() -> None:
 _make_error_classes()
 
 
+DEFAULT_FIELDS = {
+    C.NVML_FI_DEV_MEMORY_TEMP: 72,  # Cel
+    C.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: 123_456_789,
+    C.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: 98_765_432,
+    C.NVML_FI_DEV_PCIE_REPLAY_COUNTER: 2,
+    C.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: 1_000,  # KiB
+    C.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: 2_000,
+}
+DEFAULT_GPM = {
+    C.NVML_GPM_METRIC_SM_UTIL: 62.5,
+    C.NVML_GPM_METRIC_SM_OCCUPANCY: 31.25,
+    C.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 40.0,
+    C.NVML_GPM_METRIC_DRAM_BW_UTIL: 25.0,
+}
+
+
 @dataclass(eq=False)
 class FakeGpu:
     """One device (or MIG instance) and what NVML answers about it."""
@@ -96,6 +98,22 @@ class FakeGpu:
     mig: list[FakeGpu | None] | None = None  # slots (None: empty); None: MIG not supported
     errors: dict[str, BaseException] = field(default_factory=dict)  # function name -> raised
     lost: bool = False
+    serial: str | None = "1654922012345"
+    vbios: str | None = "96.00.99.00.01"
+    encoder: int | None = 12  # percent
+    decoder: int | None = 3
+    power_limit_mw: int | None = 700_000
+    fan: int | None = 40  # percent of maximum
+    clocks_mhz: dict[int, int] | None = field(default_factory=lambda: {C.NVML_CLOCK_SM: 1980, C.NVML_CLOCK_MEM: 2619})
+    clock_events: int | None = 0  # nvmlClocksEventReason* bits
+    retired_pending: bool | None = False
+    remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # corrected, uncorrected, pending, failure
+    # field id -> value; absent: NotSupported. field_errors: field id -> NVML error code for that field.
+    fields: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
+    field_errors: dict[int, int] = field(default_factory=dict)
+    gpm: dict[int, float] | None = field(default_factory=lambda: dict(DEFAULT_GPM))  # metric id -> percent
+    process_samples: list[tuple[int, int, int]] | None = field(default_factory=list)  # (pid, time us, smUtil %)
+    event_types: int = C.nvmlEventTypeXidCriticalError
 
 
 class _State:
@@ -105,6 +123,8 @@ class _State:
         self.init_error: BaseException | None = None
         self.initialised = 0
         self.calls: Counter[str] = Counter()
+        self.event_sets: list[_EventSet] = []
+        self.gpm_samples = 0  # allocated and not freed
 
 
 state = _State()
@@ -117,6 +137,8 @@ def reset(gpus: list[FakeGpu], *, init_error: BaseException | None = None, drive
     state.driver = driver
     state.initialised = 0
     state.calls.clear()
+    state.event_sets = []
+    state.gpm_samples = 0
     return state
 
 
@@ -138,17 +160,17 @@ def default_gpus() -> list[FakeGpu]:
 def _call(name: str, handle: FakeGpu | None = None) -> None:
     state.calls[name] += 1
     if not state.initialised:
-        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        raise NVMLError(C.NVML_ERROR_UNINITIALIZED)
     if handle is not None:
         if handle.lost:
-            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+            raise NVMLError(C.NVML_ERROR_GPU_IS_LOST)
         if name in handle.errors:
             raise handle.errors[name]
 
 
 def _value(value: Any) -> Any:
     if value is None:
-        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        raise NVMLError(C.NVML_ERROR_NOT_SUPPORTED)
     return value
 
 
@@ -177,7 +199,7 @@ def nvmlDeviceGetCount() -> int:
 def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
     _call("nvmlDeviceGetHandleByIndex")
     if not 0 <= index < len(state.gpus):
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
     return state.gpus[index]
 
 
@@ -191,22 +213,22 @@ def nvmlDeviceGetName(handle: FakeGpu) -> str:
     return handle.name
 
 
-def nvmlDeviceGetMigMode(handle: FakeGpu) -> list[int]:
-    _call("nvmlDeviceGetMigMode", handle)
-    mode = NVML_DEVICE_MIG_ENABLE if _value(handle.mig) else NVML_DEVICE_MIG_DISABLE
+def nvmlDeviceGetMigMode(device: FakeGpu) -> list[int]:
+    _call("nvmlDeviceGetMigMode", device)
+    mode = C.NVML_DEVICE_MIG_ENABLE if _value(device.mig) else C.NVML_DEVICE_MIG_DISABLE
     return [mode, mode]
 
 
-def nvmlDeviceGetMaxMigDeviceCount(handle: FakeGpu) -> int:
-    _call("nvmlDeviceGetMaxMigDeviceCount", handle)
-    return len(_value(handle.mig))
+def nvmlDeviceGetMaxMigDeviceCount(device: FakeGpu) -> int:
+    _call("nvmlDeviceGetMaxMigDeviceCount", device)
+    return len(_value(device.mig))
 
 
-def nvmlDeviceGetMigDeviceHandleByIndex(handle: FakeGpu, index: int) -> FakeGpu:
-    _call("nvmlDeviceGetMigDeviceHandleByIndex", handle)
-    slot = _value(handle.mig)[index]
+def nvmlDeviceGetMigDeviceHandleByIndex(device: FakeGpu, index: int) -> FakeGpu:
+    _call("nvmlDeviceGetMigDeviceHandleByIndex", device)
+    slot = _value(device.mig)[index]
     if slot is None:
-        raise NVMLError(NVML_ERROR_NOT_FOUND)
+        raise NVMLError(C.NVML_ERROR_NOT_FOUND)
     return slot
 
 
@@ -215,7 +237,7 @@ def nvmlDeviceGetUtilizationRates(handle: FakeGpu) -> SimpleNamespace:
     return SimpleNamespace(gpu=_value(handle.utilization), memory=0)
 
 
-def nvmlDeviceGetMemoryInfo(handle: FakeGpu) -> SimpleNamespace:
+def nvmlDeviceGetMemoryInfo(handle: FakeGpu, version: Any = None) -> SimpleNamespace:
     _call("nvmlDeviceGetMemoryInfo", handle)
     total, used = _value(handle.memory_total), _value(handle.memory_used)
     return SimpleNamespace(total=total, used=used, free=total - used)
@@ -233,21 +255,222 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
 
 def nvmlDeviceGetTemperature(handle: FakeGpu, sensor: int) -> int:
     _call("nvmlDeviceGetTemperature", handle)
-    if sensor != NVML_TEMPERATURE_GPU:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    if sensor != C.NVML_TEMPERATURE_GPU:
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
     return int(_value(handle.temperature))
 
 
-def nvmlDeviceGetTotalEccErrors(handle: FakeGpu, error_type: int, counter_type: int) -> int:
+def nvmlDeviceGetTotalEccErrors(handle: FakeGpu, errorType: int, counterType: int) -> int:
     _call("nvmlDeviceGetTotalEccErrors", handle)
-    if counter_type not in (NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC):
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return int(_value(handle.ecc)[error_type])
+    if counterType not in (C.NVML_VOLATILE_ECC, C.NVML_AGGREGATE_ECC):
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
+    return int(_value(handle.ecc)[errorType])
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[SimpleNamespace]:
     _call("nvmlDeviceGetComputeRunningProcesses", handle)
     return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in _value(handle.processes)]
+
+
+def nvmlDeviceGetSerial(handle: FakeGpu) -> str:
+    _call("nvmlDeviceGetSerial", handle)
+    return str(_value(handle.serial))
+
+
+def nvmlDeviceGetVbiosVersion(handle: FakeGpu) -> str:
+    _call("nvmlDeviceGetVbiosVersion", handle)
+    return str(_value(handle.vbios))
+
+
+def nvmlDeviceGetEncoderUtilization(handle: FakeGpu) -> list[int]:
+    _call("nvmlDeviceGetEncoderUtilization", handle)
+    return [int(_value(handle.encoder)), 167_000]  # [percent, sampling period in us]
+
+
+def nvmlDeviceGetDecoderUtilization(handle: FakeGpu) -> list[int]:
+    _call("nvmlDeviceGetDecoderUtilization", handle)
+    return [int(_value(handle.decoder)), 167_000]
+
+
+def nvmlDeviceGetEnforcedPowerLimit(handle: FakeGpu) -> int:
+    _call("nvmlDeviceGetEnforcedPowerLimit", handle)
+    return int(_value(handle.power_limit_mw))
+
+
+def nvmlDeviceGetFanSpeed(handle: FakeGpu) -> int:
+    _call("nvmlDeviceGetFanSpeed", handle)
+    return int(_value(handle.fan))
+
+
+def nvmlDeviceGetClockInfo(handle: FakeGpu, type: int) -> int:
+    _call("nvmlDeviceGetClockInfo", handle)
+    clocks = _value(handle.clocks_mhz)
+    if type not in clocks:
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
+    return int(clocks[type])
+
+
+def nvmlDeviceGetCurrentClocksEventReasons(handle: FakeGpu) -> int:
+    _call("nvmlDeviceGetCurrentClocksEventReasons", handle)
+    return int(_value(handle.clock_events))
+
+
+def nvmlDeviceGetRetiredPagesPendingStatus(device: FakeGpu) -> int:
+    _call("nvmlDeviceGetRetiredPagesPendingStatus", device)
+    return C.NVML_FEATURE_ENABLED if _value(device.retired_pending) else C.NVML_FEATURE_DISABLED
+
+
+def nvmlDeviceGetRemappedRows(device: FakeGpu) -> tuple[int, int, int, int]:
+    _call("nvmlDeviceGetRemappedRows", device)
+    return tuple(_value(device.remapped_rows))  # type: ignore[return-value]
+
+
+def nvmlDeviceGetFieldValues(handle: FakeGpu, fieldIds: list[Any]) -> list[SimpleNamespace]:
+    """Like NVML: the call succeeds and each field carries its own return code (NotSupported, ...)."""
+    _call("nvmlDeviceGetFieldValues", handle)
+    values = []
+    for item in fieldIds:
+        field_id, scope = item if isinstance(item, tuple) else (item, 0)
+        code = handle.field_errors.get(field_id, C.NVML_SUCCESS if field_id in handle.fields else None)
+        code = C.NVML_ERROR_NOT_SUPPORTED if code is None else code
+        raw = handle.fields.get(field_id, 0) if code == C.NVML_SUCCESS else 0
+        value = SimpleNamespace(dVal=0.0, uiVal=0, ulVal=0, ullVal=0, sllVal=0, siVal=0, usVal=0)
+        kind = (
+            C.NVML_VALUE_TYPE_UNSIGNED_INT
+            if field_id == C.NVML_FI_DEV_MEMORY_TEMP
+            else C.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+        )
+        setattr(value, "uiVal" if kind == C.NVML_VALUE_TYPE_UNSIGNED_INT else "ullVal", raw)
+        values.append(
+            SimpleNamespace(
+                fieldId=field_id,
+                scopeId=scope,
+                timestamp=0,
+                latencyUsec=0,
+                valueType=kind,
+                nvmlReturn=code,
+                value=value,
+            )
+        )
+    return values
+
+
+def nvmlDeviceGetProcessUtilization(handle: FakeGpu, timeStamp: int) -> list[SimpleNamespace]:
+    _call("nvmlDeviceGetProcessUtilization", handle)
+    fresh = [s for s in _value(handle.process_samples) if s[1] > timeStamp]
+    if not fresh:
+        raise NVMLError(C.NVML_ERROR_NOT_FOUND)  # NVML: no sample since timeStamp
+    return [SimpleNamespace(pid=pid, timeStamp=t, smUtil=sm, memUtil=0, encUtil=0, decUtil=0) for pid, t, sm in fresh]
+
+
+# --- GPM: samples hold the device's counters; the metrics are the rates configured in FakeGpu.gpm ---
+
+
+_sample_clock = itertools.count(1)  # orders samples: the first of a metrics request must be the older
+
+
+class c_nvmlGpmMetricsGet_t:
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: Any = None
+        self.sample2: Any = None
+        self.metrics = [SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(C.NVML_GPM_METRIC_MAX)]
+
+
+def nvmlGpmQueryDeviceSupport(device: FakeGpu) -> SimpleNamespace:
+    _call("nvmlGpmQueryDeviceSupport", device)
+    return SimpleNamespace(version=C.NVML_GPM_SUPPORT_VERSION, isSupportedDevice=int(device.gpm is not None))
+
+
+def nvmlGpmSampleAlloc() -> SimpleNamespace:
+    _call("nvmlGpmSampleAlloc")
+    state.gpm_samples += 1
+    return SimpleNamespace(device=None, taken=0, freed=False)
+
+
+def nvmlGpmSampleFree(gpmSample: SimpleNamespace) -> None:
+    _call("nvmlGpmSampleFree")
+    if not gpmSample.freed:
+        gpmSample.freed = True
+        state.gpm_samples -= 1
+
+
+def nvmlGpmSampleGet(device: FakeGpu, gpmSample: SimpleNamespace) -> SimpleNamespace:
+    _call("nvmlGpmSampleGet", device)
+    _value(device.gpm)
+    gpmSample.device, gpmSample.taken = device, next(_sample_clock)
+    return gpmSample
+
+
+def nvmlGpmMetricsGet(metricsGet: c_nvmlGpmMetricsGet_t) -> c_nvmlGpmMetricsGet_t:
+    _call("nvmlGpmMetricsGet")
+    first, second = metricsGet.sample1, metricsGet.sample2
+    if metricsGet.version != C.NVML_GPM_METRICS_GET_VERSION or first is None or second is None:
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
+    if first.freed or second.freed or first.device is not second.device or not 0 < first.taken < second.taken:
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)  # two samples of one device, older first
+    rates = second.device.gpm
+    for metric in metricsGet.metrics[: metricsGet.numMetrics]:
+        metric.nvmlReturn = C.NVML_SUCCESS if metric.metricId in rates else C.NVML_ERROR_NOT_SUPPORTED
+        metric.value = rates.get(metric.metricId, 0.0)
+    return metricsGet
+
+
+# --- events (XID): emit_xid() plays the driver ---
+
+
+class _EventSet:
+    def __init__(self) -> None:
+        self.devices: list[FakeGpu] = []
+        self.pending: queue.Queue[SimpleNamespace] = queue.Queue()
+        self.freed = False
+
+
+def nvmlEventSetCreate() -> _EventSet:
+    _call("nvmlEventSetCreate")
+    events = _EventSet()
+    state.event_sets.append(events)
+    return events
+
+
+def nvmlDeviceGetSupportedEventTypes(handle: FakeGpu) -> int:
+    _call("nvmlDeviceGetSupportedEventTypes", handle)
+    return handle.event_types
+
+
+def nvmlDeviceRegisterEvents(handle: FakeGpu, eventTypes: int, eventSet: _EventSet) -> None:
+    _call("nvmlDeviceRegisterEvents", handle)
+    if eventTypes & ~handle.event_types:
+        raise NVMLError(C.NVML_ERROR_NOT_SUPPORTED)
+    eventSet.devices.append(handle)
+
+
+def nvmlEventSetWait(eventSet: _EventSet, timeoutms: int) -> SimpleNamespace:
+    state.calls["nvmlEventSetWait"] += 1
+    try:
+        return eventSet.pending.get(timeout=timeoutms / 1000)
+    except queue.Empty:
+        raise NVMLError(C.NVML_ERROR_TIMEOUT) from None
+
+
+def nvmlEventSetFree(eventSet: _EventSet) -> None:
+    _call("nvmlEventSetFree")
+    eventSet.freed = True
+
+
+def emit_xid(gpu: FakeGpu, code: int) -> None:
+    """The driver reports XID ``code`` on ``gpu`` to every event set it is registered with."""
+    for events in state.event_sets:
+        if gpu in events.devices and not events.freed:
+            data = SimpleNamespace(
+                device=gpu,
+                eventType=C.nvmlEventTypeXidCriticalError,
+                eventData=code,
+                gpuInstanceId=0,
+                computeInstanceId=0,
+            )
+            events.pending.put(data)
 
 
 # A subprocess test sets FAKE_NVML_INIT_ERROR to an NVML error code to play a machine without a GPU.
