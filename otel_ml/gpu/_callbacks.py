@@ -34,11 +34,11 @@ class GpuState:
         self.xid = xid
         self.all_processes = all_processes
         self.labels = {id(d): Labels(nvml, d, self.pid) for d in sampler.devices}
-        fields = r.field_ids(nvml)
-        self.memory_temperature_field = fields[0][0]
-        self.pcie_fields = (fields[1][0], fields[2][0])
-        self.replay_field = fields[3][0]
-        self.nvlink_fields = (fields[4][0], fields[5][0])
+        ids = r.field_ids(nvml)
+        self.memory_temperature_field = ids.memory_temperature
+        self.pcie_fields = (ids.pcie_rx, ids.pcie_tx)
+        self.replay_field = ids.pcie_replays
+        self.nvlink_fields = (ids.nvlink_rx, ids.nvlink_tx)
 
 
 Observations = Iterator[Observation]

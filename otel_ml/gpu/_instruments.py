@@ -25,7 +25,7 @@ BINDING_KEY: Final = "otel_ml.gpu"
 Observe = Callable[[GpuState, Any], Iterable[Observation]]
 GAUGE, UPDOWN, COUNTER = "gauge", "updowncounter", "counter"
 
-# (name, kind, unit, description, observe); the description names the NVML source.
+# (name, kind, unit, description, observe); each one's NVML source is in docs/gpu.md.
 SPECS: Final[tuple[tuple[str, str, str, str, Observe], ...]] = (
     (
         sc.METRIC_HW_GPU_UTILIZATION,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from otel_ml.gpu._devices import Device
 from otel_ml.gpu._gpm import read_gpm
@@ -119,21 +119,38 @@ def _process_utilization(nvml: ModuleType, d: Device) -> tuple[tuple[int, float]
     return tuple((pid, ratio) for pid, (_stamp, ratio) in newest.items())
 
 
-def field_ids(nvml: ModuleType) -> tuple[tuple[int, int], ...]:
-    """The NVML fields one ``nvmlDeviceGetFieldValues`` call reads, as (field id, scope id)."""
-    return (
-        (nvml.NVML_FI_DEV_MEMORY_TEMP, 0),
-        (nvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES, 0),
-        (nvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, 0),
-        (nvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER, 0),
-        (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS),
-        (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS),
+class FieldIds(NamedTuple):
+    """The NVML field ids one ``nvmlDeviceGetFieldValues`` call reads, by what each one is."""
+
+    memory_temperature: int
+    pcie_rx: int
+    pcie_tx: int
+    pcie_replays: int
+    nvlink_rx: int
+    nvlink_tx: int
+
+
+def field_ids(nvml: ModuleType) -> FieldIds:
+    """This module's field ids, from pynvml's constants."""
+    return FieldIds(
+        nvml.NVML_FI_DEV_MEMORY_TEMP,
+        nvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
+        nvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
+        nvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER,
+        nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
+        nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
     )
+
+
+def _requests(nvml: ModuleType) -> tuple[tuple[int, int], ...]:
+    """(field id, scope id) pairs: the NVLink counters summed over every link, the others device-wide."""
+    ids = field_ids(nvml)
+    return tuple((f, ALL_LINKS if f in (ids.nvlink_rx, ids.nvlink_tx) else 0) for f in ids)
 
 
 def _fields(nvml: ModuleType, d: Device) -> dict[int, float]:
     """Field id -> value, for the fields this device answers; the first call probes which those are."""
-    wanted = field_ids(nvml) if d.fields is None else d.fields
+    wanted = _requests(nvml) if d.fields is None else d.fields
     if not wanted:
         raise nvml.NVMLError(nvml.NVML_ERROR_NOT_SUPPORTED)
     values = nvml.nvmlDeviceGetFieldValues(d.handle, list(wanted))
