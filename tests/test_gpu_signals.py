@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from types import ModuleType
 
 import pytest
 
@@ -224,3 +225,36 @@ def test_a_lost_gpu_frees_its_gpm_samples_and_loses_every_signal(telemetry, gpus
     got = collect(telemetry.reader)
     assert all(hw_id.startswith(GPU1) for by_id in got.values() for hw_id in by_id)
     assert fake_nvml.state.gpm_samples == 2
+
+
+class _OlderPynvml(ModuleType):
+    """The fake NVML as an older nvidia-ml-py sees it: without the names that came later."""
+
+    HIDDEN = frozenset(
+        {
+            "NVML_FI_DEV_PCIE_COUNT_RX_BYTES",  # not in nvidia-ml-py 12.535
+            "NVML_FI_DEV_PCIE_COUNT_TX_BYTES",
+            "nvmlDeviceGetCurrentClocksEventReasons",
+            "nvmlClocksEventReasonSwPowerCap",
+            "nvmlGpmQueryDeviceSupport",
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__("older_pynvml")
+
+    def __getattr__(self, name: str) -> object:
+        if name in self.HIDDEN:
+            raise AttributeError(name)
+        return getattr(fake_nvml, name)
+
+
+def test_an_older_pynvml_loses_only_what_it_cannot_name(telemetry, gpus, caplog) -> None:  # type: ignore[no-untyped-def]
+    with caplog.at_level(logging.WARNING, logger="otel_ml.gpu"):
+        GpuInstrumentor().instrument(meter_provider=telemetry.meter_provider, nvml=_OlderPynvml())
+        got = collect(telemetry.reader)
+    for absent in ("hw.gpu.io", "hw.gpu.throttle", "hw.gpu.sm.activity"):
+        assert absent not in got, absent
+    assert got["hw.gpu.nvlink.io"][GPU0][0][0] == 1_024_000  # the other fields are still read
+    assert got["hw.gpu.pcie.replays"][GPU0] == [(2, A0)]
+    assert caplog.messages == []

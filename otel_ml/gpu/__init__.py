@@ -89,9 +89,7 @@ class GpuInstrumentor(OtelMLInstrumentor):
         provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
         self._nvml = nvml
         self._sampler = Sampler(nvml, devices)
-        self._xid = XidWatcher(nvml, self._sampler.devices)
-        if not self._xid.start():
-            self._xid = None
+        self._xid = _start_xid(nvml, self._sampler)
         state = GpuState(nvml, self._sampler, self._xid, all_processes=opts.gpu_all_processes)
         self._binding = binding(provider, meter)
         self._binding.bind(state)
@@ -115,3 +113,13 @@ class GpuInstrumentor(OtelMLInstrumentor):
     def _at_exit(self) -> None:
         # The XID thread stopped and nvmlShutdown called at interpreter exit, when still instrumented.
         self._teardown()
+
+
+def _start_xid(nvml: ModuleType, sampler: Sampler) -> XidWatcher | None:
+    """The XID watcher thread, or None when no GPU supports XID events (or it cannot start)."""
+    watcher = XidWatcher(nvml, sampler.devices)
+    try:
+        return watcher if watcher.start() else None
+    except Exception as exc:  # noqa: BLE001 - XID counts are optional; instrumenting goes on without them
+        _LOG.warning("otel_ml: GPU XID errors are not watched: %s (%s)", exc, type(exc).__name__)
+        return None

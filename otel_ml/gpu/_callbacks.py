@@ -130,7 +130,7 @@ def status(state: GpuState, snapshot: Snapshot) -> Observations:
 
 
 def _directions(
-    fields: dict[int, float] | None, ids: tuple[int, int], scale: int, pair: tuple[Attributes, Attributes]
+    fields: dict[int, float] | None, ids: tuple[int | None, int | None], scale: int, pair: tuple[Attributes, Attributes]
 ) -> Observations:
     if fields:
         for field, attributes in zip(ids, pair, strict=True):

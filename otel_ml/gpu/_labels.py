@@ -67,9 +67,10 @@ class Labels:
         self.corrected = extra(sc.ERROR_TYPE, sc.ERROR_CORRECTED)
         self.uncorrected = extra(sc.ERROR_TYPE, sc.ERROR_UNCORRECTED)
         self.clocks = (extra(sc.HW_GPU_CLOCK_DOMAIN, sc.CLOCK_SM), extra(sc.HW_GPU_CLOCK_DOMAIN, sc.CLOCK_MEMORY))
-        self.throttle = tuple(
+        self.throttle = tuple(  # a reason the installed pynvml does not name is left out
             (int(getattr(nvml, constant)), extra(sc.HW_GPU_THROTTLE_REASON, reason))
             for reason, constant in THROTTLE_REASONS
+            if hasattr(nvml, constant)
         )
         self.states = tuple((state, extra(sc.HW_STATE, state)) for state in STATES)
         # (receive, transmit), the order of the field values read

@@ -120,32 +120,42 @@ def _process_utilization(nvml: ModuleType, d: Device) -> tuple[tuple[int, float]
 
 
 class FieldIds(NamedTuple):
-    """The NVML field ids one ``nvmlDeviceGetFieldValues`` call reads, by what each one is."""
+    """The NVML field ids one ``nvmlDeviceGetFieldValues`` call reads, by what each one is.
 
-    memory_temperature: int
-    pcie_rx: int
-    pcie_tx: int
-    pcie_replays: int
-    nvlink_rx: int
-    nvlink_tx: int
+    None where the installed pynvml predates the field (the PCIe byte counters
+    came after nvidia-ml-py 12.535): that field is then not read.
+    """
+
+    memory_temperature: int | None
+    pcie_rx: int | None
+    pcie_tx: int | None
+    pcie_replays: int | None
+    nvlink_rx: int | None
+    nvlink_tx: int | None
 
 
 def field_ids(nvml: ModuleType) -> FieldIds:
     """This module's field ids, from pynvml's constants."""
     return FieldIds(
-        nvml.NVML_FI_DEV_MEMORY_TEMP,
-        nvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
-        nvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
-        nvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER,
-        nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
-        nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
+        *(
+            getattr(nvml, name, None)
+            for name in (
+                "NVML_FI_DEV_MEMORY_TEMP",
+                "NVML_FI_DEV_PCIE_COUNT_RX_BYTES",
+                "NVML_FI_DEV_PCIE_COUNT_TX_BYTES",
+                "NVML_FI_DEV_PCIE_REPLAY_COUNTER",
+                "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX",
+                "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX",
+            )
+        )
     )
 
 
 def _requests(nvml: ModuleType) -> tuple[tuple[int, int], ...]:
     """(field id, scope id) pairs: the NVLink counters summed over every link, the others device-wide."""
     ids = field_ids(nvml)
-    return tuple((f, ALL_LINKS if f in (ids.nvlink_rx, ids.nvlink_tx) else 0) for f in ids)
+    nvlink = (ids.nvlink_rx, ids.nvlink_tx)
+    return tuple((f, ALL_LINKS if f in nvlink else 0) for f in ids if f is not None)
 
 
 def _fields(nvml: ModuleType, d: Device) -> dict[int, float]:

@@ -97,7 +97,10 @@ class Sampler:
             _LOG.warning("otel_ml: GPU %s (%s) is lost; it is no longer reported", device.name, device.uuid)
             self._lost.add(id(device))
             return True
-        if is_error(nvml, exc, "NVMLError_NotSupported") or is_error(nvml, exc, "NVMLError_FunctionNotFound"):
+        # NotSupported; FunctionNotFound (a driver older than the call); AttributeError (a pynvml older than it).
+        if isinstance(exc, AttributeError) or any(
+            is_error(nvml, exc, name) for name in ("NVMLError_NotSupported", "NVMLError_FunctionNotFound")
+        ):
             slots.remove(slot)
             _LOG.debug("otel_ml: GPU %s does not support reading %s; not reported", device.uuid, name)
             return False
