@@ -140,12 +140,12 @@ def _directions(
 
 def pcie_io(state: GpuState, snapshot: Snapshot) -> Observations:
     for device, values in snapshot:
-        yield from _directions(values[r.FIELDS], state.pcie_fields, 1, state.labels[id(device)].pcie)
+        yield from _directions(values[r.FIELDS], state.pcie_fields, 1, state.labels[id(device)].directions)
 
 
 def nvlink_io(state: GpuState, snapshot: Snapshot) -> Observations:
     for device, values in snapshot:
-        yield from _directions(values[r.FIELDS], state.nvlink_fields, _NVLINK_KIB, state.labels[id(device)].nvlink)
+        yield from _directions(values[r.FIELDS], state.nvlink_fields, _NVLINK_KIB, state.labels[id(device)].directions)
 
 
 def pcie_replays(state: GpuState, snapshot: Snapshot) -> Observations:

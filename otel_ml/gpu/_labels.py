@@ -47,12 +47,11 @@ class Labels:
         "clocks",
         "corrected",
         "decoder",
+        "directions",
         "encoder",
         "fan",
         "general",
-        "nvlink",
         "own_pid",
-        "pcie",
         "states",
         "temperature",
         "throttle",
@@ -73,12 +72,11 @@ class Labels:
             if hasattr(nvml, constant)
         )
         self.states = tuple((state, extra(sc.HW_STATE, state)) for state in STATES)
-        # (receive, transmit), the order of the field values read
-        self.pcie = (
+        # (receive, transmit), for PCIe and NVLink alike
+        self.directions = (
             extra(sc.NETWORK_IO_DIRECTION, sc.DIRECTION_RECEIVE),
             extra(sc.NETWORK_IO_DIRECTION, sc.DIRECTION_TRANSMIT),
         )
-        self.nvlink = self.pcie
         self.temperature = {
             location: _component(device, sc.HW_TYPE_TEMPERATURE, location, {sc.HW_SENSOR_LOCATION: location})
             for location in (sc.SENSOR_DIE, sc.SENSOR_MEMORY)
