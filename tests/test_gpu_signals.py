@@ -194,7 +194,6 @@ def test_a_read_error_is_absent_for_that_collection_only(telemetry, gpus, caplog
     instrument(telemetry)
     for gpu in gpus:
         gpu.process_samples = [(os.getpid(), 1_000, 25)]
-    gpus[1].retired_pending = None  # hw.status then rests on the remapped rows alone
     gpus[1].errors[function] = fake_nvml.NVMLError_Unknown()
     with caplog.at_level(logging.WARNING, logger="otel_ml.gpu"):
         failing = collect(telemetry.reader)

@@ -118,11 +118,12 @@ def errors(state: GpuState, snapshot: Snapshot) -> Observations:
 
 
 def status(state: GpuState, snapshot: Snapshot) -> Observations:
-    """``hw.status``: 1 for the current state, 0 for the others, where a health signal is readable."""
+    """``hw.status``: 1 for the current state, 0 for the others, when every health signal the GPU has was read."""
     for device, values in snapshot:
         pending, remapped = values[r.RETIRED], values[r.REMAPPED]
-        if pending is None and remapped is None:
-            continue
+        failed = any(values[s] is None and state.sampler.supports(device, s) for s in (r.RETIRED, r.REMAPPED))
+        if failed or (pending is None and remapped is None):
+            continue  # a health read failed this time: no state rather than a guess
         remap_pending, remap_failed = remapped if remapped is not None else (False, False)
         now = sc.STATE_FAILED if remap_failed else sc.STATE_DEGRADED if pending or remap_pending else sc.STATE_OK
         for name, attributes in state.labels[id(device)].states:

@@ -49,6 +49,10 @@ class Sampler:
         """The devices still reported (lost ones are dropped)."""
         return [device for device, _ in self._reads]
 
+    def supports(self, device: Device, slot: int) -> bool:
+        """Whether ``device`` answers read ``slot`` (so a None value means it failed this time)."""
+        return any(d is device and slot in slots for d, slots in self._reads)
+
     def snapshot(self, bit: int) -> Snapshot:
         """The current snapshot, read anew if the caller (``bit``) already had this one."""
         with self._lock:
