@@ -140,8 +140,9 @@ OTEL_ML_GPU_ALL_PROCESSES: Final = "OTEL_ML_GPU_ALL_PROCESSES"
 """
 .. envvar:: OTEL_ML_GPU_ALL_PROCESSES
 
-``true`` to report ``ml.gpu.process.memory.usage`` for every process on the
-reported GPUs, by ``process.pid``. Default: ``false``, only this process. The
+``true`` to report ``ml.gpu.process.memory.usage`` and
+``ml.gpu.process.utilization`` for every process on the reported GPUs, by
+``process.pid``. Default: ``false``, only this process. The
 ``gpu_all_processes`` option overrides it; the ``otel-ml gpu`` command always
 reports every process.
 """

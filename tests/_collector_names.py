@@ -31,6 +31,16 @@ _GPU = {
     sc.HW_NAME: "H100",
     sc.HW_VENDOR: "NVIDIA",
     sc.HW_TYPE: sc.HW_TYPE_GPU,
+    sc.HW_SERIAL_NUMBER: "1654922012345",
+    sc.HW_FIRMWARE_VERSION: "96.00.99.00.01",
+    sc.ML_GPU_INDEX: 0,
+    sc.ML_RUN_NAME: RUN,
+}
+# A GPU's temperature sensor or fan: its own hw.id, the GPU as hw.parent.
+_SENSOR = {
+    sc.HW_ID: "GPU-0/memory",
+    sc.HW_NAME: "gpu0 memory",
+    sc.HW_PARENT: "GPU-0",
     sc.ML_GPU_INDEX: 0,
     sc.ML_RUN_NAME: RUN,
 }
@@ -62,8 +72,27 @@ INSTRUMENTS: list[tuple[str, str, str, dict[str, Any]]] = [
     (sc.METRIC_GPU_PROCESS_MEMORY_USAGE, "updowncounter", "By", {**_GPU, "process.pid": 1234}),
     (sc.METRIC_HW_POWER, "gauge", "W", _GPU),
     (sc.METRIC_HW_ENERGY, "counter", "J", _GPU),
-    (sc.METRIC_HW_TEMPERATURE, "gauge", "Cel", _GPU),
-    (sc.METRIC_HW_ERRORS, "counter", "{error}", {**_GPU, sc.ERROR_TYPE: "xid"}),
+    (sc.METRIC_HW_ERRORS, "counter", "{error}", {**_GPU, sc.ERROR_TYPE: sc.ERROR_UNCORRECTED}),
+    (sc.METRIC_HW_STATUS, "updowncounter", "1", {**_GPU, sc.HW_STATE: sc.STATE_OK}),
+    (sc.METRIC_HW_GPU_IO, "counter", "By", {**_GPU, sc.NETWORK_IO_DIRECTION: sc.DIRECTION_RECEIVE}),
+    (sc.METRIC_HW_FAN_SPEED_RATIO, "gauge", "1", {**_SENSOR, sc.HW_TYPE: sc.HW_TYPE_FAN}),
+    (
+        sc.METRIC_HW_TEMPERATURE,
+        "gauge",
+        "Cel",
+        {**_SENSOR, sc.HW_TYPE: sc.HW_TYPE_TEMPERATURE, sc.HW_SENSOR_LOCATION: sc.SENSOR_MEMORY},
+    ),
+    (sc.METRIC_HW_GPU_CLOCK, "gauge", "Hz", {**_GPU, sc.HW_GPU_CLOCK_DOMAIN: sc.CLOCK_SM}),
+    (sc.METRIC_HW_GPU_THROTTLE, "gauge", sc.UNIT_DIMENSIONLESS, {**_GPU, sc.HW_GPU_THROTTLE_REASON: "sw_power_cap"}),
+    (sc.METRIC_HW_GPU_POWER_LIMIT, "gauge", "W", _GPU),
+    (sc.METRIC_HW_GPU_PCIE_REPLAYS, "counter", "{replay}", _GPU),
+    (sc.METRIC_HW_GPU_NVLINK_IO, "counter", "By", {**_GPU, sc.NETWORK_IO_DIRECTION: sc.DIRECTION_TRANSMIT}),
+    (sc.METRIC_HW_GPU_XID_ERRORS, "counter", "{error}", {**_GPU, sc.HW_GPU_XID_CODE: "79"}),
+    (sc.METRIC_HW_GPU_SM_ACTIVITY, "gauge", "1", _GPU),
+    (sc.METRIC_HW_GPU_SM_OCCUPANCY, "gauge", "1", _GPU),
+    (sc.METRIC_HW_GPU_TENSOR_ACTIVITY, "gauge", "1", _GPU),
+    (sc.METRIC_HW_GPU_DRAM_ACTIVITY, "gauge", "1", _GPU),
+    (sc.METRIC_GPU_PROCESS_UTILIZATION, "gauge", "1", {**_GPU, "process.pid": 1234}),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +24,21 @@ GPU_METRICS = (
     "hw.energy",
     "hw.temperature",
     "hw.errors",
+    "hw.status",
+    "hw.gpu.io",
+    "hw.fan.speed_ratio",
+    "hw.gpu.clock",
+    "hw.gpu.throttle",
+    "hw.gpu.power.limit",
+    "hw.gpu.pcie.replays",
+    "hw.gpu.nvlink.io",
+    "hw.gpu.sm.activity",
+    "hw.gpu.sm.occupancy",
+    "hw.gpu.tensor.activity",
+    "hw.gpu.dram.activity",
     "ml.gpu.process.memory.usage",
 )
+"""Every GPU metric the default fake devices report (XID errors and process utilisation need events/samples)."""
 
 
 def collect(reader: InMemoryMetricReader) -> dict[str, dict[str, list[tuple[Any, dict[str, Any]]]]]:
@@ -41,7 +55,7 @@ def collect(reader: InMemoryMetricReader) -> dict[str, dict[str, list[tuple[Any,
 
 
 def device_attributes(uuid: str, index: int, model: str = "NVIDIA H100 80GB HBM3") -> dict[str, Any]:
-    """The attributes every metric of a physical device carries."""
+    """The attributes every metric of a physical device carries (the fake's serial and VBIOS)."""
     return {
         "hw.id": uuid,
         "hw.type": "gpu",
@@ -50,7 +64,33 @@ def device_attributes(uuid: str, index: int, model: str = "NVIDIA H100 80GB HBM3
         "hw.driver_version": "550.54.15",
         "ml.gpu.index": index,
         "hw.name": f"gpu{index}",
+        "hw.serial_number": "1654922012345",
+        "hw.firmware_version": "96.00.99.00.01",
     }
+
+
+def sensor_attributes(uuid: str, index: int, kind: str, part: str) -> dict[str, Any]:
+    """A temperature sensor or fan of a GPU: its own id, the GPU as parent."""
+    attributes = {
+        "hw.id": f"{uuid}/{part}",
+        "hw.name": f"gpu{index} {part}",
+        "hw.type": kind,
+        "hw.parent": uuid,
+        "ml.gpu.index": index,
+    }
+    if kind == "temperature":
+        attributes["hw.sensor_location"] = part
+    return attributes
+
+
+def wait_for_xid(instrumentor: GpuInstrumentor, count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until the XID watcher thread counted ``count`` events (it runs beside the test)."""
+    deadline = time.monotonic() + timeout
+    watcher = instrumentor._xid
+    assert watcher is not None, "no XID watcher"
+    while sum(n for _device, _code, n in watcher.counts()) < count:
+        assert time.monotonic() < deadline, "the XID watcher did not count the event"
+        time.sleep(0.01)
 
 
 @pytest.fixture

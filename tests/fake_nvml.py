@@ -22,24 +22,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-NVML_SUCCESS = 0
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_INVALID_ARGUMENT = 2
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_NO_PERMISSION = 4
-NVML_ERROR_NOT_FOUND = 6
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_TIMEOUT = 10
-NVML_ERROR_LIBRARY_NOT_FOUND = 12
-NVML_ERROR_GPU_IS_LOST = 15
-NVML_ERROR_UNKNOWN = 999
-NVML_TEMPERATURE_GPU = 0
-NVML_VOLATILE_ECC = 0
-NVML_AGGREGATE_ECC = 1
-NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
-NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
-NVML_DEVICE_MIG_DISABLE = 0
-NVML_DEVICE_MIG_ENABLE = 1
+from tests import _fake_nvml_constants as C
+from tests._fake_nvml_constants import *  # noqa: F403 - the fake is pynvml's namespace
 
 
 class NVMLError(Exception):
@@ -79,6 +63,22 @@ def _make_error_classes() -> None:
 _make_error_classes()
 
 
+DEFAULT_FIELDS = {
+    C.NVML_FI_DEV_MEMORY_TEMP: 72,  # Cel
+    C.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: 123_456_789,
+    C.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: 98_765_432,
+    C.NVML_FI_DEV_PCIE_REPLAY_COUNTER: 2,
+    C.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: 1_000,  # KiB
+    C.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: 2_000,
+}
+DEFAULT_GPM = {
+    C.NVML_GPM_METRIC_SM_UTIL: 62.5,
+    C.NVML_GPM_METRIC_SM_OCCUPANCY: 31.25,
+    C.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 40.0,
+    C.NVML_GPM_METRIC_DRAM_BW_UTIL: 25.0,
+}
+
+
 @dataclass(eq=False)
 class FakeGpu:
     """One device (or MIG instance) and what NVML answers about it."""
@@ -96,6 +96,22 @@ class FakeGpu:
     mig: list[FakeGpu | None] | None = None  # slots (None: empty); None: MIG not supported
     errors: dict[str, BaseException] = field(default_factory=dict)  # function name -> raised
     lost: bool = False
+    serial: str | None = "1654922012345"
+    vbios: str | None = "96.00.99.00.01"
+    encoder: int | None = 12  # percent
+    decoder: int | None = 3
+    power_limit_mw: int | None = 700_000
+    fan: int | None = 40  # percent of maximum
+    clocks_mhz: dict[int, int] | None = field(default_factory=lambda: {C.NVML_CLOCK_SM: 1980, C.NVML_CLOCK_MEM: 2619})
+    clock_events: int | None = 0  # nvmlClocksEventReason* bits
+    retired_pending: bool | None = False
+    remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # corrected, uncorrected, pending, failure
+    # field id -> value; absent: NotSupported. field_errors: field id -> NVML error code for that field.
+    fields: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
+    field_errors: dict[int, int] = field(default_factory=dict)
+    gpm: dict[int, float] | None = field(default_factory=lambda: dict(DEFAULT_GPM))  # metric id -> percent
+    process_samples: list[tuple[int, int, int]] | None = field(default_factory=list)  # (pid, time us, smUtil %)
+    event_types: int = C.nvmlEventTypeXidCriticalError
 
 
 class _State:
@@ -105,6 +121,9 @@ class _State:
         self.init_error: BaseException | None = None
         self.initialised = 0
         self.calls: Counter[str] = Counter()
+        self.event_sets: list[Any]  # the _fake_nvml_dcgm event sets = []
+        self.gpm_samples = 0  # allocated and not freed
+        self.event_waits = 0
 
 
 state = _State()
@@ -117,6 +136,8 @@ def reset(gpus: list[FakeGpu], *, init_error: BaseException | None = None, drive
     state.driver = driver
     state.initialised = 0
     state.calls.clear()
+    state.event_sets = []
+    state.gpm_samples = 0
     return state
 
 
@@ -138,17 +159,17 @@ def default_gpus() -> list[FakeGpu]:
 def _call(name: str, handle: FakeGpu | None = None) -> None:
     state.calls[name] += 1
     if not state.initialised:
-        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        raise NVMLError(C.NVML_ERROR_UNINITIALIZED)
     if handle is not None:
         if handle.lost:
-            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+            raise NVMLError(C.NVML_ERROR_GPU_IS_LOST)
         if name in handle.errors:
             raise handle.errors[name]
 
 
 def _value(value: Any) -> Any:
     if value is None:
-        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        raise NVMLError(C.NVML_ERROR_NOT_SUPPORTED)
     return value
 
 
@@ -177,7 +198,7 @@ def nvmlDeviceGetCount() -> int:
 def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
     _call("nvmlDeviceGetHandleByIndex")
     if not 0 <= index < len(state.gpus):
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
     return state.gpus[index]
 
 
@@ -191,22 +212,22 @@ def nvmlDeviceGetName(handle: FakeGpu) -> str:
     return handle.name
 
 
-def nvmlDeviceGetMigMode(handle: FakeGpu) -> list[int]:
-    _call("nvmlDeviceGetMigMode", handle)
-    mode = NVML_DEVICE_MIG_ENABLE if _value(handle.mig) else NVML_DEVICE_MIG_DISABLE
+def nvmlDeviceGetMigMode(device: FakeGpu) -> list[int]:
+    _call("nvmlDeviceGetMigMode", device)
+    mode = C.NVML_DEVICE_MIG_ENABLE if _value(device.mig) else C.NVML_DEVICE_MIG_DISABLE
     return [mode, mode]
 
 
-def nvmlDeviceGetMaxMigDeviceCount(handle: FakeGpu) -> int:
-    _call("nvmlDeviceGetMaxMigDeviceCount", handle)
-    return len(_value(handle.mig))
+def nvmlDeviceGetMaxMigDeviceCount(device: FakeGpu) -> int:
+    _call("nvmlDeviceGetMaxMigDeviceCount", device)
+    return len(_value(device.mig))
 
 
-def nvmlDeviceGetMigDeviceHandleByIndex(handle: FakeGpu, index: int) -> FakeGpu:
-    _call("nvmlDeviceGetMigDeviceHandleByIndex", handle)
-    slot = _value(handle.mig)[index]
+def nvmlDeviceGetMigDeviceHandleByIndex(device: FakeGpu, index: int) -> FakeGpu:
+    _call("nvmlDeviceGetMigDeviceHandleByIndex", device)
+    slot = _value(device.mig)[index]
     if slot is None:
-        raise NVMLError(NVML_ERROR_NOT_FOUND)
+        raise NVMLError(C.NVML_ERROR_NOT_FOUND)
     return slot
 
 
@@ -215,7 +236,7 @@ def nvmlDeviceGetUtilizationRates(handle: FakeGpu) -> SimpleNamespace:
     return SimpleNamespace(gpu=_value(handle.utilization), memory=0)
 
 
-def nvmlDeviceGetMemoryInfo(handle: FakeGpu) -> SimpleNamespace:
+def nvmlDeviceGetMemoryInfo(handle: FakeGpu, version: Any = None) -> SimpleNamespace:
     _call("nvmlDeviceGetMemoryInfo", handle)
     total, used = _value(handle.memory_total), _value(handle.memory_used)
     return SimpleNamespace(total=total, used=used, free=total - used)
@@ -233,22 +254,25 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
 
 def nvmlDeviceGetTemperature(handle: FakeGpu, sensor: int) -> int:
     _call("nvmlDeviceGetTemperature", handle)
-    if sensor != NVML_TEMPERATURE_GPU:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    if sensor != C.NVML_TEMPERATURE_GPU:
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
     return int(_value(handle.temperature))
 
 
-def nvmlDeviceGetTotalEccErrors(handle: FakeGpu, error_type: int, counter_type: int) -> int:
+def nvmlDeviceGetTotalEccErrors(handle: FakeGpu, errorType: int, counterType: int) -> int:
     _call("nvmlDeviceGetTotalEccErrors", handle)
-    if counter_type not in (NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC):
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return int(_value(handle.ecc)[error_type])
+    if counterType not in (C.NVML_VOLATILE_ECC, C.NVML_AGGREGATE_ECC):
+        raise NVMLError(C.NVML_ERROR_INVALID_ARGUMENT)
+    return int(_value(handle.ecc)[errorType])
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[SimpleNamespace]:
     _call("nvmlDeviceGetComputeRunningProcesses", handle)
     return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in _value(handle.processes)]
 
+
+# Split off to keep modules small; imported here, after what it builds on, as part of this module.
+from tests._fake_nvml_dcgm import *  # noqa: E402, F403
 
 # A subprocess test sets FAKE_NVML_INIT_ERROR to an NVML error code to play a machine without a GPU.
 reset(

@@ -13,15 +13,25 @@ import pytest
 import otel_ml
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
-from tests._gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes
+from tests._gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes, sensor_attributes
 
 READS = (
     "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetEncoderUtilization",
+    "nvmlDeviceGetDecoderUtilization",
     "nvmlDeviceGetMemoryInfo",
     "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetEnforcedPowerLimit",
     "nvmlDeviceGetTotalEnergyConsumption",
     "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetFanSpeed",
+    "nvmlDeviceGetCurrentClocksEventReasons",
+    "nvmlDeviceGetRetiredPagesPendingStatus",
+    "nvmlDeviceGetRemappedRows",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetProcessUtilization",
+    "nvmlDeviceGetFieldValues",
+    "nvmlGpmSampleGet",
 )
 
 
@@ -36,10 +46,12 @@ def test_two_gpus_exact_values_and_attributes(telemetry, gpus) -> None:  # type:
     instrument(telemetry)
     got = collect(telemetry.reader)
     a0, a1 = device_attributes(GPU0, 0), device_attributes(GPU1, 1)
-    assert got["hw.gpu.utilization"] == {
-        GPU0: [(0.37, {**a0, "hw.gpu.task": "general"})],
-        GPU1: [(0.05, {**a1, "hw.gpu.task": "general"})],
-    }
+    assert got["hw.gpu.utilization"][GPU0] == [
+        (0.37, {**a0, "hw.gpu.task": "general"}),
+        (0.12, {**a0, "hw.gpu.task": "encoder"}),
+        (0.03, {**a0, "hw.gpu.task": "decoder"}),
+    ]
+    assert got["hw.gpu.utilization"][GPU1][0] == (0.05, {**a1, "hw.gpu.task": "general"})
     assert got["hw.gpu.memory.usage"] == {GPU0: [(12_884_901_888, a0)], GPU1: [(42_760_404_992, a1)]}
     assert got["hw.gpu.memory.limit"] == {GPU0: [(85_520_809_984, a0)], GPU1: [(85_520_809_984, a1)]}
     assert got["hw.gpu.memory.utilization"] == {
@@ -48,10 +60,13 @@ def test_two_gpus_exact_values_and_attributes(telemetry, gpus) -> None:  # type:
     }
     assert got["hw.power"] == {GPU0: [(312.456, a0)], GPU1: [(250.5, a1)]}
     assert got["hw.energy"] == {GPU0: [(9_876_543.21, a0)], GPU1: [(1000.0, a1)]}
-    assert got["hw.temperature"] == {GPU0: [(61.0, a0)], GPU1: [(45.0, a1)]}
+    # Temperature describes sensors: each its own hw.id, the GPU as hw.parent, die and memory.
+    assert got["hw.temperature"][f"{GPU0}/die"] == [(61.0, sensor_attributes(GPU0, 0, "temperature", "die"))]
+    assert got["hw.temperature"][f"{GPU1}/die"] == [(45.0, sensor_attributes(GPU1, 1, "temperature", "die"))]
+    assert got["hw.temperature"][f"{GPU1}/memory"] == [(72.0, sensor_attributes(GPU1, 1, "temperature", "memory"))]
     assert got["hw.errors"][GPU0] == [
-        (3, {**a0, "error.type": "ecc_corrected"}),
-        (0, {**a0, "error.type": "ecc_uncorrected"}),
+        (3, {**a0, "error.type": "corrected"}),
+        (0, {**a0, "error.type": "uncorrected"}),
     ]
     # Only this process by default; the other PID on the GPU is not reported.
     assert got["ml.gpu.process.memory.usage"] == {GPU0: [(1_073_741_824, {**a0, "process.pid": os.getpid()})]}
@@ -65,6 +80,9 @@ def test_each_device_is_read_once_per_collection(telemetry, gpus) -> None:  # ty
     collect(telemetry.reader)
     assert {name: state.calls[name] for name in READS} == dict.fromkeys(READS, 2)
     assert state.calls["nvmlDeviceGetTotalEccErrors"] == 4  # corrected and uncorrected, per device
+    assert state.calls["nvmlDeviceGetClockInfo"] == 4  # SM and memory, per device
+    assert state.calls["nvmlGpmMetricsGet"] == 2
+    assert sum(state.calls.values()) == 2 * 21  # 21 NVML calls per device per collection, every signal on
     # Handles, UUIDs and names were cached at instrument time.
     assert state.calls["nvmlDeviceGetUUID"] == state.calls["nvmlDeviceGetName"] == 0
     assert state.calls["nvmlDeviceGetHandleByIndex"] == 0
@@ -116,7 +134,7 @@ def test_a_failed_read_is_absent_not_zero_and_logged_once(telemetry, gpus, caplo
         for _ in range(3):
             got = collect(telemetry.reader)
             assert got["hw.power"] == {GPU0: [(312.456, device_attributes(GPU0, 0))]}
-            assert got["hw.temperature"][GPU1][0][0] == 45.0  # the device's other reads go on
+            assert got["hw.temperature"][f"{GPU1}/die"][0][0] == 45.0  # the device's other reads go on
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("otel_ml.gpu")]
     assert len(warnings) == 1
     assert warnings[0].startswith("otel_ml: reading power of GPU gpu1 (" + GPU1 + ") failed: NVML error 999")
@@ -145,7 +163,7 @@ def test_a_lost_gpu_stops_being_reported_with_one_warning(telemetry, gpus, caplo
         fake_nvml.state.calls.clear()
         second = collect(telemetry.reader)
     for got in (first, second):
-        assert all(set(by_id) == {GPU1} for by_id in got.values()), got
+        assert all(hw_id.startswith(GPU1) for by_id in got.values() for hw_id in by_id), got
     assert fake_nvml.state.calls["nvmlDeviceGetUtilizationRates"] == 1  # only GPU1 is read
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("otel_ml.gpu")]
     assert warnings == [f"otel_ml: GPU gpu0 ({GPU0}) is lost; it is no longer reported"]
@@ -177,7 +195,7 @@ def test_uninstrument_shuts_nvml_down_and_stops_observing(telemetry, gpus) -> No
 def test_otel_ml_instrument_composes_the_gpu_instrumentor(telemetry, gpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("OTEL_ML_GPU_NVML_MODULE", "tests.fake_nvml")
     otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider, gpu_all_devices=True)
-    assert set(collect(telemetry.reader)["hw.temperature"]) == {GPU0, GPU1}
+    assert set(collect(telemetry.reader)["hw.power"]) == {GPU0, GPU1}
     otel_ml.uninstrument()
     assert collect(telemetry.reader) == {}
 

@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from otel_ml.exporter import OtelMLPrometheusMetricReader
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
-from tests._gpu_helpers import GPU1
+from tests._gpu_helpers import GPU1, wait_for_xid
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_NAMES = {
@@ -31,7 +31,21 @@ PROMETHEUS_NAMES = {
     "hw_energy_joules_total": "counter",
     "hw_temperature_celsius": "gauge",
     "hw_errors_total": "counter",
+    "hw_status": "gauge",
+    "hw_gpu_io_bytes_total": "counter",
+    "hw_fan_speed_ratio": "gauge",
+    "hw_gpu_clock_hertz": "gauge",
+    "hw_gpu_throttle": "gauge",
+    "hw_gpu_power_limit_watts": "gauge",
+    "hw_gpu_pcie_replays_total": "counter",
+    "hw_gpu_nvlink_io_bytes_total": "counter",
+    "hw_gpu_sm_activity": "gauge",
+    "hw_gpu_sm_occupancy": "gauge",
+    "hw_gpu_tensor_activity": "gauge",
+    "hw_gpu_dram_activity": "gauge",
+    "hw_gpu_xid_errors_total": "counter",
     "ml_gpu_process_memory_usage_bytes": "gauge",
+    "ml_gpu_process_utilization": "gauge",
 }
 
 
@@ -50,6 +64,9 @@ def test_prometheus_names_follow_the_upstream_unit_mapping(monkeypatch) -> None:
     provider = MeterProvider(metric_readers=[reader])
     try:
         GpuInstrumentor().instrument(meter_provider=provider, nvml=fake_nvml)
+        gpus[0].process_samples = [(os.getpid(), 1_000, 50)]  # a sample after the instrument-time probe
+        fake_nvml.emit_xid(gpus[1], 79)
+        wait_for_xid(GpuInstrumentor())
         text = generate_latest(reader.registry).decode()
     finally:
         GpuInstrumentor().uninstrument()
@@ -98,7 +115,7 @@ def test_otel_ml_gpu_serves_the_gauges_until_sigterm(command) -> None:  # type: 
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     assert re.search(r'^hw_power_watts\{[^}]*hw_id="' + GPU1 + r'"[^}]*\} 250\.5$', text, re.MULTILINE), text
-    assert re.search(r'^hw_temperature_celsius\{[^}]*hw_name="gpu0"[^}]*\} 61\.0$', text, re.MULTILINE)
+    assert re.search(r'^hw_temperature_celsius\{[^}]*hw_name="gpu0 die"[^}]*\} 61\.0$', text, re.MULTILINE)
     os.kill(command.pid, signal.SIGTERM)
     _out, err = command.communicate(timeout=30)
     assert command.returncode == 0, err

@@ -83,6 +83,19 @@ def _mig_gpu() -> FakeGpu:
             energy_mj=None,
             temperature=None,
             ecc=None,
+            serial=None,
+            vbios=None,
+            encoder=None,
+            decoder=None,
+            power_limit_mw=None,
+            fan=None,
+            clocks_mhz=None,
+            clock_events=None,
+            retired_pending=None,
+            remapped_rows=None,
+            fields={},
+            gpm=None,
+            process_samples=None,
         )
 
     return FakeGpu(
@@ -99,17 +112,23 @@ def test_mig_instances_are_devices_with_their_parent(telemetry, gpus, monkeypatc
     got = collect(telemetry.reader)
     parent_attrs = device_attributes(parent.uuid, 0, "NVIDIA A100-SXM4-40GB")
     mig = "NVIDIA A100-SXM4-40GB MIG 1g.5gb"
-    a = {**device_attributes(MIG_A, 0, mig), "hw.name": "gpu0/mig0", "hw.parent": parent.uuid, "ml.gpu.mig.index": 0}
-    c = {**device_attributes(MIG_C, 0, mig), "hw.name": "gpu0/mig2", "hw.parent": parent.uuid, "ml.gpu.mig.index": 2}
+    instance = {
+        k: v
+        for k, v in device_attributes(MIG_A, 0, mig).items()
+        if k not in ("hw.serial_number", "hw.firmware_version")
+    }
+    a = {**instance, "hw.name": "gpu0/mig0", "hw.parent": parent.uuid, "ml.gpu.mig.index": 0}
+    c = {**instance, "hw.id": MIG_C, "hw.name": "gpu0/mig2", "hw.parent": parent.uuid, "ml.gpu.mig.index": 2}
     assert got["hw.gpu.memory.usage"] == {
         parent.uuid: [(12_884_901_888, parent_attrs)],
         MIG_A: [(1_000_000, a)],
         MIG_C: [(2_000_000, c)],
     }
     assert got["hw.gpu.memory.limit"][MIG_C] == [(5_100_273_664, c)]
-    # Power, temperature, energy and utilization: NVML offers them on the parent only.
-    for name in ("hw.power", "hw.temperature", "hw.energy", "hw.gpu.utilization", "hw.errors"):
-        assert set(got[name]) == {parent.uuid}, name
+    # Everything but memory (and processes): NVML offers it on the parent only.
+    for name, by_id in got.items():
+        if name not in ("hw.gpu.memory.usage", "hw.gpu.memory.limit", "hw.gpu.memory.utilization"):
+            assert {hw_id.split("/")[0] for hw_id in by_id} == {parent.uuid}, name
 
 
 def test_a_visible_mig_instance_brings_its_parent_but_not_its_siblings(telemetry, gpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]

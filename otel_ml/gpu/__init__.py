@@ -29,11 +29,14 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from otel_ml._base import OtelMLInstrumentor
+from otel_ml._observe import Binding
 from otel_ml.gpu import _nvml
+from otel_ml.gpu._callbacks import GpuState
 from otel_ml.gpu._devices import discover
-from otel_ml.gpu._instruments import GpuObserver, observer_for
+from otel_ml.gpu._instruments import binding
 from otel_ml.gpu._options import OPTIONS, GpuOptions
 from otel_ml.gpu._sampler import Sampler
+from otel_ml.gpu._xid import XidWatcher
 from otel_ml.gpu.package import _instruments_any
 
 __all__ = ["GpuInstrumentor"]
@@ -56,7 +59,8 @@ class GpuInstrumentor(OtelMLInstrumentor):
     option_table = OPTIONS
     _sampler: Sampler | None = None
     _nvml: ModuleType | None = None
-    _observer: GpuObserver | None = None
+    _xid: XidWatcher | None = None
+    _binding: Binding[GpuState] | None = None
 
     @property
     def sampler(self) -> Sampler | None:
@@ -85,15 +89,20 @@ class GpuInstrumentor(OtelMLInstrumentor):
         provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
         self._nvml = nvml
         self._sampler = Sampler(nvml, devices)
-        self._observer = observer_for(provider, meter)
-        self._observer.bind(self._sampler, all_processes=opts.gpu_all_processes)
+        self._xid = _start_xid(nvml, self._sampler)
+        state = GpuState(nvml, self._sampler, self._xid, all_processes=opts.gpu_all_processes)
+        self._binding = binding(provider, meter)
+        self._binding.bind(state)
         _LOG.info("otel_ml: GPU metrics for %s", ", ".join(f"{d.name} ({d.uuid})" for d in self._sampler.devices))
         return True
 
     def _teardown(self) -> None:
-        if self._observer is not None:
-            self._observer.unbind()
-            self._observer = None
+        if self._binding is not None:
+            self._binding.unbind()
+            self._binding = None
+        if self._xid is not None:
+            self._xid.stop()
+            self._xid = None
         if self._sampler is not None:
             self._sampler.close()
             self._sampler = None
@@ -102,5 +111,15 @@ class GpuInstrumentor(OtelMLInstrumentor):
             self._nvml = None
 
     def _at_exit(self) -> None:
-        # nvmlShutdown at interpreter exit, when still instrumented.
+        # The XID thread stopped and nvmlShutdown called at interpreter exit, when still instrumented.
         self._teardown()
+
+
+def _start_xid(nvml: ModuleType, sampler: Sampler) -> XidWatcher | None:
+    """The XID watcher thread, or None when no GPU supports XID events (or it cannot start)."""
+    watcher = XidWatcher(nvml, sampler.devices)
+    try:
+        return watcher if watcher.start() else None
+    except Exception as exc:  # noqa: BLE001 - XID counts are optional; instrumenting goes on without them
+        _LOG.warning("otel_ml: GPU XID errors are not watched: %s (%s)", exc, type(exc).__name__)
+        return None

@@ -27,15 +27,18 @@ Attributes = dict[str, Any]
 
 @dataclass
 class Device:
-    """One reported GPU or MIG instance."""
+    """One reported GPU or MIG instance, and the little state its reads carry between collections."""
 
     handle: Any
     uuid: str
     index: int
     attributes: Attributes
-    mig_index: int | None = None
-    parent_uuid: str | None = None
     children: list[Device] = field(default_factory=list)
+    # Set by the reads: the NVML field ids this device answers (probed once), its GPM
+    # samples, and the newest per-process utilisation sample seen (NVML's microseconds).
+    fields: tuple[Any, ...] | None = None
+    gpm: Any = None
+    process_seen_us: int = 0
 
     @property
     def name(self) -> str:
@@ -81,11 +84,19 @@ def _describe(
         sc.HW_NAME: f"gpu{index}",
     }
     if parent is None:
+        for key, read in (
+            (sc.HW_SERIAL_NUMBER, nvml.nvmlDeviceGetSerial),
+            (sc.HW_FIRMWARE_VERSION, nvml.nvmlDeviceGetVbiosVersion),  # the VBIOS: the GPU's firmware
+        ):
+            try:
+                attributes[key] = text(read(handle))
+            except nvml.NVMLError:
+                pass  # NotSupported on consumer boards (serial): the attribute is left out
         return Device(handle, uuid, index, attributes)
     attributes[sc.HW_NAME] = f"gpu{index}/mig{slot}"
     attributes[sc.HW_PARENT] = parent.uuid
     attributes[sc.ML_GPU_MIG_INDEX] = slot
-    return Device(handle, uuid, index, attributes, mig_index=slot, parent_uuid=parent.uuid)
+    return Device(handle, uuid, index, attributes)
 
 
 def _mig_instances(nvml: ModuleType, parent: Device, driver: str) -> list[Device]:

@@ -1,181 +1,198 @@
-"""The GPU instruments and their callbacks, named by the OpenTelemetry hardware conventions.
+"""The GPU instruments: one table of name, kind, unit, description and what each observes.
 
-The SDK cannot unregister an observable instrument, and creating one twice on
-the same meter returns the first (with its first callbacks). So the
-instruments are created once per meter provider, with callbacks bound to a
-:class:`GpuObserver` that points at the current sampler, or at nothing while
-uninstrumented.
+They are created once per meter provider through :func:`otel_ml._observe.binding_for`
+(the SDK cannot unregister an observable instrument); their callbacks read
+the :class:`~otel_ml.gpu._callbacks.GpuState` the binding holds while
+instrumented, and observe nothing while it holds none. Each callback owns one
+bit of the sampler's "already consumed" mask, so a collection reads NVML once.
 """
 
 from __future__ import annotations
 
-import os
-import weakref
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_ml import _semconv as sc
-from otel_ml.gpu import _sampler as s
-from otel_ml.gpu._devices import Attributes, Device
-from otel_ml.gpu._sampler import Sampler, Snapshot
+from otel_ml._observe import Binding, binding_for
+from otel_ml.gpu import _callbacks as cb
+from otel_ml.gpu import _reads as r
+from otel_ml.gpu._callbacks import GpuState
 
+BINDING_KEY: Final = "otel_ml.gpu"
+Observe = Callable[[GpuState, Any], Iterable[Observation]]
+GAUGE, UPDOWN, COUNTER = "gauge", "updowncounter", "counter"
 
-class _Labels:
-    """Per-device attribute dicts, built once when instrumenting, reused by every collection."""
-
-    __slots__ = ("by_pid", "corrected", "own_pid", "uncorrected", "utilization")
-
-    def __init__(self, device: Device, own_pid: int) -> None:
-        self.utilization = device.with_extra(sc.HW_GPU_TASK, sc.GPU_TASK_GENERAL)
-        self.corrected = device.with_extra(sc.ERROR_TYPE, sc.ERROR_ECC_CORRECTED)
-        self.uncorrected = device.with_extra(sc.ERROR_TYPE, sc.ERROR_ECC_UNCORRECTED)
-        self.own_pid = device.with_extra(sc.PROCESS_PID, own_pid)
-        self.by_pid: dict[int, Attributes] = {own_pid: self.own_pid}
-
-
-class GpuObserver:
-    """The instruments' callbacks; each yields nothing while no sampler is bound."""
-
-    def __init__(self) -> None:
-        self._sampler: Sampler | None = None
-        self._labels: dict[int, _Labels] = {}
-        self._all_processes = False
-        self._pid = os.getpid()
-
-    def bind(self, sampler: Sampler, *, all_processes: bool) -> None:
-        """Observe ``sampler``'s devices from now on."""
-        self._pid = os.getpid()
-        self._labels = {id(d): _Labels(d, self._pid) for d in sampler.devices}
-        self._all_processes = all_processes
-        self._sampler = sampler
-
-    def unbind(self) -> None:
-        """Observe nothing from now on."""
-        self._sampler = None
-
-    def _snapshot(self, bit: int) -> Snapshot:
-        sampler = self._sampler
-        return sampler.snapshot(bit) if sampler is not None else []
-
-    def _simple(self, bit: int, slot: int) -> Iterator[Observation]:
-        for device, values in self._snapshot(bit):
-            value = values[slot]
-            if value is not None:
-                yield Observation(value, device.attributes)
-
-    def _memory(self, bit: int, part: int) -> Iterator[Observation]:
-        for device, values in self._snapshot(bit):
-            memory = values[s.MEMORY]
-            if memory is not None:
-                yield Observation(memory[part], device.attributes)
-
-    def utilization(self, options: CallbackOptions) -> Iterable[Observation]:
-        for device, values in self._snapshot(1 << 0):
-            value = values[s.UTILIZATION]
-            if value is not None:
-                yield Observation(value, self._labels[id(device)].utilization)
-
-    def memory_utilization(self, options: CallbackOptions) -> Iterable[Observation]:
-        for device, values in self._snapshot(1 << 1):
-            memory = values[s.MEMORY]
-            if memory is not None and memory[1] > 0:
-                yield Observation(memory[0] / memory[1], device.attributes)
-
-    def memory_usage(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._memory(1 << 2, 0)
-
-    def memory_limit(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._memory(1 << 3, 1)
-
-    def power(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._simple(1 << 4, s.POWER)
-
-    def energy(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._simple(1 << 5, s.ENERGY)
-
-    def temperature(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._simple(1 << 6, s.TEMPERATURE)
-
-    def errors(self, options: CallbackOptions) -> Iterable[Observation]:
-        for device, values in self._snapshot(1 << 7):
-            labels = self._labels[id(device)]
-            if values[s.ECC_CORRECTED] is not None:
-                yield Observation(values[s.ECC_CORRECTED], labels.corrected)
-            if values[s.ECC_UNCORRECTED] is not None:
-                yield Observation(values[s.ECC_UNCORRECTED], labels.uncorrected)
-
-    def process_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        for device, values in self._snapshot(1 << 8):
-            processes = values[s.PROCESSES]
-            if not processes:
-                continue
-            labels = self._labels[id(device)]
-            if not self._all_processes:
-                for pid, used in processes:
-                    if pid == self._pid:
-                        yield Observation(used, labels.own_pid)
-                continue
-            if len(labels.by_pid) > 4 * len(processes) + 16:  # forget exited processes, bounded
-                labels.by_pid = {self._pid: labels.own_pid}
-            for pid, used in processes:
-                attributes = labels.by_pid.get(pid)
-                if attributes is None:
-                    attributes = labels.by_pid[pid] = {**labels.own_pid, sc.PROCESS_PID: pid}
-                yield Observation(used, attributes)
-
-
-_observers: weakref.WeakKeyDictionary[Any, GpuObserver] = weakref.WeakKeyDictionary()
-
-
-def observer_for(meter_provider: Any, meter: Meter) -> GpuObserver:
-    """The observer of ``meter_provider``'s GPU instruments, creating both the first time."""
-    observer = _observers.get(meter_provider)
-    if observer is None:
-        observer = GpuObserver()
-        _create(meter, observer)
-        _observers[meter_provider] = observer
-    return observer
-
-
-def _create(meter: Meter, o: GpuObserver) -> None:
-    gauge, updown, counter = (
-        meter.create_observable_gauge,
-        meter.create_observable_up_down_counter,
-        (meter.create_observable_counter),
-    )
-    gauge(
+# (name, kind, unit, description, observe); each one's NVML source is in docs/gpu.md.
+SPECS: Final[tuple[tuple[str, str, str, str, Observe], ...]] = (
+    (
         sc.METRIC_HW_GPU_UTILIZATION,
-        [o.utilization],
-        unit=sc.UNIT_RATIO,
-        description="Fraction of time the GPU was busy running kernels (NVML utilization.gpu / 100).",
-    )
-    gauge(
+        GAUGE,
+        sc.UNIT_RATIO,
+        "Fraction of time the GPU (hw.gpu.task=general), its encoder or its decoder was busy.",
+        cb.utilization,
+    ),
+    (
         sc.METRIC_HW_GPU_MEMORY_UTILIZATION,
-        [o.memory_utilization],
-        unit=sc.UNIT_RATIO,
-        description="Fraction of GPU memory used (used / total).",
-    )
-    updown(sc.METRIC_HW_GPU_MEMORY_USAGE, [o.memory_usage], unit=sc.UNIT_BYTES, description="GPU memory used.")
-    updown(sc.METRIC_HW_GPU_MEMORY_LIMIT, [o.memory_limit], unit=sc.UNIT_BYTES, description="Size of the GPU memory.")
-    gauge(sc.METRIC_HW_POWER, [o.power], unit=sc.UNIT_WATTS, description="Instantaneous power drawn by the GPU.")
-    counter(
+        GAUGE,
+        sc.UNIT_RATIO,
+        "Fraction of GPU memory used (used / total).",
+        cb.memory_utilization,
+    ),
+    (sc.METRIC_HW_GPU_MEMORY_USAGE, UPDOWN, sc.UNIT_BYTES, "GPU memory used.", partial(cb.memory, 0)),
+    (sc.METRIC_HW_GPU_MEMORY_LIMIT, UPDOWN, sc.UNIT_BYTES, "Size of the GPU memory.", partial(cb.memory, 1)),
+    (sc.METRIC_HW_POWER, GAUGE, sc.UNIT_WATTS, "Instantaneous power drawn by the GPU.", partial(cb.simple, r.POWER)),
+    (
         sc.METRIC_HW_ENERGY,
-        [o.energy],
-        unit=sc.UNIT_JOULES,
-        description="Energy consumed by the GPU since the driver loaded, where the device reports it.",
-    )
-    gauge(sc.METRIC_HW_TEMPERATURE, [o.temperature], unit=sc.UNIT_CELSIUS, description="GPU core temperature.")
-    counter(
+        COUNTER,
+        sc.UNIT_JOULES,
+        "Energy consumed by the GPU since the driver loaded.",
+        partial(cb.simple, r.ENERGY),
+    ),
+    (
+        sc.METRIC_HW_TEMPERATURE,
+        GAUGE,
+        sc.UNIT_CELSIUS,
+        "GPU temperature sensors, by hw.sensor_location (die, memory).",
+        cb.temperature,
+    ),
+    (
         sc.METRIC_HW_ERRORS,
-        [o.errors],
-        unit=sc.UNIT_ERROR,
-        description="ECC memory errors since the driver loaded, by error.type.",
-    )
-    updown(
+        COUNTER,
+        sc.UNIT_ERROR,
+        "Volatile ECC memory errors since the driver loaded, by error.type corrected/uncorrected.",
+        cb.errors,
+    ),
+    (
+        sc.METRIC_HW_STATUS,
+        UPDOWN,
+        sc.UNIT_RATIO,
+        "1 for the GPU's hw.state (ok, degraded: pages pending retirement or remapping; failed), 0 for the others.",
+        cb.status,
+    ),
+    (
+        sc.METRIC_HW_GPU_IO,
+        COUNTER,
+        sc.UNIT_BYTES,
+        "PCIe bytes received and transmitted by the GPU (fields NVML_FI_DEV_PCIE_COUNT_RX/TX_BYTES).",
+        cb.pcie_io,
+    ),
+    (
+        sc.METRIC_HW_FAN_SPEED_RATIO,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "GPU fan speed as a fraction of its maximum (nvmlDeviceGetFanSpeed / 100).",
+        cb.fan,
+    ),
+    (
+        sc.METRIC_HW_GPU_CLOCK,
+        GAUGE,
+        sc.UNIT_HERTZ,
+        "Current SM and memory clocks, by hw.gpu.clock.domain (nvmlDeviceGetClockInfo).",
+        cb.clocks,
+    ),
+    (
+        sc.METRIC_HW_GPU_THROTTLE,
+        GAUGE,
+        sc.UNIT_DIMENSIONLESS,
+        "1 while the clocks are held down for hw.gpu.throttle.reason, else 0 (nvmlDeviceGetCurrentClocksEventReasons).",
+        cb.throttle,
+    ),
+    (
+        sc.METRIC_HW_GPU_POWER_LIMIT,
+        GAUGE,
+        sc.UNIT_WATTS,
+        "Power limit the driver enforces (nvmlDeviceGetEnforcedPowerLimit).",
+        partial(cb.simple, r.POWER_LIMIT),
+    ),
+    (
+        sc.METRIC_HW_GPU_PCIE_REPLAYS,
+        COUNTER,
+        sc.UNIT_REPLAY,
+        "PCIe link-level replays (retransmissions) since the driver loaded.",
+        cb.pcie_replays,
+    ),
+    (
+        sc.METRIC_HW_GPU_NVLINK_IO,
+        COUNTER,
+        sc.UNIT_BYTES,
+        "NVLink data bytes received and transmitted, summed over the links.",
+        cb.nvlink_io,
+    ),
+    (
+        sc.METRIC_HW_GPU_SM_ACTIVITY,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "Fraction of SMs busy over the collection interval (GPM NVML_GPM_METRIC_SM_UTIL).",
+        partial(cb.gpm, 0),
+    ),
+    (
+        sc.METRIC_HW_GPU_SM_OCCUPANCY,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "Resident warps over the SMs' maximum (GPM NVML_GPM_METRIC_SM_OCCUPANCY).",
+        partial(cb.gpm, 1),
+    ),
+    (
+        sc.METRIC_HW_GPU_TENSOR_ACTIVITY,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "Fraction of cycles any tensor pipe was active (GPM NVML_GPM_METRIC_ANY_TENSOR_UTIL).",
+        partial(cb.gpm, 2),
+    ),
+    (
+        sc.METRIC_HW_GPU_DRAM_ACTIVITY,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "DRAM bandwidth used over its maximum (GPM NVML_GPM_METRIC_DRAM_BW_UTIL).",
+        partial(cb.gpm, 3),
+    ),
+    (
         sc.METRIC_GPU_PROCESS_MEMORY_USAGE,
-        [o.process_memory],
-        unit=sc.UNIT_BYTES,
-        description="GPU memory used by a process (this one unless all processes are reported), by process.pid.",
-    )
+        UPDOWN,
+        sc.UNIT_BYTES,
+        "GPU memory used by a process (this one unless all processes are reported), by process.pid.",
+        partial(cb.per_process, r.PROCESSES),
+    ),
+    (
+        sc.METRIC_GPU_PROCESS_UTILIZATION,
+        GAUGE,
+        sc.UNIT_RATIO,
+        "SM utilisation of a process since the previous collection, by process.pid.",
+        partial(cb.per_process, r.PROCESS_UTILIZATION),
+    ),
+)
+XID_SPEC: Final = (
+    sc.METRIC_HW_GPU_XID_ERRORS,
+    COUNTER,
+    sc.UNIT_ERROR,
+    "XID errors the driver reported (NVML events), by hw.gpu.xid.code.",
+)
+
+
+def binding(meter_provider: Any, meter: Meter) -> Binding[GpuState]:
+    """The binding of ``meter_provider``'s GPU instruments, creating them the first time."""
+    return binding_for(meter_provider, BINDING_KEY, partial(_create, meter))
+
+
+def _snapshot_callback(bit: int, observe: Observe, state: GpuState, options: CallbackOptions) -> Iterable[Observation]:
+    return observe(state, state.sampler.snapshot(bit))
+
+
+def _xid_callback(state: GpuState, options: CallbackOptions) -> Iterable[Observation]:
+    return cb.xid_errors(state, [])
+
+
+def _create(meter: Meter, bound: Binding[GpuState]) -> None:
+    factories = {
+        GAUGE: meter.create_observable_gauge,
+        UPDOWN: meter.create_observable_up_down_counter,
+        COUNTER: meter.create_observable_counter,
+    }
+    for bit, (name, kind, unit, description, observe) in enumerate(SPECS):
+        callback = bound.callback(partial(_snapshot_callback, 1 << bit, observe))
+        factories[kind](name, [callback], unit=unit, description=description)
+    name, kind, unit, description = XID_SPEC
+    factories[kind](name, [bound.callback(_xid_callback)], unit=unit, description=description)

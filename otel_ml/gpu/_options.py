@@ -20,7 +20,7 @@ OPTIONS = OptionTable(
         ev.OTEL_ML_GPU_ALL_PROCESSES,
         parse_bool,
         False,
-        "per-process GPU memory for every process, not only this one",
+        "per-process GPU memory and utilisation for every process, not only this one",
     ),
 )
 

@@ -7,8 +7,9 @@ consumed the current snapshot takes a new one, so every collection (from any
 number of readers) sees values read since its own last visit, never older.
 
 A failed read leaves its value out of that snapshot (never 0: a broken sensor
-must not look like an idle GPU). ``NotSupported`` turns that read off for that
-device, found by a probe at instrument time. ``GpuIsLost`` stops the device
+must not look like an idle GPU). ``NotSupported`` (or ``FunctionNotFound``, a
+driver older than the call) turns that read off for that device, found by a
+probe at instrument time. ``GpuIsLost`` stops the device
 with one WARNING. Every other error is logged once per device, read and type.
 """
 
@@ -16,77 +17,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Final
+from typing import Any
 
+from otel_ml.gpu import _gpm
 from otel_ml.gpu._devices import Device
 from otel_ml.gpu._nvml import is_error
+from otel_ml.gpu._reads import READS
 
 _LOG = logging.getLogger(__name__)
-
-Read = Callable[[ModuleType, Any], Any]
-
-
-def _utilization(nvml: ModuleType, handle: Any) -> float:
-    return nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
-
-
-def _memory(nvml: ModuleType, handle: Any) -> tuple[int, int]:
-    info = nvml.nvmlDeviceGetMemoryInfo(handle)
-    return int(info.used), int(info.total)
-
-
-def _power(nvml: ModuleType, handle: Any) -> float:
-    return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # mW -> W, fractions kept
-
-
-def _energy(nvml: ModuleType, handle: Any) -> float:
-    return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ since driver load -> J
-
-
-def _temperature(nvml: ModuleType, handle: Any) -> float:
-    return float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
-
-
-def _ecc_corrected(nvml: ModuleType, handle: Any) -> int:
-    return int(nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC))
-
-
-def _ecc_uncorrected(nvml: ModuleType, handle: Any) -> int:
-    return int(
-        nvml.nvmlDeviceGetTotalEccErrors(handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
-    )
-
-
-def _processes(nvml: ModuleType, handle: Any) -> tuple[tuple[int, int], ...]:
-    # usedGpuMemory is None where NVML cannot tell (Windows WDDM, some MIG setups): left out, not 0.
-    return tuple(
-        (int(p.pid), int(p.usedGpuMemory))
-        for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        if p.usedGpuMemory is not None
-    )
-
-
-# Slot numbers in a device's value list, and the read that fills each.
-UTILIZATION: Final = 0
-MEMORY: Final = 1
-POWER: Final = 2
-ENERGY: Final = 3
-TEMPERATURE: Final = 4
-ECC_CORRECTED: Final = 5
-ECC_UNCORRECTED: Final = 6
-PROCESSES: Final = 7
-READS: Final[tuple[tuple[str, Read], ...]] = (
-    ("utilization", _utilization),
-    ("memory", _memory),
-    ("power", _power),
-    ("energy", _energy),
-    ("temperature", _temperature),
-    ("ecc_corrected", _ecc_corrected),
-    ("ecc_uncorrected", _ecc_uncorrected),
-    ("processes", _processes),
-)
 
 Snapshot = list[tuple[Device, list[Any]]]
 
@@ -110,6 +49,10 @@ class Sampler:
         """The devices still reported (lost ones are dropped)."""
         return [device for device, _ in self._reads]
 
+    def supports(self, device: Device, slot: int) -> bool:
+        """Whether ``device`` answers read ``slot`` (so a None value means it failed this time)."""
+        return any(d is device and slot in slots for d, slots in self._reads)
+
     def snapshot(self, bit: int) -> Snapshot:
         """The current snapshot, read anew if the caller (``bit``) already had this one."""
         with self._lock:
@@ -122,10 +65,12 @@ class Sampler:
             return self._snapshot
 
     def close(self) -> None:
-        """Stop reading: later callbacks observe nothing."""
+        """Stop reading (later callbacks observe nothing) and free what the reads hold."""
         with self._lock:
             self._closed = True
             self._snapshot = []
+            for device, _slots in self._reads:
+                _gpm.free(self._nvml, device)
 
     def _read(self) -> Snapshot:
         nvml = self._nvml
@@ -134,13 +79,16 @@ class Sampler:
             values: list[Any] = [None] * len(READS)
             for slot in tuple(slots):
                 try:
-                    values[slot] = READS[slot][1](nvml, device.handle)
+                    values[slot] = READS[slot][1](nvml, device)
                 except Exception as exc:  # noqa: BLE001 - a failed read is skipped, never raised
                     if self._failed(device, slots, slot, exc):
                         break
             else:
                 snapshot.append((device, values))
         if self._lost:
+            for device, _slots in self._reads:
+                if id(device) in self._lost:
+                    _gpm.free(nvml, device)
             self._reads = [(d, s) for d, s in self._reads if id(d) not in self._lost]
             self._lost.clear()
         return snapshot
@@ -153,7 +101,10 @@ class Sampler:
             _LOG.warning("otel_ml: GPU %s (%s) is lost; it is no longer reported", device.name, device.uuid)
             self._lost.add(id(device))
             return True
-        if is_error(nvml, exc, "NVMLError_NotSupported"):
+        # NotSupported; FunctionNotFound (a driver older than the call); AttributeError (a pynvml older than it).
+        if isinstance(exc, AttributeError) or any(
+            is_error(nvml, exc, name) for name in ("NVMLError_NotSupported", "NVMLError_FunctionNotFound")
+        ):
             slots.remove(slot)
             _LOG.debug("otel_ml: GPU %s does not support reading %s; not reported", device.uuid, name)
             return False
