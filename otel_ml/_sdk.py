@@ -175,6 +175,7 @@ def ensure_providers(
     """
     with _lock:
         limit_export_logs()
+        _sdk_env.forget()
         resource: Resource | None = None
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()

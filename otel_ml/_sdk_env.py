@@ -58,6 +58,11 @@ def explicit(rows: Iterable[Passed]) -> dict[str, Any]:
 _read: dict[tuple[str, str, Any], Any] = {}
 
 
+def forget() -> None:
+    """Read every variable afresh (one set-up pass logs each bad value once)."""
+    _read.clear()
+
+
 _COUNT = parse_int(0, 1_000_000)
 _LENGTH = parse_int(0, 100_000_000)
 
