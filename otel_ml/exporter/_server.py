@@ -22,6 +22,7 @@ builds its own providers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -150,17 +151,31 @@ class EmbeddedServer:
                 _LOG.debug("otel_ml: accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self._hold(conn, loop.create_task(self._serve_one(conn)))
+            task = loop.create_task(self._serve_one(conn))
+            # Also when the task is cancelled before it starts: the connection is released and closed.
+            task.add_done_callback(lambda _, conn=conn: self._release(conn))
+            self._hold(conn, task)
+            await asyncio.sleep(0)  # let the connections' tasks run between accepts
+
+    def _release(self, conn: socket.socket) -> None:
+        with self._held_lock:
+            self._held.pop(conn, None)
+        conn.close()  # a no-op when the transport closed it already
 
     def _hold(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
-        """Hold ``conn``; past :data:`MAX_HELD`, cancel the oldest connection still without a request."""
+        """Hold ``conn``; past :data:`MAX_HELD`, drop the oldest connections still without a request."""
+        evicted: list[asyncio.Task[None]] = []
         with self._held_lock:
             self._held[conn] = task
-            if len(self._held) <= MAX_HELD:
-                return
-            oldest_idle = next((t for c, t in self._held.items() if t is not None and c is not conn), None)
-        if oldest_idle is not None:
-            oldest_idle.cancel()  # its finally block closes the connection
+            excess = len(self._held) - MAX_HELD
+            for held, waiting in list(self._held.items()):
+                if excess <= len(evicted):
+                    break
+                if waiting is not None and held is not conn:
+                    evicted.append(waiting)
+                    del self._held[held]
+        for waiting in evicted:
+            waiting.cancel()  # its done callback closes the connection
 
     async def _serve_one(self, conn: socket.socket) -> None:
         writer: asyncio.StreamWriter | None = None
@@ -181,12 +196,10 @@ class EmbeddedServer:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away, was too slow or sent garbage: nothing to tell the program
         finally:
-            with self._held_lock:
-                self._held.pop(conn, None)
             if writer is not None:
                 writer.close()
-            else:
-                conn.close()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT)  # the answer is flushed
 
     def _call_app(self, environ: dict[str, Any]) -> bytes:
         """Run the WSGI app on a pool thread; its failures are a 500 and one DEBUG line."""
