@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -31,7 +32,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote
+
+from otel_ml.exporter._http import environ_from, response
 
 _LOG = logging.getLogger(__name__)
 
@@ -153,11 +155,11 @@ class EmbeddedServer:
                 continue
             task = loop.create_task(self._serve_one(conn))
             # Also when the task is cancelled before it starts: the connection is released and closed.
-            task.add_done_callback(lambda _, conn=conn: self._release(conn))
+            task.add_done_callback(functools.partial(self._release, conn))
             self._hold(conn, task)
             await asyncio.sleep(0)  # let the connections' tasks run between accepts
 
-    def _release(self, conn: socket.socket) -> None:
+    def _release(self, conn: socket.socket, _task: object = None) -> None:
         with self._held_lock:
             self._held.pop(conn, None)
         conn.close()  # a no-op when the transport closed it already
@@ -185,13 +187,13 @@ class EmbeddedServer:
             with self._held_lock:
                 if conn in self._held:
                     self._held[conn] = None
-            environ = _environ(head, self.host, self.port)
+            environ = environ_from(head, self.host, self.port)
             loop = asyncio.get_running_loop()
             if environ is None:
-                response = _response("400 Bad Request", [], b"bad request\n")
+                answer = response("400 Bad Request", [], b"bad request\n")
             else:
-                response = await loop.run_in_executor(self._pool, self._call_app, environ)
-            writer.write(response)
+                answer = await loop.run_in_executor(self._pool, self._call_app, environ)
+            writer.write(answer)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away, was too slow or sent garbage: nothing to tell the program
@@ -210,40 +212,9 @@ class EmbeddedServer:
             )
         except Exception as exc:  # noqa: BLE001 - never a traceback on the program's stderr
             _LOG.debug("otel_ml: the endpoint failed to answer %s: %s", environ.get("PATH_INFO"), exc, exc_info=exc)
-            return _response("500 Internal Server Error", [], b"internal error\n")
+            return response("500 Internal Server Error", [], b"internal error\n")
         status, headers = started if started else ("500 Internal Server Error", [])
-        return _response(status, headers, b"" if environ["REQUEST_METHOD"] == "HEAD" else body)
-
-
-def _environ(head: bytes, host: str, port: int) -> dict[str, Any] | None:
-    """A minimal WSGI environ from a request head, or None when it is not HTTP."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    method, target, protocol = parts
-    path, _, query = target.partition("?")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": unquote(path, "latin-1"),
-        "QUERY_STRING": query,
-        "SERVER_PROTOCOL": protocol,
-        "SERVER_NAME": host,
-        "SERVER_PORT": str(port),
-        "wsgi.url_scheme": "http",
-    }
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
-    return environ
-
-
-def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status}"]
-    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in ("content-length", "connection")]
-    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-    return "\r\n".join(lines).encode("latin-1") + body
+        return response(status, headers, b"" if environ["REQUEST_METHOD"] == "HEAD" else body)
 
 
 _servers: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
