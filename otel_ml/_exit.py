@@ -43,6 +43,7 @@ class Delivery(SpanProcessor):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.span_exporters = 0  # spans that no exporter was meant to deliver are not "lost"
         self.reset()
 
     def reset(self) -> None:
@@ -54,13 +55,16 @@ class Delivery(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
+        if self.span_exporters and span.context is not None and span.context.trace_flags.sampled:
             with self._lock:
                 self.spans_ended += 1
 
     def track(self, exporter: Any, signal: str) -> Any:
         """Count the outcome of each of ``exporter``'s exports; returns ``exporter``."""
         export = exporter.export
+        if signal == "traces":
+            with self._lock:
+                self.span_exporters += 1
 
         def counted(batch: Any, *args: Any, **kwargs: Any) -> Any:
             result = export(batch, *args, **kwargs)

@@ -79,7 +79,8 @@ took = time.monotonic() - started
 scrape = urllib.request.urlopen(server.url, timeout=5)
 body = scrape.read().decode()
 forks = [line.split()[-1] for line in body.splitlines() if line.startswith("faults_forks_total")]
-print(json.dumps({"parent_listens": listens_on_the_port(), "child": child, "exit_code": exit_code, "took": took, "parent": scrape.status, "forks": forks}))
+facts = {"parent_listens": listens_on_the_port(), "child": child, "exit_code": exit_code, "took": took}
+print(json.dumps({**facts, "parent": scrape.status, "forks": forks}))
 """
 
 
