@@ -93,7 +93,7 @@ def test_a_closed_collector_port_costs_at_most_the_exit_timeout(protocol) -> Non
     port = _net.free_port()
     took, code, _, err = run_until_exit(otlp_env(port, protocol, "1"))
     assert code == 0
-    assert 0.9 < took < 1.8, err
+    assert 0.9 < took < 2.5, err
     assert [line for line in err.splitlines() if "otel_ml" in line] == [lost_line(port, "1")]
 
 
@@ -101,14 +101,14 @@ def test_a_closed_collector_port_costs_at_most_the_exit_timeout(protocol) -> Non
 def test_a_collector_that_never_answers_costs_at_most_the_exit_timeout(protocol, silent_collector) -> None:
     took, code, _, err = run_until_exit(otlp_env(silent_collector, protocol, "1"))
     assert code == 0
-    assert 0.9 < took < 1.8, err
+    assert 0.9 < took < 2.5, err
     assert [line for line in err.splitlines() if "otel_ml" in line] == [lost_line(silent_collector, "1")]
 
 
 def test_the_default_bound_is_three_seconds(silent_collector) -> None:
     took, code, _, err = run_until_exit(otlp_env(silent_collector, "grpc", None))
     assert code == 0
-    assert 2.9 < took < 3.8, err
+    assert 2.9 < took < 4.5, err
     assert lost_line(silent_collector, "3") in err.splitlines()
 
 
