@@ -44,6 +44,7 @@ _lock = threading.Lock()
 DEFAULT_METRICS_EXPORTER = "otel_ml_prometheus"
 _MAX_WORKER_INDEX = 1_000_000
 _WORKER_INDEX = parse_int(0, _MAX_WORKER_INDEX)
+_MAX_NAMES_TEXT = 1_000
 _Signal = Literal["traces", "metrics"]
 
 
@@ -99,8 +100,21 @@ def _exporter_names(signal: _Signal) -> list[str]:
             raw = "otlp"
         else:
             raw = "none"
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    return [] if names == ["none"] else [n for n in names if n != "none"]
+    names = list(
+        dict.fromkeys(n.strip() for n in raw[:_MAX_NAMES_TEXT].split(",") if n.strip() and n.strip() != "none")
+    )
+    accepted = {ep.name for ep in entry_points(group=f"opentelemetry_{signal}_exporter")} | {"otlp"}
+    unknown = [n for n in names if n not in accepted]
+    if unknown or len(raw) > _MAX_NAMES_TEXT:
+        _LOG.error(
+            "%s names %s, which %s; accepted: %s. %s skipped.",
+            var,
+            ", ".join(repr(n[:80]) for n in unknown[:8]) + (", ..." if len(unknown) > 8 else ""),
+            f"is not an installed {signal} exporter" if len(unknown) == 1 else f"are not installed {signal} exporters",
+            ", ".join(sorted(accepted | {"none"})),
+            "It is" if len(unknown) == 1 else "They are",
+        )
+    return [n for n in names if n in accepted]
 
 
 def _load(name: str, signal: _Signal) -> type | None:
@@ -182,7 +196,10 @@ def ensure_providers(
             if not is_sdk_meter_provider(meter_provider):
                 resource = build_resource()
                 meter_provider = MeterProvider(
-                    resource=resource, metric_readers=metric_readers(), shutdown_on_exit=False
+                    resource=resource,
+                    metric_readers=metric_readers(),
+                    shutdown_on_exit=False,
+                    **_sdk_env.meter_provider(),
                 )
                 shut_down_at_exit(meter_provider)
                 metrics.set_meter_provider(meter_provider)

@@ -116,6 +116,16 @@ def periodic_reader() -> dict[str, Any]:
     )
 
 
+def meter_provider() -> dict[str, Any]:
+    """Keywords of ``MeterProvider`` from ``OTEL_METRICS_EXEMPLAR_FILTER``."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+
+    filters = {"trace_based": TraceBasedExemplarFilter, "always_on": AlwaysOnExemplarFilter}
+    filters["always_off"] = AlwaysOffExemplarFilter
+    row = Passed("exemplar_filter", "OTEL_METRICS_EXEMPLAR_FILTER", parse_choice(*filters), "trace_based")
+    return {name: filters[value]() for name, value in explicit([row]).items()}
+
+
 _PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 _COMPRESSION_MEMBERS = {"gzip": "Gzip", "deflate": "Deflate", "none": "NoCompression"}
 

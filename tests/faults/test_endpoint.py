@@ -97,7 +97,7 @@ def test_ipv6_loopback_serves_or_fails_with_one_clear_line(caplog) -> None:
 def test_a_burst_of_200_during_training_all_answer(tmp_path: Path) -> None:
     """The endpoint of a real Keras fit: 200 concurrent scrapes, then 1,500 idle connections."""
     proc, url = _net.start_example(
-        tmp_path / "train.log", instrument=False, slow_step=-1, slow_seconds=0, threshold=10, epochs=400, samples=512
+        tmp_path / "train.log", instrument=False, slow_step=-1, slow_seconds=0, threshold=10, epochs=1000, samples=512
     )
     try:
         log = tmp_path / "train.log"

@@ -158,6 +158,29 @@ def test_a_module_that_is_not_nvml_is_one_error_and_the_default(monkeypatch, cap
     ]
 
 
+def test_a_bogus_exemplar_filter_is_one_error_and_trace_based(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "bogus")
+    with caplog.at_level(logging.ERROR):
+        (exemplar_filter,) = _sdk_env.meter_provider().values()
+    assert type(exemplar_filter).__name__ == "TraceBasedExemplarFilter"
+    assert errors(caplog) == [
+        "OTEL_METRICS_EXEMPLAR_FILTER='bogus' is invalid: expected one of always_off, always_on, trace_based; "
+        "using the default 'trace_based'"
+    ]
+
+
+def test_many_unknown_exporter_names_are_one_error(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", ",".join(f"typo{i}" for i in range(10)) + ",none,typo0")
+    with caplog.at_level(logging.ERROR):
+        assert _sdk._exporter_names("traces") == []
+    (message,) = errors(caplog)
+    assert message.startswith(
+        "OTEL_TRACES_EXPORTER names 'typo0', 'typo1', 'typo2', 'typo3', 'typo4', 'typo5', 'typo6', 'typo7', ..., "
+        "which are not installed traces exporters; accepted: console, none, otlp,"
+    )
+    assert message.endswith("They are skipped.")
+
+
 BAD_VALUES = {
     "OTEL_ML_SLOW_STEP_BUFFER": "1" * 25,
     "OTEL_PYTHON_ID_GENERATOR": "bogus",
@@ -167,6 +190,7 @@ BAD_VALUES = {
     "OTEL_ML_GPU_NVML_MODULE": "json",
     "OTEL_BSP_MAX_QUEUE_SIZE": "abc",
     "OTEL_ATTRIBUTE_COUNT_LIMIT": "abc",
+    "OTEL_METRICS_EXEMPLAR_FILTER": "bogus",
 }
 
 PROGRAM = """
