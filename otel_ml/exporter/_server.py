@@ -79,6 +79,7 @@ class EmbeddedServer:
         sock.setblocking(False)
         self._sock, self.port = sock, sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()  # made here, so that a stop() right after start() is not missed
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="otel_ml-metrics-app")
         self._thread = threading.Thread(target=self._run, name="otel_ml-metrics", daemon=True)
         self._thread.start()
@@ -135,7 +136,8 @@ class EmbeddedServer:
             loop.close()
 
     async def _serve(self) -> None:
-        self._stopped = asyncio.Event()
+        if self._stopped is None:
+            return
         accepting = asyncio.ensure_future(self._accept())
         await self._stopped.wait()
         accepting.cancel()

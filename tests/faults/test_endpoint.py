@@ -77,6 +77,16 @@ def test_a_burst_of_200_connections_all_answer(endpoint) -> None:
         assert list(pool.map(scrape, range(200))) == [200] * 200
 
 
+def test_a_stop_right_after_start_is_prompt_and_frees_the_port() -> None:
+    started = time.monotonic()
+    reader = OtelMLPrometheusMetricReader(host="127.0.0.1", port=0)
+    port = reader.server.port
+    reader.shutdown()
+    assert time.monotonic() - started < 1.0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
 def test_ipv6_loopback_serves_or_fails_with_one_clear_line(caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="otel_ml"):
         reader = OtelMLPrometheusMetricReader(host="::1", port=0)
