@@ -80,6 +80,8 @@ class EmbeddedServer:
         self._sock, self.port = sock, sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._stopped = asyncio.Event()  # made here, so that a stop() right after start() is not missed
+        # asyncio reports stray errors on its own logger, i.e. on the program's stderr: keep them ours, quiet.
+        self._loop.set_exception_handler(lambda _, context: _LOG.debug("otel_ml: endpoint: %s", context.get("message")))
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="otel_ml-metrics-app")
         self._thread = threading.Thread(target=self._run, name="otel_ml-metrics", daemon=True)
         self._thread.start()
