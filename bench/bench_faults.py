@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,6 +88,45 @@ answered = [t for t in burst if t is not None]
 print(json.dumps({"answered": len(answered), "burst_max": max(answered, default=0), "opened": opened,
                   "held": held, "threads": grown, "scrape": during}))
 """
+
+
+def burst_during_fit(root: Path, rounds: int) -> list[tuple[int, float]]:
+    """(answered of 200, slowest answer) per round of 200 concurrent scrapes (5 s timeout) during a Keras fit."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    args = [sys.executable, "examples/keras_train.py", "--slow-step=-1", "--epochs=1000", "--samples=512"]
+    proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def scrape(_: int) -> float | None:
+        started = time.monotonic()
+        try:
+            body = urllib.request.urlopen(url, timeout=5).read()
+            return time.monotonic() - started if b"ml_train_steps_total{" in body else None
+        except OSError:
+            return None
+
+    try:
+        deadline = time.monotonic() + 120
+        while scrape(0) is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # until training has started
+        results = []
+        for _ in range(rounds):
+            with ThreadPoolExecutor(200) as pool:
+                answered = [t for t in pool.map(scrape, range(200)) if t is not None]
+            results.append((len(answered), max(answered, default=0.0)))
+            time.sleep(1)
+        return results
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def run(root: Path, program: str, env: dict[str, str]) -> tuple[float, str]:
@@ -171,6 +212,12 @@ def main() -> None:
             f"{flood.get('held')} | "
             f"{flood.get('threads')} | {'no answer' if during is None else f'{during:.3f} s'} |\n"
         )
+    body += "\n200 concurrent scrapes (5 s client timeout) during a Keras fit (`examples/keras_train.py`), "
+    body += f"{args.rounds + 1} rounds:\n\n| otel_ml | answered (of 200), per round | slowest answer |\n|---|---|---|\n"
+    for name, root in roots.items():
+        rounds = burst_during_fit(root, args.rounds + 1)
+        answered = ", ".join(str(n) for n, _ in rounds)
+        body += f"| {name} | {answered} | {max(t for _, t in rounds):.2f} s |\n"
     command = f"python bench/bench_faults.py --rounds {args.rounds}" + (" --baseline <main>" if args.baseline else "")
     print(write("faults", "What otel_ml does when things go wrong", command, body).read_text())
 

@@ -142,4 +142,12 @@ def _endpoint() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "the OTLP endpoint"
 
 
-os.register_at_fork(after_in_child=delivery.reset)
+def _after_fork_in_child() -> None:
+    """A forked child counts only its own telemetry; a lock held by another thread at the fork is replaced."""
+    global _lock
+    _lock = threading.Lock()
+    delivery._lock = threading.Lock()
+    delivery.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

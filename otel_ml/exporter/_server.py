@@ -83,7 +83,7 @@ class EmbeddedServer:
         # asyncio reports stray errors on its own logger, i.e. on the program's stderr: keep them ours, quiet.
         self._loop.set_exception_handler(lambda _, context: _LOG.debug("otel_ml: endpoint: %s", context.get("message")))
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="otel_ml-metrics-app")
-        self._thread = threading.Thread(target=self._run, name="otel_ml-metrics", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._loop,), name="otel_ml-metrics", daemon=True)
         self._thread.start()
         _servers.add(self)
         return True
@@ -114,6 +114,7 @@ class EmbeddedServer:
     def _after_fork_in_child(self) -> None:
         """Forget the parent's thread and loop, and close this process's copies of its sockets."""
         self._loop = self._stopped = self._thread = self._pool = None
+        self._held_lock = threading.Lock()  # another thread may have held it at the fork
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -126,10 +127,7 @@ class EmbeddedServer:
 
     # --- the event-loop thread -----------------------------------------------------------
 
-    def _run(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             loop.run_until_complete(self._serve())
         except Exception as exc:  # noqa: BLE001 - the endpoint must never take the program down
