@@ -112,6 +112,13 @@ def test_the_default_bound_is_three_seconds(silent_collector) -> None:
     assert lost_line(silent_collector, "3") in err.splitlines()
 
 
+def test_when_everything_is_delivered_nothing_is_said_and_nothing_waits() -> None:
+    took, code, out, err = run_until_exit({"OTEL_METRICS_EXPORTER": "console", "OTEL_TRACES_EXPORTER": "console"})
+    assert code == 0 and took < 1.0
+    assert out.count('"name": "work"') == 5  # the console exporters delivered every span at exit
+    assert "otel_ml" not in err
+
+
 def test_a_bad_exit_timeout_is_one_error_and_the_default() -> None:
     took, code, _, err = run_until_exit({"OTEL_ML_EXIT_TIMEOUT": "forever", "OTEL_METRICS_EXPORTER": "none"})
     assert code == 0 and took < 1.0
