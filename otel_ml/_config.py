@@ -101,6 +101,24 @@ def parse_bool(value: object) -> bool:
     raise _Invalid("true or false (also 1/0, yes/no, on/off)")
 
 
+def parse_choice(*choices: str) -> Callable[[object], str]:
+    """Return a parser for one of ``choices`` (any case, surrounding spaces ignored).
+
+    Example:
+        >>> parse_choice("gzip", "none")(" GZIP ")
+        'gzip'
+    """
+    accepted = {choice.lower(): choice for choice in choices}
+
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in accepted:
+            raise _Invalid("one of " + ", ".join(sorted(accepted.values())))
+        return accepted[text]
+
+    return parse
+
+
 def parse_str(value: object) -> str:
     """Accept a non-empty string of at most 1,000 characters (it may become a label value)."""
     text = str(value).strip()
@@ -176,8 +194,10 @@ class OptionTable:
         return {option.name: option.resolve(arguments.get(option.name)) for option in self._options}
 
 
-def env_value(variable: str, parse: Callable[[object], T], default: T) -> T:
+def env_value(variable: str, parse: Callable[[object], T], default: T, default_text: str | None = None) -> T:
     """The parsed value of ``variable``, or ``default`` when unset, empty or bad (logged once).
+
+    ``default_text`` describes the default in the log line when its ``repr`` would not.
 
     Example:
         >>> env_value("OTEL_ML_NOT_SET_ANYWHERE", parse_int(0), 5)
@@ -191,7 +211,8 @@ def env_value(variable: str, parse: Callable[[object], T], default: T) -> T:
     except Exception as exc:  # noqa: BLE001 - a bad environment value must never stop the program
         shown = raw if len(raw) <= 80 else raw[:77] + "..."
         expected = exc if isinstance(exc, _Invalid) else f"a valid value ({type(exc).__name__}: {exc})"
-        _LOG.error("%s=%r is invalid: expected %s; using the default %r", variable, shown, expected, default)
+        shown_default = default_text if default_text is not None else repr(default)
+        _LOG.error("%s=%r is invalid: expected %s; using the default %s", variable, shown, expected, shown_default)
         return default
 
 

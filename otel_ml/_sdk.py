@@ -18,11 +18,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk._configuration import _get_exporter_entry_point, _import_id_generator
+from opentelemetry.sdk._configuration import _import_id_generator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +31,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util._importlib_metadata import entry_points
 
+from otel_ml import _sdk_env
 from otel_ml import _semconv as sc
+from otel_ml._config import env_value, parse_choice, parse_int, parse_str
+from otel_ml._exit import delivery, shut_down_at_exit
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
 
@@ -39,6 +42,9 @@ _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 DEFAULT_METRICS_EXPORTER = "otel_ml_prometheus"
+_MAX_WORKER_INDEX = 1_000_000
+_WORKER_INDEX = parse_int(0, _MAX_WORKER_INDEX)
+_MAX_NAMES_TEXT = 1_000
 _Signal = Literal["traces", "metrics"]
 
 
@@ -53,22 +59,27 @@ def is_sdk_tracer_provider(provider: object) -> bool:
 
 
 def worker_resource_attributes(environ: dict[str, str] | None = None) -> dict[str, str | int]:
-    """Worker type and index from ``TF_CONFIG``, so each worker's series stay distinct."""
+    """Worker type and index from ``TF_CONFIG``, so each worker's series stay distinct.
+
+    A malformed value is one ERROR line and no worker identity: never an exception.
+    """
     raw = (environ if environ is not None else os.environ).get("TF_CONFIG")
-    if not raw:
+    if not raw or not raw.strip():
         return {}
     try:
         task = json.loads(raw).get("task") or {}
+        kind, index = task.get("type"), task.get("index")
         attrs: dict[str, str | int] = {}
-        if task.get("type") is not None:
-            attrs[sc.ML_WORKER_TYPE] = str(task["type"])
-        if task.get("index") is not None:
-            attrs[sc.ML_WORKER_INDEX] = int(task["index"])
+        if kind is not None:
+            attrs[sc.ML_WORKER_TYPE] = parse_str(kind)
+        if index is not None:
+            attrs[sc.ML_WORKER_INDEX] = _WORKER_INDEX(index)
         return attrs
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         _LOG.error(
-            'TF_CONFIG is not valid JSON of the form {"task": {"type": ..., "index": ...}} (%s); '
+            'TF_CONFIG is not valid JSON of the form {"task": {"type": "<name>", "index": <0..%d>}} (%s); '
             "worker identity is not added to the resource",
+            _MAX_WORKER_INDEX,
             exc,
         )
         return {}
@@ -89,13 +100,26 @@ def _exporter_names(signal: _Signal) -> list[str]:
             raw = "otlp"
         else:
             raw = "none"
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    return [] if names == ["none"] else [n for n in names if n != "none"]
+    names = list(
+        dict.fromkeys(n.strip() for n in raw[:_MAX_NAMES_TEXT].split(",") if n.strip() and n.strip() != "none")
+    )
+    accepted = {ep.name for ep in entry_points(group=f"opentelemetry_{signal}_exporter")} | {"otlp"}
+    unknown = [n for n in names if n not in accepted]
+    if unknown or len(raw) > _MAX_NAMES_TEXT:
+        _LOG.error(
+            "%s names %s, which %s; accepted: %s. %s skipped.",
+            var,
+            ", ".join(repr(n[:80]) for n in unknown[:8]) + (", ..." if len(unknown) > 8 else ""),
+            f"is not an installed {signal} exporter" if len(unknown) == 1 else f"are not installed {signal} exporters",
+            ", ".join(sorted(accepted | {"none"})),
+            "It is" if len(unknown) == 1 else "They are",
+        )
+    return [n for n in names if n in accepted]
 
 
 def _load(name: str, signal: _Signal) -> type | None:
     group = f"opentelemetry_{signal}_exporter"
-    ep_name = _get_exporter_entry_point(name, signal) if name == "otlp" else name
+    ep_name = _sdk_env.otlp_entry_point(signal) if name == "otlp" else name
     found = list(entry_points(group=group, name=ep_name))
     if not found:
         accepted = sorted({ep.name for ep in entry_points(group=group)} | {"none"})
@@ -107,35 +131,50 @@ def _load(name: str, signal: _Signal) -> type | None:
             ", ".join(accepted),
         )
         return None
-    return found[0].load()
+    return found[0].load()  # type: ignore[no-any-return]
+
+
+def _build(name: str, signal: _Signal, make: Callable[[type], object]) -> object | None:
+    """``make(exporter class)``, or None with one ERROR line: a broken exporter must not stop the program."""
+    try:
+        cls = _load(name, signal)
+        return None if cls is None else make(cls)
+    except Exception as exc:  # noqa: BLE001 - third-party exporters read their own settings
+        _LOG.error(
+            "otel_ml: cannot create the %r %s exporter (%s: %s); it is skipped", name, signal, type(exc).__name__, exc
+        )
+        return None
+
+
+def _metric_reader(cls: type) -> MetricReader | None:
+    if issubclass(cls, MetricReader):
+        return cls()
+    if issubclass(cls, MetricExporter):
+        exporter = delivery.track(cls(**_sdk_env.otlp_exporter(cls, "metrics")), "metrics")
+        return PeriodicExportingMetricReader(exporter, **_sdk_env.periodic_reader())
+    return None
 
 
 def metric_readers() -> list[MetricReader]:
     """Readers for ``OTEL_METRICS_EXPORTER`` (push exporters get a periodic reader)."""
-    readers: list[MetricReader] = []
-    for name in _exporter_names("metrics"):
-        cls = _load(name, "metrics")
-        if cls is None:
-            continue
-        if issubclass(cls, MetricReader):
-            readers.append(cls())
-        elif issubclass(cls, MetricExporter):
-            # The periodic reader reads OTEL_METRIC_EXPORT_INTERVAL itself.
-            readers.append(PeriodicExportingMetricReader(cls()))
-    return readers
+    readers = [_build(name, "metrics", _metric_reader) for name in _exporter_names("metrics")]
+    return [reader for reader in readers if isinstance(reader, MetricReader)]
+
+
+def _span_processor(cls: type) -> SpanProcessor | None:
+    if not issubclass(cls, SpanExporter):
+        return None
+    exporter = delivery.track(cls(**_sdk_env.otlp_exporter(cls, "traces")), "traces")
+    return BatchSpanProcessor(exporter, **_sdk_env.batch_span_processor())
 
 
 def span_processors() -> list[SpanProcessor]:
     """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer."""
-    processors: list[SpanProcessor] = []
-    for name in _exporter_names("traces"):
-        cls = _load(name, "traces")
-        if cls is not None and issubclass(cls, SpanExporter):
-            processors.append(BatchSpanProcessor(cls()))
+    built = [_build(name, "traces", _span_processor) for name in _exporter_names("traces")]
+    processors = [processor for processor in built if isinstance(processor, SpanProcessor)]
     from otel_ml.exporter._slow_steps import default_slow_step_buffer
 
-    processors.append(default_slow_step_buffer())
-    return processors
+    return [*processors, default_slow_step_buffer()]
 
 
 def ensure_providers(
@@ -150,28 +189,47 @@ def ensure_providers(
     """
     with _lock:
         limit_export_logs()
+        _sdk_env.forget()
         resource: Resource | None = None
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
             if not is_sdk_meter_provider(meter_provider):
                 resource = build_resource()
-                meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers())
+                meter_provider = MeterProvider(
+                    resource=resource,
+                    metric_readers=metric_readers(),
+                    shutdown_on_exit=False,
+                    **_sdk_env.meter_provider(),
+                )
+                shut_down_at_exit(meter_provider)
                 metrics.set_meter_provider(meter_provider)
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
             if not is_sdk_tracer_provider(tracer_provider):
-                provider = TracerProvider(resource=resource or build_resource(), id_generator=_id_generator())
-                _add_processors(provider, span_processors())
+                provider = TracerProvider(
+                    resource=resource or build_resource(),
+                    id_generator=_id_generator(),
+                    span_limits=_sdk_env.span_limits(),
+                    shutdown_on_exit=False,
+                )
+                _add_processors(provider, [delivery, *span_processors()])
+                shut_down_at_exit(provider)
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider
         return meter_provider, tracer_provider
 
 
 def _id_generator() -> IdGenerator:
-    """``OTEL_PYTHON_ID_GENERATOR`` if set, else ids immune to ``random.seed`` (see :mod:`otel_ml._ids`)."""
-    if os.environ.get("OTEL_PYTHON_ID_GENERATOR"):
-        return _import_id_generator(os.environ["OTEL_PYTHON_ID_GENERATOR"])
-    return SystemRandomIdGenerator()
+    """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see :mod:`otel_ml._ids`)."""
+    names = sorted({ep.name for ep in entry_points(group="opentelemetry_id_generator")})
+    name = env_value("OTEL_PYTHON_ID_GENERATOR", parse_choice(*names), None, "(ids from os.urandom)") if names else None
+    if name is None:
+        return SystemRandomIdGenerator()
+    try:
+        return _import_id_generator(name)  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - an installed but broken generator
+        _LOG.error("OTEL_PYTHON_ID_GENERATOR=%r cannot be loaded (%s); using otel_ml's default ids", name, exc)
+        return SystemRandomIdGenerator()
 
 
 def _add_processors(provider: TracerProvider, processors: Iterable[SpanProcessor]) -> None:

@@ -80,6 +80,16 @@ How many recent slow-step spans the embedded endpoint keeps for its
 ``/slow-steps`` view. A whole number >= 1. Default: ``256``.
 """
 
+OTEL_ML_EXIT_TIMEOUT: Final = "OTEL_ML_EXIT_TIMEOUT"
+"""
+.. envvar:: OTEL_ML_EXIT_TIMEOUT
+
+The most seconds a finishing program waits at exit for the exporters of the
+providers otel_ml created to deliver what is left (a number from 0 to 600).
+When the collector is down or never answers, the program exits after this
+long and says in one line what was not delivered. Default: ``3``.
+"""
+
 # --- other instrumentors append their variables below, each with its docstring --
 
 # --- Paddle inference -------------------------------------------------------------

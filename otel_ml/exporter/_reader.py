@@ -9,8 +9,9 @@ from prometheus_client import CollectorRegistry
 
 from otel_ml import _semconv as sc
 from otel_ml._config import Option, parse_int, parse_str
+from otel_ml.exporter._app import make_app
 from otel_ml.exporter._exemplars import ExemplarCollector
-from otel_ml.exporter._server import EmbeddedServer, make_app
+from otel_ml.exporter._server import EmbeddedServer
 from otel_ml.exporter._slow_steps import SlowStepBuffer, default_slow_step_buffer
 
 _LOG = logging.getLogger(__name__)

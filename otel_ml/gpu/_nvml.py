@@ -29,11 +29,8 @@ def load(nvml: ModuleType | None = None) -> ModuleType | None:
             named by ``OTEL_ML_GPU_NVML_MODULE``, else ``pynvml``.
     """
     if nvml is None:
-        name = os.environ.get(OTEL_ML_GPU_NVML_MODULE, "").strip() or DEFAULT_MODULE
-        try:
-            nvml = importlib.import_module(name)
-        except ImportError as exc:
-            _LOG.info("otel_ml: GPU metrics off: cannot import %s (%s); install otel_ml[gpu]", name, exc)
+        nvml = _import(os.environ.get(OTEL_ML_GPU_NVML_MODULE, "").strip() or DEFAULT_MODULE)
+        if nvml is None:
             return None
     try:
         nvml.nvmlInit()
@@ -42,6 +39,25 @@ def load(nvml: ModuleType | None = None) -> ModuleType | None:
         _LOG.log(level, "otel_ml: GPU metrics off: NVML could not be initialised: %s (%s)", exc, type(exc).__name__)
         return None
     return nvml
+
+
+def _import(name: str) -> ModuleType | None:
+    """Import the NVML binding ``name``; a module that is not one is one ERROR line, then ``pynvml``."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        _LOG.info("otel_ml: GPU metrics off: cannot import %s (%s); install otel_ml[gpu]", name, exc)
+        return None
+    error = getattr(module, "NVMLError", None)
+    if callable(getattr(module, "nvmlInit", None)) and isinstance(error, type) and issubclass(error, Exception):
+        return module
+    _LOG.error(
+        "%s=%r is invalid: expected a module with NVML's API (nvmlInit, NVMLError), such as %s; using the default",
+        OTEL_ML_GPU_NVML_MODULE,
+        name,
+        DEFAULT_MODULE,
+    )
+    return None if name == DEFAULT_MODULE else _import(DEFAULT_MODULE)
 
 
 def shutdown(nvml: ModuleType) -> None:

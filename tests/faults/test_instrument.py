@@ -1,0 +1,46 @@
+"""``instrument()`` twice, and with bad environment values: validated, never raising for the environment."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import otel_ml
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("otel_ml")]
+
+
+def test_options_after_an_earlier_instrument_are_validated_and_named_once(telemetry, caplog) -> None:
+    providers = {"meter_provider": telemetry.meter_provider, "tracer_provider": telemetry.tracer_provider}
+    otel_ml.instrument(**providers)
+    with caplog.at_level(logging.WARNING, logger="otel_ml"):
+        otel_ml.instrument(run_name="second", slow_step_factor=3.0, **providers)
+        otel_ml.instrument(run_name="second", slow_step_factor=3.0, **providers)  # said once, not twice
+    assert warnings(caplog) == [
+        "otel_ml: keras is already instrumented, so the option(s) run_name, slow_step_factor were validated but "
+        "not applied; call otel_ml.uninstrument() first, or set them as OTEL_ML_* variables"
+    ]
+    with pytest.raises(ValueError, match=r"slow_step_factor=0\.5 is invalid: expected a number > 1"):
+        otel_ml.instrument(slow_step_factor=0.5, **providers)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_ML_SLOW_STEP_FACTOR", "1e400"),
+        ("OTEL_ML_LOSS_SPIKE_WINDOW", "9" * 25),
+        ("OTEL_ML_WARMUP_STEPS", "²"),
+        ("OTEL_ML_RUN_NAME", "x" * 5000),
+        ("OTEL_ML_GPU_ALL_DEVICES", "sometimes?"),
+    ],
+)
+def test_a_bad_variable_never_makes_instrument_raise(telemetry, monkeypatch, caplog, variable, value) -> None:
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.ERROR, logger="otel_ml"):
+        otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"{variable}=")
+    assert "is invalid: expected" in errors[0] and "using the default" in errors[0]
