@@ -1,16 +1,23 @@
 """A Flask inference service around a real Paddle model, observable through otel_ml.
 
 ``POST /predict`` takes ``{"instances": [[f0, f1, f2, f3], ...]}`` (1 to 64
-rows of 4 finite numbers) and answers ``{"predictions": [[p0, p1, p2], ...],
-"classes": [...]}``. ``GET /health`` answers ``{"status": "ok", "runs": N}``,
-where ``runs`` counts the predictor runs the service made (a figure the load
-test compares with otel_ml's). Bad input (an empty body, bad JSON, the wrong
-shape, a non-numeric value) gets a 400 with a message that says what was
-wrong and what is accepted; it never reaches the predictor.
+rows of 4 finite float32 numbers, ``Content-Type: application/json``) and
+answers ``{"predictions": [[p0, p1, p2], ...], "classes": [...], "request_id":
+"..."}``. ``POST /feedback`` takes ``{"request_id": "...", "labels": [c0,
+...]}``, the true class of each row once it is known, and feeds the model
+quality counters (``otel_ml.serving.ModelQuality``). ``GET /health`` answers
+``{"status": "ok", "runs": N}``, where ``runs`` counts the predictor runs the
+service made (a figure the load test compares with otel_ml's). Bad input of
+any kind (an empty, over-long or chunked-and-huge body, the wrong content
+type, bad or too deeply nested JSON, the wrong shape, a value that is not a
+float32 number) gets a 4xx with a message that says what was wrong and what
+is accepted; it never reaches the predictor. Every answer is valid JSON.
 
 The model (a 4-16-3 MLP) is built and saved with ``paddle.jit.save`` by the
 example itself, then served through ``paddle.inference`` with a small pool of
-``clone()``-d predictors: a predictor must not run on two threads at once.
+``clone()``-d predictors: a predictor must not run on two threads at once. The
+wait for a free predictor is timed apart from the run with
+``otel_ml.serving.QueueTimer`` (``ml.inference.queue.*``).
 
 Run it plainly (it calls ``otel_ml.instrument()`` itself)::
 
@@ -33,6 +40,7 @@ import os
 import queue
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,12 +52,18 @@ from werkzeug.serving import BaseWSGIServer, make_server
 FEATURES = 4
 CLASSES = 3
 MAX_ROWS = 64
+MAX_BODY = 64 * 1024
+FLOAT32_MAX = 3.4028234663852886e38
 MODEL_NAME = "iris_mlp"
 _USAGE = f'send {{"instances": [[{FEATURES} numbers], ...]}} with 1 to {MAX_ROWS} rows'
 
 
 class BadRequest(ValueError):
-    """A request the service refuses; its message goes back to the client."""
+    """A request the service refuses; its message (and status) go back to the client."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def save_model(directory: str) -> str:
@@ -70,8 +84,10 @@ def save_model(directory: str) -> str:
 class PredictorPool:
     """A few clones of one predictor, each used by one request at a time."""
 
-    def __init__(self, prefix: str, size: int = 4) -> None:
+    def __init__(self, prefix: str, size: int = 4, meter_provider: Any = None) -> None:
         import paddle.inference as pi
+
+        from otel_ml.serving import QueueTimer
 
         model_file = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
         config = pi.Config(model_file, prefix + ".pdiparams")
@@ -83,10 +99,12 @@ class PredictorPool:
             self._free.put(base.clone())
         self._lock = threading.Lock()
         self.runs = 0
+        self._waits = QueueTimer(MODEL_NAME, meter_provider=meter_provider)
 
     @contextmanager
     def predictor(self) -> Iterator[Any]:
-        predictor = self._free.get()
+        with self._waits.waiting():
+            predictor = self._free.get()
         try:
             yield predictor
         finally:
@@ -107,14 +125,41 @@ class PredictorPool:
         return output.tolist()  # type: ignore[no-any-return]
 
 
-def parse_instances(body: bytes) -> list[list[float]]:
-    """Validate a ``/predict`` body; raise :class:`BadRequest` naming what is wrong."""
+def read_json(usage: str) -> Any:
+    """The request's JSON body, at most ``MAX_BODY`` bytes; raise :class:`BadRequest` naming what is wrong.
+
+    The body is read here rather than by Flask: a chunked body has no length
+    to check up front, and must get 413 past the limit, not a truncated read.
+    """
+    if request.mimetype != "application/json":
+        raise BadRequest(f"Content-Type is {request.mimetype or 'missing'!r}; expected application/json", 415)
+    too_large = BadRequest(f"body over {MAX_BODY} bytes: {usage}", 413)
+    if (request.content_length or 0) > MAX_BODY:
+        raise too_large
+    body = request.stream.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise too_large
     if not body.strip():
-        raise BadRequest(f"empty body: {_USAGE}")
+        raise BadRequest(f"empty body: {usage}")
     try:
-        payload = json.loads(body)
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"body nests too deeply: {usage}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON ({exc}): {_USAGE}") from None
+        raise BadRequest(f"body is not valid JSON ({exc}): {usage}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits; the rest of the message is server advice
+        raise BadRequest(f"body has a number that cannot be read ({str(exc).split(':')[0]}): {usage}") from None
+
+
+def _is_float32(value: Any) -> bool:
+    """A JSON number float32 can hold (ints compare exactly with floats: no overflow on huge ones)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return -FLOAT32_MAX <= value <= FLOAT32_MAX
+
+
+def parse_instances(payload: Any) -> list[list[float]]:
+    """Validate a ``/predict`` payload; raise :class:`BadRequest` naming what is wrong."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest(f'expected a JSON object with an "instances" key: {_USAGE}')
     rows = payload["instances"]
@@ -125,10 +170,27 @@ def parse_instances(body: bytes) -> list[list[float]]:
             got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
             raise BadRequest(f"instances[{i}] has {got}; expected a list of {FEATURES} numbers")
         for j, value in enumerate(row):
-            # bool is an int subclass, but true/false is not a feature value.
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise BadRequest(f"instances[{i}][{j}] is {json.dumps(value)}; expected a finite number")
+            if not _is_float32(value):  # NaN fails both comparisons; bool is an int, but no feature
+                # str() of a huge int, not json.dumps: that has a 4300-digit limit of its own.
+                shown = str(value) if type(value) is int else json.dumps(value)
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                limit = f"+/-{FLOAT32_MAX:.7g}"
+                raise BadRequest(f"instances[{i}][{j}] is {shown}; expected a finite number within {limit}")
     return rows
+
+
+def parse_feedback(payload: Any) -> tuple[str, list[int]]:
+    """Validate a ``/feedback`` payload: ``{"request_id": str, "labels": [class per row]}``."""
+    usage = f'send {{"request_id": "<from /predict>", "labels": [class 0 to {CLASSES - 1} per row]}}'
+    if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str):
+        raise BadRequest(f'expected a JSON object with a "request_id" string: {usage}')
+    labels = payload.get("labels")
+    if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_ROWS:
+        raise BadRequest(f'"labels" must be a list of 1 to {MAX_ROWS} classes: {usage}')
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < CLASSES:
+            raise BadRequest(f"labels[{i}] is {json.dumps(label)[:40]}; expected a class 0 to {CLASSES - 1}")
+    return payload["request_id"], labels
 
 
 def create_app(
@@ -142,30 +204,51 @@ def create_app(
     """The Flask app serving the model saved at ``prefix``; ``instrument``: apply the Flask instrumentation."""
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
+    from otel_ml.serving import ModelQuality
+
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    pool = PredictorPool(prefix, pool_size)
+    pool = PredictorPool(prefix, pool_size, meter_provider)
+    quality = ModelQuality(MODEL_NAME, classes=range(CLASSES), meter_provider=meter_provider)
     app.extensions["predictor_pool"] = pool
 
     @app.post("/predict")
     def predict() -> Any:
-        try:
-            rows = parse_instances(request.get_data(cache=False))
-        except BadRequest as exc:
-            return jsonify(error=str(exc)), 400
+        rows = parse_instances(read_json(_USAGE))
         probabilities = pool.predict(rows)
+        if not all(math.isfinite(p) for row in probabilities for p in row):
+            raise BadRequest("the model's output for these values is not finite; send smaller magnitudes", 422)
         classes = [max(range(CLASSES), key=p.__getitem__) for p in probabilities]
-        return jsonify(predictions=probabilities, classes=classes)
+        request_id = uuid.uuid4().hex
+        for i, label in enumerate(classes):
+            quality.predicted(label, request_id=(request_id, i))
+        return jsonify(predictions=probabilities, classes=classes, request_id=request_id)
+
+    @app.post("/feedback")
+    def feedback() -> Any:
+        request_id, labels = parse_feedback(read_json("see POST /feedback"))
+        counted = sum(quality.observed(label, request_id=(request_id, i)) for i, label in enumerate(labels))
+        if not counted:
+            raise BadRequest(f"request_id {request_id[:40]!r} is unknown or already has its feedback", 404)
+        return jsonify(counted=counted)
 
     @app.get("/health")
     def health() -> Any:
         return jsonify(status="ok", model=MODEL_NAME, runs=pool.runs)
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = jsonify(error=f"{exc.code} {exc.name}: {exc.description}")
         response.status_code = exc.code or 500
         return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> tuple[Response, int]:
+        app.logger.error("unexpected error in %s", request.path, exc_info=exc)
+        return jsonify(error="500 Internal Server Error: see the service's log"), 500
 
     if instrument:
         FlaskInstrumentor().instrument_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)

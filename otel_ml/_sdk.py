@@ -10,6 +10,10 @@ Used both by the ``opentelemetry-instrument`` configurator and by
 - ``OTEL_TRACES_EXPORTER`` defaults to ``otlp`` when an OTLP endpoint is
   configured and to ``none`` otherwise: a training job without a trace backend
   should not log connection errors for every span batch.
+- ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http``: the stable HTTP
+  conventions. The old ones label server metrics with the request's ``Host``
+  header (and more), so any client can add series without limit; the stable
+  ones keep method, route, status, scheme and protocol version only.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from otel_ml._log_limit import limit_export_logs
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
+
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+DEFAULT_SEMCONV_OPT_IN = "http"
 
 DEFAULT_METRICS_EXPORTER = "otel_ml_prometheus"
 _Signal = Literal["traces", "metrics"]
@@ -150,6 +157,7 @@ def ensure_providers(
     """
     with _lock:
         limit_export_logs()
+        default_http_semconv()
         resource: Resource | None = None
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
@@ -165,6 +173,18 @@ def ensure_providers(
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider
         return meter_provider, tracer_provider
+
+
+def default_http_semconv(environ: dict[str, str] | os._Environ[str] | None = None) -> None:
+    """Choose the stable HTTP semantic conventions unless the user chose (see the module docstring).
+
+    The HTTP instrumentations read the variable once per process, when the
+    first of them is applied; the configurator and ``otel_ml.instrument()`` run
+    before that in the usual set-ups (``opentelemetry-instrument``, or
+    ``otel_ml.instrument()`` before the Flask app is instrumented).
+    """
+    env = os.environ if environ is None else environ
+    env.setdefault(SEMCONV_OPT_IN, DEFAULT_SEMCONV_OPT_IN)
 
 
 def _id_generator() -> IdGenerator:

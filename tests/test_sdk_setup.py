@@ -65,3 +65,15 @@ def test_repeated_export_failures_log_once_then_report_the_count() -> None:
     )
     assert repeat.filter(later)
     assert later.getMessage() == "Failed to export m (4 similar messages suppressed in the last 0 s)"
+
+
+def test_stable_http_conventions_are_the_default_unless_the_user_chose() -> None:
+    environ: dict[str, str] = {}
+    _sdk.default_http_semconv(environ)
+    assert environ == {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+    chosen = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}
+    _sdk.default_http_semconv(chosen)
+    assert chosen == {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}
+    empty = {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}  # set, even if empty: the user's choice (the old conventions)
+    _sdk.default_http_semconv(empty)
+    assert empty == {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +34,34 @@ INVALID: list[tuple[bytes, int, str]] = [
     (b'{"instances": []}', 400, '"instances" must be a list of 1 to 64 rows'),
     (b'{"rows": [[1, 2, 3, 4]]}', 400, 'expected a JSON object with an "instances" key'),
     (b'{"instances": [[1, 2, NaN, 4]]}', 400, "instances[0][2] is NaN; expected a finite number"),
-    (b'{"instances": [[1, 2, 3, 4]]' + b" " * 70000 + b"}", 413, "413 Request Entity Too Large"),
+    (b'{"instances": [[1, 2, 3, 4]]' + b" " * 70000 + b"}", 413, "body over 65536 bytes"),
+    (b'{"instances": [[' + b"9" * 400 + b", 2, 3, 4]]}", 400, "instances[0][0] is 999"),
+    (b'{"instances": [[' + b"9" * 5000 + b", 2, 3, 4]]}", 400, "Exceeds the limit (4300 digits)"),
+    (b"[" * 50000, 400, "body nests too deeply"),
+    (b'{"instances": [[1e39, 2, 3, 4]]}', 400, "instances[0][0] is 1e+39; expected a finite number within +/-3.4"),
 ]
 
 
-def _post(port: int, body: bytes, path: str = "/predict") -> tuple[int, dict[str, Any]]:
+ANSWERED = "request_id {!r} is unknown or already has its feedback"
+
+
+def _strict_json(raw: bytes) -> Any:
+    """Parse as a strict client would: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"the service answered {constant}, which is not valid JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def _post(
+    port: int, body: Any, path: str = "/predict", content_type: str = "application/json", chunked: bool = False
+) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type}, encode_chunked=chunked)
         response = conn.getresponse()
-        return response.status, json.loads(response.read())
+        return response.status, _strict_json(response.read())
     finally:
         conn.close()
 
@@ -84,9 +103,10 @@ def server(telemetry, model_prefix, service_module) -> Iterator[Any]:  # type: i
 
 
 def _http_counts(telemetry) -> Counter[int]:  # type: ignore[no-untyped-def]
+    """Requests by status, from the stable HTTP conventions' duration histogram (otel_ml's default)."""
     counts: Counter[int] = Counter()
-    for point in telemetry.points("http.server.duration"):
-        counts[int(dict(point.attributes)["http.status_code"])] += point.count
+    for point in telemetry.points("http.server.request.duration"):
+        counts[int(dict(point.attributes)["http.response.status_code"])] += point.count
     return counts
 
 
@@ -105,6 +125,42 @@ def test_invalid_input_gets_a_clear_4xx(telemetry, server, body, status, message
     assert _runs(port) == 0
     assert model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
     assert _http_counts(telemetry)[status] == 1
+
+
+def test_a_huge_chunked_body_gets_413_and_a_wrong_content_type_415(telemetry, server) -> None:  # type: ignore[no-untyped-def]
+    port = server.server_port
+    chunks = (b" " * 65536 for _ in range(160))  # 10 MiB, with no Content-Length
+    status, answer = _post(port, chunks, chunked=True)
+    assert (status, answer["error"].split(":")[0]) == (413, "body over 65536 bytes")
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        status, answer = _post(port, b'{"instances": [[1, 2, 3, 4]]}', content_type=content_type)
+        assert (status, answer) == (415, {"error": f"Content-Type is {content_type!r}; expected application/json"})
+    assert _runs(port) == 0
+    assert _http_counts(telemetry) == Counter({413: 1, 415: 2, 200: 1})
+
+
+def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) -> None:  # type: ignore[no-untyped-def]
+    port = server.server_port
+    status, answer = _post(port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}')
+    assert status == 200
+    predicted = answer["classes"]
+    truth = [predicted[0], (predicted[1] + 1) % 3]  # the first right, the second wrong
+    body = json.dumps({"request_id": answer["request_id"], "labels": truth}).encode()
+    assert _post(port, body, "/feedback") == (200, {"counted": 2})
+    assert _post(port, body, "/feedback") == (404, {"error": ANSWERED.format(answer["request_id"])})
+    status, refused = _post(port, b'{"request_id": "x", "labels": [3]}', "/feedback")
+    assert (status, refused["error"]) == (400, "labels[0] is 3; expected a class 0 to 2")
+    outcomes = {
+        (p.attributes[sc.ML_TRUTH_LABEL], p.attributes[sc.ML_PREDICTION_CORRECT]): p.value
+        for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)
+    }
+    assert outcomes == {(str(truth[0]), True): 1, (str(truth[1]), False): 1}
+    predictions = {p.attributes[sc.ML_PREDICTION_LABEL]: p.value for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS)}
+    assert sum(predictions.values()) == 2 and set(predictions) == {str(c) for c in predicted}
+    [wait] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
+    assert wait.count == 1
+    [waiting] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
+    assert waiting.value == 0
 
 
 def test_request_span_is_the_parent_of_the_run_span(telemetry, server) -> None:  # type: ignore[no-untyped-def]
@@ -176,6 +232,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _request(port: int, method: str, path: str, body: bytes | None = None, host: str = "") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _http_series(metrics_port: int) -> set[str]:
+    """Every http_* series on /metrics, by name and labels (values left out)."""
+    text = _get(metrics_port, "/metrics")[1].decode()
+    return {ln.rsplit(" ", 1)[0] for ln in text.splitlines() if ln.startswith("http_")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher",
@@ -187,6 +260,7 @@ def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ign
     metrics_port = _free_port()
     env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port), "OTEL_TRACES_EXPORTER": "none"}
     env.pop("OTEL_METRICS_EXPORTER", None)
+    env.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)  # otel_ml's default applies
     proc = subprocess.Popen(
         [*launcher, sys.executable, str(EXAMPLE), "--port", "0", "--model-dir", str(tmp_path)],
         env=env,
@@ -206,14 +280,24 @@ def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ign
         for i in range(3):
             assert _post(port, _valid_body(i)[0])[0] == 200
         assert _post(port, b'{"instances": [["a", 1, 2, 3]]}')[0] == 400
+        assert _request(port, "GET", "/no-such-path")[0] == 404
         status, text = _get(metrics_port, "/metrics")
         assert status == 200
         lines = text.decode().splitlines()
         counts = [ln for ln in lines if ln.startswith("ml_inference_duration_seconds_count{")]
         assert all(f'ml_model_name="{MODEL}"' in ln for ln in counts) and len(counts) >= 1
         assert sum(float(ln.rsplit(" ", 1)[1]) for ln in counts) == 3
-        client_errors = [ln for ln in lines if ln.startswith("http_server_duration_milliseconds_count{")]
-        assert any('http_status_code="400"' in ln and ln.endswith(" 1.0") for ln in client_errors), client_errors
+        # The stable HTTP conventions are otel_ml's default: no Host, no URL in any label.
+        requests = [ln for ln in lines if ln.startswith("http_server_request_duration_seconds_count{")]
+        assert any('http_response_status_code="400"' in ln and ln.endswith(" 1.0") for ln in requests), requests
+        assert not [ln for ln in lines if ln.startswith("http_server_duration_milliseconds")]
+        assert "ml_inference_queue_duration_seconds_count{" in text.decode()
+        before = _http_series(metrics_port)
+        for i in range(50):  # what any client can send: its own Host header, any path
+            host = f"h{i}-{uuid.uuid4().hex[:8]}.example"
+            assert _request(port, "POST", "/predict", _valid_body(i)[0], host)[0] == 200
+            assert _request(port, "GET", f"/{uuid.uuid4().hex}", host=host)[0] == 404
+        assert _http_series(metrics_port) == before
         assert proc.poll() is None
     finally:
         proc.terminate()
