@@ -10,6 +10,8 @@ Used both by the ``opentelemetry-instrument`` configurator and by
 - ``OTEL_TRACES_EXPORTER`` defaults to ``otlp`` when an OTLP endpoint is
   configured and to ``none`` otherwise: a training job without a trace backend
   should not log connection errors for every span batch.
+- With no trace exporter, spans are sampled only when otel_ml made them because
+  something was slow (:mod:`otel_ml._sampling`): nothing else would keep them.
 - ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http``: the stable HTTP
   conventions. The old ones label server metrics with the request's ``Host``
   header (and more), so any client can add series without limit; the stable
@@ -33,11 +35,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_ml import _semconv as sc
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
+from otel_ml._sampling import SlowSpansOnly
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -133,7 +137,7 @@ def metric_readers() -> list[MetricReader]:
 
 
 def span_processors() -> list[SpanProcessor]:
-    """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer."""
+    """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer (always last)."""
     processors: list[SpanProcessor] = []
     for name in _exporter_names("traces"):
         cls = _load(name, "traces")
@@ -168,8 +172,11 @@ def ensure_providers(
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
             if not is_sdk_tracer_provider(tracer_provider):
-                provider = TracerProvider(resource=resource or build_resource(), id_generator=_id_generator())
-                _add_processors(provider, span_processors())
+                processors = span_processors()
+                provider = TracerProvider(
+                    resource=resource or build_resource(), id_generator=_id_generator(), sampler=_sampler(processors)
+                )
+                _add_processors(provider, processors)
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider
         return meter_provider, tracer_provider
@@ -185,6 +192,16 @@ def default_http_semconv(environ: dict[str, str] | os._Environ[str] | None = Non
     """
     env = os.environ if environ is None else environ
     env.setdefault(SEMCONV_OPT_IN, DEFAULT_SEMCONV_OPT_IN)
+
+
+def _sampler(processors: list[SpanProcessor]) -> Sampler | None:
+    """:class:`SlowSpansOnly` when the slow-step buffer is the only processor, else the SDK's (None).
+
+    ``OTEL_TRACES_SAMPLER`` set by the user always wins.
+    """
+    if os.environ.get("OTEL_TRACES_SAMPLER") or len(processors) > 1:
+        return None
+    return SlowSpansOnly()
 
 
 def _id_generator() -> IdGenerator:

@@ -77,3 +77,15 @@ def test_stable_http_conventions_are_the_default_unless_the_user_chose() -> None
     empty = {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}  # set, even if empty: the user's choice (the old conventions)
     _sdk.default_http_semconv(empty)
     assert empty == {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+
+
+def test_without_a_trace_exporter_only_slow_spans_are_sampled(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from otel_ml._sampling import SlowSpansOnly
+    from otel_ml.exporter import SlowStepBuffer
+
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    buffer = SlowStepBuffer(4)
+    assert isinstance(_sdk._sampler([buffer]), SlowSpansOnly)
+    assert _sdk._sampler([object(), buffer]) is None  # an exporter keeps spans: the SDK's default sampler
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    assert _sdk._sampler([buffer]) is None  # the user's choice wins

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Final
 
 from opentelemetry import metrics
 
 from otel_ml import _semconv as sc
-from otel_ml.serving._common import MAX_LABEL_LENGTH, OTHER, meter, model_attributes
+from otel_ml.serving._common import MAX_LABEL_LENGTH, OTHER, Callback, Tally, live_set, meter, model_attributes
 
 MAX_CLASSES: Final = 100
 
 
 class ModelQuality:
     """Counts a model's predictions by class and, when the truth arrives, its outcomes.
+
+    A prediction is one atomic counter bump (read at collection), plus a
+    dict entry under a lock when it carries a request id.
 
     Args:
         model_name: ``ml.model.name``.
@@ -62,13 +65,21 @@ class ModelQuality:
             raise ValueError(f"max_pending={max_pending!r} is invalid: expected a whole number >= 0")
         self._classes = frozenset(labels)
         self._predicted_attrs = {c: {**self._attrs, sc.ML_PREDICTION_LABEL: c} for c in [*labels, OTHER]}
+        self._tallies = {c: Tally() for c in self._predicted_attrs}
         self._pending: OrderedDict[Hashable, str] = OrderedDict()
         self._max_pending = max_pending
         self._lock = threading.Lock()
         m = meter(meter_provider)
-        self._predictions = m.create_counter(
-            sc.METRIC_MODEL_PREDICTIONS, unit=sc.UNIT_PREDICTION, description="Predictions served, by predicted class."
-        )
+
+        def create(callback: Callback) -> None:
+            m.create_observable_counter(
+                sc.METRIC_MODEL_PREDICTIONS,
+                callbacks=[callback],
+                unit=sc.UNIT_PREDICTION,
+                description="Predictions served, by predicted class.",
+            )
+
+        live_set(meter_provider, sc.METRIC_MODEL_PREDICTIONS, create).add(self)
         self._outcomes = m.create_counter(
             sc.METRIC_MODEL_OUTCOMES,
             unit=sc.UNIT_OUTCOME,
@@ -83,13 +94,20 @@ class ModelQuality:
     def predicted(self, label: Any, request_id: Hashable | None = None) -> None:
         """Count one prediction; with ``request_id``, remember it for :meth:`observed`."""
         text = str(label)[:MAX_LABEL_LENGTH]
-        self._predictions.add(1, self._predicted_attrs[self.label(text)])
+        self._tallies[text if text in self._classes else OTHER].bump()
         if request_id is not None and self._max_pending:
             with self._lock:
                 self._pending[request_id] = text
                 self._pending.move_to_end(request_id)
                 while len(self._pending) > self._max_pending:
                     self._pending.popitem(last=False)
+
+    def observe(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Predictions so far per label (read at collection); labels never predicted are left out."""
+        for label, tally in self._tallies.items():
+            value = tally.value()
+            if value:
+                yield value, self._predicted_attrs[label]
 
     def observed(self, truth: Any, *, request_id: Hashable | None = None, predicted: Any = None) -> bool:
         """Count the outcome of one prediction, found by ``request_id`` or given as ``predicted``.
