@@ -292,6 +292,9 @@ def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ign
         assert any('http_response_status_code="400"' in ln and ln.endswith(" 1.0") for ln in requests), requests
         assert not [ln for ln in lines if ln.startswith("http_server_duration_milliseconds")]
         assert "ml_inference_queue_duration_seconds_count{" in text.decode()
+        # Process health beside the model's series, with the semantic-convention names.
+        for family in ("process_memory_usage_bytes", "process_thread_count", "cpython_gc_collections_total"):
+            assert any(ln.startswith(family + "{") for ln in lines), family
         before = _http_series(metrics_port)
         for i in range(50):  # what any client can send: its own Host header, any path
             host = f"h{i}-{uuid.uuid4().hex[:8]}.example"
