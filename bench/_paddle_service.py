@@ -98,7 +98,7 @@ def bench_service(rounds: int, requests: int, connections: int, tmp: str) -> tup
             return once
 
         for name in procs:
-            hey(procs[name][1], max(connections, requests // 10), connections)  # warm-up, untimed
+            hey(procs[name][1], max(200, requests // 10), connections)  # warm-up, untimed
         _common.interleave({n: variant(n) for n in procs}, rounds)
     finally:
         for proc, _ in procs.values():

@@ -29,7 +29,6 @@ class BadRequest(ValueError):
         self.status = status
 
 
-
 def read_json(usage: str) -> Any:
     """The request's JSON body, at most ``MAX_BODY`` bytes; raise :class:`BadRequest` naming what is wrong.
 
