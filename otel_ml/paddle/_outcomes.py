@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml import _semconv as sc
+from otel_ml._aggregate import record_many_for
 from otel_ml._guard import report
 from otel_ml._pending import FLUSH_NS, NO_SPAN, drain
 from otel_ml.paddle._facts import PredictorFacts, Registry
@@ -40,6 +41,8 @@ class RunHooks:
         self.instruments = instruments
         self._record = instruments.duration.record
         self._record_batch = instruments.batch_size.record
+        self._many = record_many_for(instruments.duration)
+        self._many_batch = record_many_for(instruments.batch_size)
         self._tracer = tracer
         self.warmup_runs = registry.options.inference_warmup_runs
         self.next_flush = 0
@@ -70,8 +73,8 @@ class RunHooks:
         try:
             behind = False
             for model in self.registry.models():
-                behind |= drain(model.pending, self._record, model.attrs, limit)
-                behind |= drain(model.pending_batches, self._record_batch, model.batch_attrs, limit)
+                behind |= drain(model.pending, self._record, model.attrs, limit, self._many)
+                behind |= drain(model.pending_batches, self._record_batch, model.batch_attrs, limit, self._many_batch)
             if behind:
                 self.next_flush = 0
         finally:
