@@ -186,7 +186,7 @@ class Registry:
     def derive(self, clone: Any, parent: Any) -> PredictorFacts:
         """Give a ``clone()`` its parent's model and flags, with its own warm-up and baseline."""
         base = self.facts(parent).identity
-        return self._attach(clone, Identity(base.name, base.version, base.engine))
+        return self._attach(clone, Identity(base.name, base.version, base.engine, fallback=base.fallback))
 
     def facts(self, predictor: Any) -> PredictorFacts:
         facts = self._facts.get(predictor)
