@@ -1,16 +1,23 @@
 """A Flask inference service around a real Paddle model, observable through otel_ml.
 
 ``POST /predict`` takes ``{"instances": [[f0, f1, f2, f3], ...]}`` (1 to 64
-rows of 4 finite numbers) and answers ``{"predictions": [[p0, p1, p2], ...],
-"classes": [...]}``. ``GET /health`` answers ``{"status": "ok", "runs": N}``,
-where ``runs`` counts the predictor runs the service made (a figure the load
-test compares with otel_ml's). Bad input (an empty body, bad JSON, the wrong
-shape, a non-numeric value) gets a 400 with a message that says what was
-wrong and what is accepted; it never reaches the predictor.
+rows of 4 finite float32 numbers, ``Content-Type: application/json``) and
+answers ``{"predictions": [[p0, p1, p2], ...], "classes": [...], "request_id":
+"..."}``. ``POST /feedback`` takes ``{"request_id": "...", "labels": [c0,
+...]}``, the true class of each row once it is known, and feeds the model
+quality counters (``otel_ml.serving.ModelQuality``). ``GET /health`` answers
+``{"status": "ok", "runs": N}``, where ``runs`` counts the predictor runs the
+service made (a figure the load test compares with otel_ml's). Bad input of
+any kind (an empty, over-long or chunked-and-huge body, the wrong content
+type, bad or too deeply nested JSON, the wrong shape, a value that is not a
+float32 number) gets a 4xx with a message that says what was wrong and what
+is accepted; it never reaches the predictor. Every answer is valid JSON.
 
 The model (a 4-16-3 MLP) is built and saved with ``paddle.jit.save`` by the
 example itself, then served through ``paddle.inference`` with a small pool of
-``clone()``-d predictors: a predictor must not run on two threads at once.
+``clone()``-d predictors: a predictor must not run on two threads at once. The
+wait for a free predictor is timed apart from the run with
+``otel_ml.serving.QueueTimer`` (``ml.inference.queue.*``).
 
 Run it plainly (it calls ``otel_ml.instrument()`` itself)::
 
@@ -19,37 +26,32 @@ Run it plainly (it calls ``otel_ml.instrument()`` itself)::
 or with no code change through ``opentelemetry-instrument python
 examples/paddle_service.py``. Metrics are served on
 http://127.0.0.1:9464/metrics unless ``OTEL_METRICS_EXPORTER`` says otherwise
-(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``); the Flask request span is the
-parent of each ``paddle.predictor.run`` span.
+(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``). With a trace exporter, the
+Flask request span is the parent of each ``paddle.predictor.run`` span; with
+none, otel_ml records only slow-run spans (listed on ``/slow-steps``). Input
+checks live in ``paddle_service_input.py`` beside this file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import queue
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from paddle_service_input import CLASSES, FEATURES, USAGE, BadRequest, parse_feedback, parse_instances, read_json
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
-FEATURES = 4
-CLASSES = 3
-MAX_ROWS = 64
 MODEL_NAME = "iris_mlp"
-_USAGE = f'send {{"instances": [[{FEATURES} numbers], ...]}} with 1 to {MAX_ROWS} rows'
-
-
-class BadRequest(ValueError):
-    """A request the service refuses; its message goes back to the client."""
 
 
 def save_model(directory: str) -> str:
@@ -70,8 +72,10 @@ def save_model(directory: str) -> str:
 class PredictorPool:
     """A few clones of one predictor, each used by one request at a time."""
 
-    def __init__(self, prefix: str, size: int = 4) -> None:
+    def __init__(self, prefix: str, size: int = 4, meter_provider: Any = None) -> None:
         import paddle.inference as pi
+
+        from otel_ml.serving import QueueTimer
 
         model_file = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
         config = pi.Config(model_file, prefix + ".pdiparams")
@@ -83,10 +87,12 @@ class PredictorPool:
             self._free.put(base.clone())
         self._lock = threading.Lock()
         self.runs = 0
+        self._waits = QueueTimer(MODEL_NAME, meter_provider=meter_provider)
 
     @contextmanager
     def predictor(self) -> Iterator[Any]:
-        predictor = self._free.get()
+        with self._waits.waiting():
+            predictor = self._free.get()
         try:
             yield predictor
         finally:
@@ -107,30 +113,6 @@ class PredictorPool:
         return output.tolist()  # type: ignore[no-any-return]
 
 
-def parse_instances(body: bytes) -> list[list[float]]:
-    """Validate a ``/predict`` body; raise :class:`BadRequest` naming what is wrong."""
-    if not body.strip():
-        raise BadRequest(f"empty body: {_USAGE}")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON ({exc}): {_USAGE}") from None
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise BadRequest(f'expected a JSON object with an "instances" key: {_USAGE}')
-    rows = payload["instances"]
-    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
-        raise BadRequest(f'"instances" must be a list of 1 to {MAX_ROWS} rows: {_USAGE}')
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != FEATURES:
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise BadRequest(f"instances[{i}] has {got}; expected a list of {FEATURES} numbers")
-        for j, value in enumerate(row):
-            # bool is an int subclass, but true/false is not a feature value.
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise BadRequest(f"instances[{i}][{j}] is {json.dumps(value)}; expected a finite number")
-    return rows
-
-
 def create_app(
     prefix: str,
     *,
@@ -142,30 +124,51 @@ def create_app(
     """The Flask app serving the model saved at ``prefix``; ``instrument``: apply the Flask instrumentation."""
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
+    from otel_ml.serving import ModelQuality
+
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    pool = PredictorPool(prefix, pool_size)
+    pool = PredictorPool(prefix, pool_size, meter_provider)
+    quality = ModelQuality(MODEL_NAME, classes=range(CLASSES), meter_provider=meter_provider)
     app.extensions["predictor_pool"] = pool
 
     @app.post("/predict")
     def predict() -> Any:
-        try:
-            rows = parse_instances(request.get_data(cache=False))
-        except BadRequest as exc:
-            return jsonify(error=str(exc)), 400
+        rows = parse_instances(read_json(USAGE))
         probabilities = pool.predict(rows)
+        if not all(math.isfinite(p) for row in probabilities for p in row):
+            raise BadRequest("the model's output for these values is not finite; send smaller magnitudes", 422)
         classes = [max(range(CLASSES), key=p.__getitem__) for p in probabilities]
-        return jsonify(predictions=probabilities, classes=classes)
+        request_id = uuid.uuid4().hex
+        for i, label in enumerate(classes):
+            quality.predicted(label, request_id=(request_id, i))
+        return jsonify(predictions=probabilities, classes=classes, request_id=request_id)
+
+    @app.post("/feedback")
+    def feedback() -> Any:
+        request_id, labels = parse_feedback(read_json("see POST /feedback"))
+        counted = sum(quality.observed(label, request_id=(request_id, i)) for i, label in enumerate(labels))
+        if not counted:
+            raise BadRequest(f"request_id {request_id[:40]!r} is unknown or already has its feedback", 404)
+        return jsonify(counted=counted)
 
     @app.get("/health")
     def health() -> Any:
         return jsonify(status="ok", model=MODEL_NAME, runs=pool.runs)
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = jsonify(error=f"{exc.code} {exc.name}: {exc.description}")
         response.status_code = exc.code or 500
         return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> tuple[Response, int]:
+        app.logger.error("unexpected error in %s", request.path, exc_info=exc)
+        return jsonify(error="500 Internal Server Error: see the service's log"), 500
 
     if instrument:
         FlaskInstrumentor().instrument_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)

@@ -28,6 +28,7 @@ INSTRUMENTORS: dict[str, str] = {
     "tf_summary": "otel_ml.tf_summary:TfSummaryInstrumentor",
     "paddle": "otel_ml.paddle:PaddleInstrumentor",
     "gpu": "otel_ml.gpu:GpuInstrumentor",
+    "process": "otel_ml.process:ProcessInstrumentor",
 }
 
 

@@ -27,8 +27,17 @@ FLUSH_NS: Final = 100_000_000
 """Pending measurements reach the SDK at least this often while steps or runs go on."""
 
 
-def drain(values: list[Any], record: Callable[..., None], attrs: dict[str, Any], limit: int | None = None) -> bool:
+def drain(
+    values: list[Any],
+    record: Callable[..., None],
+    attrs: dict[str, Any],
+    limit: int | None = None,
+    many: Callable[[list[Any], dict[str, Any], Any], None] | None = None,
+) -> bool:
     """Record and remove the oldest items of ``values`` (at most ``limit``); True when some are left.
+
+    ``many(taken, attrs, context)``, when given, records them all at once
+    (see :func:`otel_ml._aggregate.record_many_for`) instead of ``record`` per item.
 
     Appends made meanwhile by other threads stay for next time: only the
     flusher, one at a time, removes from the front.
@@ -45,6 +54,9 @@ def drain(values: list[Any], record: Callable[..., None], attrs: dict[str, Any],
     if count:
         taken = values[:count]
         del values[:count]
-        for value in taken:
-            record(value, attrs, context=NO_SPAN)
+        if many is not None:
+            many(taken, attrs, NO_SPAN)
+        else:
+            for value in taken:
+                record(value, attrs, context=NO_SPAN)
     return len(values) > 0

@@ -10,6 +10,12 @@ Used both by the ``opentelemetry-instrument`` configurator and by
 - ``OTEL_TRACES_EXPORTER`` defaults to ``otlp`` when an OTLP endpoint is
   configured and to ``none`` otherwise: a training job without a trace backend
   should not log connection errors for every span batch.
+- With no trace exporter, spans are sampled only when otel_ml made them because
+  something was slow (:mod:`otel_ml._sampling`): nothing else would keep them.
+- ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http``: the stable HTTP
+  conventions. The old ones label server metrics with the request's ``Host``
+  header (and more), so any client can add series without limit; the stable
+  ones keep method, route, status, scheme and protocol version only.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from otel_ml._config import env_value, parse_choice, parse_int, parse_str
 from otel_ml._exit import delivery, shut_down_at_exit
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
+from otel_ml._sampling import sampler_for
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -169,7 +176,7 @@ def _span_processor(cls: type) -> SpanProcessor | None:
 
 
 def span_processors() -> list[SpanProcessor]:
-    """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer."""
+    """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer (always last)."""
     built = [_build(name, "traces", _span_processor) for name in _exporter_names("traces")]
     processors = [processor for processor in built if isinstance(processor, SpanProcessor)]
     from otel_ml.exporter._slow_steps import default_slow_step_buffer
@@ -190,6 +197,7 @@ def ensure_providers(
     with _lock:
         limit_export_logs()
         _sdk_env.forget()
+        _sdk_env.default_http_semconv()
         resource: Resource | None = None
         if meter_provider is None:
             meter_provider = metrics.get_meter_provider()
@@ -206,13 +214,15 @@ def ensure_providers(
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
             if not is_sdk_tracer_provider(tracer_provider):
+                processors = span_processors()
                 provider = TracerProvider(
                     resource=resource or build_resource(),
                     id_generator=_id_generator(),
                     span_limits=_sdk_env.span_limits(),
+                    sampler=sampler_for(processors),
                     shutdown_on_exit=False,
                 )
-                _add_processors(provider, [delivery, *span_processors()])
+                _add_processors(provider, [delivery, *processors])
                 shut_down_at_exit(provider)
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider

@@ -162,3 +162,22 @@ def otlp_exporter(cls: type, signal: _Signal) -> dict[str, Any]:
             from opentelemetry.exporter.otlp.proto.http import Compression  # type: ignore[assignment]
         found["compression"] = getattr(Compression, _COMPRESSION_MEMBERS[found["compression"]])
     return found
+
+
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+DEFAULT_SEMCONV_OPT_IN = "http"
+
+
+def default_http_semconv(environ: dict[str, str] | os._Environ[str] | None = None) -> None:
+    """Choose the stable HTTP semantic conventions unless the user chose.
+
+    The old conventions label server metrics with the request's ``Host``
+    header (and more), so any client can add series without limit; the stable
+    ones keep method, route, status, scheme and protocol version only. The
+    HTTP instrumentations read the variable once per process, when the first
+    of them is applied; the configurator and ``otel_ml.instrument()`` run
+    before that in the usual set-ups (``opentelemetry-instrument``, or
+    ``otel_ml.instrument()`` before the Flask app is instrumented).
+    """
+    env = os.environ if environ is None else environ
+    env.setdefault(SEMCONV_OPT_IN, DEFAULT_SEMCONV_OPT_IN)

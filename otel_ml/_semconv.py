@@ -18,6 +18,8 @@ from typing import Final
 # --- attributes -------------------------------------------------------------
 ML_FRAMEWORK: Final = "ml.framework"
 ML_MODEL_NAME: Final = "ml.model.name"
+ML_MODEL_VERSION: Final = "ml.model.version"
+"""Set when known (Triton layout, an explicit name, ``OTEL_ML_MODEL_VERSION``); at most 8 per model name."""
 ML_RUN_NAME: Final = "ml.run.name"
 ML_PHASE: Final = "ml.phase"
 ML_METRIC_NAME: Final = "ml.metric.name"
@@ -91,8 +93,22 @@ ML_PADDLE_MKLDNN: Final = "ml.paddle.mkldnn"
 METRIC_INFERENCE_DURATION: Final = "ml.inference.duration"
 METRIC_INFERENCE_BATCH_SIZE: Final = "ml.inference.batch.size"
 METRIC_INFERENCE_ACTIVE: Final = "ml.inference.active"
+METRIC_MODEL_LOAD_DURATION: Final = "ml.model.load.duration"
 SPAN_PADDLE_RUN: Final = "paddle.predictor.run"
 UNIT_REQUEST: Final = "{request}"
+
+# --- serving helpers (otel_ml.serving) -------------------------------------------
+METRIC_INFERENCE_QUEUE_DURATION: Final = "ml.inference.queue.duration"
+METRIC_INFERENCE_QUEUE_WAITING: Final = "ml.inference.queue.waiting"
+METRIC_MODEL_PREDICTIONS: Final = "ml.model.predictions"
+METRIC_MODEL_OUTCOMES: Final = "ml.model.outcomes"
+ML_PREDICTION_LABEL: Final = "ml.prediction.label"
+"""The predicted class, one of the classes declared to ``ModelQuality`` (others: ``_OTHER``)."""
+ML_TRUTH_LABEL: Final = "ml.truth.label"
+"""The true class of a prediction whose outcome arrived, bounded like ``ml.prediction.label``."""
+ML_PREDICTION_CORRECT: Final = "ml.prediction.correct"
+UNIT_PREDICTION: Final = "{prediction}"
+UNIT_OUTCOME: Final = "{outcome}"
 
 # --- GPU (NVML), OpenTelemetry hardware conventions -----------------------------
 METRIC_HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"

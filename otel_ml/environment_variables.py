@@ -98,10 +98,22 @@ OTEL_ML_MODEL_NAME: Final = "OTEL_ML_MODEL_NAME"
 """
 .. envvar:: OTEL_ML_MODEL_NAME
 
-The ``ml.model.name`` attribute of every Paddle inference series. Default: the
-stem of the model file the predictor's ``Config`` names (``ocr.json`` ->
-``ocr``), or ``unknown`` when the model was loaded from memory. Set it only in
-a service that serves one model: it names every predictor in the process.
+The ``ml.model.name`` attribute of every Paddle inference series. Default: from
+the model path the predictor's ``Config`` names: ``<name>/<version>/<file>``
+(Triton layout) gives ``name``; otherwise the file's stem (``ocr.json`` ->
+``ocr``) unless it is generic (``inference``, ``model``, ``__model__``, ...),
+then the directory's name; ``unknown`` when the model was loaded from memory.
+Set it only in a service that serves one model: it names every predictor in
+the process (``otel_ml.paddle.set_model`` names one predictor or ``Config``).
+"""
+
+OTEL_ML_MODEL_VERSION: Final = "OTEL_ML_MODEL_VERSION"
+"""
+.. envvar:: OTEL_ML_MODEL_VERSION
+
+The ``ml.model.version`` attribute of every Paddle inference series. Default:
+the version directory of the Triton layout ``<name>/<version>/<file>``, else
+no version attribute. At most 8 versions per model name are told apart.
 """
 
 OTEL_ML_INFERENCE_WARMUP_RUNS: Final = "OTEL_ML_INFERENCE_WARMUP_RUNS"

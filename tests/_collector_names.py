@@ -44,6 +44,7 @@ _SENSOR = {
     sc.ML_GPU_INDEX: 0,
     sc.ML_RUN_NAME: RUN,
 }
+_SERVE = {sc.ML_MODEL_NAME: "m", sc.ML_MODEL_VERSION: "2", sc.ML_RUN_NAME: RUN}
 _INFER = {sc.ML_FRAMEWORK: "paddle", sc.ML_MODEL_NAME: "m", sc.ML_RUN_NAME: RUN, sc.ML_INFERENCE_WARMUP: False}
 
 # (name, kind, unit, attributes)
@@ -65,6 +66,16 @@ INSTRUMENTS: list[tuple[str, str, str, dict[str, Any]]] = [
     (sc.METRIC_INFERENCE_DURATION, "histogram", sc.UNIT_SECONDS, {**_INFER, sc.ERROR_TYPE: "ValueError"}),
     (sc.METRIC_INFERENCE_BATCH_SIZE, "histogram", sc.UNIT_SAMPLE, _INFER),
     (sc.METRIC_INFERENCE_ACTIVE, "updowncounter", "{request}", _INFER),
+    (sc.METRIC_MODEL_LOAD_DURATION, "histogram", sc.UNIT_SECONDS, {**_SERVE, sc.ML_FRAMEWORK: "paddle"}),
+    (sc.METRIC_INFERENCE_QUEUE_DURATION, "histogram", sc.UNIT_SECONDS, _SERVE),
+    (sc.METRIC_INFERENCE_QUEUE_WAITING, "updowncounter", sc.UNIT_REQUEST, _SERVE),
+    (sc.METRIC_MODEL_PREDICTIONS, "counter", sc.UNIT_PREDICTION, {**_SERVE, sc.ML_PREDICTION_LABEL: "cat"}),
+    (
+        sc.METRIC_MODEL_OUTCOMES,
+        "counter",
+        sc.UNIT_OUTCOME,
+        {**_SERVE, sc.ML_TRUTH_LABEL: "cat", sc.ML_PREDICTION_CORRECT: True},
+    ),
     (sc.METRIC_HW_GPU_UTILIZATION, "gauge", "1", {**_GPU, sc.HW_GPU_TASK: sc.GPU_TASK_GENERAL}),
     (sc.METRIC_HW_GPU_MEMORY_UTILIZATION, "gauge", "1", _GPU),
     (sc.METRIC_HW_GPU_MEMORY_USAGE, "updowncounter", "By", _GPU),

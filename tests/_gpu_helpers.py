@@ -42,7 +42,10 @@ GPU_METRICS = (
 
 
 def collect(reader: InMemoryMetricReader) -> dict[str, dict[str, list[tuple[Any, dict[str, Any]]]]]:
-    """One collection: metric name -> hw.id -> [(value, attributes)], only metrics with points."""
+    """One collection: metric name -> hw.id -> [(value, attributes)], only metrics with points.
+
+    Points without ``hw.id`` (``otel_ml.instrument()`` also turns on process metrics) are not the GPU's.
+    """
     data = reader.get_metrics_data()
     found: dict[str, dict[str, list[tuple[Any, dict[str, Any]]]]] = {}
     for rm in data.resource_metrics if data else []:
@@ -50,6 +53,8 @@ def collect(reader: InMemoryMetricReader) -> dict[str, dict[str, list[tuple[Any,
             for metric in sm.metrics:
                 for point in metric.data.data_points:
                     attrs = dict(point.attributes)
+                    if "hw.id" not in attrs:
+                        continue
                     found.setdefault(metric.name, {}).setdefault(attrs["hw.id"], []).append((point.value, attrs))
     return found
 

@@ -30,6 +30,7 @@ ALERTS = (
     "GPUUnderutilized",
     "GPUMemoryNearFull",
     "GPUThrottled",
+    "ModelAccuracyLow",
 )
 
 
@@ -55,7 +56,7 @@ def test_rules_are_valid(promtool: str) -> None:
     # Every threshold constant and every alert of the file, none dropped.
     rules = RULES.read_text()
     count = len(re.findall(r"^\s+- record: ", rules, re.M)) + len(re.findall(r"^\s+- alert: ", rules, re.M))
-    assert count == 10 + len(ALERTS)  # 10 threshold constants
+    assert count == 12 + len(ALERTS)  # 12 threshold constants
     assert f"SUCCESS: {count} rules found" in out
 
 
@@ -79,7 +80,7 @@ def test_alert_names_and_annotations_are_the_documented_ones() -> None:
     assert rules.count("description:") == len(ALERTS)
     # Thresholds are recorded constants: the first group's, and the GPU-health group's own.
     thresholds = re.findall(r"record: otel_ml:threshold:(\w+)", rules)
-    assert len(thresholds) == 10
+    assert len(thresholds) == 12
     for name in thresholds:
         assert f"scalar(otel_ml:threshold:{name})" in rules, name
 
@@ -110,15 +111,14 @@ def test_for_durations_follow_the_documented_review() -> None:
         "GPUUnderutilized": "15m",
         "GPUMemoryNearFull": "5m",
         "GPUThrottled": "5m",
+        "ModelAccuracyLow": "10m",
     }
 
 
 def test_model_accuracy_alert_has_promtool_cases() -> None:
-    """ModelAccuracyLow reads the Paddle inference quality counters; until they exist the rules hold a placeholder."""
+    """ModelAccuracyLow reads the inference quality counters (otel_ml.serving.ModelQuality)."""
     rules = RULES.read_text()
-    if "- alert: ModelAccuracyLow" not in rules:
-        assert "# ModelAccuracyLow: PLACEHOLDER." in rules
-        pytest.skip("ModelAccuracyLow waits for the Paddle inference quality counters (not implemented yet)")
+    assert "- alert: ModelAccuracyLow" in rules
     tests = RULE_TESTS.read_text()
     assert re.search(r"alertname: ModelAccuracyLow\n\s+exp_alerts:", tests)
     assert re.search(r"alertname: ModelAccuracyLow\n(?!\s+exp_alerts)", tests)

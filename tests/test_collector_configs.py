@@ -192,3 +192,24 @@ def test_compose_file_wires_the_stack() -> None:
         [docker, "compose", "-f", str(compose), "config", "--quiet"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_dashboard_has_the_model_quality_and_serving_row() -> None:
+    """The row for otel_ml.serving reads the series the helpers export, under their documented names."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = {p["title"]: p for p in dashboard["panels"]}
+    assert titles["Model quality and serving (otel_ml.serving)"]["type"] == "row"
+    expected = {
+        "Model accuracy (1h)": "ml_model_outcomes_total",
+        "Recall per class (1h)": "ml_truth_label",
+        "Prediction distribution": "ml_model_predictions_total",
+        "Queue wait p95 vs run p95": "ml_inference_queue_duration_seconds_bucket",
+        "Requests waiting for a predictor": "ml_inference_queue_waiting",
+        "Model load time": "ml_model_load_duration_seconds_count",
+        "Process CPU and memory": "process_memory_usage_bytes",
+        "Process threads and GC": "cpython_gc_collections_total",
+    }
+    for title, series in expected.items():
+        assert any(series in target["expr"] for target in titles[title]["targets"]), title
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))

@@ -133,7 +133,13 @@ def test_podmonitors_have_their_required_fields_and_select_real_ports() -> None:
 def test_prometheusrule_has_the_fields_its_crd_requires() -> None:
     (rule,) = _objects("PrometheusRule").values()
     groups = rule["spec"]["groups"]
-    assert [g["name"] for g in groups] == ["otel_ml_thresholds", "otel_ml_training", "otel_ml_inference", "otel_ml_gpu"]
+    assert [g["name"] for g in groups] == [
+        "otel_ml_thresholds",
+        "otel_ml_training",
+        "otel_ml_inference",
+        "otel_ml_gpu",
+        "otel_ml_model_quality",
+    ]
     for group in groups:
         for r in group["rules"]:
             assert isinstance(r["expr"], str) and r["expr"].strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 
-from otel_ml import _sdk
+from otel_ml import _sampling, _sdk, _sdk_env
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import RepeatFilter
 
@@ -65,3 +65,27 @@ def test_repeated_export_failures_log_once_then_report_the_count() -> None:
     )
     assert repeat.filter(later)
     assert later.getMessage() == "Failed to export m (4 similar messages suppressed in the last 0 s)"
+
+
+def test_stable_http_conventions_are_the_default_unless_the_user_chose() -> None:
+    environ: dict[str, str] = {}
+    _sdk_env.default_http_semconv(environ)
+    assert environ == {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+    chosen = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}
+    _sdk_env.default_http_semconv(chosen)
+    assert chosen == {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}
+    empty = {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}  # set, even if empty: the user's choice (the old conventions)
+    _sdk_env.default_http_semconv(empty)
+    assert empty == {"OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+
+
+def test_without_a_trace_exporter_only_slow_spans_are_sampled(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from otel_ml._sampling import SlowSpansOnly
+    from otel_ml.exporter import SlowStepBuffer
+
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    buffer = SlowStepBuffer(4)
+    assert isinstance(_sampling.sampler_for([buffer]), SlowSpansOnly)
+    assert _sampling.sampler_for([object(), buffer]) is None  # an exporter keeps spans: the SDK's default sampler
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    assert _sampling.sampler_for([buffer]) is None  # the user's choice wins

@@ -4,7 +4,8 @@ Paddle's predictor is a pybind11 class whose instances take no attributes, so
 per-predictor facts live in a weak-keyed map: an entry goes away with its
 predictor. The map is filled by the ``create_predictor`` and ``clone`` wrappers
 from the ``Config``; a predictor that arrives without facts (a
-``PredictorPool`` member) gets them on its first ``run()`` from the options.
+``PredictorPool`` member) gets them on its first ``run()`` from what
+:mod:`otel_ml.paddle._identity` knows of it, else from the options.
 
 Per-model state (attribute dicts built once, the runs in flight) is shared by
 every predictor of one model and bounded in number, so that a service that
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -25,20 +25,23 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml import _semconv as sc
 from otel_ml._slow import SlowDetector
+from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, identity_of_config, known, remember
 from otel_ml.paddle._options import PaddleOptions
 
 _LOG = logging.getLogger(__name__)
 
-UNKNOWN_MODEL: Final = "unknown"
 OTHER: Final = "_OTHER"
 MAX_MODELS: Final = 64
+"""Distinct (name, version) pairs per process; more are reported as ``_OTHER``."""
+MAX_VERSIONS: Final = 8
+"""Distinct versions per model name; more are reported as version ``_OTHER``."""
 MAX_ERROR_TYPES: Final = 16
 MAX_SLOW_SPANS_PER_SECOND: Final = 10
 """Per model: on a busy host many runs can cross 3x the median; the histogram still counts them all."""
 
 
 class ModelState:
-    """Attribute dicts, runs in flight and measurements not yet handed to the SDK, of one ``ml.model.name``.
+    """Attribute dicts, runs in flight and measurements not yet handed to the SDK, of one model and version.
 
     Runs in flight are two monotonic counters (``next()`` on an
     ``itertools.count`` is one atomic C call under the GIL) rather than an int
@@ -59,12 +62,16 @@ class ModelState:
         "pending",
         "pending_batches",
         "started",
+        "version",
         "warm_attrs",
     )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, version: str | None = None) -> None:
         self.name = name
-        self.batch_attrs = {sc.ML_FRAMEWORK: sc.FRAMEWORK_PADDLE, sc.ML_MODEL_NAME: name}
+        self.version = version
+        self.batch_attrs: dict[str, Any] = {sc.ML_FRAMEWORK: sc.FRAMEWORK_PADDLE, sc.ML_MODEL_NAME: name}
+        if version is not None:
+            self.batch_attrs[sc.ML_MODEL_VERSION] = version
         self.attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: False}
         self.warm_attrs = {**self.batch_attrs, sc.ML_INFERENCE_WARMUP: True}
         self._errors: dict[tuple[type, bool], dict[str, Any]] = {}
@@ -115,15 +122,16 @@ class ModelState:
 class PredictorFacts:
     """One predictor's model, engine flags, warm-up count and slow-run baseline."""
 
-    __slots__ = ("detector", "engine", "handle", "model", "runs", "span_attrs")
+    __slots__ = ("detector", "engine", "handle", "identity", "model", "runs", "span_attrs")
 
-    def __init__(self, model: ModelState, engine: dict[str, bool], options: PaddleOptions) -> None:
+    def __init__(self, model: ModelState, identity: Identity, options: PaddleOptions) -> None:
         self.model = model
-        self.engine = engine
-        self.runs = 0
+        self.identity = identity
+        self.engine = identity.engine
+        self.runs = identity.runs
         self.handle: Any = None  # the first input handle, once looked up
         self.detector = SlowDetector(options.slow_run_seconds, options.slow_run_factor)
-        self.span_attrs: dict[str, Any] = {**model.batch_attrs, **engine}
+        self.span_attrs: dict[str, Any] = {**model.batch_attrs, **identity.engine}
 
 
 class Registry:
@@ -132,46 +140,84 @@ class Registry:
     def __init__(self, options: PaddleOptions) -> None:
         self.options = options
         self._facts: weakref.WeakKeyDictionary[Any, PredictorFacts] = weakref.WeakKeyDictionary()
-        self._models: dict[str, ModelState] = {}
+        self._models: dict[tuple[str, str | None], ModelState] = {}
+        self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def model(self, name: str) -> ModelState:
-        state = self._models.get(name)
+    def model(self, name: str, version: str | None = None) -> ModelState:
+        """The state of ``name`` at ``version``; at most ``MAX_MODELS`` pairs and ``MAX_VERSIONS`` per name."""
+        state = self._models.get((name, version))
         if state is None:
             with self._lock:
-                state = self._models.get(name)
-                if state is None:
-                    if len(self._models) >= MAX_MODELS:
-                        _LOG.warning(
-                            "otel_ml: more than %d Paddle model names; model %r is reported as %r",
-                            MAX_MODELS,
-                            name,
-                            OTHER,
-                        )
-                        name = OTHER
-                        state = self._models.get(name)
-                    if state is None:
-                        state = ModelState(name)
-                        self._models[name] = state
+                state = self._models.get((name, version)) or self._new_model(name, version)
         return state
+
+    def _new_model(self, name: str, version: str | None) -> ModelState:
+        if version is not None and (name, version) not in self._models and self._versions.get(name, 0) >= MAX_VERSIONS:
+            _LOG.warning("otel_ml: more than %d versions of Paddle model %r; reported as %r", MAX_VERSIONS, name, OTHER)
+            version = OTHER
+        if (name, version) not in self._models and len(self._models) >= MAX_MODELS:
+            _LOG.warning("otel_ml: more than %d Paddle models; model %r is reported as %r", MAX_MODELS, name, OTHER)
+            name, version = OTHER, None
+        state = self._models.get((name, version))
+        if state is None:
+            state = ModelState(name, version)
+            self._models[(name, version)] = state
+            if version is not None:
+                self._versions[name] = self._versions.get(name, 0) + 1
+        return state
+
+    def identity(self, config: Any) -> Identity:
+        """What ``config`` says: an explicit name, else the options, else the model's path."""
+        explicit = known(config)
+        if explicit is not None:
+            return Identity(explicit.name, explicit.version, engine_flags(config))
+        name, version = identity_of_config(config)
+        if self.options.model_name:
+            name = self.options.model_name
+        if self.options.model_version:
+            version = self.options.model_version
+        return Identity(name, version, engine_flags(config))
 
     def register(self, predictor: Any, config: Any) -> PredictorFacts:
         """Record what ``config`` says about ``predictor`` (called by the ``create_predictor`` wrapper)."""
-        facts = PredictorFacts(self.model(self._model_name(config)), engine_flags(config), self.options)
-        self._facts[predictor] = facts
-        return facts
+        return self._attach(predictor, self.identity(config))
 
-    def derive(self, clone: Any, parent: Any) -> None:
+    def derive(self, clone: Any, parent: Any) -> PredictorFacts:
         """Give a ``clone()`` its parent's model and flags, with its own warm-up and baseline."""
-        base = self.facts(parent)
-        self._facts[clone] = PredictorFacts(base.model, base.engine, self.options)
+        base = self.facts(parent).identity
+        return self._attach(clone, Identity(base.name, base.version, base.engine, fallback=base.fallback))
 
     def facts(self, predictor: Any) -> PredictorFacts:
         facts = self._facts.get(predictor)
         if facts is None:
-            name = self.options.model_name or UNKNOWN_MODEL
-            facts = PredictorFacts(self.model(name), {}, self.options)
-            self._facts[predictor] = facts
+            identity = known(predictor)
+            if identity is None or identity.fallback:
+                runs = identity.runs if identity is not None else 0
+                name = self.options.model_name or UNKNOWN_MODEL
+                identity = Identity(name, self.options.model_version, {}, runs, fallback=True)
+            facts = self._attach(predictor, identity)
+        return facts
+
+    def forget(self, predictor: Any) -> None:
+        """Drop ``predictor``'s facts (it was renamed): its next run starts from its identity, runs kept."""
+        try:
+            facts = self._facts.pop(predictor, None)
+        except TypeError:  # takes no weak reference: never tracked
+            return
+        identity = known(predictor)
+        if facts is not None and identity is not None:
+            identity.runs = facts.runs
+
+    def save(self) -> None:
+        """Keep each live predictor's run count with its identity (at uninstrument): no second warm-up."""
+        for facts in list(self._facts.values()):
+            facts.identity.runs = facts.runs
+
+    def _attach(self, predictor: Any, identity: Identity) -> PredictorFacts:
+        remember(predictor, identity)
+        facts = PredictorFacts(self.model(identity.name, identity.version), identity, self.options)
+        self._facts[predictor] = facts
         return facts
 
     def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
@@ -181,25 +227,6 @@ class Registry:
     def models(self) -> list[ModelState]:
         """A snapshot of the models (``list()`` of a dict view is one C call: safe beside inserts)."""
         return list(self._models.values())
-
-    def _model_name(self, config: Any) -> str:
-        if self.options.model_name:
-            return self.options.model_name
-        return model_name_of(config)
-
-
-def model_name_of(config: Any) -> str:
-    """The stem of the model file (``ocr.json`` -> ``ocr``), the model directory's name, or ``unknown``."""
-    for getter in ("prog_file", "model_dir"):
-        try:
-            path = getattr(config, getter)()
-        except Exception:  # noqa: BLE001 - a config without that getter or a model from memory
-            continue
-        if path:
-            stem = os.path.splitext(os.path.basename(os.path.normpath(str(path))))[0]
-            if stem:
-                return stem
-    return UNKNOWN_MODEL
 
 
 def engine_flags(config: Any) -> dict[str, bool]:

@@ -15,10 +15,11 @@ _Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 @dataclass(frozen=True)
 class PaddleInstruments:
-    """The duration and batch-size histograms; runs in flight are observed, not counted per call."""
+    """The run-duration, batch-size and load-duration histograms; runs in flight are observed, not counted."""
 
     duration: Histogram
     batch_size: Histogram
+    load_duration: Histogram
 
     @staticmethod
     def create_observable(meter: Meter, observe_active: _Callback) -> None:
@@ -50,5 +51,11 @@ class PaddleInstruments:
                 unit=sc.UNIT_SAMPLE,
                 description="Samples per run, from the first input's leading dimension when it is known.",
                 explicit_bucket_boundaries_advisory=list(BATCH_SIZE_BUCKETS),
+            ),
+            load_duration=meter.create_histogram(
+                sc.METRIC_MODEL_LOAD_DURATION,
+                unit=sc.UNIT_SECONDS,
+                description="Wall time of create_predictor() or clone(); error.type when it raised.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_SECONDS),
             ),
         )

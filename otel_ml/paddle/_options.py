@@ -10,6 +10,7 @@ from otel_ml._config import Option, OptionTable, parse_float, parse_int, parse_s
 
 OPTIONS = OptionTable(
     Option("model_name", ev.OTEL_ML_MODEL_NAME, parse_str, None, "ml.model.name of every predictor"),
+    Option("model_version", ev.OTEL_ML_MODEL_VERSION, parse_str, None, "ml.model.version of every predictor"),
     Option(
         "inference_warmup_runs",
         ev.OTEL_ML_INFERENCE_WARMUP_RUNS,
@@ -39,6 +40,7 @@ class PaddleOptions:
     """Resolved options (see :data:`OPTIONS` for each one's variable, bounds and default)."""
 
     model_name: str | None
+    model_version: str | None
     inference_warmup_runs: int
     slow_run_seconds: float | None
     slow_run_factor: float

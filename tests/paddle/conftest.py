@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +39,9 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
 
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ log lines, not ours
+# otel_ml's default (see otel_ml._sdk), set here too because the HTTP conventions are
+# chosen once per process and the in-process server tests instrument Flask directly.
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paddle_service.py"
 
@@ -45,6 +50,8 @@ def load_example() -> ModuleType:
     """Import ``examples/paddle_service.py`` (not a package) as a module."""
     module = sys.modules.get("paddle_service")
     if module is None:
+        if str(EXAMPLE.parent) not in sys.path:  # its input checks sit beside it, as for `python examples/...`
+            sys.path.insert(0, str(EXAMPLE.parent))
         spec = importlib.util.spec_from_file_location("paddle_service", EXAMPLE)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -99,3 +106,26 @@ def points_by(telemetry: Any, name: str) -> dict[tuple[tuple[str, Any], ...], An
 
 def model_points(telemetry: Any, name: str, model: str) -> list[Any]:
     return [p for p in telemetry.points(name) if dict(p.attributes).get("ml.model.name") == model]
+
+
+@pytest.fixture
+def server(telemetry, model_prefix, service_module) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """The example app, instrumented with the test's providers, in a threaded server on a free port."""
+    from otel_ml.paddle import PaddleInstrumentor
+
+    PaddleInstrumentor().instrument(
+        meter_provider=telemetry.meter_provider,
+        tracer_provider=telemetry.tracer_provider,
+        slow_run_seconds=10.0,
+    )
+    app = service_module.create_app(
+        model_prefix, meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider
+    )
+    srv = service_module.make_threaded_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.app = app
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=10)

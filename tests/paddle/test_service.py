@@ -1,114 +1,27 @@
-"""The Flask example under load on loopback: every request accounted for, bad input refused."""
+"""The Flask example under load on loopback: every request accounted for, spans linked, metrics served."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind
 
 from otel_ml import _semconv as sc
-from otel_ml.paddle import PaddleInstrumentor
+from tests._net import free_port
+from tests.paddle._http import INVALID, MODEL, get, http_counts, http_series, post, request, runs, valid_body
 from tests.paddle.conftest import EXAMPLE, model_points
-
-MODEL = "iris_mlp"
-# (body, expected status, expected phrase in the error message)
-INVALID: list[tuple[bytes, int, str]] = [
-    (b"", 400, "empty body"),
-    (b"{not json", 400, "not valid JSON"),
-    (b'{"instances": [[1, 2, 3]]}', 400, "instances[0] has 3 values; expected a list of 4 numbers"),
-    (b'{"instances": [[1, 2, "x", 4]]}', 400, 'instances[0][2] is "x"; expected a finite number'),
-    (b'{"instances": [[1, 2, true, 4]]}', 400, "instances[0][2] is true; expected a finite number"),
-    (b'{"instances": []}', 400, '"instances" must be a list of 1 to 64 rows'),
-    (b'{"rows": [[1, 2, 3, 4]]}', 400, 'expected a JSON object with an "instances" key'),
-    (b'{"instances": [[1, 2, NaN, 4]]}', 400, "instances[0][2] is NaN; expected a finite number"),
-    (b'{"instances": [[1, 2, 3, 4]]' + b" " * 70000 + b"}", 413, "413 Request Entity Too Large"),
-]
-
-
-def _post(port: int, body: bytes, path: str = "/predict") -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _valid_body(i: int) -> tuple[bytes, int]:
-    rows = 1 + i % 5
-    return json.dumps({"instances": [[0.1 * i, 1.0, -2.5, 3] for _ in range(rows)]}).encode(), rows
-
-
-@pytest.fixture
-def server(telemetry, model_prefix, service_module) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    """The example app, instrumented with the test's providers, in a threaded server on a free port."""
-    PaddleInstrumentor().instrument(
-        meter_provider=telemetry.meter_provider,
-        tracer_provider=telemetry.tracer_provider,
-        slow_run_seconds=10.0,
-    )
-    app = service_module.create_app(
-        model_prefix, meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider
-    )
-    srv = service_module.make_threaded_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    srv.app = app
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=10)
-
-
-def _http_counts(telemetry) -> Counter[int]:  # type: ignore[no-untyped-def]
-    counts: Counter[int] = Counter()
-    for point in telemetry.points("http.server.duration"):
-        counts[int(dict(point.attributes)["http.status_code"])] += point.count
-    return counts
-
-
-def _runs(port: int) -> int:
-    status, body = _get(port, "/health")
-    assert status == 200
-    return int(json.loads(body)["runs"])
-
-
-@pytest.mark.parametrize(("body", "status", "message"), INVALID, ids=[m[:24] for _, _, m in INVALID])
-def test_invalid_input_gets_a_clear_4xx(telemetry, server, body, status, message) -> None:  # type: ignore[no-untyped-def]
-    port = server.server_port
-    got_status, answer = _post(port, body)
-    assert got_status == status
-    assert message in answer["error"]
-    assert _runs(port) == 0
-    assert model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
-    assert _http_counts(telemetry)[status] == 1
 
 
 def test_request_span_is_the_parent_of_the_run_span(telemetry, server) -> None:  # type: ignore[no-untyped-def]
-    status, answer = _post(server.server_port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}')
+    status, answer = post(server.server_port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}')
     assert status == 200 and len(answer["predictions"]) == 2 and len(answer["classes"]) == 2
     assert all(abs(sum(p) - 1.0) < 1e-5 for p in answer["predictions"])
     [server_span] = [s for s in telemetry.finished() if s.kind is SpanKind.SERVER]
@@ -136,9 +49,9 @@ def test_load_every_request_is_accounted_for(telemetry, server) -> None:  # type
                 body, expected, _ = INVALID[(i // 4) % len(INVALID)]
                 rows = 0
             else:
-                (body, rows), expected = _valid_body(i), 200
+                (body, rows), expected = valid_body(i), 200
             try:
-                status, _ = _post(port, body)
+                status, _ = post(port, body)
             except Exception as exc:  # noqa: BLE001 - collected and reported by the assertion
                 failures.append(f"request {i}: {exc!r}")
                 continue
@@ -158,8 +71,8 @@ def test_load_every_request_is_accounted_for(telemetry, server) -> None:  # type
 
     valid = sum(1 for i in range(total) if i % 4 != 3)
     assert sum(statuses.values()) == total and statuses[200] == valid
-    assert _runs(port) == valid  # the service's own count of predictor runs; the server is still up
-    assert _http_counts(telemetry) == statuses + Counter({200: 1})  # + the /health request just made
+    assert runs(port) == valid  # the service's own count of predictor runs; the server is still up
+    assert http_counts(telemetry) == statuses + Counter({200: 1})  # + the /health request just made
     durations = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
     assert sum(p.count for p in durations) == valid
     assert all(sc.ERROR_TYPE not in dict(p.attributes) for p in durations)
@@ -170,12 +83,6 @@ def test_load_every_request_is_accounted_for(telemetry, server) -> None:  # type
     assert len(telemetry.finished(sc.SPAN_PADDLE_RUN)) == valid
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher",
@@ -184,9 +91,10 @@ def _free_port() -> int:
 )
 def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ignore[no-untyped-def]
     """The example as a user runs it (alone, or under opentelemetry-instrument) and its embedded /metrics."""
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port), "OTEL_TRACES_EXPORTER": "none"}
     env.pop("OTEL_METRICS_EXPORTER", None)
+    env.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)  # otel_ml's default applies
     proc = subprocess.Popen(
         [*launcher, sys.executable, str(EXAMPLE), "--port", "0", "--model-dir", str(tmp_path)],
         env=env,
@@ -204,16 +112,29 @@ def test_example_script_serves_metrics(tmp_path, launcher) -> None:  # type: ign
         assert line.startswith("serving on http://127.0.0.1:"), "".join(seen)
         port = int(line.rsplit(":", 1)[1])
         for i in range(3):
-            assert _post(port, _valid_body(i)[0])[0] == 200
-        assert _post(port, b'{"instances": [["a", 1, 2, 3]]}')[0] == 400
-        status, text = _get(metrics_port, "/metrics")
+            assert post(port, valid_body(i)[0])[0] == 200
+        assert post(port, b'{"instances": [["a", 1, 2, 3]]}')[0] == 400
+        assert request(port, "GET", "/no-such-path")[0] == 404
+        status, text = get(metrics_port, "/metrics")
         assert status == 200
         lines = text.decode().splitlines()
         counts = [ln for ln in lines if ln.startswith("ml_inference_duration_seconds_count{")]
         assert all(f'ml_model_name="{MODEL}"' in ln for ln in counts) and len(counts) >= 1
         assert sum(float(ln.rsplit(" ", 1)[1]) for ln in counts) == 3
-        client_errors = [ln for ln in lines if ln.startswith("http_server_duration_milliseconds_count{")]
-        assert any('http_status_code="400"' in ln and ln.endswith(" 1.0") for ln in client_errors), client_errors
+        # The stable HTTP conventions are otel_ml's default: no Host, no URL in any label.
+        requests = [ln for ln in lines if ln.startswith("http_server_request_duration_seconds_count{")]
+        assert any('http_response_status_code="400"' in ln and ln.endswith(" 1.0") for ln in requests), requests
+        assert not [ln for ln in lines if ln.startswith("http_server_duration_milliseconds")]
+        assert "ml_inference_queue_duration_seconds_count{" in text.decode()
+        # Process health beside the model's series, with the semantic-convention names.
+        for family in ("process_memory_usage_bytes", "process_thread_count", "cpython_gc_collections_total"):
+            assert any(ln.startswith(family + "{") for ln in lines), family
+        before = http_series(metrics_port)
+        for i in range(50):  # what any client can send: its own Host header, any path
+            host = f"h{i}-{uuid.uuid4().hex[:8]}.example"
+            assert request(port, "POST", "/predict", valid_body(i)[0], host)[0] == 200
+            assert request(port, "GET", f"/{uuid.uuid4().hex}", host=host)[0] == 404
+        assert http_series(metrics_port) == before
         assert proc.poll() is None
     finally:
         proc.terminate()

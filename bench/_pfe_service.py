@@ -1,0 +1,73 @@
+"""The example service in the seeds' design: Flask + prometheus-flask-exporter, no OpenTelemetry.
+
+The baseline ``bench_paddle.py`` compares otel_ml against: the same app and
+predictor pool as ``examples/paddle_service.py``, with prometheus-flask-exporter's
+default per-request counter and histogram (labelled by path, method and
+status) and a counter and histogram of its own around each inference
+(labelled by model and version), served on the app's own ``/metrics``.
+
+    python bench/_pfe_service.py --port 0 --model-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "paddle_service.py"
+
+
+def _example() -> Any:
+    sys.path.insert(0, str(EXAMPLE.parent))  # its input checks sit beside it
+    spec = importlib.util.spec_from_file_location("paddle_service", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["paddle_service"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-dir", default=None)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    from prometheus_client import Counter, Histogram
+    from prometheus_flask_exporter import PrometheusMetrics
+
+    service = _example()
+    prefix = service.save_model(args.model_dir or tempfile.mkdtemp(prefix="pfe_service_"))
+    app = service.create_app(prefix, instrument=False)
+    PrometheusMetrics(app)
+    labels = {"model": service.MODEL_NAME, "version": os.environ.get("MODEL_VERSION", "1")}
+    predictions = Counter("model_predictions_total", "Predictions served.", list(labels)).labels(**labels)
+    latency = Histogram("model_inference_seconds", "Inference time.", list(labels)).labels(**labels)
+    pool = app.extensions["predictor_pool"]
+    predict = pool.predict
+
+    def timed_predict(rows: list[list[float]]) -> list[list[float]]:
+        t0 = time.perf_counter()
+        result = predict(rows)
+        latency.observe(time.perf_counter() - t0)
+        predictions.inc(len(rows))
+        return result  # type: ignore[no-any-return]
+
+    pool.predict = timed_predict
+    server = service.make_threaded_server(app, "127.0.0.1", args.port)
+    print(f"serving on http://127.0.0.1:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

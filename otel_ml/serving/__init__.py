@@ -1,0 +1,26 @@
+"""Helpers for serving code: where a request's time goes before the model runs, and how good the model is.
+
+Usage::
+
+    from otel_ml.serving import ModelQuality, QueueTimer
+
+    waits = QueueTimer("resnet", version="3")
+    with waits.waiting():                      # around the wait for a free predictor
+        predictor = free_predictors.get()
+
+    quality = ModelQuality("resnet", classes=["cat", "dog"], version="3")
+    quality.predicted("cat", request_id=rid)   # when answering
+    quality.observed("dog", request_id=rid)    # when the ground truth arrives
+
+Both take an optional ``meter_provider`` (default: the global one, which
+``otel_ml.instrument()`` sets up). Neither puts inputs, outputs or request
+ids into telemetry: labels are the model's name and version and the classes
+declared up front.
+"""
+
+from __future__ import annotations
+
+from otel_ml.serving._quality import ModelQuality
+from otel_ml.serving._queue import QueueTimer
+
+__all__ = ["ModelQuality", "QueueTimer"]

@@ -1,0 +1,101 @@
+"""What the serving helpers share: their meter, the model's attributes, lock-free tallies, live objects.
+
+The helpers sit on every request of a service, so their counts are not SDK
+measurements per call (several microseconds of attribute hashing each): they
+are :class:`Tally` bumps, read by observable instruments at collection. The
+observable instruments are created once per meter provider (the SDK cannot
+drop one) and read every live helper of that provider, held weakly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from otel_ml import _semconv as sc
+from otel_ml._observe import Binding, binding_for
+from otel_ml.version import __version__
+
+MAX_LABEL_LENGTH: Final = 128
+OTHER: Final = "_OTHER"
+
+
+def meter(meter_provider: metrics.MeterProvider | None) -> metrics.Meter:
+    """The ``otel_ml.serving`` meter of ``meter_provider`` (default: the global provider, even if set later)."""
+    return metrics.get_meter("otel_ml.serving", __version__, meter_provider)
+
+
+def model_attributes(model_name: str, version: str | int | None) -> dict[str, Any]:
+    """``ml.model.name`` (and ``ml.model.version``); raises ValueError naming what is accepted."""
+    if not isinstance(model_name, str) or not model_name.strip() or len(model_name) > MAX_LABEL_LENGTH:
+        raise ValueError(
+            f"model_name {model_name!r} is invalid: expected a non-empty string of at most {MAX_LABEL_LENGTH}"
+        )
+    attrs: dict[str, Any] = {sc.ML_MODEL_NAME: model_name}
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, (str, int)) or not str(version).strip():
+            raise ValueError(f"version {version!r} is invalid: expected a non-empty string, a whole number or None")
+        attrs[sc.ML_MODEL_VERSION] = str(version)[:MAX_LABEL_LENGTH]
+    return attrs
+
+
+class Tally:
+    """A count that any thread bumps with one atomic C call (``next`` on ``itertools.count``).
+
+    Example:
+        >>> tally = Tally()
+        >>> for _ in range(3):
+        ...     _ = tally.bump()
+        >>> tally.value(), tally.value()
+        (3, 3)
+    """
+
+    __slots__ = ("_count", "_lock", "_reads", "bump")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.bump: Callable[[], object] = self._count.__next__
+        self._reads = 0
+        self._lock = threading.Lock()
+
+    def value(self) -> int:
+        """Bumps so far. A read consumes one step of the counter too: the reads are subtracted."""
+        with self._lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+            return value
+
+
+def live_set(meter_provider: metrics.MeterProvider | None, key: str, create: Callable[[Callback], None]) -> Any:
+    """The weak set of live helpers that the ``key`` observable instruments of the provider read.
+
+    ``create(callback)`` makes those instruments, once per provider, with a
+    callback that calls ``helper.observe()`` on each live helper and sums
+    equal attribute sets (two helpers of one model are one series).
+    """
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+
+    def make(binding: Binding[Any]) -> None:
+        binding.bind(weakref.WeakSet())
+        create(binding.callback(_observe_all))
+
+    return binding_for(provider, key, make).state
+
+
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+def _observe_all(helpers: Any, options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[frozenset[tuple[str, Any]], tuple[int, dict[str, Any]]] = {}
+    for helper in list(helpers):
+        for value, attrs in helper.observe():
+            key = frozenset(attrs.items())
+            previous = totals.get(key)
+            totals[key] = ((previous[0] if previous else 0) + value, attrs)
+    return [Observation(value, attrs) for value, attrs in totals.values()]

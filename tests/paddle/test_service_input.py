@@ -1,0 +1,61 @@
+"""The example service refuses every bad input with a 4xx and valid JSON; feedback feeds the quality counters."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from otel_ml import _semconv as sc
+from tests.paddle._http import INVALID, MODEL, http_counts, post, runs
+from tests.paddle.conftest import model_points
+
+ANSWERED = "request_id {!r} is unknown or already has its feedback"
+
+
+@pytest.mark.parametrize(("body", "status", "message"), INVALID, ids=[m[:24] for _, _, m in INVALID])
+def test_invalid_input_gets_a_clear_4xx(telemetry, server, body, status, message) -> None:  # type: ignore[no-untyped-def]
+    port = server.server_port
+    got_status, answer = post(port, body)
+    assert got_status == status
+    assert message in answer["error"]
+    assert runs(port) == 0
+    assert model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
+    assert http_counts(telemetry)[status] == 1
+
+
+def test_a_huge_chunked_body_gets_413_and_a_wrong_content_type_415(telemetry, server) -> None:  # type: ignore[no-untyped-def]
+    port = server.server_port
+    chunks = (b" " * 65536 for _ in range(160))  # 10 MiB, with no Content-Length
+    status, answer = post(port, chunks, chunked=True)
+    assert (status, answer["error"].split(":")[0]) == (413, "body over 65536 bytes")
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        status, answer = post(port, b'{"instances": [[1, 2, 3, 4]]}', content_type=content_type)
+        assert (status, answer) == (415, {"error": f"Content-Type is {content_type!r}; expected application/json"})
+    assert runs(port) == 0
+    assert http_counts(telemetry) == Counter({413: 1, 415: 2, 200: 1})
+
+
+def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) -> None:  # type: ignore[no-untyped-def]
+    port = server.server_port
+    status, answer = post(port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]]}')
+    assert status == 200
+    predicted = answer["classes"]
+    truth = [predicted[0], (predicted[1] + 1) % 3]  # the first right, the second wrong
+    body = json.dumps({"request_id": answer["request_id"], "labels": truth}).encode()
+    assert post(port, body, "/feedback") == (200, {"counted": 2})
+    assert post(port, body, "/feedback") == (404, {"error": ANSWERED.format(answer["request_id"])})
+    status, refused = post(port, b'{"request_id": "x", "labels": [3]}', "/feedback")
+    assert (status, refused["error"]) == (400, "labels[0] is 3; expected a class 0 to 2")
+    outcomes = {
+        (p.attributes[sc.ML_TRUTH_LABEL], p.attributes[sc.ML_PREDICTION_CORRECT]): p.value
+        for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)
+    }
+    assert outcomes == {(str(truth[0]), True): 1, (str(truth[1]), False): 1}
+    predictions = {p.attributes[sc.ML_PREDICTION_LABEL]: p.value for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS)}
+    assert sum(predictions.values()) == 2 and set(predictions) == {str(c) for c in predicted}
+    [wait] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
+    assert wait.count == 1
+    [waiting] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
+    assert waiting.value == 0

@@ -1,0 +1,55 @@
+"""record_many: the same sums, counts and buckets as one record per value, through the SDK's own aggregations."""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
+
+from otel_ml._aggregate import _aggregations, record_many_for
+from otel_ml._pending import NO_SPAN
+
+ATTRS = {"ml.model.name": "m", "ml.inference.warmup": False}
+VALUES = [0.002, 0.02, 0.2, 2.0, 0.02]
+
+
+def _points(reader: InMemoryMetricReader) -> list:  # type: ignore[type-arg]
+    data = reader.get_metrics_data()
+    metrics_ = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    return [p for m in metrics_ for p in m.data.data_points]
+
+
+def test_many_values_match_one_record_each_on_every_reader() -> None:
+    fast, slow, other = InMemoryMetricReader(), InMemoryMetricReader(), InMemoryMetricReader()
+    fast_provider = MeterProvider(metric_readers=[fast, other])
+    slow_provider = MeterProvider(metric_readers=[slow])
+    histogram = fast_provider.get_meter("t").create_histogram("h", unit="s")
+    reference = slow_provider.get_meter("t").create_histogram("h", unit="s")
+    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)
+    assert _aggregations(histogram, ATTRS) is not None  # the fast path is the one taken on the pinned SDK
+    record_many_for(histogram)(VALUES[:2], ATTRS, NO_SPAN)
+    for value in VALUES + VALUES[:2]:
+        reference.record(value, ATTRS, context=NO_SPAN)
+    [expected] = _points(slow)
+    for reader in (fast, other):
+        [point] = _points(reader)
+        assert (point.count, point.sum, point.min, point.max) == (expected.count, expected.sum, 0.002, 2.0)
+        assert list(point.bucket_counts) == list(expected.bucket_counts)
+        assert dict(point.attributes) == ATTRS and point.exemplars == []
+
+
+def test_a_view_that_keeps_some_attributes_is_honoured() -> None:
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="h", attribute_keys={"ml.model.name"})
+    provider = MeterProvider(metric_readers=[reader], views=[view])
+    histogram = provider.get_meter("t").create_histogram("h")
+    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)
+    [point] = _points(reader)
+    assert dict(point.attributes) == {"ml.model.name": "m"} and point.count == len(VALUES)
+
+
+def test_a_proxy_or_no_op_instrument_falls_back_to_record() -> None:
+    histogram = metrics.NoOpMeterProvider().get_meter("t").create_histogram("h")
+    assert _aggregations(histogram, ATTRS) is None
+    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)  # no error, nothing recorded

@@ -1,0 +1,44 @@
+"""Process health through opentelemetry-instrumentation-system-metrics: process metrics only, once per provider."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psutil
+
+import otel_ml
+from otel_ml.process import PROCESS_METRICS, ProcessInstrumentor
+
+
+def _names(telemetry) -> dict[str, list]:  # type: ignore[no-untyped-def,type-arg]
+    data = telemetry.reader.get_metrics_data()
+    found: dict[str, list] = {}  # type: ignore[type-arg]
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def test_process_metrics_only_with_semantic_convention_names(telemetry) -> None:  # type: ignore[no-untyped-def]
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    found = _names(telemetry)
+    assert set(found) == set(PROCESS_METRICS)  # no system.*, no process.runtime.* duplicates
+    [threads] = found["process.thread.count"]
+    assert threads.value >= threading.active_count()  # Python's threads, and the runtime's own
+    [memory] = found["process.memory.usage"]
+    rss = psutil.Process(os.getpid()).memory_info().rss
+    assert 0.5 * rss < memory.value < 2 * rss
+    generations = sorted(p.attributes["cpython.gc.generation"] for p in found["cpython.gc.collections"])
+    assert generations == [0, 1, 2]
+    assert {p.attributes["type"] for p in found["process.cpu.time"]} == {"user", "system"}
+
+
+def test_instrumenting_again_adds_no_second_set(telemetry) -> None:  # type: ignore[no-untyped-def]
+    otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider)
+    otel_ml.uninstrument()
+    otel_ml.instrument(telemetry.meter_provider, telemetry.tracer_provider)
+    found = _names(telemetry)
+    assert len(found["process.memory.usage"]) == 1
+    assert len(found["process.thread.count"]) == 1
