@@ -34,6 +34,7 @@ from opentelemetry.util._importlib_metadata import entry_points
 from otel_ml import _semconv as sc
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
+from otel_ml._reservoir import seed_safe_views
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -155,7 +156,9 @@ def ensure_providers(
             meter_provider = metrics.get_meter_provider()
             if not is_sdk_meter_provider(meter_provider):
                 resource = build_resource()
-                meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers())
+                meter_provider = MeterProvider(
+                    resource=resource, metric_readers=metric_readers(), views=seed_safe_views()
+                )
                 metrics.set_meter_provider(meter_provider)
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()

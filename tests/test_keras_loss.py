@@ -11,7 +11,7 @@ import pytest
 
 import otel_ml
 from otel_ml import _semconv as sc
-from otel_ml.keras._loss import as_float
+from otel_ml._training.values import as_float
 from tests import _keras_models as km
 
 

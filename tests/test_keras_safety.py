@@ -75,7 +75,7 @@ def test_our_own_failure_is_logged_once_and_training_continues(telemetry, monkey
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("telemetry bug")
 
-    monkeypatch.setattr(_fit.FitRun, "_samples", broken)
+    monkeypatch.setattr(_fit.FitRun, "_step", broken)
     monkeypatch.setattr(_guard, "_seen", {})  # as in a fresh process: nothing logged yet
     with caplog.at_level(logging.WARNING, logger="otel_ml"):
         history = km.sequential().fit(*km.data(samples=64), batch_size=16, epochs=2, verbose=0)
