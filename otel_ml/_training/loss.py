@@ -51,14 +51,18 @@ class BatchLoss:
 
 
 class SpikeDetector:
-    """Loss spike: far above the rolling median in robust units *and* in the loss's own scale.
+    """Loss spike: far above the rolling median, in robust units of the loss's own noise.
 
-    A batch loss is a spike when it exceeds the window's median by more than
-    ``threshold`` scaled MADs and by more than the median's own magnitude
-    (the loss at least doubled). The second condition keeps the noise of
-    small batches on noisy losses (a regression on random targets, whose
-    batch losses are a scaled chi-square) from ever counting. The median and
-    MAD are recomputed every ``refresh`` losses, so each batch costs one
+    For positive losses the test is made on ``log(loss)``: a batch loss is a
+    spike when its log exceeds the window's median log by more than
+    ``threshold`` scaled MADs of the logs *and* by ``log(2)`` (the loss at
+    least doubled). Batch losses are skewed (a mean squared error over a
+    small batch is a scaled chi-square, with a long right tail); in log space
+    that tail is short, so small-batch noise never counts, while a broken
+    batch or a learning-rate blow-up (tens to thousands of times the usual
+    loss) still does. Losses that can be zero or negative use the same test
+    on the loss itself, with the median's magnitude as the floor. The limit
+    is recomputed every ``refresh`` losses, so each batch costs one
     comparison and one list store.
 
     Example:
@@ -73,7 +77,7 @@ class SpikeDetector:
 
     def __init__(self, window: int, threshold: float, refresh: int = 8) -> None:
         self._window = RollingWindow(window, refresh)
-        self._min = min(window, 16)
+        self._min = min(window, 32)  # a baseline of fewer losses misjudges their spread
         self._threshold = threshold
         self._limit = math.inf
 
@@ -81,8 +85,18 @@ class SpikeDetector:
         """Say whether ``loss`` spikes against the baseline, then add it to the baseline."""
         spike = loss > self._limit
         if self._window.add(loss) and len(self._window.values) >= self._min:
-            median = self._window.median()
-            mad = sorted(abs(x - median) for x in self._window.values)[len(self._window.values) // 2]
-            scale = max(1.4826 * mad, 1e-12)
-            self._limit = median + max(self._threshold * scale, abs(median))
+            self._limit = self._new_limit(self._window.values)
         return spike
+
+    def _new_limit(self, values: list[float]) -> float:
+        positive = all(v > 0 for v in values)
+        points = [math.log(v) for v in values] if positive else values
+        ordered = sorted(points)
+        median = ordered[len(ordered) // 2]
+        mad = sorted(abs(x - median) for x in points)[len(points) // 2]
+        if positive:
+            return math.exp(median + max(self._threshold * 1.4826 * mad, _LOG2))
+        return median + max(self._threshold * 1.4826 * mad, abs(median), 1e-12)
+
+
+_LOG2 = math.log(2.0)
