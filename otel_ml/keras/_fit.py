@@ -27,7 +27,7 @@ from otel_ml._training.slowest import SlowSteps
 from otel_ml._training.spans import RunSpans
 from otel_ml._training.steps import BatchIndex, PendingSteps
 from otel_ml._training.values import positive_int, read_attribute
-from otel_ml.keras._loss import LossReader
+from otel_ml.keras._loss import Loss, LossReader
 from otel_ml.keras._optimizers import Optimizers
 from otel_ml.keras._options import KerasOptions
 
@@ -61,7 +61,8 @@ class FitRun:
         self._loss: LossReader | None = None
         self._optimizers: Optimizers | None = None
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
-        self._full = 0  # the largest per-step sample count seen: a full batch
+        self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
+        self._full = 0.0  # the largest weight per step seen: a full batch
         self.adapter: Any = None  # the training data adapter, captured in _patch
         self.global_step = 0
         self.total_step_ns = 0
@@ -91,6 +92,7 @@ class FitRun:
         self._index.declare(size, num, partial)
         spe = positive_int(read_attribute(self._fit_model, "steps_per_execution")) or 1
         self._exact_steps = spe > 1 and num is None
+        self._settle_from = num - 1 - spe if num is not None else 1 << 62
         if num is not None:
             self.spans.fit.set_attribute(sc.ML_STEPS_PER_EPOCH, num)
         if size is not None:
@@ -119,14 +121,21 @@ class FitRun:
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter_ns()
         try:
-            self._step(batch, now - self._t0, logs)
-            if self._pending.due(now):
+            due = self._pending.due(now)
+            self._step(batch, now - self._t0, logs, due or batch >= self._settle_from)
+            if due:
                 self._pending.flush(now)
         except Exception as exc:  # noqa: BLE001 - never break training
             report("keras.on_train_batch_end", exc)
 
+    @guarded("keras.on_test_begin")
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Validation inside fit resets Keras's metrics: read the training loss weights first."""
+        self._settle()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         seconds = (time.perf_counter_ns() - self._epoch_t0) / 1e9
+        guarded("keras.on_epoch_end loss")(self._settle)()
         self._flush()
         self._count_epoch(seconds)
         self._values.record(logs, self.spans.epoch)
@@ -156,7 +165,7 @@ class FitRun:
 
     # --- per step ----------------------------------------------------------------------
 
-    def _step(self, batch: int, elapsed_ns: int, logs: dict[str, Any] | None) -> None:
+    def _step(self, batch: int, elapsed_ns: int, logs: dict[str, Any] | None, settle: bool) -> None:
         n, samples = self._index.advance(batch)
         if n <= 0:
             return
@@ -165,29 +174,42 @@ class FitRun:
             taken = self._optimizers.advanced()
             if taken is not None and 0 < taken < n:
                 n = taken
-        loss = None
-        if logs and self._loss is not None:
-            loss, counted = self._loss.batch(logs, samples)
-            samples = samples if samples is not None else counted
         self.global_step += n
         self.total_step_ns += elapsed_ns
+        losses: list[Loss] = []
+        if logs and self._loss is not None:
+            losses, counted = self._loss.step(logs, n, samples, self.global_step - 1, settle)
+            if counted:
+                self._pending.samples += counted
         per_step = elapsed_ns / n / 1e9
         if self._slow.is_slow(per_step):
             self._pending.add(n, samples, None)
+            loss = losses[-1][1] if losses and losses[-1][0] == self.global_step - 1 else None
             self._slow.record(
                 self.spans.epoch_ctx, self._wall0, elapsed_ns, n, self._slow_attributes(batch, n, loss, samples)
             )
         else:
             # Fast steps are recorded at the next flush, in one tight loop.
             self._pending.add(n, samples, per_step)
-        if loss is not None:
+        if losses:
+            self._take(losses)
+
+    def _settle(self) -> None:
+        if self._loss is not None:
+            losses, counted = self._loss.settle()
+            if counted:
+                self._pending.samples += counted
+            self._take(losses)
+
+    def _take(self, losses: list[Loss]) -> None:
+        """Check each batch loss in step order; the gauge gets the last finite one."""
+        for step, loss, weight in losses:
             if math.isfinite(loss):
                 # The SDK drops non-finite gauge values with a warning each time;
                 # ml.train.anomalies{nan_loss} carries them instead.
                 self._pending.loss = loss
-            per_batch = samples // n if samples else 0
-            self._full = max(self._full, per_batch)
-            self._watch.check(loss, self.global_step - 1, per_batch >= self._full)
+            self._full = max(self._full, weight)
+            self._watch.check(loss, step, weight >= self._full)
 
     def _slow_attributes(self, batch: int, n: int, loss: float | None, samples: int | None) -> dict[str, Any]:
         attributes: dict[str, Any] = {

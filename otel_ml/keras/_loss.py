@@ -1,16 +1,23 @@
 """Which weights Keras's logged ``loss`` was averaged with, so that the batch loss is exact.
 
 Keras logs ``loss`` as the ``result()`` of the ``Mean`` metric named "loss"
-among ``model.metrics``: its ``count`` grows by the batch size under the
+among ``model.metrics``. Its ``count`` grows by the batch size under the
 default ``train_step``, and by one per batch (or by the batch size, when a
 per-sample loss vector is passed) in the custom ``train_step`` patterns of
-the guide "Customizing what happens in fit()". The growth of that ``count``
-is therefore the exact weight of each execution. It is read (one scalar
-read, right after Keras's own logs were read) only when the weight is not
-already known for free, i.e. when the default ``train_step`` runs on data
-of undeclared batch size, or for a custom ``train_step``. Where no such
-metric exists the batch loss is left absent: the logged value has no weight
-otel_ml could trust.
+the guide "Customizing what happens in fit()": the growth of that ``count``
+is the exact weight of each batch.
+
+Reading a variable costs an eager op (60-180 µs on a busy CPU), too much for
+every step. So the weight is read only when it is not known for free (the
+default ``train_step`` on data of declared batch size needs no read at all),
+and then not per step: the running means are kept, and ``count`` is read at
+the first step (to learn the weight one step adds), at each flush (at most
+every 100 ms), at the last two executions of an epoch of known length, and
+before validation or at epoch end. When the growth over the steps since the
+last read is what full batches add, each step's loss is exact; when it is
+not (a short batch inside the group), only the group's mean is known and no
+per-batch loss is given for it. Where no such metric exists the batch loss is
+absent: the logged value has no weight otel_ml could trust.
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ def _read(variable: Any) -> float | None:
     return as_float(variable.numpy() if hasattr(variable, "numpy") else variable)
 
 
-class LossReader:
-    """The batch loss of each execution, and the samples it holds when Keras's count is of samples."""
+Loss = tuple[int, float, float]  # (0-based step, batch loss, weight per step)
 
-    __slots__ = ("_batch", "_count", "_last", "counts_samples")
+
+class LossReader:
+    """The batch losses of a fit, and the samples Keras counted when its ``count`` is of samples."""
+
+    __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counts_samples")
 
     def __init__(self, model: Any, batch_size_known: bool) -> None:
         default = _default_train_step(model)
@@ -53,25 +63,54 @@ class LossReader:
         trusted = self._count is not None or (default and batch_size_known)
         self._batch: BatchLoss | None = BatchLoss() if trusted else None
         self._last = 0.0
+        self._unit: float | None = None  # the weight one full step adds, learnt at the first read
+        self._pending: list[tuple[int, float, int]] = []  # (step, running mean, steps) since the last read
 
     def new_epoch(self) -> None:
         """Keras resets its metrics before each epoch."""
         self._last = 0.0
+        self._pending.clear()
         if self._batch is not None:
             self._batch.reset()
 
-    def batch(self, logs: dict[str, Any], samples: int | None) -> tuple[float | None, int | None]:
-        """(batch loss, samples counted by Keras) of the execution that produced ``logs``."""
+    def step(
+        self, logs: dict[str, Any], n: int, samples: int | None, step: int, settle: bool
+    ) -> tuple[list[Loss], int | None]:
+        """Take one execution's logs; return the losses now known and the samples Keras counted."""
         if self._batch is None:
-            return None, None
+            return [], None
         running = as_float(logs.get("loss"))
         if running is None:
-            return None, None
+            return [], None
         if self._count is None:
-            return self._batch.update(running, samples or 0), None
+            loss = self._batch.update(running, samples or 0)
+            return ([(step, loss, samples / n)] if loss is not None and samples else []), None
+        self._pending.append((step, running, n))
+        return self.settle() if settle or self._unit is None else ([], None)
+
+    def settle(self) -> tuple[list[Loss], int | None]:
+        """Read Keras's ``count`` once and resolve the steps since the previous read."""
+        if self._batch is None or self._count is None or not self._pending:
+            return [], None
+        pending, self._pending = self._pending, []
         count = _read(self._count)
         if count is None:
-            return None, None
-        weight, self._last = count - self._last, count
-        loss = self._batch.update(running, weight)
-        return loss, (int(weight) if self.counts_samples and weight > 0 else None)
+            return [], None
+        total, self._last = count - self._last, count
+        counted = int(total) if self.counts_samples and total > 0 else None
+        steps = sum(n for _, _, n in pending)
+        if len(pending) == 1 and total > 0:
+            self._unit = max(self._unit or 0.0, total / steps)
+            weights = [total]
+        elif self._unit is not None and abs(total - steps * self._unit) < 0.5:
+            weights = [n * self._unit for _, _, n in pending]
+        else:
+            # A short batch somewhere in the group: only the group's mean is known.
+            self._batch.update(pending[-1][1], total)
+            return [], counted
+        losses = []
+        for (step, running, n), weight in zip(pending, weights, strict=True):
+            loss = self._batch.update(running, weight)
+            if loss is not None:
+                losses.append((step, loss, weight / n))
+        return losses, counted
