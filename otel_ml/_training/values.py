@@ -53,3 +53,17 @@ def read_attribute(owner: Any, name: str) -> Any:
         return getattr(owner, name, None)
     except Exception:  # noqa: BLE001 - a property we do not own; absent is the honest answer
         return None
+
+
+def read_scalar(variable: Any) -> float | None:
+    """The value of a framework's scalar variable (Keras ``Variable``, tf ``Variable``), or None.
+
+    Reads the backend tensor (``.value``) and converts that: Keras's own
+    ``Variable.numpy()`` goes through ``np.array(variable)``, which warns under
+    NumPy 2.
+    """
+    try:
+        value = getattr(variable, "value", variable)
+        return as_float(value.numpy() if hasattr(value, "numpy") else value)
+    except Exception:  # noqa: BLE001 - a variable we do not own; absent is the honest answer
+        return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_ml._training.loss import BatchLoss
-from otel_ml._training.values import as_float, read_attribute
+from otel_ml._training.values import as_float, read_attribute, read_scalar
 
 
 def _default_train_step(model: Any) -> bool:
@@ -40,10 +40,6 @@ def _loss_count(model: Any) -> Any:
         if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
             return metric.count
     return None
-
-
-def _read(variable: Any) -> float | None:
-    return as_float(variable.numpy() if hasattr(variable, "numpy") else variable)
 
 
 Loss = tuple[int, float, float]  # (0-based step, batch loss, weight per step)
@@ -93,7 +89,7 @@ class LossReader:
         if self._batch is None or self._count is None or not self._pending:
             return [], None
         pending, self._pending = self._pending, []
-        count = _read(self._count)
+        count = read_scalar(self._count)
         if count is None:
             return [], None
         total, self._last = count - self._last, count

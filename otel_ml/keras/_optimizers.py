@@ -10,9 +10,10 @@ reported, each under ``ml.optimizer.name`` = the attribute that holds it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from otel_ml._training.values import as_float, read_attribute
+from otel_ml._training.values import as_float, read_attribute, read_scalar
 
 _MAX_OPTIMIZERS = 8  # bounds ml.optimizer.name per model
 
@@ -24,10 +25,8 @@ def _is_optimizer(value: Any) -> bool:
 
 def _iterations(optimizer: Any) -> int | None:
     value = read_attribute(optimizer, "iterations")
-    if value is None:
-        return None
-    number = as_float(value.numpy() if hasattr(value, "numpy") else value)
-    return None if number is None else int(number)
+    number = None if value is None else read_scalar(value)
+    return None if number is None or not math.isfinite(number) else int(number)
 
 
 def learning_rate(optimizer: Any) -> float | None:
@@ -43,9 +42,7 @@ def learning_rate(optimizer: Any) -> float | None:
     if value is None:
         return None
     number = as_float(value)
-    if number is None and hasattr(value, "numpy"):
-        number = as_float(value.numpy())
-    return number
+    return read_scalar(value) if number is None else number
 
 
 class Optimizers:
