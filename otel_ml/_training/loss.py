@@ -75,7 +75,7 @@ class SpikeDetector:
 
     __slots__ = ("_limit", "_min", "_threshold", "_window")
 
-    def __init__(self, window: int, threshold: float, refresh: int = 8) -> None:
+    def __init__(self, window: int, threshold: float, refresh: int = 16) -> None:
         self._window = RollingWindow(window, refresh)
         self._min = min(window, 32)  # a baseline of fewer losses misjudges their spread
         self._threshold = threshold
@@ -89,11 +89,11 @@ class SpikeDetector:
         return spike
 
     def _new_limit(self, values: list[float]) -> float:
-        positive = all(v > 0 for v in values)
-        points = [math.log(v) for v in values] if positive else values
-        ordered = sorted(points)
-        median = ordered[len(ordered) // 2]
-        mad = sorted(abs(x - median) for x in points)[len(points) // 2]
+        positive = min(values) > 0
+        points = sorted(map(math.log, values) if positive else values)
+        middle = len(points) // 2
+        median = points[middle]
+        mad = sorted([abs(x - median) for x in points])[middle]
         if positive:
             return math.exp(median + max(self._threshold * 1.4826 * mad, _LOG2))
         return median + max(self._threshold * 1.4826 * mad, abs(median), 1e-12)

@@ -59,7 +59,7 @@ class BatchIndex:
 class PendingSteps:
     """Counts, step times and the latest batch loss, buffered until the next flush."""
 
-    __slots__ = ("_attrs", "_m", "_next_flush", "_train_attrs", "durations", "loss", "samples", "steps")
+    __slots__ = ("_attrs", "_m", "_train_attrs", "durations", "loss", "next_flush", "samples", "steps")
 
     def __init__(self, instruments: TrainingInstruments, attrs: dict[str, Any], train_attrs: dict[str, Any]) -> None:
         self._m = instruments
@@ -69,7 +69,7 @@ class PendingSteps:
         self.samples = 0
         self.loss: float | None = None
         self.durations: list[float] = []
-        self._next_flush = 0
+        self.next_flush = 0
 
     def add(self, n: int, samples: int | None, per_step: float | None) -> None:
         """Add ``n`` steps (and their time, unless a slow-step span records it)."""
@@ -82,12 +82,9 @@ class PendingSteps:
             else:
                 self.durations.extend((per_step,) * n)
 
-    def due(self, now: int) -> bool:
-        return now >= self._next_flush
-
     def flush(self, now: int) -> None:
         """Hand what is pending to the SDK."""
-        self._next_flush = now + FLUSH_NS
+        self.next_flush = now + FLUSH_NS
         m = self._m
         if self.durations:
             drain(self.durations, m.step_duration.record, self._attrs)

@@ -121,7 +121,7 @@ class FitRun:
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter_ns()
         try:
-            due = self._pending.due(now)
+            due = now >= self._pending.next_flush
             self._step(batch, now - self._t0, logs, due or batch >= self._settle_from)
             if due:
                 self._pending.flush(now)
@@ -208,7 +208,8 @@ class FitRun:
                 # The SDK drops non-finite gauge values with a warning each time;
                 # ml.train.anomalies{nan_loss} carries them instead.
                 self._pending.loss = loss
-            self._full = max(self._full, weight)
+            if weight > self._full:
+                self._full = weight
             self._watch.check(loss, step, weight >= self._full)
 
     def _slow_attributes(self, batch: int, n: int, loss: float | None, samples: int | None) -> dict[str, Any]:
