@@ -109,10 +109,14 @@ class FitRun:
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._epoch_t0 = time.perf_counter_ns()
+        self._new_epoch()
+        guarded("keras.on_epoch_begin span")(self.spans.start_epoch)(epoch)
+
+    @guarded("keras.on_epoch_begin counts")
+    def _new_epoch(self) -> None:
         self._index.new_epoch()
         if self._loss is not None:
             self._loss.new_epoch()
-        guarded("keras.on_epoch_begin span")(self.spans.start_epoch)(epoch)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._wall0 = time.time_ns()

@@ -119,3 +119,19 @@ def test_a_span_processor_that_raises_costs_the_spans_only(telemetry, caplog) ->
     assert _value(telemetry, sc.METRIC_TRAIN_EPOCHS) == 2
     assert sorted(site for site, _ in error_counts()) == ["starting span keras.epoch", "starting span keras.fit"]
     assert len([r for r in caplog.records if "processor broken" in r.getMessage()]) == 2
+
+
+def test_a_failing_job_costs_that_job_alone(telemetry, monkeypatch) -> None:
+    from otel_ml.keras import _loss
+
+    def broken(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("job broken")
+
+    monkeypatch.setattr(_loss.LossReader, "new_epoch", broken)
+    _instrument(telemetry)
+    history = km.sequential().fit(*km.data(samples=64), batch_size=16, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert error_counts() == {("keras.on_epoch_begin counts", RuntimeError): 2}
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS) == 8
+    assert _value(telemetry, sc.METRIC_TRAIN_EPOCHS) == 2
+    assert len(telemetry.finished(sc.SPAN_KERAS_EPOCH)) == 2
