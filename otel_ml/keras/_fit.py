@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.trace import Span, Tracer
@@ -180,11 +181,13 @@ class FitRun:
                 n = taken
         self.global_step += n
         self.total_step_ns += elapsed_ns
-        losses: list[Loss] = []
-        if logs and self._loss is not None:
-            losses, counted = self._loss.step(logs, n, samples, self.global_step - 1, settle)
-            if counted:
-                self._pending.samples += counted
+        losses: Sequence[Loss] = ()
+        reader = self._loss
+        if logs and reader is not None:
+            losses = reader.step(logs, n, samples, self.global_step - 1, settle)
+            if reader.counted:
+                self._pending.samples += reader.counted
+                reader.counted = 0
         per_step = elapsed_ns / n / 1e9
         if self._slow.is_slow(per_step):
             self._pending.add(n, samples, None)
@@ -199,13 +202,14 @@ class FitRun:
             self._take(losses)
 
     def _settle(self) -> None:
-        if self._loss is not None:
-            losses, counted = self._loss.settle()
-            if counted:
-                self._pending.samples += counted
+        reader = self._loss
+        if reader is not None:
+            losses = reader.settle()
+            self._pending.samples += reader.counted
+            reader.counted = 0
             self._take(losses)
 
-    def _take(self, losses: list[Loss]) -> None:
+    def _take(self, losses: Sequence[Loss]) -> None:
         """Check each batch loss in step order; the gauge gets the last finite one."""
         for step, loss, weight in losses:
             if math.isfinite(loss):

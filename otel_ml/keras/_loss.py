@@ -22,6 +22,7 @@ absent: the logged value has no weight otel_ml could trust.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from otel_ml._training.loss import BatchLoss
@@ -43,12 +44,13 @@ def _loss_count(model: Any) -> Any:
 
 
 Loss = tuple[int, float, float]  # (0-based step, batch loss, weight per step)
+_NONE: tuple[Loss, ...] = ()
 
 
 class LossReader:
     """The batch losses of a fit, and the samples Keras counted when its ``count`` is of samples."""
 
-    __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counts_samples")
+    __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counted", "counts_samples")
 
     def __init__(self, model: Any, batch_size_known: bool) -> None:
         default = _default_train_step(model)
@@ -56,6 +58,7 @@ class LossReader:
         # The free path: the default train_step weighs by batch size, known from the adapter.
         self._count = None if default and batch_size_known else count
         self.counts_samples = default and self._count is not None
+        self.counted = 0  # samples Keras counted since the caller last took them (counts_samples only)
         trusted = self._count is not None or (default and batch_size_known)
         self._batch: BatchLoss | None = BatchLoss() if trusted else None
         self._last = 0.0
@@ -69,31 +72,30 @@ class LossReader:
         if self._batch is not None:
             self._batch.reset()
 
-    def step(
-        self, logs: dict[str, Any], n: int, samples: int | None, step: int, settle: bool
-    ) -> tuple[list[Loss], int | None]:
-        """Take one execution's logs; return the losses now known and the samples Keras counted."""
+    def step(self, logs: dict[str, Any], n: int, samples: int | None, step: int, settle: bool) -> Sequence[Loss]:
+        """Take one execution's logs; return the losses now known (samples Keras counted go to ``counted``)."""
         if self._batch is None:
-            return [], None
+            return _NONE
         running = as_float(logs.get("loss"))
         if running is None:
-            return [], None
+            return _NONE
         if self._count is None:
             loss = self._batch.update(running, samples or 0)
-            return ([(step, loss, samples / n)] if loss is not None and samples else []), None
+            return ((step, loss, samples / n),) if loss is not None and samples else _NONE
         self._pending.append((step, running, n))
-        return self.settle() if settle or self._unit is None else ([], None)
+        return self.settle() if settle or self._unit is None else _NONE
 
-    def settle(self) -> tuple[list[Loss], int | None]:
+    def settle(self) -> Sequence[Loss]:
         """Read Keras's ``count`` once and resolve the steps since the previous read."""
         if self._batch is None or self._count is None or not self._pending:
-            return [], None
+            return _NONE
         pending, self._pending = self._pending, []
         count = read_scalar(self._count)
         if count is None:
-            return [], None
+            return _NONE
         total, self._last = count - self._last, count
-        counted = int(total) if self.counts_samples and total > 0 else None
+        if self.counts_samples and total > 0:
+            self.counted += int(total)
         steps = sum(n for _, _, n in pending)
         if len(pending) == 1 and total > 0:
             self._unit = max(self._unit or 0.0, total / steps)
@@ -103,10 +105,10 @@ class LossReader:
         else:
             # A short batch somewhere in the group: only the group's mean is known.
             self._batch.update(pending[-1][1], total)
-            return [], counted
+            return _NONE
         losses = []
         for (step, running, n), weight in zip(pending, weights, strict=True):
             loss = self._batch.update(running, weight)
             if loss is not None:
                 losses.append((step, loss, weight / n))
-        return losses, counted
+        return losses
