@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from otel_ml._training.instruments import TrainingInstruments as KerasInstruments
 from otel_ml.exporter import OtelMLPrometheusMetricReader
 from otel_ml.exporter._reader import WORKER_RESOURCE_ATTRIBUTES
-from otel_ml.keras._instruments import KerasInstruments
 
 GPUS = 8
 RUNS = 4

@@ -43,6 +43,7 @@ from otel_ml._config import env_value, parse_choice, parse_int, parse_str
 from otel_ml._exit import delivery, shut_down_at_exit
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
+from otel_ml._reservoir import seed_safe_views
 from otel_ml._sampling import sampler_for
 
 _LOG = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def ensure_providers(
                 meter_provider = MeterProvider(
                     resource=resource,
                     metric_readers=metric_readers(),
+                    views=seed_safe_views(),
                     shutdown_on_exit=False,
                     **_sdk_env.meter_provider(),
                 )

@@ -36,6 +36,8 @@ ML_STEP_DURATION: Final = "ml.step.duration"
 ML_SLOW_THRESHOLD: Final = "ml.slow_threshold"
 """Set only on spans made because something was slow; the slow-step view keeps exactly these."""
 ML_REPLICA_COUNT: Final = "ml.replica.count"
+ML_OPTIMIZER_NAME: Final = "ml.optimizer.name"
+"""Which optimizer a learning rate belongs to: the model attribute that holds it (``optimizer``, ``d_optimizer``)."""
 ML_LOGS_PREFIX: Final = "ml.logs."
 ERROR_TYPE: Final = "error.type"
 

@@ -57,17 +57,19 @@ OTEL_ML_LOSS_SPIKE_THRESHOLD: Final = "OTEL_ML_LOSS_SPIKE_THRESHOLD"
 """
 .. envvar:: OTEL_ML_LOSS_SPIKE_THRESHOLD
 
-Robust z-score (distance from the window's median in units of 1.4826 x MAD)
-above which a batch loss counts as a ``loss_spike`` anomaly. A positive
-number. Default: ``6``.
+Robust z-score (distance from the window's median in units of 1.4826 x MAD,
+both taken on ``log(loss)`` for positive losses) above which a full-size
+batch's loss counts as a ``loss_spike`` anomaly, provided it is also at least
+double the median. A positive number. Default: ``6``.
 """
 
 OTEL_ML_LOSS_SPIKE_WINDOW: Final = "OTEL_ML_LOSS_SPIKE_WINDOW"
 """
 .. envvar:: OTEL_ML_LOSS_SPIKE_WINDOW
 
-How many recent batch losses the spike detector compares against. A whole
-number >= 8. Default: ``64``.
+How many recent full-size batch losses the spike detector compares against
+(it needs ``min(window, 32)`` before it judges any). A whole number >= 8.
+Default: ``64``.
 """
 
 # --- embedded endpoint ----------------------------------------------------------

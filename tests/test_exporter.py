@@ -246,7 +246,7 @@ def test_slow_step_buffer_is_bounded() -> None:
 
 
 def test_training_series_names_are_the_documented_ones(endpoint) -> None:
-    from otel_ml.keras._instruments import KerasInstruments
+    from otel_ml._training.instruments import TrainingInstruments as KerasInstruments
 
     reader, meter, _ = endpoint
     m = KerasInstruments.create(meter)

@@ -11,7 +11,8 @@ import pytest
 
 import otel_ml
 from otel_ml import _semconv as sc
-from otel_ml.keras._loss import as_float
+from otel_ml._training.loss import SpikeDetector
+from otel_ml._training.values import as_float
 from tests import _keras_models as km
 
 
@@ -120,3 +121,21 @@ def test_odd_logs_from_a_callback_do_not_break_training(telemetry) -> None:
     km.sequential().fit(*km.data(samples=32), batch_size=16, epochs=1, verbose=0, callbacks=[OddLogs()])
     names = {p.attributes[sc.ML_METRIC_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_METRIC)}
     assert names == {"tensor": 2.5}
+
+
+def test_spike_rule_ignores_small_batch_noise_and_plateaus_but_catches_blow_ups() -> None:
+    rng = np.random.default_rng(0)
+    detector = SpikeDetector(window=64, threshold=6.0)
+    noisy = rng.chisquare(8, size=5000) / 8  # batch losses of an MSE over batches of 8: long right tail
+    assert sum(detector.observe(float(v)) for v in noisy) == 0
+    assert detector.observe(30.0)  # a broken batch, ~30x the usual loss
+
+    plateau = SpikeDetector(window=64, threshold=6.0)
+    flat = 0.5 + 0.0005 * rng.normal(size=500)  # a converged loss: tiny spread
+    assert sum(plateau.observe(float(v)) for v in flat) == 0
+    assert not plateau.observe(0.6), "20% above a flat loss is not a spike: the loss must at least double"
+    assert plateau.observe(1.5)
+
+    negative = SpikeDetector(window=64, threshold=6.0)  # e.g. a cosine-similarity loss near -0.9
+    assert sum(negative.observe(float(v)) for v in -0.9 + 0.01 * rng.normal(size=500)) == 0
+    assert negative.observe(0.5)

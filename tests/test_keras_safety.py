@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import warnings
+from typing import Any
 
 import keras
 import numpy as np
 import pytest
+import wrapt
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.trainers import data_adapters
 
@@ -14,6 +18,7 @@ import otel_ml
 from otel_ml import _guard
 from otel_ml import _semconv as sc
 from otel_ml._guard import error_counts
+from otel_ml._importlib_bootstrap_passthrough import passthrough
 from otel_ml.keras import KerasInstrumentor
 from tests import _keras_models as km
 
@@ -75,7 +80,7 @@ def test_our_own_failure_is_logged_once_and_training_continues(telemetry, monkey
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("telemetry bug")
 
-    monkeypatch.setattr(_fit.FitRun, "_samples", broken)
+    monkeypatch.setattr(_fit.FitRun, "_step", broken)
     monkeypatch.setattr(_guard, "_seen", {})  # as in a fresh process: nothing logged yet
     with caplog.at_level(logging.WARNING, logger="otel_ml"):
         history = km.sequential().fit(*km.data(samples=64), batch_size=16, epochs=2, verbose=0)
@@ -110,3 +115,34 @@ def test_samples_with_validation_split_are_exact(telemetry) -> None:
     (samples,) = telemetry.points(sc.METRIC_TRAIN_SAMPLES)
     assert samples.value == 80
     assert np.isfinite(samples.value)
+
+
+def _fit_warnings(data: Any) -> list[tuple[str, int, str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        km.sequential().fit(data, epochs=1, verbose=0)
+    return [(w.filename, w.lineno, str(w.message)) for w in caught]
+
+
+def test_keras_warnings_keep_pointing_where_keras_meant(telemetry) -> None:
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(km.data(samples=32)).batch(16)  # shuffle=True is ignored: a warning
+    plain = _fit_warnings(data)
+    _instrument(telemetry)
+    instrumented = _fit_warnings(data)
+    assert plain and instrumented == plain
+    assert "otel_ml" not in instrumented[0][0]
+
+
+def test_a_warning_through_our_wrapper_points_at_the_callers_line() -> None:
+    def warns() -> None:
+        warnings.warn("from the framework", UserWarning, stacklevel=2)
+
+    wrapped = wrapt.FunctionWrapper(warns, passthrough(lambda i, a, k: ("state", a, k), lambda s, e, r: None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped()
+        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    (warning,) = caught
+    assert (warning.filename, warning.lineno) == (__file__, line)

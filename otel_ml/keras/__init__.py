@@ -26,7 +26,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from otel_ml._base import OtelMLInstrumentor
-from otel_ml.keras._instruments import KerasInstruments
+from otel_ml._training.instruments import TrainingInstruments
 from otel_ml.keras._options import OPTIONS, KerasOptions
 from otel_ml.keras._patch import KerasWrappers
 from otel_ml.keras.package import _instruments_any
@@ -52,7 +52,7 @@ class KerasInstrumentor(OtelMLInstrumentor):
     _wrappers: KerasWrappers | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        self._wrappers = KerasWrappers(KerasInstruments.create(meter), tracer, KerasOptions(**options))
+        self._wrappers = KerasWrappers(TrainingInstruments.create(meter), tracer, KerasOptions(**options))
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers

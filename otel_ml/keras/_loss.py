@@ -1,123 +1,114 @@
-"""Batch loss from Keras's running mean, loss-spike detection, and safe value reading.
+"""Which weights Keras's logged ``loss`` was averaged with, so that the batch loss is exact.
 
-Keras logs ``loss`` as the running mean since the epoch began, weighted by
-batch size. The batch loss is recovered exactly from two consecutive means:
-with ``W`` the samples seen so far and ``m`` the mean,
-``batch_loss = (m_k * W_k - m_{k-1} * W_{k-1}) / (W_k - W_{k-1})``.
-When the batch size is unknown (generators), every batch is weighted 1,
-which is exact for equal batches.
+Keras logs ``loss`` as the ``result()`` of the ``Mean`` metric named "loss"
+among ``model.metrics``. Its ``count`` grows by the batch size under the
+default ``train_step``, and by one per batch (or by the batch size, when a
+per-sample loss vector is passed) in the custom ``train_step`` patterns of
+the guide "Customizing what happens in fit()": the growth of that ``count``
+is the exact weight of each batch.
+
+Reading a variable costs an eager op (60-180 µs on a busy CPU), too much for
+every step. So the weight is read only when it is not known for free (the
+default ``train_step`` on data of declared batch size needs no read at all),
+and then not per step: the running means are kept, and ``count`` is read at
+the first step (to learn the weight one step adds), at each flush (at most
+every 100 ms), at the last two executions of an epoch of known length, and
+before validation or at epoch end. When the growth over the steps since the
+last read is what full batches add, each step's loss is exact; when it is
+not (a short batch inside the group), only the group's mean is known and no
+per-batch loss is given for it. Where no such metric exists the batch loss is
+absent: the logged value has no weight otel_ml could trust.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
-from otel_ml._slow import RollingWindow
+from otel_ml._training.loss import BatchLoss
+from otel_ml._training.values import as_float, read_attribute, read_scalar
 
 
-def as_float(value: Any) -> float | None:
-    """A log value as a float, or None when it is not a scalar number.
-
-    Handles ints, floats, numpy scalars, 0-d arrays and scalar tensors;
-    strings, None, bools and non-scalar arrays are skipped, never guessed.
-    """
-    if isinstance(value, float):
-        return value
-    if value is None or isinstance(value, (bool, str, bytes)):
-        return None
-    if isinstance(value, int):
-        return float(value)
-    shape = getattr(value, "shape", ())
-    if shape not in ((), None) and len(shape) != 0:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
+def _default_train_step(model: Any) -> bool:
+    for cls in type(model).__mro__:
+        if "train_step" in cls.__dict__:
+            return cls.__module__.startswith("keras.src.backend.")
+    return False
 
 
-class BatchLoss:
-    """Turns Keras's running-mean loss into per-batch losses."""
+def _loss_count(model: Any) -> Any:
+    for metric in read_attribute(model, "metrics") or ():
+        if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
+            return metric.count
+    return None
 
-    __slots__ = ("_mean", "_weight")
 
-    def __init__(self) -> None:
-        self._mean = 0.0
-        self._weight = 0.0
+Loss = tuple[int, float, float]  # (0-based step, batch loss, weight per step)
+_NONE: tuple[Loss, ...] = ()
 
-    def reset(self) -> None:
-        """Call at each epoch start: Keras resets its running means there."""
-        self._mean = 0.0
-        self._weight = 0.0
 
-    def update(self, running_mean: float, weight: float) -> float:
-        """Return the mean loss of the batches that added ``weight`` to the running mean."""
-        total = self._weight + weight
-        if weight <= 0:
-            return running_mean
-        if not math.isfinite(running_mean) or not math.isfinite(self._mean):
-            batch = running_mean
+class LossReader:
+    """The batch losses of a fit, and the samples Keras counted when its ``count`` is of samples."""
+
+    __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counted", "counts_samples")
+
+    def __init__(self, model: Any, batch_size_known: bool) -> None:
+        default = _default_train_step(model)
+        count = _loss_count(model)
+        # The free path: the default train_step weighs by batch size, known from the adapter.
+        self._count = None if default and batch_size_known else count
+        self.counts_samples = default and self._count is not None
+        self.counted = 0  # samples Keras counted since the caller last took them (counts_samples only)
+        trusted = self._count is not None or (default and batch_size_known)
+        self._batch: BatchLoss | None = BatchLoss() if trusted else None
+        self._last = 0.0
+        self._unit: float | None = None  # the weight one full step adds, learnt at the first read
+        self._pending: list[tuple[int, float, int]] = []  # (step, running mean, steps) since the last read
+
+    def new_epoch(self) -> None:
+        """Keras resets its metrics before each epoch."""
+        self._last = 0.0
+        self._pending.clear()
+        if self._batch is not None:
+            self._batch.reset()
+
+    def step(self, logs: dict[str, Any], n: int, samples: int | None, step: int, settle: bool) -> Sequence[Loss]:
+        """Take one execution's logs; return the losses now known (samples Keras counted go to ``counted``)."""
+        if self._batch is None:
+            return _NONE
+        running = as_float(logs.get("loss"))
+        if running is None:
+            return _NONE
+        if self._count is None:
+            loss = self._batch.update(running, samples or 0)
+            return ((step, loss, samples / n),) if loss is not None and samples else _NONE
+        self._pending.append((step, running, n))
+        return self.settle() if settle or self._unit is None else _NONE
+
+    def settle(self) -> Sequence[Loss]:
+        """Read Keras's ``count`` once and resolve the steps since the previous read."""
+        if self._batch is None or self._count is None or not self._pending:
+            return _NONE
+        pending, self._pending = self._pending, []
+        count = read_scalar(self._count)
+        if count is None:
+            return _NONE
+        total, self._last = count - self._last, count
+        if self.counts_samples and total > 0:
+            self.counted += int(total)
+        steps = sum(n for _, _, n in pending)
+        if len(pending) == 1 and total > 0:
+            self._unit = max(self._unit or 0.0, total / steps)
+            weights = [total]
+        elif self._unit is not None and abs(total - steps * self._unit) < 0.5:
+            weights = [n * self._unit for _, _, n in pending]
         else:
-            batch = (running_mean * total - self._mean * self._weight) / weight
-        self._mean = running_mean
-        self._weight = total
-        return batch
-
-
-class SpikeDetector:
-    """Robust loss-spike test: how many scaled MADs above the window's median.
-
-    The median and MAD are recomputed every ``refresh`` losses, so each batch
-    costs one comparison and one list store.
-
-    Example:
-        >>> d = SpikeDetector(window=16, threshold=6.0, refresh=1)
-        >>> any(d.observe(1.0 + 0.01 * (i % 3)) for i in range(16))
-        False
-        >>> d.observe(50.0)
-        True
-    """
-
-    __slots__ = ("_median", "_min", "_scale", "_threshold", "_window")
-
-    def __init__(self, window: int, threshold: float, refresh: int = 8) -> None:
-        self._window = RollingWindow(window, refresh)
-        self._min = min(window, 16)
-        self._threshold = threshold
-        self._median = math.inf
-        self._scale = math.inf
-
-    def observe(self, loss: float) -> bool:
-        """Say whether ``loss`` spikes against the baseline, then add it to the baseline."""
-        spike = loss > self._median and (loss - self._median) > self._threshold * self._scale
-        if self._window.add(loss) and len(self._window.values) >= self._min:
-            median = self._window.median()
-            deviations = sorted(abs(x - median) for x in self._window.values)
-            mad = deviations[len(deviations) // 2]
-            self._median = median
-            # A perfectly flat window (MAD 0) would make any wobble a spike:
-            # floor the scale at 1e-3 of the median's magnitude.
-            self._scale = max(1.4826 * mad, 1e-3 * abs(median), 1e-12)
-        return spike
-
-
-def learning_rate(model: Any) -> float | None:
-    """The optimizer's current learning rate, or None if it cannot be read.
-
-    Unwraps ``LossScaleOptimizer`` (mixed precision); a ``LearningRateSchedule``
-    is evaluated by Keras's own ``learning_rate`` property at the optimizer's
-    current iteration. Called at fit start and epoch end only, so the one
-    device read it may cost is not paid per step.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return None
-    optimizer = getattr(optimizer, "inner_optimizer", None) or optimizer
-    value = getattr(optimizer, "learning_rate", None)
-    if value is None:
-        return None
-    number = as_float(value)
-    if number is None and hasattr(value, "numpy"):
-        number = as_float(value.numpy())
-    return number
+            # A short batch somewhere in the group: only the group's mean is known.
+            self._batch.update(pending[-1][1], total)
+            return _NONE
+        losses = []
+        for (step, running, n), weight in zip(pending, weights, strict=True):
+            loss = self._batch.update(running, weight)
+            if loss is not None:
+                losses.append((step, loss, weight / n))
+        return losses

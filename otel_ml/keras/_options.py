@@ -36,7 +36,7 @@ OPTIONS = OptionTable(
         ev.OTEL_ML_LOSS_SPIKE_THRESHOLD,
         parse_float(0.0, above=True, maximum=1e6),
         6.0,
-        "robust z-score above which a batch loss is a spike",
+        "robust z-score of log(loss) above which a batch loss that doubled is a spike",
     ),
     Option(
         "loss_spike_window",

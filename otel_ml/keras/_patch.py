@@ -12,13 +12,15 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
+from otel_ml._importlib_bootstrap_passthrough import passthrough
 from otel_ml._run import current_run_name
+from otel_ml._training.instruments import TrainingInstruments
+from otel_ml._training.spans import end_span, start_span
 from otel_ml.keras._fit import FitRun
-from otel_ml.keras._instruments import KerasInstruments
 from otel_ml.keras._options import KerasOptions
 
 # Index of ``callbacks`` among fit's positional arguments (after ``self``):
@@ -50,30 +52,36 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str) -> 
 
 
 class KerasWrappers:
-    """The wrapt wrappers, bound to one instrumentation's instruments, tracer and options."""
+    """The wrapt wrappers, bound to one instrumentation's instruments, tracer and options.
 
-    def __init__(self, instruments: KerasInstruments, tracer: Tracer, options: KerasOptions) -> None:
+    Each is a :func:`passthrough`: the frame it adds is invisible to
+    ``warnings``, so Keras's own warnings keep pointing where Keras meant.
+    """
+
+    def __init__(self, instruments: TrainingInstruments, tracer: Tracer, options: KerasOptions) -> None:
         self._m = instruments
         self._tracer = tracer
         self._opts = options
+        self.fit = passthrough(self._fit_enter, self._fit_leave)
+        self.evaluate = passthrough(self._evaluate_enter, self._simple_leave)
+        self.predict = passthrough(self._predict_enter, self._simple_leave)
+        self.get_data_adapter = passthrough(self._adapter_enter, self._adapter_leave)
 
     # --- fit ---------------------------------------------------------------------------
 
-    def fit(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _fit_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _current_fit() is not None:
-            return wrapped(*args, **kwargs)  # a fit inside a fit: the outer one reports
-        run = self._start_fit(instance, args, kwargs)
+            return None, args, kwargs  # a fit inside a fit: the outer one reports
+        run = self._start_fit(model, args, kwargs)
         if run is None:
-            return wrapped(*args, **kwargs)
-        call_args, call_kwargs, cleanup = self._inject(run, instance, args, kwargs)
+            return None, args, kwargs
+        call_args, call_kwargs, cleanup = self._inject(run, model, args, kwargs)
         token = self._enter(run)
-        try:
-            result = wrapped(*call_args, **call_kwargs)
-        except BaseException as exc:
-            self._exit(run, token, cleanup, exc)
-            raise
-        self._exit(run, token, cleanup, None)
-        return result
+        return (run, token, cleanup), call_args, call_kwargs
+
+    def _fit_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
+        run, token, cleanup = state
+        self._exit(run, token, cleanup, error)
 
     @guarded("keras.fit start")
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
@@ -92,7 +100,7 @@ class KerasWrappers:
         replicas = getattr(strategy, "num_replicas_in_sync", None)
         if isinstance(replicas, int):
             attributes[sc.ML_REPLICA_COUNT] = replicas
-        span = self._tracer.start_span(sc.SPAN_KERAS_FIT, attributes=attributes)
+        span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
         return _fit_callback_class()(model, self._m, self._tracer, self._opts, run_name, span)  # type: ignore[no-any-return]
 
     def _inject(
@@ -111,8 +119,10 @@ class KerasWrappers:
                 new: Any = given
             elif given is None:
                 new = [run]
-            else:
+            elif isinstance(given, (list, tuple)):
                 new = [*given, run]
+            else:
+                new = [given, run]  # one Callback object, which Keras accepts too
             if len(args) > _CALLBACKS_POS:
                 args = (*args[:_CALLBACKS_POS], new, *args[_CALLBACKS_POS + 1 :])
             else:
@@ -125,7 +135,7 @@ class KerasWrappers:
     @guarded("keras.fit enter")
     def _enter(self, run: FitRun) -> object:
         _local.fit = run
-        return otel_context.attach(trace.set_span_in_context(run.fit_span))
+        return otel_context.attach(run.spans.fit_ctx)
 
     @guarded("keras.fit exit")
     def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None) -> None:
@@ -138,28 +148,23 @@ class KerasWrappers:
 
     # --- evaluate / predict -------------------------------------------------------------
 
-    def evaluate(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _evaluate_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _current_fit() is not None:
-            return wrapped(*args, **kwargs)  # validation inside fit: already under the fit span
-        return self._spanned(sc.SPAN_KERAS_EVALUATE, wrapped, instance, args, kwargs)
+            return None, args, kwargs  # validation inside fit: already under the fit span
+        return self._start_simple(sc.SPAN_KERAS_EVALUATE, model), args, kwargs
 
-    def predict(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._spanned(sc.SPAN_KERAS_PREDICT, wrapped, instance, args, kwargs)
+    def _predict_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._start_simple(sc.SPAN_KERAS_PREDICT, model), args, kwargs
 
-    def _spanned(self, name: str, wrapped: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        span, token = self._start_simple(name, model)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            self._end_simple(span, token, exc)
-            raise
-        self._end_simple(span, token, None)
-        return result
+    def _simple_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
+        span, token = state
+        self._end_simple(span, token, error)
 
-    @guarded("keras span start", default=(None, None))
-    def _start_simple(self, name: str, model: Any) -> tuple[Any, Any]:
+    @guarded("keras span start")
+    def _start_simple(self, name: str, model: Any) -> tuple[Any, Any] | None:
         run_name = current_run_name() or self._opts.run_name or str(model.name)
-        span = self._tracer.start_span(
+        span = start_span(
+            self._tracer,
             name,
             attributes={
                 sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS,
@@ -175,18 +180,16 @@ class KerasWrappers:
             return
         if token is not None:
             otel_context.detach(token)
-        if error is not None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        span.end()
+        end_span(span, error)
 
     # --- data adapter -------------------------------------------------------------------
 
-    def get_data_adapter(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        adapter = wrapped(*args, **kwargs)
+    def _adapter_enter(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         run = _current_fit()
-        if run is not None and run.adapter is None:
-            # The first adapter made inside fit is the training data's; the
-            # validation adapter comes later and must not replace it.
+        # The first adapter made inside fit is the training data's; the
+        # validation adapter comes later and must not replace it.
+        return (run if run is not None and run.adapter is None else None), args, kwargs
+
+    def _adapter_leave(self, run: Any, error: BaseException | None, adapter: Any) -> None:
+        if error is None:
             run.adapter = adapter
-        return adapter

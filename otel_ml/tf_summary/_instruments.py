@@ -8,7 +8,7 @@ from opentelemetry.metrics import Counter, Meter
 from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge is still underscored in the API
 
 from otel_ml import _semconv as sc
-from otel_ml.keras._instruments import KerasInstruments
+from otel_ml._training.instruments import TrainingInstruments as KerasInstruments
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""The Keras instrumentor's metric instruments, created once at instrument time."""
+"""The training instruments, created once per meter; shared by every framework's training path.
+
+The Keras instrumentor records into them per step, the tf.summary instrumentor
+mirrors scalars into the same names, and a Keras 2 (``tf_keras``) instrumentor
+would reuse them as they are.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from otel_ml._buckets import DURATION_BUCKETS_SECONDS
 
 
 @dataclass(frozen=True)
-class KerasInstruments:
+class TrainingInstruments:
     """One of each training instrument; shared by every ``fit`` in the process."""
 
     step_duration: Histogram
@@ -26,7 +31,7 @@ class KerasInstruments:
     anomalies: Counter
 
     @classmethod
-    def create(cls, meter: Meter) -> KerasInstruments:
+    def create(cls, meter: Meter) -> TrainingInstruments:
         """Create the instruments on ``meter`` with the names of :mod:`otel_ml._semconv`."""
         buckets = list(DURATION_BUCKETS_SECONDS)
         return cls(
@@ -66,7 +71,7 @@ class KerasInstruments:
             learning_rate=meter.create_gauge(
                 sc.METRIC_TRAIN_LEARNING_RATE,
                 unit=sc.UNIT_DIMENSIONLESS,
-                description="The optimizer's learning rate, read at fit start and at each epoch end.",
+                description="Learning rate of each optimizer that trained (ml.optimizer.name), read at each epoch end.",
             ),
             anomalies=meter.create_counter(
                 sc.METRIC_TRAIN_ANOMALIES,
