@@ -25,6 +25,7 @@ _warned: set[tuple[str, tuple[str, ...]]] = set()
 # name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
 INSTRUMENTORS: dict[str, str] = {
     "keras": "otel_ml.keras:KerasInstrumentor",
+    "tf_keras": "otel_ml.tf_keras:TfKerasInstrumentor",
     "tf_summary": "otel_ml.tf_summary:TfSummaryInstrumentor",
     "paddle": "otel_ml.paddle:PaddleInstrumentor",
     "gpu": "otel_ml.gpu:GpuInstrumentor",
@@ -99,6 +100,7 @@ def instrument(
         conflict = inst._check_dependency_conflicts()
         if conflict is not None:
             _LOG.debug("otel_ml: not instrumenting %s: %s", name, conflict)
+            inst.note_unsupported(conflict)
             continue
         own = {key: value for key, value in options.items() if key in inst.options}
         inst.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **own)

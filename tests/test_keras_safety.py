@@ -70,7 +70,7 @@ def test_same_final_loss_as_an_uninstrumented_run(telemetry) -> None:
 
 def test_our_own_failure_is_logged_once_and_training_continues(telemetry, monkeypatch, caplog) -> None:
     _instrument(telemetry)
-    from otel_ml.keras import _fit
+    from otel_ml._training import fit as _fit
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("telemetry bug")
