@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 
 from otel_ml._base import OtelMLInstrumentor
+from otel_ml._config import forget_reported
 from otel_ml._guard import report
 from otel_ml._sdk import ensure_providers
 
@@ -124,3 +125,4 @@ def uninstrument() -> None:
     for inst in _instrumentors().values():
         if inst.is_instrumented_by_opentelemetry:
             inst.uninstrument()
+    forget_reported()
