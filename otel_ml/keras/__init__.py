@@ -48,7 +48,7 @@ class KerasInstrumentor(OtelMLInstrumentor):
     """Instruments Keras 3 training, evaluation and prediction."""
 
     _instruments_any = _instruments_any
-    _imports = ("keras", "tensorflow")
+    _imports = ("keras",)
     option_table = OPTIONS
     _modules = (*_TRAINERS, _DATA_ADAPTERS)
     _wrappers: TrainingWrappers | None = None
