@@ -4,13 +4,16 @@ Variants, interleaved in shuffled order each round, same model and data:
 plain fit; fit under otel_ml (embedded reader + slow-step buffer, as the
 default set-up); fit with ``TensorBoard(update_freq='batch')``; fit with a
 minimal prometheus_client callback (gauge.set + summary.observe per batch).
+``--flavour tf_keras`` measures Keras 2 instead (plain, otel_ml, TensorBoard),
+written as its own section of the same results file.
 
-    python bench/bench_keras.py [--rounds 9] [--steps 300]
+    python bench/bench_keras.py [--rounds 9] [--steps 300] [--flavour keras|tf_keras]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -32,6 +35,7 @@ import otel_ml
 from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
 
 BATCH = 64
+TF_KERAS_SECTION = "\n## Keras 2 (`tf_keras`)\n\n"
 
 
 class PromCallback(keras.callbacks.Callback):
@@ -56,15 +60,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=300, help="timed steps per run")
     parser.add_argument("--width", type=int, default=384, help="hidden width (sets the step time)")
+    parser.add_argument("--flavour", choices=["keras", "tf_keras"], default="keras")
     args = parser.parse_args()
+    k = importlib.import_module(args.flavour)
 
-    keras.utils.set_random_seed(0)
+    k.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * args.steps, 64)).astype("float32")
     y = rng.normal(size=(BATCH * args.steps, 1)).astype("float32")
-    model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(args.width, activation="relu"), keras.layers.Dense(1)], name="bench"
-    )
+    layers = [k.Input((64,)), k.layers.Dense(args.width, activation="relu"), k.layers.Dense(1)]
+    model = k.Sequential(layers, name="bench")
     model.compile("sgd", "mse")
     model.fit(x[: BATCH * 20], y[: BATCH * 20], batch_size=BATCH, verbose=0)  # trace once
 
@@ -89,12 +94,14 @@ def main() -> None:
             otel_ml.uninstrument()
 
     def tensorboard() -> float:
-        return timed([keras.callbacks.TensorBoard(log_dir=logdir, update_freq="batch")])
+        return timed([k.callbacks.TensorBoard(log_dir=logdir, update_freq="batch")])
 
     def prom() -> float:
         return timed([PromCallback(prometheus_client.CollectorRegistry())])
 
     variants = {"plain": plain, "otel_ml": with_otel_ml, "tensorboard_batch": tensorboard, "prometheus_client": prom}
+    if args.flavour == "tf_keras":
+        del variants["prometheus_client"]  # its callback is a Keras 3 one
     for fn in variants.values():  # warm every path once (TensorBoard's writer, our instruments)
         fn()
     samples = _common.interleave(variants, args.rounds)
@@ -116,8 +123,23 @@ def main() -> None:
         + "\n".join(f"- {k}: {', '.join(f'{v:.1f}' for v in vals)}" for k, vals in samples.items())
         + "\n"
     )
-    path = _common.write("keras", "Keras fit overhead", "python bench/bench_keras.py " + " ".join(sys.argv[1:]), body)
+    path = _write(args.flavour, "python bench/bench_keras.py " + " ".join(sys.argv[1:]), body)
     print(path.read_text())
+
+
+def _write(flavour: str, command: str, body: str) -> Path:
+    """Keras 3 figures make the file; Keras 2's are its own section, each kept when the other is re-run."""
+    path = _common.RESULTS / "keras.md"
+    head, _, tail = (path.read_text() if path.exists() else "").partition(TF_KERAS_SECTION)
+    if flavour == "keras":
+        path = _common.write("keras", "Keras fit overhead", command, body)
+        if tail:
+            path.write_text(path.read_text().rstrip("\n") + "\n" + TF_KERAS_SECTION + tail)
+        return path
+    date = f"{_common.dt.datetime.now(_common.dt.timezone.utc):%Y-%m-%d %H:%M UTC}"
+    header = f"- date: {date}\n- machine: {_common.machine()}\n- command: `{command}`\n\n"
+    path.write_text((head or "# Keras fit overhead\n").rstrip("\n") + "\n" + TF_KERAS_SECTION + header + body)
+    return path
 
 
 if __name__ == "__main__":

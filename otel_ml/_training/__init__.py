@@ -1,12 +1,17 @@
 """What every training instrumentor shares, framework aside.
 
 - :mod:`.instruments`: the ``ml.train.*`` instruments, created once per meter;
+- :mod:`.options`: the options table rows of the Keras 3 and Keras 2 instrumentors;
+- :mod:`.flavour`: what differs between Keras 3 and Keras 2 (``tf_keras``);
+- :mod:`.wrappers`: the ``fit``/``evaluate``/``predict`` wrappers and the callback injection;
+- :mod:`.fit`: one ``fit``'s callback, wiring Keras's hooks to the modules below;
 - :mod:`.values`: reading log values and sizes without guessing;
-- :mod:`.loss`: de-averaging a running-mean loss, and the loss-spike rule;
+- :mod:`.loss`, :mod:`.loss_weights`: de-averaging a running-mean loss with Keras's own weights, the spike rule;
+- :mod:`.optimizers`: the optimizers that trained, and their learning rates;
 - :mod:`.steps`: steps, samples, step times and the batch loss between flushes;
 - :mod:`.slowest`: slow-step spans and the slowest-steps summary line;
-- :mod:`.spans`: fit and epoch spans, and anomaly reporting.
+- :mod:`.spans`, :mod:`.anomalies`, :mod:`.epoch`: fit and epoch spans, anomaly reports, epoch values.
 
-The Keras 3 instrumentor feeds these from its callback; a Keras 2
-(``tf_keras``) callback would feed them the same way.
+The ``keras`` and ``tf_keras`` instrumentors only choose where to patch and
+which :class:`~otel_ml._training.flavour.Flavour` to pass.
 """
