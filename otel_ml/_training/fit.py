@@ -48,6 +48,8 @@ class FitRun:
         flavour: Flavour,
     ) -> None:
         super().__init__()  # the flavour's Callback.__init__, via the class built in .wrappers
+        for name, value in flavour.callback_attributes.items():
+            setattr(self, name, value)  # after Callback.__init__, which sets some of them itself
         self._m = instruments
         self._fit_model = model
         self._flavour = flavour

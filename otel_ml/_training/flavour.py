@@ -30,7 +30,7 @@ class Flavour:
         callback_list: ``"module:Class"`` of its ``CallbackList``.
         builtin_train_step: module prefix of the class defining the built-in ``train_step``.
         read_data: the data object captured at fit start -> :data:`DataSizes`.
-        callback_attributes: class attributes of its otel_ml callback class.
+        callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
     """
 
     framework: str

@@ -49,7 +49,7 @@ def _fit_callback_class(flavour: Flavour) -> type:
     cls = _callback_classes.get(flavour.callback)
     if cls is None:
         bases = (FitRun, flavour.load(flavour.callback))
-        cls = _callback_classes[flavour.callback] = type("OtelMLCallback", bases, dict(flavour.callback_attributes))
+        cls = _callback_classes[flavour.callback] = type("OtelMLCallback", bases, {})
     return cls
 
 
