@@ -8,7 +8,10 @@ and plain / otel_ml again with the same data as a ``tf.data`` pipeline
 (``from_tensor_slices().batch()``), the input whose batch size Keras does
 not declare (otel_ml then reads Keras's own loss count once per step).
 
-    python bench/bench_keras.py [--rounds 9] [--steps 300] [--clock wall|cpu]
+``--flavour tf_keras`` measures Keras 2 instead (its own section of the same
+results file; no prometheus_client variant, whose callback is a Keras 3 one).
+
+    python bench/bench_keras.py [--rounds 9] [--steps 300] [--clock wall|cpu] [--flavour keras|tf_keras]
 
 ``--clock cpu`` times each fit by the CPU time of the whole process (all
 threads) instead of the wall clock: on a machine shared with other work, wall
@@ -19,6 +22,7 @@ itself costs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -41,6 +45,7 @@ import otel_ml
 from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
 
 BATCH = 64
+TF_KERAS_SECTION = "\n## Keras 2 (`tf_keras`)\n\n"
 
 
 class PromCallback(keras.callbacks.Callback):
@@ -60,7 +65,9 @@ class PromCallback(keras.callbacks.Callback):
         self.loss.set(logs["loss"])
 
 
-def hook_cost(model: keras.Model, meter_provider: MeterProvider, tracer_provider: TracerProvider) -> dict[str, float]:
+def hook_cost(
+    model: keras.Model, meter_provider: MeterProvider, tracer_provider: TracerProvider, flavour_name: str
+) -> dict[str, float]:
     """CPU µs per ``on_train_batch_begin`` + ``on_train_batch_end`` pair of otel_ml's callback, per input kind.
 
     The hooks alone, driven with a real loss tensor in the logs: on a busy
@@ -69,16 +76,21 @@ def hook_cost(model: keras.Model, meter_provider: MeterProvider, tracer_provider
     from types import SimpleNamespace
 
     from otel_ml._training.instruments import TrainingInstruments
-    from otel_ml.keras._options import OPTIONS, KerasOptions
-    from otel_ml.keras._patch import _fit_callback_class
+    from otel_ml._training.options import TRAINING_OPTIONS, TrainingOptions
+    from otel_ml._training.wrappers import _fit_callback_class
+    from otel_ml.keras._flavour import KERAS_3
+    from otel_ml.tf_keras._flavour import KERAS_2
+
+    flavour = KERAS_3 if flavour_name == "keras" else KERAS_2
+    options = TrainingOptions(**{o.name: o.default for o in TRAINING_OPTIONS})
 
     instruments = TrainingInstruments.create(meter_provider.get_meter("bench"))
     tracer = tracer_provider.get_tracer("bench")
     logs = {"loss": tf.constant(0.5)}
     costs = {}
     for kind, adapter in (("arrays", SimpleNamespace(batch_size=BATCH, num_batches=10**9)), ("tf_data", None)):
-        run = _fit_callback_class()(
-            model, instruments, tracer, KerasOptions(**OPTIONS.resolve({})), "hook", tracer.start_span("fit")
+        run = _fit_callback_class(flavour)(
+            model, instruments, tracer, options, "hook", tracer.start_span("fit"), flavour
         )
         run.set_model(model)
         run.adapter = adapter
@@ -99,15 +111,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="timed steps per run")
     parser.add_argument("--width", type=int, default=384, help="hidden width (sets the step time)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what a step's time is")
+    parser.add_argument("--flavour", choices=("keras", "tf_keras"), default="keras")
     args = parser.parse_args()
+    k = importlib.import_module(args.flavour)
 
-    keras.utils.set_random_seed(0)
+    k.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * args.steps, 64)).astype("float32")
     y = rng.normal(size=(BATCH * args.steps, 1)).astype("float32")
-    model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(args.width, activation="relu"), keras.layers.Dense(1)], name="bench"
-    )
+    layers = [k.Input((64,)), k.layers.Dense(args.width, activation="relu"), k.layers.Dense(1)]
+    model = k.Sequential(layers, name="bench")
     model.compile("sgd", "mse")
     model.fit(x[: BATCH * 20], y[: BATCH * 20], batch_size=BATCH, verbose=0)  # trace once
 
@@ -139,7 +152,7 @@ def main() -> None:
             otel_ml.uninstrument()
 
     def tensorboard() -> float:
-        return timed([keras.callbacks.TensorBoard(log_dir=logdir, update_freq="batch")])
+        return timed([k.callbacks.TensorBoard(log_dir=logdir, update_freq="batch")])
 
     def prom() -> float:
         return timed([PromCallback(prometheus_client.CollectorRegistry())])
@@ -152,10 +165,12 @@ def main() -> None:
         "plain_tf_data": lambda: timed([], tf_data=True),
         "otel_ml_tf_data": lambda: with_otel_ml(tf_data=True),
     }
+    if args.flavour == "tf_keras":
+        del variants["prometheus_client"]  # its callback is a Keras 3 one
     for fn in variants.values():  # warm every path once (TensorBoard's writer, our instruments)
         fn()
     samples = _common.interleave(variants, args.rounds)
-    hooks = hook_cost(model, meter_provider, tracer_provider)
+    hooks = hook_cost(model, meter_provider, tracer_provider, args.flavour)
     base = _common.median(samples["plain"])
     rows = ["| variant | median µs/step | overhead µs/step | ratio to plain |", "|---|---:|---:|---:|"]
     for name, values in samples.items():
@@ -163,6 +178,9 @@ def main() -> None:
         ref = _common.median(samples["plain_tf_data"]) if name.endswith("tf_data") else base
         rows.append(f"| {name} | {med:.1f} | {med - ref:+.1f} | {med / ref:.3f} |")
     ratio = _common.median(samples["otel_ml"]) / base
+    # Each round runs every variant back to back: the ratio within a round cancels
+    # the slow drifts of a shared machine that the medians of each variant keep.
+    paired = _common.median([o / p for o, p in zip(samples["otel_ml"], samples["plain"], strict=True)])
     tf_ratio = _common.median(samples["otel_ml_tf_data"]) / _common.median(samples["plain_tf_data"])
     tb_over = _common.median(samples["tensorboard_batch"]) - base
     ours = _common.median(samples["otel_ml"]) - base
@@ -171,7 +189,8 @@ def main() -> None:
         f"{args.rounds} interleaved rounds, medians; clock: {args.clock} "
         f"({'process CPU time, all threads' if args.clock == 'cpu' else 'wall time'}); "
         f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n\n" + "\n".join(rows) + "\n\n"
-        f"- target otel_ml / plain ≤ 1.03: **{ratio:.3f}** ({'met' if ratio <= 1.03 else 'NOT met'})\n"
+        f"- target otel_ml / plain ≤ 1.03: **{ratio:.3f}** ({'met' if ratio <= 1.03 else 'NOT met'}); "
+        f"median of the per-round ratios {paired:.3f}\n"
         f"- target otel_ml_tf_data / plain_tf_data ≤ 1.03: **{tf_ratio:.3f}** "
         f"({'met' if tf_ratio <= 1.03 else 'NOT met'})\n"
         f"- target less overhead than TensorBoard(update_freq='batch'): otel_ml {ours:+.1f} µs vs "
@@ -182,8 +201,23 @@ def main() -> None:
         + "\n".join(f"- {k}: {', '.join(f'{v:.1f}' for v in vals)}" for k, vals in samples.items())
         + "\n"
     )
-    path = _common.write("keras", "Keras fit overhead", "python bench/bench_keras.py " + " ".join(sys.argv[1:]), body)
+    path = _write(args.flavour, "python bench/bench_keras.py " + " ".join(sys.argv[1:]), body)
     print(path.read_text())
+
+
+def _write(flavour: str, command: str, body: str) -> Path:
+    """Keras 3 figures make the file; Keras 2's are its own section, each kept when the other is re-run."""
+    path = _common.RESULTS / "keras.md"
+    head, _, tail = (path.read_text() if path.exists() else "").partition(TF_KERAS_SECTION)
+    if flavour == "keras":
+        path = _common.write("keras", "Keras fit overhead", command, body)
+        if tail:
+            path.write_text(path.read_text().rstrip("\n") + "\n" + TF_KERAS_SECTION + tail)
+        return path
+    date = f"{_common.dt.datetime.now(_common.dt.timezone.utc):%Y-%m-%d %H:%M UTC}"
+    header = f"- date: {date}\n- machine: {_common.machine()}\n- command: `{command}`\n\n"
+    path.write_text((head or "# Keras fit overhead\n").rstrip("\n") + "\n" + TF_KERAS_SECTION + header + body)
+    return path
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 
 from otel_ml._base import OtelMLInstrumentor
+from otel_ml._config import forget_reported
 from otel_ml._guard import report
 from otel_ml._sdk import ensure_providers
 
@@ -25,6 +26,7 @@ _warned: set[tuple[str, tuple[str, ...]]] = set()
 # name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
 INSTRUMENTORS: dict[str, str] = {
     "keras": "otel_ml.keras:KerasInstrumentor",
+    "tf_keras": "otel_ml.tf_keras:TfKerasInstrumentor",
     "tf_summary": "otel_ml.tf_summary:TfSummaryInstrumentor",
     "paddle": "otel_ml.paddle:PaddleInstrumentor",
     "gpu": "otel_ml.gpu:GpuInstrumentor",
@@ -100,6 +102,7 @@ def instrument(
         conflict = inst._check_dependency_conflicts()
         if conflict is not None:
             _LOG.debug("otel_ml: not instrumenting %s: %s", name, conflict)
+            inst.note_unsupported(conflict)
             continue
         own = {key: value for key, value in options.items() if key in inst.options}
         inst.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **own)
@@ -123,3 +126,4 @@ def uninstrument() -> None:
     for inst in _instrumentors().values():
         if inst.is_instrumented_by_opentelemetry:
             inst.uninstrument()
+    forget_reported()

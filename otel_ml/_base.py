@@ -48,6 +48,7 @@ class OtelMLInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _instruments_any: ClassVar[Collection[str]] = ()
     option_table: ClassVar[OptionTable] = OptionTable()
     _modules: ClassVar[tuple[str, ...]] = ()
+    _imports: ClassVar[tuple[str, ...]] = ()  # the framework's import names, for the "unsupported" line
     _active: bool = False
     _patches: list[tuple[Any, str, Any, Any]]  # (owner, name, original, replacement)
     _replacements: dict[int, tuple[Any, Any]]  # id(original) -> (original, replacement)
@@ -69,7 +70,25 @@ class OtelMLInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     # --- the life cycle ------------------------------------------------------------------
 
+    def note_unsupported(self, conflict: DependencyConflict | None) -> None:
+        """No silent nothing: a framework installed in a version we do not support gets one INFO line.
+
+        The line comes when the program imports the framework (now, if it
+        has): installed but unused frameworks are none of the user's concern.
+        """
+        if conflict is None or not (conflict.found or conflict.found_any):
+            return
+        supported = ", ".join(self._instruments_any)
+        for name in self._imports:
+            key = (type(self), "unsupported " + name)
+            with _registered_lock:
+                if key in _registered:
+                    continue
+                _registered.add(key)
+            wrapt.register_post_import_hook(_Unsupported(type(self).__name__, supported), name)
+
     def _instrument(self, **kwargs: Any) -> None:
+        guarded("checking framework versions")(self.note_unsupported)(self._check_dependency_conflicts())
         options = self.option_table.resolve(kwargs)
         name = type(self).__module__
         meter = metrics.get_meter(name, __version__, kwargs.get("meter_provider"))
@@ -169,6 +188,24 @@ class _Trampoline:
         instance = self._type()  # BaseInstrumentor is a per-class singleton
         if instance._active:
             guarded(f"{self._type.__name__} patching {self._name}")(instance._patch_module)(self._name, module)
+
+
+class _Unsupported:
+    """A post-import hook that says, once, that this version of a framework is not instrumented."""
+
+    def __init__(self, instrumentor: str, supported: str) -> None:
+        self._instrumentor = instrumentor
+        self._supported = supported
+
+    def __call__(self, module: ModuleType) -> None:
+        _LOG.info(
+            "otel_ml: %s %s is imported but not instrumented: %s supports %s "
+            "(see 'Supported versions' in otel_ml's README)",
+            module.__name__,
+            getattr(module, "__version__", "(unknown version)"),
+            self._instrumentor,
+            self._supported,
+        )
 
 
 _exit_hooks: dict[type, Callable[[], None]] = {}

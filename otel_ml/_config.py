@@ -26,6 +26,15 @@ _MAX_TEXT = 1_000
 """Longest option text accepted; also caps the work ``int()`` does on a hostile digit string."""
 
 
+_reported: set[tuple[str, str]] = set()
+"""(variable, bad value) pairs already logged; cleared by :func:`forget_reported`."""
+
+
+def forget_reported() -> None:
+    """Log bad environment values again (after ``otel_ml.uninstrument()``: the next instrument is a new start)."""
+    _reported.clear()
+
+
 class _Invalid(ValueError):
     """A value outside what a parser accepts; its message says what is accepted."""
 
@@ -209,6 +218,9 @@ def env_value(variable: str, parse: Callable[[object], T], default: T, default_t
     try:
         return parse(raw)
     except Exception as exc:  # noqa: BLE001 - a bad environment value must never stop the program
+        if (variable, raw) in _reported:
+            return default  # instrumentors sharing a variable (keras, tf_keras) report it once
+        _reported.add((variable, raw))
         shown = raw if len(raw) <= 80 else raw[:77] + "..."
         expected = exc if isinstance(exc, _Invalid) else f"a valid value ({type(exc).__name__}: {exc})"
         shown_default = default_text if default_text is not None else repr(default)

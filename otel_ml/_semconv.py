@@ -47,6 +47,8 @@ ML_WORKER_INDEX: Final = "ml.worker.index"
 
 # --- attribute values --------------------------------------------------------
 FRAMEWORK_KERAS: Final = "keras"
+FRAMEWORK_TF_KERAS: Final = "tf_keras"
+"""``ml.framework`` of Keras 2 training (``tf_keras``, or ``tf.keras`` under ``TF_USE_LEGACY_KERAS=1``)."""
 PHASE_TRAIN: Final = "train"
 PHASE_VALIDATION: Final = "validation"
 ANOMALY_NAN: Final = "nan_loss"

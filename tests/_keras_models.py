@@ -1,8 +1,15 @@
-"""Tiny Keras models and data for the tests: three model kinds, synthetic data, seconds to train."""
+"""Tiny Keras models and data for the tests: three model kinds, synthetic data, seconds to train.
+
+The module-level helpers use Keras 3; :func:`kit` gives the same helpers for
+either Keras flavour (Keras 3, or Keras 2 as ``tf_keras``), for the tests that
+run against both through the ``kit`` fixture of ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import keras
@@ -82,3 +89,68 @@ class RaiseAtEpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         raise self.error
+
+
+def _kit_callbacks(k: Any) -> tuple[type, type]:
+    """SleepAt and RaiseAtEpochEnd on flavour ``k``'s Callback base."""
+
+    class KitSleepAt(k.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def __init__(self, step: int, seconds: float) -> None:
+            k.callbacks.Callback.__init__(self)
+            self.target, self.seconds, self.seen = step, seconds, 0
+
+        on_train_batch_end = SleepAt.on_train_batch_end
+
+    class KitRaiseAtEpochEnd(k.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def __init__(self, error: BaseException) -> None:
+            k.callbacks.Callback.__init__(self)
+            self.error = error
+
+        on_epoch_end = RaiseAtEpochEnd.on_epoch_end
+
+    return KitSleepAt, KitRaiseAtEpochEnd
+
+
+def kit(flavour: str) -> SimpleNamespace:
+    """The helpers of this module built with ``keras`` (Keras 3) or ``tf_keras`` (Keras 2)."""
+    if flavour == "keras":
+        return SimpleNamespace(
+            name="keras", keras=keras, framework="keras", models=MODELS, sequential=sequential,
+            functional=functional, frozen=frozen, SleepAt=SleepAt, RaiseAtEpochEnd=RaiseAtEpochEnd,
+        )  # fmt: skip
+    k = importlib.import_module(flavour)
+
+    def seq(features: int = 4, name: str = "seq", **compile_kwargs: Any) -> Any:
+        model = k.Sequential([k.Input((features,)), k.layers.Dense(1)], name=name)
+        model.compile(optimizer=compile_kwargs.pop("optimizer", "sgd"), loss="mse", **compile_kwargs)
+        return model
+
+    def func(features: int = 4, name: str = "func", **compile_kwargs: Any) -> Any:
+        inputs = k.Input((features,))
+        model = k.Model(inputs, k.layers.Dense(1)(k.layers.Dense(3)(inputs)), name=name)
+        model.compile(optimizer="sgd", loss="mse", **compile_kwargs)
+        return model
+
+    class Sub(k.Model):  # type: ignore[misc,name-defined]
+        def __init__(self, **kwargs: Any) -> None:
+            k.Model.__init__(self, **kwargs)
+            self.dense = k.layers.Dense(1)
+
+        call = _Sub.call
+
+    def sub(features: int = 4, name: str = "sub", **compile_kwargs: Any) -> Any:
+        model = Sub(name=name)
+        model.compile(optimizer="sgd", loss="mse", **compile_kwargs)
+        return model
+
+    def frz(features: int = 4, name: str = "frozen") -> Any:
+        zeros = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
+        model = k.Sequential([k.Input((features,)), k.layers.Dense(1, **zeros)], name=name)
+        model.compile(optimizer=k.optimizers.SGD(learning_rate=0.0), loss="mse")
+        return model
+
+    sleep_at, raise_at = _kit_callbacks(k)
+    return SimpleNamespace(
+        name=flavour, keras=k, framework=flavour, models={"sequential": seq, "functional": func, "subclassed": sub},
+        sequential=seq, functional=func, frozen=frz, SleepAt=sleep_at, RaiseAtEpochEnd=raise_at,
+    )  # fmt: skip

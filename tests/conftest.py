@@ -68,3 +68,15 @@ def _uninstrumented() -> Iterator[None]:
     import otel_ml
 
     otel_ml.uninstrument()
+
+
+@pytest.fixture(params=["keras", "tf_keras"])
+def kit(request: pytest.FixtureRequest) -> Any:
+    """The Keras test helpers for Keras 3 and for Keras 2 (``tf_keras``): one test, both flavours.
+
+    Imported here, not at collection, so that a process without TensorFlow
+    (the Paddle tests) never loads it.
+    """
+    from tests import _keras_models
+
+    return _keras_models.kit(request.param)

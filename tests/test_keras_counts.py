@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import keras
 import pytest
-from keras.src.callbacks.callback_list import CallbackList
 
 import otel_ml
 from otel_ml import _semconv as sc
@@ -19,16 +17,16 @@ def _value(telemetry, name):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("kind", sorted(km.MODELS))
 @pytest.mark.parametrize("steps_per_execution", [1, 4])
-def test_exact_counts(telemetry, kind: str, steps_per_execution: int) -> None:
+def test_exact_counts(telemetry, kit, kind: str, steps_per_execution: int) -> None:
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
-    model = km.MODELS[kind](steps_per_execution=steps_per_execution)
+    model = kit.models[kind](steps_per_execution=steps_per_execution)
     x, y = km.data(samples=100)  # batch 16: 6 full batches + one of 4
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
 
     steps = _value(telemetry, sc.METRIC_TRAIN_STEPS)
     assert steps.value == 14
     assert dict(steps.attributes) == {
-        sc.ML_FRAMEWORK: "keras",
+        sc.ML_FRAMEWORK: kit.framework,
         sc.ML_MODEL_NAME: model.name,
         sc.ML_RUN_NAME: model.name,
     }
@@ -41,11 +39,11 @@ def test_exact_counts(telemetry, kind: str, steps_per_execution: int) -> None:
 
 
 @pytest.mark.parametrize("form", ["none", "list", "tuple", "callbacklist", "positional"])
-def test_callback_injected_once_whatever_the_form(telemetry, form: str) -> None:
+def test_callback_injected_once_whatever_the_form(telemetry, kit, form: str) -> None:
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
-    model = km.sequential()
+    model = kit.sequential()
     x, y = km.data(samples=64)
-    history = keras.callbacks.History()
+    history = kit.keras.callbacks.History()
     user = [history]
     if form == "none":
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -54,7 +52,7 @@ def test_callback_injected_once_whatever_the_form(telemetry, form: str) -> None:
     elif form == "tuple":
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=tuple(user))
     elif form == "callbacklist":
-        cbl = CallbackList(user, model=model)
+        cbl = kit.keras.callbacks.CallbackList(user, model=model)
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=cbl)
         assert cbl.callbacks == [history], "the user's CallbackList is left as it was given"
     else:
@@ -65,9 +63,9 @@ def test_callback_injected_once_whatever_the_form(telemetry, form: str) -> None:
         assert history.history and len(history.history["loss"]) == 1, "user callbacks still run"
 
 
-def test_validation_data_is_not_double_counted(telemetry) -> None:
+def test_validation_data_is_not_double_counted(telemetry, kit) -> None:
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
-    model = km.sequential(metrics=["mae"])
+    model = kit.sequential(metrics=["mae"])
     x, y = km.data(samples=64)
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(x[:32], y[:32]))
 
@@ -117,9 +115,9 @@ def test_run_name_argument_env_and_context(telemetry, monkeypatch) -> None:
     assert runs == {"from-env": 1, "from-context": 1, "from-arg": 1}
 
 
-def test_generator_data_counts_the_samples_keras_counted(telemetry) -> None:
+def test_generator_data_counts_the_samples_keras_counted(telemetry, kit) -> None:
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
-    model = km.sequential()
+    model = kit.sequential()
     x, y = km.data(samples=40)
 
     def batches():  # type: ignore[no-untyped-def]

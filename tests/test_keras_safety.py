@@ -7,7 +7,6 @@ import logging
 import warnings
 from typing import Any
 
-import keras
 import numpy as np
 import pytest
 import wrapt
@@ -30,15 +29,24 @@ def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options)
 
 
-def test_uninstrument_restores_the_exact_originals(telemetry) -> None:
+def _patch_points(kit) -> list[tuple[object, str]]:  # type: ignore[no-untyped-def]
+    """(owner, name) of every function the flavour's instrumentor replaces."""
+    if kit.name == "keras":
+        return [(TensorFlowTrainer, name) for name in _ORIGINALS] + [(data_adapters, "get_data_adapter")]
+    from tf_keras.src.engine import data_adapter, training
+
+    return [(training.Model, name) for name in _ORIGINALS] + [(data_adapter, "get_data_handler")]
+
+
+def test_uninstrument_restores_the_exact_originals(telemetry, kit) -> None:
+    points = _patch_points(kit)
+    originals = [owner.__dict__[name] for owner, name in points]
     _instrument(telemetry)
-    assert TensorFlowTrainer.__dict__["fit"] is not _ORIGINALS["fit"]
+    assert all(owner.__dict__[name] is not original for (owner, name), original in zip(points, originals, strict=True))
     otel_ml.uninstrument()
-    for name, original in _ORIGINALS.items():
-        assert TensorFlowTrainer.__dict__[name] is original
-    assert data_adapters.__dict__["get_data_adapter"] is _ADAPTER
+    assert all(owner.__dict__[name] is original for (owner, name), original in zip(points, originals, strict=True))
     otel_ml.uninstrument()  # twice is harmless
-    km.sequential().fit(*km.data(samples=16), batch_size=16, verbose=0)
+    kit.sequential().fit(*km.data(samples=16), batch_size=16, verbose=0)
     assert telemetry.points(sc.METRIC_TRAIN_STEPS) == []
 
 
@@ -61,10 +69,10 @@ def test_reinstrument_after_uninstrument_works(telemetry) -> None:
     assert steps.value == 2
 
 
-def test_same_final_loss_as_an_uninstrumented_run(telemetry) -> None:
+def test_same_final_loss_as_an_uninstrumented_run(telemetry, kit) -> None:
     def train() -> list[float]:
-        keras.utils.set_random_seed(11)
-        model = km.functional()
+        kit.keras.utils.set_random_seed(11)
+        model = kit.functional()
         x, y = km.data(samples=96, seed=5)
         return model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_split=0.25).history["val_loss"]
 
@@ -75,7 +83,7 @@ def test_same_final_loss_as_an_uninstrumented_run(telemetry) -> None:
 
 def test_our_own_failure_is_logged_once_and_training_continues(telemetry, monkeypatch, caplog) -> None:
     _instrument(telemetry)
-    from otel_ml.keras import _fit
+    from otel_ml._training import fit as _fit
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("telemetry bug")

@@ -16,9 +16,9 @@ def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
     otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options)
 
 
-def test_fit_and_epoch_spans_carry_the_run(telemetry) -> None:
+def test_fit_and_epoch_spans_carry_the_run(telemetry, kit) -> None:
     _instrument(telemetry, run_name="r1")
-    model = km.sequential(name="m1", metrics=["mae"])
+    model = kit.sequential(name="m1", metrics=["mae"])
     x, y = km.data(samples=64)
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
 
@@ -37,9 +37,9 @@ def test_fit_and_epoch_spans_carry_the_run(telemetry) -> None:
     assert epochs[1].attributes["ml.logs.mae"] == pytest.approx(history.history["mae"][1], rel=1e-6)
 
 
-def test_direct_evaluate_and_predict_get_spans(telemetry) -> None:
+def test_direct_evaluate_and_predict_get_spans(telemetry, kit) -> None:
     _instrument(telemetry)
-    model = km.sequential(name="ev")
+    model = kit.sequential(name="ev")
     x, y = km.data(samples=32)
     model.evaluate(x, y, verbose=0)
     model.predict(x, verbose=0)
@@ -49,11 +49,11 @@ def test_direct_evaluate_and_predict_get_spans(telemetry) -> None:
     assert telemetry.points(sc.METRIC_TRAIN_STEPS) == []
 
 
-def test_slow_step_span_is_behind_the_exemplar_of_its_bucket(telemetry) -> None:
+def test_slow_step_span_is_behind_the_exemplar_of_its_bucket(telemetry, kit) -> None:
     _instrument(telemetry, slow_step_seconds=0.25)
-    model = km.sequential(name="slow")
+    model = kit.sequential(name="slow")
     x, y = km.data(samples=160)  # 10 steps per epoch
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[km.SleepAt(step=13, seconds=0.4)])
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[kit.SleepAt(step=13, seconds=0.4)])
 
     (span,) = telemetry.finished(sc.SPAN_KERAS_TRAIN_STEP)  # fast steps have no span at all
     assert span.attributes[sc.ML_STEP] == 13
@@ -88,13 +88,13 @@ def test_adaptive_threshold_finds_the_slow_step_and_skips_warmup(telemetry) -> N
     assert len(slow) <= 4, f"only outliers get spans, got steps {sorted(steps)}"
 
 
-def test_fit_that_raises_reaches_the_user_unchanged(telemetry) -> None:
+def test_fit_that_raises_reaches_the_user_unchanged(telemetry, kit) -> None:
     _instrument(telemetry)
-    model = km.sequential(name="raiser")
+    model = kit.sequential(name="raiser")
     x, y = km.data(samples=32)
     error = km.Boom("user callback failed")
     with pytest.raises(km.Boom) as caught:
-        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[km.RaiseAtEpochEnd(error)])
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[kit.RaiseAtEpochEnd(error)])
     assert caught.value is error
 
     (fit,) = telemetry.finished(sc.SPAN_KERAS_FIT)
@@ -104,8 +104,8 @@ def test_fit_that_raises_reaches_the_user_unchanged(telemetry) -> None:
     assert epoch.status.status_code is StatusCode.ERROR
 
 
-def test_fit_raising_inside_keras_is_unchanged(telemetry) -> None:
-    model = km.sequential()
+def test_fit_raising_inside_keras_is_unchanged(telemetry, kit) -> None:
+    model = kit.sequential()
     x, y = km.data(samples=32)
     with pytest.raises(ValueError) as plain:
         model.fit(x[:, :3], y, verbose=0)

@@ -1,8 +1,7 @@
 """The training instruments, created once per meter; shared by every framework's training path.
 
-The Keras instrumentor records into them per step, the tf.summary instrumentor
-mirrors scalars into the same names, and a Keras 2 (``tf_keras``) instrumentor
-would reuse them as they are.
+The Keras 3 and Keras 2 (``tf_keras``) instrumentors record into them per
+step, and the tf.summary instrumentor mirrors scalars into the same names.
 """
 
 from __future__ import annotations

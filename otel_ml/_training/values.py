@@ -23,8 +23,9 @@ def as_float(value: Any) -> float | None:
     try:
         if isinstance(value, int):
             return float(value)
-        shape = getattr(value, "shape", ())
-        if shape not in ((), None) and len(shape) != 0:
+        shape = getattr(value, "shape", None)
+        # len(), not ==: comparing a TensorShape costs more than the whole read.
+        if shape is not None and len(shape) != 0:
             return None
         return float(value)
     except (TypeError, ValueError, OverflowError):

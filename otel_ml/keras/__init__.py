@@ -27,8 +27,9 @@ from opentelemetry.trace import Tracer
 
 from otel_ml._base import OtelMLInstrumentor
 from otel_ml._training.instruments import TrainingInstruments
+from otel_ml._training.wrappers import TrainingWrappers
+from otel_ml.keras._flavour import KERAS_3
 from otel_ml.keras._options import OPTIONS, KerasOptions
-from otel_ml.keras._patch import KerasWrappers
 from otel_ml.keras.package import _instruments_any
 
 # Backend trainer module -> the class that defines fit/evaluate/predict.
@@ -47,12 +48,13 @@ class KerasInstrumentor(OtelMLInstrumentor):
     """Instruments Keras 3 training, evaluation and prediction."""
 
     _instruments_any = _instruments_any
+    _imports = ("keras",)
     option_table = OPTIONS
     _modules = (*_TRAINERS, _DATA_ADAPTERS)
-    _wrappers: KerasWrappers | None = None
+    _wrappers: TrainingWrappers | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        self._wrappers = KerasWrappers(TrainingInstruments.create(meter), tracer, KerasOptions(**options))
+        self._wrappers = TrainingWrappers(TrainingInstruments.create(meter), tracer, KerasOptions(**options), KERAS_3)
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers

@@ -55,6 +55,7 @@ class PaddleInstrumentor(OtelMLInstrumentor):
     """Instruments Paddle Inference predictors (``paddlepaddle`` or ``paddlepaddle-gpu``)."""
 
     _instruments_any = _instruments_any
+    _imports = ("paddle",)
     option_table = OPTIONS
     _modules = (_MODULE,)
     _hooks: RunHooks | None = None

@@ -1,4 +1,4 @@
-"""The optimizers a Keras model actually trains with, and their learning rates.
+"""The optimizers a Keras (3 or 2) model actually trains with, and their learning rates.
 
 A model compiled the usual way trains with ``model.optimizer``. A GAN as the
 Keras examples write it calls ``super().compile()`` without an optimizer (so
@@ -29,16 +29,26 @@ def _iterations(optimizer: Any) -> int | None:
     return None if number is None or not math.isfinite(number) else int(number)
 
 
+def _is_schedule(value: Any) -> bool:
+    return callable(value) and hasattr(value, "get_config") and not hasattr(value, "numpy")
+
+
 def learning_rate(optimizer: Any) -> float | None:
     """The optimizer's current learning rate, or None if it cannot be read.
 
-    Unwraps ``LossScaleOptimizer`` (mixed precision); a ``LearningRateSchedule``
-    is evaluated by Keras's own ``learning_rate`` property at the optimizer's
-    current iteration. Read at epoch ends only, so its one device read is not
+    Unwraps ``LossScaleOptimizer`` (mixed precision, Keras 3 and 2); a
+    ``LearningRateSchedule`` is evaluated by Keras's own ``learning_rate``
+    property (Keras 3: at the current iteration; Keras 2: the rate of the
+    last update), or here at the current iteration for Keras 2's legacy
+    optimizers. Read at epoch ends only, so its one device read is not
     paid per step.
     """
     optimizer = read_attribute(optimizer, "inner_optimizer") or optimizer
     value = read_attribute(optimizer, "learning_rate")
+    if _is_schedule(value):
+        # Keras 2's legacy optimizers hand back the schedule itself: evaluate it
+        # where Keras 3's property does, at the current iteration.
+        value = value(read_attribute(optimizer, "iterations"))
     if value is None:
         return None
     number = as_float(value)

@@ -1,6 +1,6 @@
 """Which weights Keras's logged ``loss`` was averaged with, so that the batch loss is exact.
 
-Keras logs ``loss`` as the ``result()`` of the ``Mean`` metric named "loss"
+Keras (3, and 2 alike) logs ``loss`` as the ``result()`` of the ``Mean`` metric named "loss"
 among ``model.metrics``. Its ``count`` grows by the batch size under the
 default ``train_step``, and by one per batch (or by the batch size, when a
 per-sample loss vector is passed) in the custom ``train_step`` patterns of
@@ -29,10 +29,10 @@ from otel_ml._training.loss import BatchLoss
 from otel_ml._training.values import as_float, read_attribute, read_scalar
 
 
-def _default_train_step(model: Any) -> bool:
+def _default_train_step(model: Any, builtin: str) -> bool:
     for cls in type(model).__mro__:
         if "train_step" in cls.__dict__:
-            return cls.__module__.startswith("keras.src.backend.")
+            return cls.__module__.startswith(builtin)
     return False
 
 
@@ -40,6 +40,18 @@ def _loss_count(model: Any) -> Any:
     for metric in read_attribute(model, "metrics") or ():
         if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
             return metric.count
+    return None
+
+
+def _built_loss_count(model: Any) -> Any:
+    """Keras 2 lists its loss ``Mean`` among ``model.metrics`` only once the first train step built it.
+
+    Its ``compiled_loss`` holds the metric from ``compile()`` on, and the
+    first step adds to that very object, so reading it at fit start is exact.
+    """
+    metric = read_attribute(read_attribute(model, "compiled_loss"), "_total_loss_mean")
+    if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
+        return metric.count
     return None
 
 
@@ -52,9 +64,11 @@ class LossReader:
 
     __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counted", "counts_samples")
 
-    def __init__(self, model: Any, batch_size_known: bool) -> None:
-        default = _default_train_step(model)
+    def __init__(self, model: Any, batch_size_known: bool, builtin_train_step: str) -> None:
+        default = _default_train_step(model, builtin_train_step)
         count = _loss_count(model)
+        if count is None and not (default and batch_size_known):
+            count = _built_loss_count(model)
         # The free path: the default train_step weighs by batch size, known from the adapter.
         self._count = None if default and batch_size_known else count
         self.counts_samples = default and self._count is not None

@@ -1,4 +1,8 @@
-"""Wrappers of ``Model.fit``, ``evaluate`` and ``predict``, and the data-adapter tap.
+"""Wrappers of ``Model.fit``, ``evaluate`` and ``predict``, and the data-adapter tap, for every Keras flavour.
+
+Keras 3 and Keras 2 (``tf_keras``) take the same ``fit`` arguments and the
+same ``callbacks=`` forms; the :class:`~otel_ml._training.flavour.Flavour`
+says where each one's ``Callback`` and ``CallbackList`` live.
 
 The user's call runs exactly once, outside any ``try`` of ours that could
 swallow it: its result and its exceptions reach the caller unchanged. Our own
@@ -18,50 +22,55 @@ from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
 from otel_ml._importlib_bootstrap_passthrough import passthrough
 from otel_ml._run import current_run_name
+from otel_ml._training.fit import FitRun
+from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments
+from otel_ml._training.options import TrainingOptions
 from otel_ml._training.spans import end_span, start_span
-from otel_ml.keras._fit import FitRun
-from otel_ml.keras._options import KerasOptions
 
 # Index of ``callbacks`` among fit's positional arguments (after ``self``):
 # fit(x, y, batch_size, epochs, verbose, callbacks, ...).
 _CALLBACKS_POS = 5
 _EPOCHS_POS = 3
 _BATCH_SIZE_POS = 2
+_BATCH_HOOKS = "_should_call_train_batch_hooks"  # Keras 2's CallbackList
 
+# One per thread for all flavours: a Keras 2 fit run from a Keras 3 callback is still "inside a fit".
 _local = threading.local()
-_callback_cls: type | None = None
+_callback_classes: dict[str, type] = {}
 
 
 def _current_fit() -> FitRun | None:
     return getattr(_local, "fit", None)
 
 
-def _fit_callback_class() -> type:
-    """``FitRun`` mixed into Keras's ``Callback``, built on first use (keras is imported by then)."""
-    global _callback_cls
-    if _callback_cls is None:
-        from keras.src.callbacks.callback import Callback
-
-        _callback_cls = type("OtelMLCallback", (FitRun, Callback), {})
-    return _callback_cls
+def _fit_callback_class(flavour: Flavour) -> type:
+    """``FitRun`` mixed into the flavour's ``Callback``, built on first use (Keras is imported by then)."""
+    cls = _callback_classes.get(flavour.callback)
+    if cls is None:
+        bases = (FitRun, flavour.load(flavour.callback))
+        cls = _callback_classes[flavour.callback] = type("OtelMLCallback", bases, {})
+    return cls
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str) -> Any:
     return args[pos] if len(args) > pos else kwargs.get(name)
 
 
-class KerasWrappers:
-    """The wrapt wrappers, bound to one instrumentation's instruments, tracer and options.
+class TrainingWrappers:
+    """The wrapt wrappers, bound to one instrumentation's instruments, tracer, options and flavour.
 
     Each is a :func:`passthrough`: the frame it adds is invisible to
     ``warnings``, so Keras's own warnings keep pointing where Keras meant.
     """
 
-    def __init__(self, instruments: TrainingInstruments, tracer: Tracer, options: KerasOptions) -> None:
+    def __init__(
+        self, instruments: TrainingInstruments, tracer: Tracer, options: TrainingOptions, flavour: Flavour
+    ) -> None:
         self._m = instruments
         self._tracer = tracer
         self._opts = options
+        self._flavour = flavour
         self.fit = passthrough(self._fit_enter, self._fit_leave)
         self.evaluate = passthrough(self._evaluate_enter, self._simple_leave)
         self.predict = passthrough(self._predict_enter, self._simple_leave)
@@ -87,7 +96,7 @@ class KerasWrappers:
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
         run_name = current_run_name() or self._opts.run_name or str(model.name)
         attributes: dict[str, Any] = {
-            sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS,
+            sc.ML_FRAMEWORK: self._flavour.framework,
             sc.ML_MODEL_NAME: str(model.name),
             sc.ML_RUN_NAME: run_name,
         }
@@ -101,21 +110,24 @@ class KerasWrappers:
         if isinstance(replicas, int):
             attributes[sc.ML_REPLICA_COUNT] = replicas
         span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
-        return _fit_callback_class()(model, self._m, self._tracer, self._opts, run_name, span)  # type: ignore[no-any-return]
+        callback = _fit_callback_class(self._flavour)
+        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour)  # type: ignore[no-any-return]
 
     def _inject(
         self, run: FitRun, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
         """Add the callback once, whatever form ``callbacks=`` takes, without mutating the user's list."""
         try:
-            from keras.src.callbacks.callback_list import CallbackList
-
+            callback_list = self._flavour.load(self._flavour.callback_list)
             given = _arg(args, kwargs, _CALLBACKS_POS, "callbacks")
             cleanup = None
-            if isinstance(given, CallbackList):
+            if isinstance(given, callback_list):
                 run.set_model(model)  # type: ignore[attr-defined]
                 given.callbacks.append(run)
-                cleanup = given
+                # Keras 2 decides at construction whether any callback has batch hooks.
+                cleanup = (given, getattr(given, _BATCH_HOOKS, None))
+                if cleanup[1] is False:
+                    setattr(given, _BATCH_HOOKS, True)
                 new: Any = given
             elif given is None:
                 new = [run]
@@ -140,8 +152,12 @@ class KerasWrappers:
     @guarded("keras.fit exit")
     def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None) -> None:
         _local.fit = None
-        if cleanup is not None and run in cleanup.callbacks:
-            cleanup.callbacks.remove(run)
+        if cleanup is not None:
+            given, batch_hooks = cleanup
+            if run in given.callbacks:
+                given.callbacks.remove(run)
+            if batch_hooks is False:
+                setattr(given, _BATCH_HOOKS, False)
         if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
         run.finish(error)
@@ -167,7 +183,7 @@ class KerasWrappers:
             self._tracer,
             name,
             attributes={
-                sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS,
+                sc.ML_FRAMEWORK: self._flavour.framework,
                 sc.ML_MODEL_NAME: str(model.name),
                 sc.ML_RUN_NAME: run_name,
             },

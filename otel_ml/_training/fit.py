@@ -1,7 +1,8 @@
-"""One ``fit`` call's telemetry: the callback otel_ml injects.
+"""One ``fit`` call's telemetry: the callback otel_ml injects, for every Keras flavour.
 
 A new :class:`FitRun` is made per ``fit``; it only wires Keras's hooks to the
-framework-independent parts in :mod:`otel_ml._training`. The per-batch path
+framework-independent parts in :mod:`otel_ml._training`, and asks its
+:class:`~otel_ml._training.flavour.Flavour` where Keras 3 and Keras 2 differ. The per-batch path
 (:meth:`FitRun.on_train_batch_end`) does a fixed amount of work with
 attribute dicts built once per fit. Every hook does each of its jobs under
 its own guard, so that one failing job (an odd log value, a raising span
@@ -22,15 +23,16 @@ from otel_ml._guard import guarded, report
 from otel_ml._slow import SlowDetector
 from otel_ml._training.anomalies import LossWatch
 from otel_ml._training.epoch import EpochValues
+from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments
 from otel_ml._training.loss import SpikeDetector
+from otel_ml._training.loss_weights import Loss, LossReader
+from otel_ml._training.optimizers import Optimizers
+from otel_ml._training.options import TrainingOptions
 from otel_ml._training.slowest import SlowSteps
 from otel_ml._training.spans import RunSpans
 from otel_ml._training.steps import BatchIndex, PendingSteps
 from otel_ml._training.values import positive_int, read_attribute
-from otel_ml.keras._loss import Loss, LossReader
-from otel_ml.keras._optimizers import Optimizers
-from otel_ml.keras._options import KerasOptions
 
 
 class FitRun:
@@ -41,15 +43,19 @@ class FitRun:
         model: Any,
         instruments: TrainingInstruments,
         tracer: Tracer,
-        options: KerasOptions,
+        options: TrainingOptions,
         run_name: str,
         fit_span: Span,
+        flavour: Flavour,
     ) -> None:
-        super().__init__()  # keras Callback.__init__, via the class built in _patch
+        super().__init__()  # the flavour's Callback.__init__, via the class built in .wrappers
+        for name, value in flavour.callback_attributes.items():
+            setattr(self, name, value)  # after Callback.__init__, which sets some of them itself
         self._m = instruments
         self._fit_model = model
+        self._flavour = flavour
         self.run_name = run_name
-        attrs = {sc.ML_FRAMEWORK: sc.FRAMEWORK_KERAS, sc.ML_MODEL_NAME: str(model.name), sc.ML_RUN_NAME: run_name}
+        attrs = {sc.ML_FRAMEWORK: flavour.framework, sc.ML_MODEL_NAME: str(model.name), sc.ML_RUN_NAME: run_name}
         self._attrs = attrs
         self.spans = RunSpans(tracer, fit_span)
         self._pending = PendingSteps(instruments, attrs, {**attrs, sc.ML_PHASE: sc.PHASE_TRAIN})
@@ -64,7 +70,7 @@ class FitRun:
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._full = 0.0  # the largest weight per step seen: a full batch
-        self.adapter: Any = None  # the training data adapter, captured in _patch
+        self.adapter: Any = None  # the training data adapter (Keras 2: DataHandler), captured in .wrappers
         self.global_step = 0
         self.total_step_ns = 0
         self._epoch = 0
@@ -81,12 +87,9 @@ class FitRun:
 
     @guarded("keras.on_train_begin data")
     def _read_data(self) -> None:
-        adapter = self.adapter
         size = num = partial = None
-        if adapter is not None:
-            size = positive_int(read_attribute(adapter, "batch_size"))
-            num = positive_int(read_attribute(adapter, "num_batches"))
-            partial = positive_int(read_attribute(adapter, "partial_batch_size"))
+        if self.adapter is not None:
+            size, num, partial = (positive_int(value) for value in self._flavour.read_data(self.adapter))
         steps = positive_int((read_attribute(self, "params") or {}).get("steps"))
         if steps is not None and steps != num:
             num, partial = steps, None  # steps_per_epoch cut the epoch short: no partial batch
@@ -105,7 +108,7 @@ class FitRun:
 
     @guarded("keras.on_train_begin loss")
     def _find_loss(self) -> None:
-        self._loss = LossReader(self._fit_model, self._index.batch_size is not None)
+        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour.builtin_train_step)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch

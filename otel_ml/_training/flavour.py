@@ -1,0 +1,50 @@
+"""What differs between the Keras flavours that :mod:`otel_ml._training` instruments alike.
+
+Keras 3 (``keras``, and ``tf.keras`` since TF 2.16) and Keras 2 (``tf_keras``,
+and ``tf.keras`` under ``TF_USE_LEGACY_KERAS=1``) run ``fit`` the same way:
+a callback list called per execution, a data object made once per fit, a
+running-mean ``loss`` in the logs, optimizers with ``iterations``. They differ
+in where the callback classes live, how the data object tells its sizes and
+which module holds the built-in ``train_step``: a :class:`Flavour` says that,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+DataSizes = tuple[int | None, int | None, int | None]
+"""(batch size, batches per epoch, size of the partial last batch); None where the data does not say."""
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One Keras flavour: its ``ml.framework`` value and the few places where it differs.
+
+    Attributes:
+        framework: the ``ml.framework`` attribute of its telemetry.
+        callback: ``"module:Class"`` of its ``Callback`` base class.
+        callback_list: ``"module:Class"`` of its ``CallbackList``.
+        builtin_train_step: module prefix of the class defining the built-in ``train_step``.
+        read_data: the data object captured at fit start -> :data:`DataSizes`.
+        callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
+    """
+
+    framework: str
+    callback: str
+    callback_list: str
+    builtin_train_step: str
+    read_data: Callable[[Any], DataSizes]
+    callback_attributes: dict[str, Any] = field(default_factory=dict)
+    _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
+
+    def load(self, target: str) -> Any:
+        """The class at ``"module:Class"``, imported on first use (the program has imported Keras by then)."""
+        cls = self._classes.get(target)
+        if cls is None:
+            module, _, name = target.partition(":")
+            cls = self._classes[target] = getattr(importlib.import_module(module), name)
+        return cls

@@ -1,0 +1,27 @@
+"""Keras 3 as :mod:`otel_ml._training` sees it: where its callback classes live, how its adapter tells sizes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_ml import _semconv as sc
+from otel_ml._training.flavour import DataSizes, Flavour
+from otel_ml._training.values import read_attribute
+
+
+def _read_adapter(adapter: Any) -> DataSizes:
+    """A Keras 3 ``DataAdapter`` declares its sizes as properties (some raise NotImplementedError)."""
+    return (
+        read_attribute(adapter, "batch_size"),
+        read_attribute(adapter, "num_batches"),
+        read_attribute(adapter, "partial_batch_size"),
+    )
+
+
+KERAS_3 = Flavour(
+    framework=sc.FRAMEWORK_KERAS,
+    callback="keras.src.callbacks.callback:Callback",
+    callback_list="keras.src.callbacks.callback_list:CallbackList",
+    builtin_train_step="keras.src.backend.",
+    read_data=_read_adapter,
+)

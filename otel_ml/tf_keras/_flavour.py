@@ -1,0 +1,42 @@
+"""Keras 2 (``tf_keras``) as :mod:`otel_ml._training` sees it.
+
+Keras 2's ``fit`` makes a ``DataHandler`` rather than a bare adapter: the
+handler knows the batches per epoch (``inferred_steps``, also for a
+``tf.data`` of known cardinality), its adapter the batch size and the size
+of the partial last batch, through methods rather than properties.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_ml import _semconv as sc
+from otel_ml._training.flavour import DataSizes, Flavour
+from otel_ml._training.values import read_attribute
+
+
+def _call(owner: Any, name: str) -> Any:
+    """``owner.name()``, or None when it is missing or raises."""
+    method = read_attribute(owner, name)
+    try:
+        return method() if callable(method) else None
+    except Exception:  # noqa: BLE001 - an adapter we do not own; absent is the honest answer
+        return None
+
+
+def _read_handler(handler: Any) -> DataSizes:
+    adapter = read_attribute(handler, "_adapter")
+    partial = _call(adapter, "partial_batch_size") if _call(adapter, "has_partial_batch") else None
+    return _call(adapter, "batch_size"), read_attribute(handler, "inferred_steps"), partial
+
+
+KERAS_2 = Flavour(
+    framework=sc.FRAMEWORK_TF_KERAS,
+    callback="tf_keras.src.callbacks:Callback",
+    callback_list="tf_keras.src.callbacks:CallbackList",
+    builtin_train_step="tf_keras.src.engine.",
+    read_data=_read_handler,
+    # Batch logs as Keras made them (tensors): no numpy conversion of every
+    # log per batch on our account; the one value we need is read as a float.
+    callback_attributes={"_supports_tf_logs": True},
+)
