@@ -11,7 +11,7 @@ Importing otel_ml imports no ML framework.
 """
 
 from otel_ml._api import instrument, uninstrument
-from otel_ml._run import run
+from otel_ml._run_name import run
 from otel_ml.gpu import GpuInstrumentor
 from otel_ml.keras import KerasInstrumentor
 from otel_ml.paddle import PaddleInstrumentor

@@ -21,7 +21,7 @@ from opentelemetry.trace import Tracer
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
 from otel_ml._importlib_bootstrap_passthrough import passthrough
-from otel_ml._run import current_run_name
+from otel_ml._run_name import current_run_name
 from otel_ml._training.fit import FitRun
 from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments

@@ -43,7 +43,7 @@ from otel_ml.paddle._instruments import PaddleInstruments
 from otel_ml.paddle._loading import LoadTimer, make_clone, make_create_predictor
 from otel_ml.paddle._options import OPTIONS, PaddleOptions
 from otel_ml.paddle._outcomes import RunHooks
-from otel_ml.paddle._run import make_run
+from otel_ml.paddle._predictor_run import make_run
 from otel_ml.paddle.package import _instruments_any
 
 _MODULE = "paddle.inference"

@@ -1,7 +1,7 @@
 """Every run that is not the common case, one named path each: warm-up, slow, in a span, failed.
 
 The common run (successful, past warm-up, not slow, no span around it) never
-comes here: :func:`otel_ml.paddle._run.make_run` appends it to the model's
+comes here: :func:`otel_ml.paddle._predictor_run.make_run` appends it to the model's
 pending lists, and :meth:`RunHooks.flush` hands those to the SDK in one tight
 loop. The paths here record at once, a slow run and a run in a span in their
 span's context so that the exemplar carries its trace id.
