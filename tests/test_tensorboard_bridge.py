@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_ml import cli
 from otel_ml.tensorboard_bridge import register
 from otel_ml.tensorboard_bridge._bridge import Bridge
+from otel_ml.tensorboard_bridge._state import StateError
 
 tf = pytest.importorskip("tensorflow")
 STEPS = 5
@@ -59,33 +60,33 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
         exported = bridge.poll(final=True)
     # 3 values per step; the truncated file loses its last event (one histogram).
     assert exported == 3 * STEPS * 3 - 1
-    assert _points(reader, "ml.summary.bridge.events") == {
+    assert _points(reader, "ml.tensorboard.bridge.events") == {
         ("run_a",): 3 * STEPS,
         ("run_b",): 3 * STEPS,
         ("broken",): 3 * STEPS - 1,
     }
-    assert _points(reader, "ml.summary.bridge.bad_files") == {("broken",): 1}
-    assert sum("truncated or corrupt" in r.getMessage() for r in caplog.records) == 1
-    scalars = _points(reader, "ml.summary.scalar")
+    assert _points(reader, "ml.tensorboard.bridge.bad_files") == {("broken",): 1}
+    assert sum("ends inside a record" in r.getMessage() for r in caplog.records) == 1
+    scalars = _points(reader, "ml.tensorboard.scalar")
     assert scalars[("run_b", "loss")] == 100.0 + STEPS - 1
-    assert _points(reader, "ml.summary.writes")[("run_a", "loss", "scalar")] == STEPS
+    assert _points(reader, "ml.tensorboard.writes")[("run_a", "loss", "scalar")] == STEPS
     assert _points(reader, "ml.train.loss")[("tensorboard", "run_a", "train")] == STEPS - 1
-    stats = {k[-1]: v for k, v in _points(reader, "ml.summary.histogram").items() if k[0] == "run_a"}
+    stats = {k[-1]: v for k, v in _points(reader, "ml.tensorboard.distribution").items() if k[0] == "run_a"}
     assert stats == {"count": 2.0, "min": 1.0, "max": 3.0, "mean": 2.0}
 
     # Restart with the same state: nothing is exported again.
     again, reader2 = _bridge(logs, state)
     assert again.poll(final=True) == 0
-    assert _points(reader2, "ml.summary.bridge.events") == {}
-    assert _points(reader2, "ml.summary.writes") == {}
+    assert _points(reader2, "ml.tensorboard.bridge.events") == {}
+    assert _points(reader2, "ml.tensorboard.writes") == {}
 
     # A new run and new events in an old run: exactly those are exported.
     _write_run(logs / "run_c")
     _write_run(logs / "run_a", start=STEPS)  # a second event file in run_a
     third, reader3 = _bridge(logs, state)
     assert third.poll(final=True) == 2 * 3 * STEPS
-    assert _points(reader3, "ml.summary.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}
-    assert _points(reader3, "ml.summary.scalar")[("run_a", "loss")] == 2 * STEPS - 1
+    assert _points(reader3, "ml.tensorboard.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}
+    assert _points(reader3, "ml.tensorboard.scalar")[("run_a", "loss")] == 2 * STEPS - 1
 
 
 def test_bridge_follows_appends_between_polls(tmp_path: Path) -> None:
@@ -100,8 +101,8 @@ def test_bridge_follows_appends_between_polls(tmp_path: Path) -> None:
         tf.summary.scalar("loss", 3.0, step=2)
         writer.flush()
         assert bridge.poll() == 2
-    assert _points(reader, "ml.summary.bridge.events") == {("live",): 3}
-    assert _points(reader, "ml.summary.scalar") == {("live", "loss"): 3.0}
+    assert _points(reader, "ml.tensorboard.bridge.events") == {("live",): 3}
+    assert _points(reader, "ml.tensorboard.scalar") == {("live", "loss"): 3.0}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -120,7 +121,7 @@ def test_cli_once_exports_with_given_provider(tmp_path: Path) -> None:
     reader = InMemoryMetricReader()
     args = _parse(["tensorboard", str(tmp_path / "logs"), "--once", "--state-dir", str(tmp_path / "s")])
     assert args.run(args, meter_provider=MeterProvider(metric_readers=[reader])) == 0
-    assert _points(reader, "ml.summary.bridge.events") == {("exp1",): 3 * STEPS}
+    assert _points(reader, "ml.tensorboard.bridge.events") == {("exp1",): 3 * STEPS}
     assert (tmp_path / "s" / "bridge_state.json").exists()
 
 
@@ -128,5 +129,5 @@ def test_unreadable_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "bridge_state.json").write_text("{not json")
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(StateError, match="unreadable"):
         _bridge(tmp_path / "logs", tmp_path / "state")

@@ -1,0 +1,114 @@
+"""TFRecord framing, read in pure Python: nothing a file says can crash the reader.
+
+An event file is a sequence of records, each::
+
+    uint64 length | uint32 masked_crc32c(length bytes) | data[length] | uint32 masked_crc32c(data)
+
+(little-endian; TensorBoard's ``record_writer`` and TensorFlow write the same).
+TensorFlow's native reader trusts the length and crashes on a header that
+claims 2^40 bytes, so records are read here: a header is checked (its CRC and
+a size cap) before anything is allocated for the payload. Where reading stops
+tells what to do next:
+
+- ``END``: every complete record was read; the next read starts at ``offset``.
+- ``PARTIAL``: the file ends inside a record (a writer mid-flush): wait for more.
+- ``CORRUPT``: a header fails its CRC or the cap; the rest of the file cannot be framed.
+
+A record whose payload fails its CRC is skipped (its header said where the
+next one starts) and counted in ``Chunk.skipped``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final
+
+END: Final = "end"
+PARTIAL: Final = "partial"
+CORRUPT: Final = "corrupt"
+MAX_RECORD_BYTES: Final = 256 << 20
+"""Largest payload accepted; event records are small (an image summary is a few MiB)."""
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+
+
+def _table() -> tuple[int, ...]:
+    rows = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # CRC-32C (Castagnoli), reflected
+        rows.append(crc)
+    return tuple(rows)
+
+
+_TABLE: Final = _table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The TFRecord checksum: CRC-32C of ``data``, rotated and offset.
+
+    Example:
+        >>> hex(masked_crc32c(b"hello"))
+        '0x7a1b7d0f'
+    """
+    crc = 0xFFFFFFFF
+    table = _TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+@dataclass
+class Chunk:
+    """What one :func:`read_records` call found."""
+
+    records: list[bytes] = field(default_factory=list)
+    offset: int = 0
+    """Where the next read starts: just after the last complete record (or skipped one)."""
+    tail: str = END
+    skipped: int = 0
+    full: bool = False
+    """The byte budget was reached before the end of the file: read again at once."""
+
+
+def read_records(handle: BinaryIO, offset: int, budget: int = 16 << 20) -> Chunk:
+    """Read the complete records of ``handle`` from ``offset``, about ``budget`` bytes at most.
+
+    Example:
+        >>> import io
+        >>> data = b"abc"
+        >>> frame = struct.pack("<Q", 3)
+        >>> raw = frame + struct.pack("<I", masked_crc32c(frame)) + data + struct.pack("<I", masked_crc32c(data))
+        >>> chunk = read_records(io.BytesIO(raw + raw[:5]), 0)
+        >>> chunk.records, chunk.offset, chunk.tail
+        ([b'abc'], 19, 'partial')
+    """
+    chunk = Chunk(offset=offset)
+    handle.seek(offset)
+    used = 0
+    while True:
+        if used >= budget:
+            chunk.full = True
+            return chunk
+        header = handle.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            chunk.tail = PARTIAL if header else END
+            return chunk
+        length, length_crc = _HEADER.unpack(header)
+        if length_crc != masked_crc32c(header[:8]) or length > MAX_RECORD_BYTES:
+            chunk.tail = CORRUPT
+            return chunk
+        body = handle.read(length + _FOOTER.size)
+        if len(body) < length + _FOOTER.size:
+            chunk.tail = PARTIAL
+            return chunk
+        data = body[:length]
+        chunk.offset += _HEADER.size + len(body)
+        used += _HEADER.size + len(body)
+        if _FOOTER.unpack(body[length:])[0] == masked_crc32c(data):
+            chunk.records.append(data)
+        else:
+            chunk.skipped += 1
