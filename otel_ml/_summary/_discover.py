@@ -44,6 +44,8 @@ class EventFileFinder:
                     subdirs[:] = []  # a loop, or a second link to a walked directory
                     continue
                 walked.add(real)
+                # Real directories first, so a run reached both ways is named by its real path.
+                subdirs.sort(key=lambda name: (os.path.islink(os.path.join(directory, name)), name))
                 for name in sorted(files):
                     if is_event_file(name):
                         yield from self._once(os.path.join(directory, name), directory)
