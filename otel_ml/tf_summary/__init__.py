@@ -80,7 +80,9 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
         instruments = SummaryInstruments.create(meter)
         self._exporter = SummaryExporter(instruments, opts.summary_max_tags, sc.FRAMEWORK_TF_SUMMARY)
         self._writers = WriterRegistry(RunNamer(opts.summary_logdir_root, opts.summary_run_name_pattern))
-        self._watcher = None if opts.summary_per_write else LogdirWatcher(self._exporter, opts.summary_flush_seconds)
+        self._watcher = None
+        if not opts.summary_per_write:
+            self._watcher = LogdirWatcher(self._exporter, opts.summary_flush_seconds, self._flush_writers)
         self._hooks = None
 
     def _make_hooks(self) -> dict[str, Any]:
@@ -119,13 +121,20 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
                 if current is not None and (current is original or current is replacement):
                     self._wrap(module, name, wrapper)
 
+    def _flush_writers(self) -> None:
+        """Flush the writers the program still holds (a closed one returns at once)."""
+        writers = self._writers
+        for writer in writers.alive() if writers is not None else ():
+            guarded("tf_summary.flush")(writer.flush)()  # type: ignore[attr-defined]
+
     def _at_exit(self) -> None:
         """Flush the writers still open and read their files once more, before the providers shut down."""
-        if self._watcher is None or self._writers is None:
+        watcher = self._watcher
+        if watcher is None:
             return
-        for writer in self._writers.alive():
-            guarded("tf_summary.flush_at_exit")(writer.flush)()  # type: ignore[attr-defined]
-        self._watcher.read()
+        watcher.stop()
+        self._flush_writers()
+        watcher.read()
 
     def _teardown(self) -> None:
         if self._watcher is not None:

@@ -5,6 +5,12 @@ asynchronously and in C++; reading the files back costs the training step
 nothing (no hook per write, no ``tf.py_function`` in a compiled step). The
 reader is the bridge's (:mod:`otel_ml._summary`): one implementation for both.
 
+TensorFlow flushes a writer only when a write finds its queue full or its
+``flush_millis`` passed; a writer that stops writing (the epoch summaries of
+Keras's callback) would keep its last values queued. So the thread also
+flushes the open writers every ``flush_seconds``: a value written is exported
+within that time plus one read interval (at most 1 s).
+
 Only the files this process writes are followed: TensorFlow names them
 ``events.out.tfevents.<time>.<host>.<pid>.<n>.v2``, so old runs in a reused
 logdir, and other processes writing there, are left alone.
@@ -16,6 +22,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 
 from otel_ml._guard import guarded
 from otel_ml._summary import FileFollower, SummaryExporter, export_events, is_event_file
@@ -29,12 +37,15 @@ class LogdirWatcher:
 
     Args:
         exporter: Where values go.
-        interval: Seconds between reads (at most 1 s).
+        flush_seconds: How often ``flush`` runs; reads happen as often, but at least every second.
+        flush: Flushes the open writers.
     """
 
-    def __init__(self, exporter: SummaryExporter, interval: float) -> None:
+    def __init__(self, exporter: SummaryExporter, flush_seconds: float, flush: Callable[[], None]) -> None:
         self._exporter = exporter
-        self._interval = min(interval, _MAX_INTERVAL)
+        self._flush_seconds = flush_seconds
+        self._interval = min(flush_seconds, _MAX_INTERVAL)
+        self._flush = guarded("tf_summary.flush")(flush)
         self._poll = guarded("tf_summary.follower")(self.read)
         self._pid = -1
         self._reset()
@@ -93,7 +104,11 @@ class LogdirWatcher:
         return export_events(self._exporter, follower, run, events) if events else 0
 
     def _loop(self) -> None:
+        next_flush = time.monotonic() + self._flush_seconds
         while not self._stop.wait(self._interval):
+            if time.monotonic() >= next_flush:
+                next_flush = time.monotonic() + self._flush_seconds
+                self._flush()
             self._poll()
 
     def stop(self) -> None:
