@@ -108,18 +108,33 @@ class TagEntry:
             ValueError, TypeError: ``value`` is not a number (e.g. a string under the scalars
                 plugin); nothing of this write is recorded then.
         """
-        m = self._m
         if self.kind == sc.SUMMARY_KIND_SCALAR:
             number = float(value)
-            if math.isfinite(number):
-                m.scalar.set(number, self._attrs)
+            finite = math.isfinite(number)
+            self.apply(1, number if finite else None, 0 if finite else 1, step)
+        else:
+            self.apply(1, value if self.kind == sc.SUMMARY_KIND_HISTOGRAM else None, 0, step)
+
+    def apply(self, writes: int, last: Any, nonfinite: int, step: int | None) -> None:
+        """Export ``writes`` writes at once: only the ``last`` value reaches the gauges.
+
+        Args:
+            writes: Writes of this tag (counted in ``ml.tensorboard.writes``).
+            last: The last finite scalar (a float) or histogram tensor; None when there is none.
+            nonfinite: How many of the scalar writes were NaN or infinite.
+            step: The highest step among them.
+        """
+        m = self._m
+        if last is not None:
+            if self.kind == sc.SUMMARY_KIND_SCALAR:
+                m.scalar.set(last, self._attrs)
                 if self._train is not None:
-                    self._train.set(number, self._train_attrs)
+                    self._train.set(last, self._train_attrs)
             else:
-                m.nonfinite.add(1, self._attrs)
-        elif self.kind == sc.SUMMARY_KIND_HISTOGRAM:
-            self._histogram(value)
-        m.writes.add(1, self._writes_attrs)
+                self._histogram(last)
+        if nonfinite:
+            m.nonfinite.add(nonfinite, self._attrs)
+        m.writes.add(writes, self._writes_attrs)
         run = self._run
         if step is not None and (run.step is None or step > run.step):
             run.step = step

