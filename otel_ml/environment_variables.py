@@ -184,7 +184,7 @@ OTEL_ML_TF_SUMMARY_MAX_TAGS: Final = "OTEL_ML_TF_SUMMARY_MAX_TAGS"
 
 The most distinct summary tags exported per run (a whole number >= 1).
 Writes of further tags are not exported: they are counted in
-``ml.summary.dropped`` and logged once per run. Default: ``100``.
+``ml.tensorboard.dropped`` and logged once per run. Default: ``100``.
 """
 
 OTEL_ML_TF_SUMMARY_GRAPH_MODE: Final = "OTEL_ML_TF_SUMMARY_GRAPH_MODE"
