@@ -130,8 +130,8 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
     def _at_exit(self) -> None:
         """Flush the writers still open and read their files once more, before the providers shut down."""
         watcher = self._watcher
-        if watcher is None:
-            return
+        if watcher is None or not watcher.owned():
+            return  # a forked child exits without touching its parent's writers
         watcher.stop()
         self._flush_writers()
         watcher.read()

@@ -70,9 +70,13 @@ class LogdirWatcher:
             self._thread = threading.Thread(target=self._loop, name="otel_ml-tf_summary-follower", daemon=True)
             self._thread.start()
 
+    def owned(self) -> bool:
+        """False in a forked child until it creates a writer of its own: the parent's files are not its own."""
+        return self._pid == os.getpid()
+
     def read(self, logdir: str | None = None) -> int:
         """Export what was appended to the followed files (of ``logdir`` only, if given); returns the count."""
-        if self._pid != os.getpid():
+        if not self.owned():
             return 0
         with self._lock:
             self._discover(logdir)
