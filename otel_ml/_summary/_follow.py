@@ -65,14 +65,18 @@ class FileFollower:
                     if self.records <= self._skip:
                         continue
                     try:
-                        event = data_compat.migrate_event(event_pb2.Event.FromString(record))
+                        event = event_pb2.Event.FromString(record)
+                        for value in event.summary.value:
+                            if value.WhichOneof("value") != "tensor":  # v1 (tensorboardX, PyTorch): migrate
+                                event = data_compat.migrate_event(event)
+                                break
                     except Exception:  # noqa: BLE001 - a record whose CRC holds but whose proto does not
                         self.skipped_records(1)
                         continue
                     for value in event.summary.value:
                         plugin = value.metadata.plugin_data.plugin_name
-                        if plugin:
-                            self.kinds.setdefault(value.tag, plugin)
+                        if plugin and value.tag not in self.kinds:
+                            self.kinds[value.tag] = plugin
                     events.append(event)
                 if not chunk.full:
                     break
