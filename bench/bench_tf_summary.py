@@ -44,6 +44,17 @@ from otel_ml.tf_summary import TfSummaryInstrumentor
 MODES = {"plain": None, "files": False, "per_write": True}  # mode -> summary_per_write
 FLUSH_SECONDS = 0.2
 _follower_cpu = {"seconds": 0.0, "values": 0}
+_cpu: dict[tuple[str, str], list[float]] = {}  # (section, mode) -> process CPU per step or call
+_current: list[tuple[str, str]] = [("", "")]
+
+
+def _measure(run: Callable[[], None], count: int) -> float:
+    """Wall seconds per item of ``run`` (``count`` items); the process CPU per item is kept in ``_cpu``."""
+    cpu, start = time.process_time(), time.perf_counter()
+    run()
+    wall = time.perf_counter() - start
+    _cpu.setdefault(_current[0], []).append((time.process_time() - cpu) / count)
+    return wall / count
 
 
 def _thread_cpu(name: str) -> float:
@@ -83,12 +94,13 @@ def _guide_model() -> Callable[[tf.Tensor], None]:
     return train_step
 
 
-def _timed(tmp: str, mode: str, body: Callable[[tf.summary.SummaryWriter], float]) -> Callable[[], float]:
+def _timed(tmp: str, title: str, mode: str, body: Callable[[tf.summary.SummaryWriter], float]) -> Callable[[], float]:
     """One sample: (un)instrumented as ``mode`` says, a fresh writer, ``body`` timed inside."""
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     counter = iter(range(10**9))
 
     def sample() -> float:
+        _current[0] = (title, mode)
         per_write = MODES[mode]
         if per_write is not None:
             # A short flush keeps the follower reading during the timed loop (the default is 10 s).
@@ -99,7 +111,7 @@ def _timed(tmp: str, mode: str, body: Callable[[tf.summary.SummaryWriter], float
         try:
             return body(writer)
         finally:
-            if mode == "files":
+            if mode == "files" and title.startswith("Guide"):
                 _follower_cpu["seconds"] += _thread_cpu("otel_ml-tf_summary-follower")
             writer.close()
             if per_write is not None:
@@ -114,25 +126,28 @@ def _guide_body(steps: int) -> Callable[[tf.summary.SummaryWriter], float]:
 
     def body(writer: tf.summary.SummaryWriter) -> float:
         train_step = tf.function(python_step)
-        with writer.as_default():
-            train_step(step_tensors[0])  # trace (once per variant) outside the timing
-            start = time.perf_counter()
+
+        def loop() -> None:
             for step in step_tensors:
                 train_step(step)
-            elapsed = time.perf_counter() - start
+
+        with writer.as_default():
+            train_step(step_tensors[0])  # trace (once per sample) outside the timing
+            elapsed = _measure(loop, steps)
         _follower_cpu["values"] += 2 * steps
-        return elapsed / steps
+        return elapsed
 
     return body
 
 
 def _eager_body(calls: int) -> Callable[[tf.summary.SummaryWriter], float]:
     def body(writer: tf.summary.SummaryWriter) -> float:
-        with writer.as_default():
-            start = time.perf_counter()
+        def loop() -> None:
             for step in range(calls):
                 tf.summary.scalar("loss", 0.5, step=step)
-            return (time.perf_counter() - start) / calls
+
+        with writer.as_default():
+            return _measure(loop, calls)
 
     return body
 
@@ -145,12 +160,14 @@ def _graph_body(calls: int) -> Callable[[tf.summary.SummaryWriter], float]:
 
     def body(writer: tf.summary.SummaryWriter) -> float:
         step_fn = tf.function(python_fn)
-        with writer.as_default():
-            step_fn(steps[0])
-            start = time.perf_counter()
+
+        def loop() -> None:
             for step in steps:
                 step_fn(step)
-            return (time.perf_counter() - start) / calls
+
+        with writer.as_default():
+            step_fn(steps[0])
+            return _measure(loop, calls)
 
     return body
 
@@ -201,18 +218,22 @@ def _bridge(tmp: str, runs: int = 100, per_run: int = 300) -> dict[str, float]:
     }
 
 
-def _table(title: str, unit: str, samples: dict[str, list[float]]) -> list[str]:
-    """Medians, and the median of the per-round ratios (each round runs every variant back to back)."""
-    base = samples["plain"]
+def _table(title: str, unit: str, samples: dict[str, list[float]], cpu: dict[str, list[float]]) -> list[str]:
+    """Wall medians and ratios (of medians, and median of per-round ratios), and the same for process CPU."""
     lines = [
         f"## {title}",
         "",
-        f"| variant | {unit} (median) | ratio of medians | median of per-round ratios |",
-        "|---|---|---|---|",
+        f"| variant | wall {unit} | ratio of medians | median of per-round ratios | process CPU {unit} | CPU ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for mode, values in samples.items():
-        paired = median([value / plain for value, plain in zip(values, base, strict=True)])
-        lines.append(f"| {mode} | {median(values) * 1e6:.1f} | {median(values) / median(base):.3f}x | {paired:.3f}x |")
+        paired = median([value / plain for value, plain in zip(values, samples["plain"], strict=True)])
+        ratio = median(values) / median(samples["plain"])
+        cpu_ratio = median(cpu[mode]) / median(cpu["plain"])
+        lines.append(
+            f"| {mode} | {median(values) * 1e6:.1f} | {ratio:.3f}x | {paired:.3f}x | {median(cpu[mode]) * 1e6:.1f} "
+            f"| {cpu_ratio:.3f}x |"
+        )
     return [*lines, ""]
 
 
@@ -223,20 +244,25 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        sections = []
-        for title, unit, body, modes in (
-            ("Guide training step (tf.function, 2 scalars per step)", "us/step", _guide_body(args.steps), MODES),
-            ("Eager tf.summary.scalar", "us/call", _eager_body(args.calls), ("plain", "files")),
-            ("tf.summary.scalar inside tf.function (one per call)", "us/call", _graph_body(args.calls), MODES),
-        ):
-            variants = {mode: _timed(tmp, mode, body) for mode in modes}
-            samples = interleave(variants, args.rounds)
-            sections.append(_table(title, unit, {mode: samples[mode] for mode in modes}))
-            if unit == "us/step":
-                thread_cpu = _follower_cpu["seconds"] / max(_follower_cpu["values"], 1) * 1000
+        sections = {
+            "Guide training step (tf.function, 2 scalars per step)": ("us/step", _guide_body(args.steps), MODES),
+            "Eager tf.summary.scalar": ("us/call", _eager_body(args.calls), ("plain", "files")),
+            "tf.summary.scalar inside tf.function (one per call)": ("us/call", _graph_body(args.calls), MODES),
+        }
+        tasks = {
+            f"{title}|{mode}": _timed(tmp, title, mode, body)
+            for title, (_, body, modes) in sections.items()
+            for mode in modes
+        }
+        samples = interleave(tasks, args.rounds)  # every variant of every section, shuffled, each round
+        tables = []
+        for title, (unit, _, modes) in sections.items():
+            walls = {mode: samples[f"{title}|{mode}"] for mode in modes}
+            tables.append(_table(title, unit, walls, {mode: _cpu[(title, mode)] for mode in modes}))
+        thread_cpu = _follower_cpu["seconds"] / max(_follower_cpu["values"], 1) * 1000
         offline = _offline_read(tmp)
         bridge = _bridge(tmp)
-    lines = [line for section in sections for line in section]
+    lines = [line for table in tables for line in table]
     lines += [
         "## Follower CPU per 1,000 values",
         "",
