@@ -125,8 +125,8 @@ def test_a_value_is_exported_within_the_flush_bound_without_close(telemetry: Tel
         time.sleep(0.02)
     elapsed = time.monotonic() - written
     assert [p.value for p in telemetry.points("ml.tensorboard.scalar")] == [0.75]
-    # Documented bound: flush + one read interval (0.4 s here); 1 s more for a loaded 2-core machine.
-    assert elapsed < 2 * flush + 1.0, elapsed
+    # Documented bound: flush + one read interval (0.4 s here); 1.6 s more for a loaded 2-core machine.
+    assert elapsed < 2 * flush + 1.6, elapsed
     writer.close()
 
 
@@ -213,7 +213,7 @@ def test_metrics_endpoint_is_fresh_and_nothing_is_missing_at_exit(tmp_path: Path
         out, _ = proc.communicate("go\n", timeout=120)
     finally:
         _net.stop(proc)
-    # Documented bound: flush (0.2 s) + one read interval (0.2 s); 1 s more for a loaded machine and the scrape.
-    assert elapsed < 1.4, elapsed
+    # Documented bound: flush (0.2 s) + one read interval (0.2 s); 1.6 s more for a loaded machine and the scrape.
+    assert elapsed < 2.0, elapsed
     assert proc.returncode == 0
     assert _writes(_last_console_export(out)) == {"loss": 11, "accuracy": 1}

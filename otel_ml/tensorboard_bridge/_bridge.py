@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from opentelemetry import metrics
 
 from otel_ml import _semconv as sc
-from otel_ml._summary import EventFileFinder, FileFollower, RunNamer, SummaryExporter, SummaryInstruments, export_events
+from otel_ml._summary import (
+    CORRUPT,
+    EventFileFinder,
+    FileFollower,
+    RunNamer,
+    SummaryExporter,
+    SummaryInstruments,
+    export_events,
+)
 from otel_ml.tensorboard_bridge._state import BridgeState
 from otel_ml.version import __version__
 
@@ -135,7 +143,7 @@ class Bridge:
         follower = watched.follower
         tail = follower.describe_tail()
         # A tail inside a record is a writer mid-flush while following; only the last poll reports it.
-        if tail is not None and (final or follower.tail == "corrupt") and not follower.reported:
+        if tail is not None and (final or follower.tail == CORRUPT) and not follower.reported:
             follower.reported = True
             _LOG.warning("otel-ml tensorboard: %s; the %d records before it are exported", tail, follower.records)
         if not watched.bad and (follower.reported or follower.bad_records):
