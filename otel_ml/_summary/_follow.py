@@ -27,10 +27,12 @@ class FileFollower:
         offset: Where reading starts (a state saved earlier); 0 for the start.
         records: Records before ``offset``.
         skip: Records to read but not return (a state that knows counts, not offsets).
+        verify: Check every payload's CRC (see :func:`otel_ml._summary._records.read_records`).
     """
 
-    def __init__(self, path: str, offset: int = 0, records: int = 0, skip: int = 0) -> None:
+    def __init__(self, path: str, offset: int = 0, records: int = 0, skip: int = 0, verify: bool = True) -> None:
         self.path = path
+        self._verify = verify
         self.offset = offset
         self.records = records
         self._skip = skip
@@ -56,7 +58,7 @@ class FileFollower:
         events: list[Any] = []
         with open(self.path, "rb") as handle:
             while True:
-                chunk = _records.read_records(handle, self.offset)
+                chunk = _records.read_records(handle, self.offset, verify=self._verify)
                 self.offset = chunk.offset
                 self.tail = chunk.tail
                 self.skipped_records(chunk.skipped)

@@ -51,7 +51,7 @@ _ONE: tuple[int, ...] = ()
 _TWO: tuple[int, ...] = ()
 
 
-def masked_crc32c(data: bytes) -> int:
+def masked_crc32c(data: bytes | memoryview) -> int:
     """The TFRecord checksum: CRC-32C of ``data``, rotated and offset.
 
     Example:
@@ -82,11 +82,18 @@ class Chunk:
     tail: str = END
     skipped: int = 0
     full: bool = False
-    """The byte budget was reached before the end of the file: read again at once."""
+    """The read filled its budget: read again from ``offset`` at once."""
 
 
-def read_records(handle: BinaryIO, offset: int, budget: int = 16 << 20) -> Chunk:
-    """Read the complete records of ``handle`` from ``offset``, about ``budget`` bytes at most.
+def read_records(handle: BinaryIO, offset: int, budget: int = 16 << 20, verify: bool = True) -> Chunk:
+    """Read the complete records of ``handle`` from ``offset``: one read of at most ``budget`` bytes.
+
+    Args:
+        handle: The file, opened in binary mode.
+        offset: Where a record starts.
+        budget: Bytes read at once (a single larger record is read whole).
+        verify: Check each payload's CRC too (headers are always checked). The in-process
+            follower reads files its own TensorFlow is writing and skips it to halve its CPU.
 
     Example:
         >>> import io
@@ -97,29 +104,33 @@ def read_records(handle: BinaryIO, offset: int, budget: int = 16 << 20) -> Chunk
         >>> chunk.records, chunk.offset, chunk.tail
         ([b'abc'], 19, 'partial')
     """
-    chunk = Chunk(offset=offset)
+    budget = max(budget, _HEADER.size)  # so that a full read always holds a header
     handle.seek(offset)
-    used = 0
-    while True:
-        if used >= budget:
-            chunk.full = True
-            return chunk
-        header = handle.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            chunk.tail = PARTIAL if header else END
-            return chunk
-        length, length_crc = _HEADER.unpack(header)
-        if length_crc != masked_crc32c(header[:8]) or length > MAX_RECORD_BYTES:
-            chunk.tail = CORRUPT
-            return chunk
-        body = handle.read(length + _FOOTER.size)
-        if len(body) < length + _FOOTER.size:
+    buffer = handle.read(budget)
+    view, end, pos = memoryview(buffer), len(buffer), 0
+    more = end == budget  # the file may go on beyond this read
+    chunk = Chunk(offset=offset)
+    while pos < end:
+        if end - pos < _HEADER.size:
             chunk.tail = PARTIAL
-            return chunk
-        data = body[:length]
-        chunk.offset += _HEADER.size + len(body)
-        used += _HEADER.size + len(body)
-        if _FOOTER.unpack(body[length:])[0] == masked_crc32c(data):
+            break
+        length, length_crc = _HEADER.unpack_from(buffer, pos)
+        if length_crc != masked_crc32c(view[pos : pos + 8]) or length > MAX_RECORD_BYTES:
+            chunk.tail = CORRUPT
+            break
+        start, stop = pos + _HEADER.size, pos + _HEADER.size + length + _FOOTER.size
+        if stop > end:
+            if more and pos == 0:  # one record larger than the budget: read it whole
+                return read_records(handle, offset, stop, verify)
+            chunk.tail = PARTIAL
+            break
+        data = bytes(view[start : start + length])
+        if not verify or _FOOTER.unpack_from(buffer, start + length)[0] == masked_crc32c(data):
             chunk.records.append(data)
         else:
             chunk.skipped += 1
+        pos = stop
+    chunk.offset = offset + pos
+    if more and chunk.tail != CORRUPT:
+        chunk.tail, chunk.full = END, True  # read on from chunk.offset
+    return chunk

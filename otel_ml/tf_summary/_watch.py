@@ -97,7 +97,8 @@ class LogdirWatcher:
             for name in names:
                 path = os.path.join(logdir, name)
                 if path not in self._files and is_event_file(name) and self._own.search(name):
-                    self._files[path] = (FileFollower(path), run)
+                    # Headers are checked; payload CRCs are not: TensorFlow in this process writes them.
+                    self._files[path] = (FileFollower(path, verify=False), run)
 
     def _read_file(self, follower: FileFollower, run: str) -> int:
         try:

@@ -222,3 +222,22 @@ def test_once_with_only_the_embedded_endpoint_refuses(tmp_path: Path, capsys: An
     assert cli.main(["tensorboard", str(tmp_path / "logs"), "--once", "--state-dir", str(tmp_path / "s")]) == 2
     assert "only metrics exporter is the embedded /metrics endpoint" in capsys.readouterr().err
     assert not (tmp_path / "s" / "bridge_state.json").exists()  # nothing recorded as exported
+
+
+@pytest.mark.parametrize("budget", [1, 20, 100, 5000, 1 << 20])
+def test_reads_of_any_size_frame_the_same_records(budget: int) -> None:
+    import io
+
+    from otel_ml._summary._records import read_records
+
+    records = [bytes([n]) * size for n, size in enumerate((5, 100, 3000, 7, 50))]
+    raw = b"".join(frame(r) for r in records)
+    for data, expected, tail in ((raw, records, "end"), (raw[:-60], records[:-1], "partial")):
+        handle, offset, found, reads = io.BytesIO(data), 0, [], 0
+        while True:
+            chunk = read_records(handle, offset, budget)
+            found, offset, reads = found + chunk.records, chunk.offset, reads + 1
+            if not chunk.full:
+                break
+        assert (found, chunk.tail) == (expected, tail)
+        assert reads <= len(data) // min(budget, len(data)) + 2
