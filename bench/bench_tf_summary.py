@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         sections = {
             "Guide training step (tf.function, 2 scalars per step)": ("us/step", _guide_body(args.steps), MODES),
@@ -262,7 +263,13 @@ def main() -> None:
         offline_path = _write_file(os.path.join(tmp, "offline"), 10_000)
         offline = {verify: median([_offline_read(offline_path, verify) for _ in range(5)]) for verify in (False, True)}
         bridge = _bridge(tmp)
-    lines = [line for table in tables for line in table]
+    lines = [
+        f"Load average (1 min) on this shared machine: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end; on 2 cores, run-to-run differences of 10-20 % between identical variants are common here, so "
+        "the process CPU columns and the follower's own CPU below are the steadier measures.",
+        "",
+    ]
+    lines += [line for table in tables for line in table]
     lines += [
         "## Follower CPU per 1,000 values",
         "",
