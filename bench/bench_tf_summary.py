@@ -41,8 +41,14 @@ from otel_ml._summary import FileFollower, SummaryExporter, SummaryInstruments, 
 from otel_ml.tensorboard_bridge._bridge import Bridge
 from otel_ml.tf_summary import TfSummaryInstrumentor
 
-MODES = {"plain": None, "files": False, "per_write": True}  # mode -> summary_per_write
-FLUSH_SECONDS = 0.2
+# mode -> (summary_per_write, summary_flush_seconds); None: not instrumented
+MODES: dict[str, tuple[bool, float] | None] = {
+    "plain": None,
+    "files": (False, 10.0),  # the default
+    "files_0.2s": (False, 0.2),  # the follower reads and flushes 5x a second: a stress setting
+    "per_write": (True, 10.0),
+}
+FILE_MODES = ("plain", "files", "files_0.2s")
 _follower_cpu = {"seconds": 0.0, "values": 0}
 _cpu: dict[tuple[str, str], list[float]] = {}  # (section, mode) -> process CPU per step or call
 _current: list[tuple[str, str]] = [("", "")]
@@ -101,20 +107,19 @@ def _timed(tmp: str, title: str, mode: str, body: Callable[[tf.summary.SummaryWr
 
     def sample() -> float:
         _current[0] = (title, mode)
-        per_write = MODES[mode]
-        if per_write is not None:
-            # A short flush keeps the follower reading during the timed loop (the default is 10 s).
+        settings = MODES[mode]
+        if settings is not None:
             TfSummaryInstrumentor().instrument(
-                meter_provider=provider, summary_per_write=per_write, summary_flush_seconds=FLUSH_SECONDS
+                meter_provider=provider, summary_per_write=settings[0], summary_flush_seconds=settings[1]
             )
         writer = tf.summary.create_file_writer(os.path.join(tmp, f"{mode}-{next(counter)}"))
         try:
             return body(writer)
         finally:
-            if mode == "files" and title.startswith("Guide"):
+            if mode == "files_0.2s" and title.startswith("Guide"):
                 _follower_cpu["seconds"] += _thread_cpu("otel_ml-tf_summary-follower")
             writer.close()
-            if per_write is not None:
+            if settings is not None:
                 TfSummaryInstrumentor().uninstrument()
 
     return sample
@@ -239,15 +244,15 @@ def _table(title: str, unit: str, samples: dict[str, list[float]], cpu: dict[str
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         sections = {
             "Guide training step (tf.function, 2 scalars per step)": ("us/step", _guide_body(args.steps), MODES),
-            "Eager tf.summary.scalar": ("us/call", _eager_body(args.calls), ("plain", "files")),
-            "tf.summary.scalar inside tf.function (one per call)": ("us/call", _graph_body(args.calls), MODES),
+            "Eager tf.summary.scalar": ("us/call", _eager_body(args.calls), FILE_MODES),
+            "tf.summary.scalar inside tf.function (one per call)": ("us/call", _graph_body(args.calls), FILE_MODES),
         }
         tasks = {
             f"{title}|{mode}": _timed(tmp, title, mode, body)
@@ -273,7 +278,7 @@ def main() -> None:
     lines += [
         "## Follower CPU per 1,000 values",
         "",
-        f"- follower thread during the guide step (from /proc, 10 ms ticks): {thread_cpu * 1000:.1f} ms",
+        f"- follower thread during the guide step, `files_0.2s` (from /proc, 10 ms ticks): {thread_cpu * 1000:.1f} ms",
         "- reading + exporting a finished file of 10,000 values, process CPU, median of 5: "
         f"{offline[False] * 1000:.1f} ms as the in-process follower reads (record headers checked), "
         f"{offline[True] * 1000:.1f} ms as the bridge reads (payload CRCs checked too)",
@@ -286,9 +291,10 @@ def main() -> None:
         f"{bridge['events'] / bridge['wall_s']:.0f} | {bridge['rss_growth_mib']:.1f} |",
         "",
         f"TensorFlow {tf.__version__}; {args.rounds} interleaved rounds (shuffled order); guide step: {args.steps} "
-        f"steps per round, eager/graph: {args.calls} calls per round. `files`: the default path, run with "
-        f"summary_flush_seconds={FLUSH_SECONDS} so that the follower reads and flushes during the timed loop "
-        "(the default, 10 s, does so 50 times less often).",
+        f"steps per round, eager/graph: {args.calls} calls per round (about a second per sample, so that the "
+        "follower reads during it). `files`: the default path (writers flushed every 10 s, files read every "
+        "second); `files_0.2s`: summary_flush_seconds=0.2 (flush and read five times a second); `per_write`: "
+        "the opt-in summary_per_write=True path (a tf.py_function per write inside tf.function).",
     ]
     command = (
         f"PYTHONPATH=. .venv/bin/python bench/bench_tf_summary.py --rounds {args.rounds} --steps {args.steps} "
