@@ -176,6 +176,20 @@ def _span_processor(cls: type) -> SpanProcessor | None:
     return BatchSpanProcessor(exporter, **_sdk_env.batch_span_processor())
 
 
+def pushes_metrics() -> bool:
+    """True when ``OTEL_METRICS_EXPORTER`` names a push exporter (``otlp``, ``console``).
+
+    A pull endpoint (the embedded ``/metrics``) dies with the process: a
+    program that exports and exits at once (``otel-ml tensorboard --once``)
+    delivers nothing through it.
+    """
+    for name in _exporter_names("metrics"):
+        cls = _load(name, "metrics")
+        if cls is not None and issubclass(cls, MetricExporter):
+            return True
+    return False
+
+
 def span_processors() -> list[SpanProcessor]:
     """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer (always last)."""
     built = [_build(name, "traces", _span_processor) for name in _exporter_names("traces")]

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _register(sub)
     args = parser.parse_args(argv)
-    return int(args.run(args) or 0)
+    return int(args.handler(args) or 0)
 
 
 def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -211,15 +211,38 @@ OTEL_ML_TF_SUMMARY_MAX_TAGS: Final = "OTEL_ML_TF_SUMMARY_MAX_TAGS"
 
 The most distinct summary tags exported per run (a whole number >= 1).
 Writes of further tags are not exported: they are counted in
-``ml.summary.dropped`` and logged once per run. Default: ``100``.
+``ml.tensorboard.dropped`` and logged once per run. Default: ``100``.
 """
 
 OTEL_ML_TF_SUMMARY_GRAPH_MODE: Final = "OTEL_ML_TF_SUMMARY_GRAPH_MODE"
 """
 .. envvar:: OTEL_ML_TF_SUMMARY_GRAPH_MODE
 
-Whether summaries written inside ``tf.function`` are exported on every step,
-through a ``tf.py_function`` added when the function is traced (true/false).
-Default: ``true``. With ``false``, graph-mode writes are not exported (and
-cost nothing extra); eager writes still are.
+With :envvar:`OTEL_ML_TF_SUMMARY_PER_WRITE` only: whether summaries written
+inside ``tf.function`` are exported on every step, through a
+``tf.py_function`` added when the function is traced (true/false).
+Default: ``true``. The default file-following path reads graph-mode writes
+from the event files like any other.
+"""
+
+OTEL_ML_TF_SUMMARY_FLUSH_SECONDS: Final = "OTEL_ML_TF_SUMMARY_FLUSH_SECONDS"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_FLUSH_SECONDS
+
+The ``flush_millis`` (in seconds) given to ``tf.summary.create_file_writer``
+when the program passes none (TensorFlow's own default is 120 s). A value
+written is exported within this time plus one read of the event files (at
+most 1 s later), and at the latest when its writer is closed or the program
+exits. A number from 0.05 to 3600. Default: ``10``.
+"""
+
+OTEL_ML_TF_SUMMARY_PER_WRITE: Final = "OTEL_ML_TF_SUMMARY_PER_WRITE"
+"""
+.. envvar:: OTEL_ML_TF_SUMMARY_PER_WRITE
+
+Export each ``tf.summary`` write as it is made, by wrapping
+``summary_ops_v2.write`` (true/false), instead of reading the event files
+back in a background thread. Lower latency, but it costs every write (inside
+``tf.function`` a ``tf.py_function`` per write: about 1.5x on a small
+training step, see ``bench/results/tf_summary.md``). Default: ``false``.
 """

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -14,6 +19,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_ml import cli
 from otel_ml.tensorboard_bridge import register
 from otel_ml.tensorboard_bridge._bridge import Bridge
+from otel_ml.tensorboard_bridge._state import StateError
+from tests.faults._records import frame, scalar, write_run
 
 tf = pytest.importorskip("tensorflow")
 STEPS = 5
@@ -59,33 +66,33 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
         exported = bridge.poll(final=True)
     # 3 values per step; the truncated file loses its last event (one histogram).
     assert exported == 3 * STEPS * 3 - 1
-    assert _points(reader, "ml.summary.bridge.events") == {
+    assert _points(reader, "ml.tensorboard.bridge.events") == {
         ("run_a",): 3 * STEPS,
         ("run_b",): 3 * STEPS,
         ("broken",): 3 * STEPS - 1,
     }
-    assert _points(reader, "ml.summary.bridge.bad_files") == {("broken",): 1}
-    assert sum("truncated or corrupt" in r.getMessage() for r in caplog.records) == 1
-    scalars = _points(reader, "ml.summary.scalar")
+    assert _points(reader, "ml.tensorboard.bridge.bad_files") == {("broken",): 1}
+    assert sum("ends inside a record" in r.getMessage() for r in caplog.records) == 1
+    scalars = _points(reader, "ml.tensorboard.scalar")
     assert scalars[("run_b", "loss")] == 100.0 + STEPS - 1
-    assert _points(reader, "ml.summary.writes")[("run_a", "loss", "scalar")] == STEPS
+    assert _points(reader, "ml.tensorboard.writes")[("run_a", "loss", "scalar")] == STEPS
     assert _points(reader, "ml.train.loss")[("tensorboard", "run_a", "train")] == STEPS - 1
-    stats = {k[-1]: v for k, v in _points(reader, "ml.summary.histogram").items() if k[0] == "run_a"}
+    stats = {k[-1]: v for k, v in _points(reader, "ml.tensorboard.distribution").items() if k[0] == "run_a"}
     assert stats == {"count": 2.0, "min": 1.0, "max": 3.0, "mean": 2.0}
 
     # Restart with the same state: nothing is exported again.
     again, reader2 = _bridge(logs, state)
     assert again.poll(final=True) == 0
-    assert _points(reader2, "ml.summary.bridge.events") == {}
-    assert _points(reader2, "ml.summary.writes") == {}
+    assert _points(reader2, "ml.tensorboard.bridge.events") == {}
+    assert _points(reader2, "ml.tensorboard.writes") == {}
 
     # A new run and new events in an old run: exactly those are exported.
     _write_run(logs / "run_c")
     _write_run(logs / "run_a", start=STEPS)  # a second event file in run_a
     third, reader3 = _bridge(logs, state)
     assert third.poll(final=True) == 2 * 3 * STEPS
-    assert _points(reader3, "ml.summary.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}
-    assert _points(reader3, "ml.summary.scalar")[("run_a", "loss")] == 2 * STEPS - 1
+    assert _points(reader3, "ml.tensorboard.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}
+    assert _points(reader3, "ml.tensorboard.scalar")[("run_a", "loss")] == 2 * STEPS - 1
 
 
 def test_bridge_follows_appends_between_polls(tmp_path: Path) -> None:
@@ -100,8 +107,8 @@ def test_bridge_follows_appends_between_polls(tmp_path: Path) -> None:
         tf.summary.scalar("loss", 3.0, step=2)
         writer.flush()
         assert bridge.poll() == 2
-    assert _points(reader, "ml.summary.bridge.events") == {("live",): 3}
-    assert _points(reader, "ml.summary.scalar") == {("live", "loss"): 3.0}
+    assert _points(reader, "ml.tensorboard.bridge.events") == {("live",): 3}
+    assert _points(reader, "ml.tensorboard.scalar") == {("live", "loss"): 3.0}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -119,8 +126,8 @@ def test_cli_once_exports_with_given_provider(tmp_path: Path) -> None:
     _write_run(tmp_path / "logs" / "exp1")
     reader = InMemoryMetricReader()
     args = _parse(["tensorboard", str(tmp_path / "logs"), "--once", "--state-dir", str(tmp_path / "s")])
-    assert args.run(args, meter_provider=MeterProvider(metric_readers=[reader])) == 0
-    assert _points(reader, "ml.summary.bridge.events") == {("exp1",): 3 * STEPS}
+    assert args.handler(args, meter_provider=MeterProvider(metric_readers=[reader])) == 0
+    assert _points(reader, "ml.tensorboard.bridge.events") == {("exp1",): 3 * STEPS}
     assert (tmp_path / "s" / "bridge_state.json").exists()
 
 
@@ -128,5 +135,79 @@ def test_unreadable_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "bridge_state.json").write_text("{not json")
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(StateError, match="unreadable"):
         _bridge(tmp_path / "logs", tmp_path / "state")
+
+
+def test_step_is_the_highest_per_run_and_eval_runs_are_not_train(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    for run in ("train", "test", "eval"):
+        records = [scalar("loss", 1.0, 5), scalar("loss", 0.5, 10), scalar("note", 0.0, 0)]  # a late write at step 0
+        (logs / run).mkdir(parents=True)
+        (logs / run / "events.out.tfevents.1.h").write_bytes(b"".join(frame(r) for r in records))
+    bridge, reader = _bridge(logs, tmp_path / "state")
+    assert bridge.poll(final=True) == 9
+    assert _points(reader, "ml.tensorboard.step") == {("train",): 10, ("test",): 10, ("eval",): 10}
+    phases = {k[1:]: v for k, v in _points(reader, "ml.train.loss").items()}
+    assert phases == {("train", "train"): 0.5, ("test", "test"): 0.5, ("eval", "validation"): 0.5}
+
+
+def test_tensorboardx_files_read_like_tensorflow_ones(tmp_path: Path) -> None:
+    import tensorboardX as tensorboardx  # in the test extra
+
+    writer = tensorboardx.SummaryWriter(str(tmp_path / "logs" / "tbx"))
+    for step in range(STEPS):
+        writer.add_scalar("loss", 1.0 / (step + 1), step)
+        writer.add_scalar("epoch_accuracy", step / 10, step)
+    writer.add_histogram("w", np.array([1.0, 2.0, 3.0, 4.0]), 0)
+    writer.add_text("note", "free text", 0)
+    writer.close()
+    bridge, reader = _bridge(tmp_path / "logs", tmp_path / "state")
+    assert bridge.poll(final=True) == 2 * STEPS + 2
+    writes = {k[1:]: v for k, v in _points(reader, "ml.tensorboard.writes").items()}
+    expected = {("loss", "scalar"): STEPS, ("epoch_accuracy", "scalar"): STEPS, ("w", "histogram"): 1}
+    assert writes == {**expected, ("note/text_summary", "text"): 1}  # tensorboardX's name for a text tag
+    assert {k[1]: v for k, v in _points(reader, "ml.tensorboard.scalar").items()} == pytest.approx(
+        {"loss": 1.0 / STEPS, "epoch_accuracy": (STEPS - 1) / 10}
+    )
+    stats = {k[-1]: v for k, v in _points(reader, "ml.tensorboard.distribution").items()}
+    assert stats["count"] == 4.0 and stats["min"] == 1.0 and stats["max"] == 4.0
+    assert "free text" not in repr(reader.get_metrics_data())
+
+
+def test_summary_series_pass_the_prometheus_linter(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; scripts/test.sh installs it)")
+    from prometheus_client import generate_latest
+
+    from otel_ml.exporter._reader import OtelMLPrometheusMetricReader
+
+    (tmp_path / "logs" / "validation").mkdir(parents=True)
+    records = [scalar("epoch_loss", 0.5, 1), scalar("lr", 0.1, 1)]  # the cap of 1 tag drops lr
+    (tmp_path / "logs" / "validation" / "events.out.tfevents.1.h").write_bytes(b"".join(frame(r) for r in records))
+    write_run(tmp_path / "logs" / "broken", [float("nan")])
+    with (tmp_path / "logs" / "broken" / "events.out.tfevents.1.host").open("ab") as handle:
+        handle.write(b"\xff" * 16)
+    prom = OtelMLPrometheusMetricReader(start_server=False)
+    bridge = Bridge([str(tmp_path / "logs")], str(tmp_path / "state"), MeterProvider(metric_readers=[prom]), 1)
+    bridge.poll(final=True)
+    text = generate_latest(prom.registry).decode()
+    for series in ("ml_tensorboard_scalar", "ml_tensorboard_writes_total", "ml_tensorboard_dropped_total"):
+        assert series in text
+    for series in ("ml_tensorboard_nonfinite_total", "ml_tensorboard_step", "ml_tensorboard_bridge_bad_files_total"):
+        assert series in text
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
+
+
+@pytest.mark.slow
+def test_once_delivers_to_a_push_exporter_before_saving(tmp_path: Path) -> None:
+    write_run(tmp_path / "logs" / "run", [0.5, 0.25])
+    argv = [sys.executable, "-m", "otel_ml.cli", "tensorboard", str(tmp_path / "logs"), "--once"]
+    argv += ["--state-dir", str(tmp_path / "state")]
+    env = {**os.environ, "OTEL_METRICS_EXPORTER": "console"}
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert '"ml.tensorboard.bridge.events"' in first.stdout and '"value": 2' in first.stdout
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert '"ml.tensorboard.bridge.events"' not in again.stdout  # saved after delivery: nothing twice

@@ -40,19 +40,21 @@ def test_eager_loop_exports_each_write_of_three_tags(telemetry: Any, tmp_path: P
             tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
             tf.summary.scalar("accuracy", step / 10, step=step)
             tf.summary.scalar("grad_norm", step * 3.0, step=step)
+    writer.close()  # closing reads the writer's file once more: nothing waits for the follower
     for tag, last in (("loss", 1.0 / N), ("accuracy", (N - 1) / 10), ("grad_norm", (N - 1) * 3.0)):
         attrs = {"ml.run.name": "logs/eager", "ml.summary.tag": tag}
-        assert _value(telemetry, "ml.summary.writes", **attrs, **{"ml.summary.kind": "scalar"}) == N
-        assert _value(telemetry, "ml.summary.scalar", **attrs) == pytest.approx(last, rel=1e-6)
-    assert _value(telemetry, "ml.summary.step", **{"ml.run.name": "logs/eager"}) == N - 1
+        assert _value(telemetry, "ml.tensorboard.writes", **attrs, **{"ml.summary.kind": "scalar"}) == N
+        assert _value(telemetry, "ml.tensorboard.scalar", **attrs) == pytest.approx(last, rel=1e-6)
+    assert _value(telemetry, "ml.tensorboard.step", **{"ml.run.name": "logs/eager"}) == N - 1
     # Well-known tags also feed the training metrics, with the Keras path's names.
     assert _value(telemetry, "ml.train.loss", **{"ml.phase": "train"}) == pytest.approx(1.0 / N, rel=1e-6)
     assert _value(telemetry, "ml.train.metric", **{"ml.metric.name": "accuracy"}) == pytest.approx(0.5)
-    assert len(telemetry.points("ml.summary.scalar")) == 3
+    assert len(telemetry.points("ml.tensorboard.scalar")) == 3
 
 
-def test_graph_mode_exports_every_step_not_once(telemetry: Any, tmp_path: Path) -> None:
-    _instrument(telemetry, summary_logdir_root=str(tmp_path))
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_graph_mode_exports_every_step_not_once(telemetry: Any, tmp_path: Path, per_write: bool) -> None:
+    _instrument(telemetry, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
     writer = tf.summary.create_file_writer(str(tmp_path / "graph"))
 
     @tf.function
@@ -65,19 +67,20 @@ def test_graph_mode_exports_every_step_not_once(telemetry: Any, tmp_path: Path) 
     with writer.as_default():
         for step in range(1, N + 1):
             train_step(tf.constant(step, tf.int64))
+    writer.close()
     assert train_step.experimental_get_tracing_count() == 1
     for tag, kind in (("loss", "scalar"), ("lr", "scalar"), ("weights", "histogram")):
         attrs = {"ml.run.name": "graph", "ml.summary.tag": tag, "ml.summary.kind": kind}
-        assert _value(telemetry, "ml.summary.writes", **attrs) == N
-    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "loss"}) == 2.0 * N
-    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "lr"}) == N + 0.5
-    stats = {p.attributes["ml.summary.statistic"]: p.value for p in telemetry.points("ml.summary.histogram")}
+        assert _value(telemetry, "ml.tensorboard.writes", **attrs) == N
+    assert _value(telemetry, "ml.tensorboard.scalar", **{"ml.summary.tag": "loss"}) == 2.0 * N
+    assert _value(telemetry, "ml.tensorboard.scalar", **{"ml.summary.tag": "lr"}) == N + 0.5
+    stats = {p.attributes["ml.summary.statistic"]: p.value for p in telemetry.points("ml.tensorboard.distribution")}
     assert stats == {"count": 2.0, "min": float(N), "max": float(N + 2), "mean": float(N + 1)}
-    assert _value(telemetry, "ml.summary.step", **{"ml.run.name": "graph"}) == N
+    assert _value(telemetry, "ml.tensorboard.step", **{"ml.run.name": "graph"}) == N
 
 
 def test_graph_mode_off_exports_nothing_from_functions(telemetry: Any, tmp_path: Path) -> None:
-    _instrument(telemetry, summary_graph_mode=False)
+    _instrument(telemetry, summary_per_write=True, summary_graph_mode=False)
     writer = tf.summary.create_file_writer(str(tmp_path / "off"))
 
     @tf.function
@@ -86,7 +89,8 @@ def test_graph_mode_off_exports_nothing_from_functions(telemetry: Any, tmp_path:
 
     with writer.as_default():
         step_fn(tf.constant(1, tf.int64))
-    assert telemetry.points("ml.summary.writes") == []
+    writer.close()
+    assert telemetry.points("ml.tensorboard.writes") == []
 
 
 def test_two_writers_are_two_runs_and_pattern_picks_the_name(telemetry: Any, tmp_path: Path) -> None:
@@ -96,21 +100,24 @@ def test_two_writers_are_two_runs_and_pattern_picks_the_name(telemetry: Any, tmp
     for writer, value in ((first, 1.0), (second, 2.0)):
         with writer.as_default(step=0):
             tf.summary.scalar("loss", value)
-    runs = {p.attributes["ml.run.name"]: p.value for p in telemetry.points("ml.summary.scalar")}
+        writer.close()
+    runs = {p.attributes["ml.run.name"]: p.value for p in telemetry.points("ml.tensorboard.scalar")}
     assert runs == {"exp_lr_0.01": 1.0, "exp_lr_0.1": 2.0}
 
 
 def test_tag_cap_holds_and_counts_drops(telemetry: Any, tmp_path: Path, caplog: Any) -> None:
     _instrument(telemetry, summary_max_tags=3, summary_logdir_root=str(tmp_path))
     writer = tf.summary.create_file_writer(str(tmp_path / "capped"))
-    with caplog.at_level(logging.WARNING), writer.as_default():
-        for step in range(10):
-            tf.summary.scalar(f"loss_{step}", float(step), step=step)
-        tf.summary.scalar("loss_0", 42.0, step=10)  # a tag under the cap keeps exporting
-    tags = sorted(p.attributes["ml.summary.tag"] for p in telemetry.points("ml.summary.scalar"))
+    with caplog.at_level(logging.WARNING):
+        with writer.as_default():
+            for step in range(10):
+                tf.summary.scalar(f"loss_{step}", float(step), step=step)
+            tf.summary.scalar("loss_0", 42.0, step=10)  # a tag under the cap keeps exporting
+        writer.close()
+    tags = sorted(p.attributes["ml.summary.tag"] for p in telemetry.points("ml.tensorboard.scalar"))
     assert tags == ["loss_0", "loss_1", "loss_2"]
-    assert _value(telemetry, "ml.summary.scalar", **{"ml.summary.tag": "loss_0"}) == 42.0
-    assert _value(telemetry, "ml.summary.dropped", **{"ml.run.name": "capped", "ml.summary.kind": "scalar"}) == 7
+    assert _value(telemetry, "ml.tensorboard.scalar", **{"ml.summary.tag": "loss_0"}) == 42.0
+    assert _value(telemetry, "ml.tensorboard.dropped", **{"ml.run.name": "capped", "ml.summary.kind": "scalar"}) == 7
     assert sum("distinct summary tags" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -121,9 +128,10 @@ def test_image_text_audio_are_counted_never_exported(telemetry: Any, tmp_path: P
         tf.summary.image("img", np.zeros((1, 4, 4, 3), np.float32))
         tf.summary.text("note", "secret training text")
         tf.summary.audio("clip", np.zeros((1, 8, 1), np.float32), sample_rate=8000)
-    kinds = {p.attributes["ml.summary.kind"]: p.value for p in telemetry.points("ml.summary.writes")}
+    writer.close()
+    kinds = {p.attributes["ml.summary.kind"]: p.value for p in telemetry.points("ml.tensorboard.writes")}
     assert kinds == {"image": 1, "text": 1, "audio": 1}
-    assert telemetry.points("ml.summary.scalar") == []
+    assert telemetry.points("ml.tensorboard.scalar") == []
     assert "secret" not in repr(telemetry.reader.get_metrics_data())
 
 
@@ -157,7 +165,7 @@ def _write_everything(logdir: Path) -> None:
 
 def test_event_files_are_identical_with_and_without(telemetry: Any, tmp_path: Path) -> None:
     _write_everything(tmp_path / "plain")
-    _instrument(telemetry)
+    _instrument(telemetry, summary_per_write=True)  # the path that touches what is written
     _write_everything(tmp_path / "instrumented")
     plain = _events(tmp_path / "plain")
     assert len(plain) == 15
@@ -167,8 +175,15 @@ def test_event_files_are_identical_with_and_without(telemetry: Any, tmp_path: Pa
 def test_uninstrument_restores_the_originals(telemetry: Any, tmp_path: Path) -> None:
     original_write = summary_ops_v2.__dict__["write"]
     original_create = summary_ops_v2.__dict__["create_file_writer_v2"]
+    original_close = summary_ops_v2._ResourceSummaryWriter.__dict__["close"]
     _instrument(telemetry)
     _instrument(telemetry)  # twice is harmless
+    assert tf.summary.write is original_write  # the default path adds nothing to a write
+    assert tf.summary.create_file_writer is not original_create
+    assert summary_ops_v2._ResourceSummaryWriter.__dict__["close"] is not original_close
+    TfSummaryInstrumentor().uninstrument()
+    assert summary_ops_v2._ResourceSummaryWriter.__dict__["close"] is original_close
+    _instrument(telemetry, summary_per_write=True)
     assert tf.summary.write is not original_write
     assert tf.compat.v2.summary.write is tf.summary.write
     TfSummaryInstrumentor().uninstrument()
@@ -177,9 +192,11 @@ def test_uninstrument_restores_the_originals(telemetry: Any, tmp_path: Path) -> 
     assert tf.summary.write is original_write
     assert tf.compat.v2.summary.write is original_write
     assert tf.summary.create_file_writer is original_create
-    with tf.summary.create_file_writer(str(tmp_path / "after")).as_default(step=0):
+    after = tf.summary.create_file_writer(str(tmp_path / "after"))
+    with after.as_default(step=0):
         tf.summary.scalar("loss", 1.0)
-    assert telemetry.points("ml.summary.writes") == []
+    after.close()
+    assert telemetry.points("ml.tensorboard.writes") == []
 
 
 def test_bad_option_is_a_clear_error(telemetry: Any) -> None:

@@ -30,14 +30,14 @@ def test_keras_tensorboard_callback_scalars_are_mirrored(telemetry: Any, tmp_pat
 
     writes = {
         (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
-        for p in telemetry.points("ml.summary.writes")
+        for p in telemetry.points("ml.tensorboard.writes")
     }
     assert writes[("fit/train", "epoch_loss")] == 2
     assert writes[("fit/validation", "epoch_loss")] == 2
     assert writes[("fit/train", "epoch_accuracy")] == 2
     scalars = {
         (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
-        for p in telemetry.points("ml.summary.scalar")
+        for p in telemetry.points("ml.tensorboard.scalar")
     }
     assert scalars[("fit/train", "epoch_loss")] == pytest.approx(history.history["loss"][-1], rel=1e-6)
     assert scalars[("fit/validation", "epoch_loss")] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
@@ -56,7 +56,7 @@ _SWAP_SCRIPT = textwrap.dedent(
     from otel_ml.tf_summary import TfSummaryInstrumentor
 
     reader = InMemoryMetricReader()
-    TfSummaryInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[reader]))
+    TfSummaryInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[reader]), summary_per_write=True)
     import tensorflow as tf
     assert "tensorflow.summary" not in sys.modules
     before = tf.summary
@@ -71,7 +71,7 @@ _SWAP_SCRIPT = textwrap.dedent(
     points = [
         [dict(p.attributes), p.value]
         for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
-        for m in sm.metrics if m.name == "ml.summary.writes" for p in m.data.data_points
+        for m in sm.metrics if m.name == "ml.tensorboard.writes" for p in m.data.data_points
     ]
     print(json.dumps({"swapped": tf.summary is not before and swapped is tf.summary, "points": points}))
     """

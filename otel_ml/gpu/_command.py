@@ -46,10 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="report only the GPUs CUDA_VISIBLE_DEVICES names (default: every GPU on the host)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=serve)
 
 
-def run(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when there is no GPU or no exporter."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.port is not None and not 0 <= args.port <= 65535:

@@ -7,22 +7,23 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from opentelemetry import metrics
-from tensorboard.backend.event_processing import io_wrapper
-from tensorboard.util import tensor_util
 
 from otel_ml import _semconv as sc
-from otel_ml.tensorboard_bridge._files import FileFollower
+from otel_ml._summary import (
+    CORRUPT,
+    EventFileFinder,
+    FileFollower,
+    RunNamer,
+    SummaryExporter,
+    SummaryInstruments,
+    export_events,
+)
 from otel_ml.tensorboard_bridge._state import BridgeState
-from otel_ml.tf_summary._export import PLUGIN_KINDS, SummaryExporter
-from otel_ml.tf_summary._instruments import SummaryInstruments
-from otel_ml.tf_summary._runs import RunNamer
 from otel_ml.version import __version__
 
 _LOG = logging.getLogger(__name__)
-_CONTENT_KINDS = frozenset({sc.SUMMARY_KIND_SCALAR, sc.SUMMARY_KIND_HISTOGRAM})
 
 
 def check_logdirs(logdirs: Sequence[str]) -> None:
@@ -32,6 +33,19 @@ def check_logdirs(logdirs: Sequence[str]) -> None:
     missing = [d for d in logdirs if not os.path.isdir(d)]
     if missing:
         raise ValueError(f"logdir {missing[0]!r} does not exist or is not a directory")
+
+
+class _Watched:
+    """A followed file, its run and what was reported about it."""
+
+    __slots__ = ("attrs", "bad", "follower", "run", "unreadable")
+
+    def __init__(self, follower: FileFollower, run: str) -> None:
+        self.follower = follower
+        self.run = run
+        self.attrs = {sc.ML_RUN_NAME: run}
+        self.bad = False  # counted once in ml.tensorboard.bridge.bad_files
+        self.unreadable = False  # the one "cannot read" warning was logged
 
 
 class Bridge:
@@ -45,7 +59,8 @@ class Bridge:
         run_name_pattern: Optional regex that picks ``ml.run.name`` out of the run's path.
 
     Raises:
-        ValueError: a logdir that is not an existing directory, or an unreadable state file.
+        ValueError: a logdir that is not an existing directory.
+        StateError: the state directory cannot be written, or its file is unreadable.
 
     Example:
         >>> Bridge(["logs"], ".bridge-state").poll(final=True)  # doctest: +SKIP
@@ -76,65 +91,81 @@ class Bridge:
         self._bad = meter.create_counter(
             sc.METRIC_SUMMARY_BRIDGE_BAD_FILES,
             unit=sc.UNIT_FILE,
-            description="Event files found truncated or corrupt; what could be read was exported.",
+            description="Event files with a corrupt record, a corrupt or truncated tail; what could be read was "
+            "exported.",
         )
-        self._followers: dict[str, tuple[FileFollower, str, dict[str, str]]] = {}
+        self._finder = EventFileFinder(self.logdirs)
+        self._watched: dict[str, _Watched] = {}
+        self._save_failed = False
 
     def _discover(self) -> None:
-        for logdir in self.logdirs:
-            for directory, files in io_wrapper.ListRecursivelyViaWalking(logdir):
-                for path in files:
-                    if path in self._followers or not io_wrapper.IsSummaryEventsFile(path):
-                        continue
-                    try:
-                        follower = FileFollower(path, self.state.exported(path))
-                    except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
-                        _LOG.warning("otel-ml tensorboard: cannot open %s (%s); skipped", path, exc)
-                        continue
-                    run = self._namer.name(str(directory))
-                    self._followers[path] = (follower, run, {sc.ML_RUN_NAME: run})
+        for path, directory in self._finder.new_files():
+            records, offset = self.state.exported(path)
+            if offset is None:  # an older state: counts only, so skip that many records
+                follower = FileFollower(path, skip=records)
+            else:
+                follower = FileFollower(path, offset, records)
+            self._watched[path] = _Watched(follower, self._namer.name(directory))
 
-    def poll(self, final: bool = False) -> int:
+    def poll(self, final: bool = False, save: bool = True) -> int:
         """Find new files, export what was appended since the last poll, save the state.
 
         Args:
-            final: This is the last poll (``--once``): a file with an unreadable tail is reported now.
+            final: This is the last poll (``--once``): a file that ends inside a record is reported now.
+            save: Save the state afterwards (``--once`` saves only after the values are delivered).
 
         Returns:
             The number of summary values exported.
         """
         self._discover()
         total = 0
-        for path, (follower, run, run_attrs) in self._followers.items():
-            exported = 0
+        for path, watched in self._watched.items():
+            follower = watched.follower
             try:
-                for event in follower.events():
-                    exported += self._export_event(follower, run, event)
-            except Exception as exc:  # noqa: BLE001 - a file that breaks the reader is skipped, not fatal
-                if not follower.bad:
-                    follower.bad = True
-                    _LOG.warning("otel-ml tensorboard: cannot read %s (%s); skipped", path, exc)
-                    self._bad.add(1, run_attrs)
-            if follower.check_tail(final):
-                self._bad.add(1, run_attrs)
+                events = follower.read()
+            except OSError as exc:
+                if not watched.unreadable:
+                    watched.unreadable = True
+                    _LOG.warning("otel-ml tensorboard: cannot read %s (%s); tried again each poll", path, exc)
+                continue
+            watched.unreadable = False
+            exported = export_events(self._exporter, follower, watched.run, events)
+            self._check(watched, final)
             if exported:
-                self._events.add(exported, run_attrs)
+                self._events.add(exported, watched.attrs)
                 total += exported
-            self.state.update(path, follower.records)
-        self.state.save()
+            self.state.update(path, follower.records, follower.offset)
+        if save:
+            self.save()
         return total
 
-    def _export_event(self, follower: FileFollower, run: str, event: Any) -> int:
-        count = 0
-        step = int(event.step)
-        for value in event.summary.value:
-            plugin = value.metadata.plugin_data.plugin_name or follower.kinds.get(value.tag, "")
-            kind = PLUGIN_KINDS.get(plugin, sc.SUMMARY_KIND_OTHER)
-            if not value.HasField("tensor"):
-                continue  # not a v2 summary after migration (e.g. a graph def): nothing to export
-            data = tensor_util.make_ndarray(value.tensor) if kind in _CONTENT_KINDS else None
-            count += self._exporter.record(run, value.tag, kind, data, step)
-        return count
+    def _check(self, watched: _Watched, final: bool) -> None:
+        follower = watched.follower
+        tail = follower.describe_tail()
+        # A tail inside a record is a writer mid-flush while following; only the last poll reports it.
+        if tail is not None and (final or follower.tail == CORRUPT) and not follower.reported:
+            follower.reported = True
+            _LOG.warning("otel-ml tensorboard: %s; the %d records before it are exported", tail, follower.records)
+        if not watched.bad and (follower.reported or follower.bad_records):
+            watched.bad = True
+            self._bad.add(1, watched.attrs)
+
+    def save(self) -> bool:
+        """Save the state; a failure is logged once (and retried at the next poll)."""
+        try:
+            self.state.save()
+        except OSError as exc:
+            if not self._save_failed:
+                _LOG.error(
+                    "otel-ml tensorboard: cannot save the state in %s (%s); a restart would export again what "
+                    "was exported since the last save. Logged once.",
+                    self.state.directory,
+                    exc,
+                )
+            self._save_failed = True
+            return False
+        self._save_failed = False
+        return True
 
     def run_forever(self, interval: float) -> None:
         """Poll every ``interval`` seconds until interrupted (Ctrl-C or SIGTERM)."""

@@ -1,7 +1,7 @@
 """The tf.summary instrumentor's options: one table, resolved once at instrument time.
 
-The TensorBoard bridge (``otel-ml tensorboard``) reads the tag cap and the
-run-name pattern from the same rows, so both paths accept the same values.
+The tag cap and the run-name pattern are the rows the TensorBoard bridge
+(``otel-ml tensorboard``) reads too; they live in :mod:`otel_ml._summary`.
 """
 
 from __future__ import annotations
@@ -11,24 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, OptionTable, _Invalid, parse_bool, parse_int, parse_str
-
-
-def parse_pattern(value: object) -> re.Pattern[str]:
-    """Accept a compiled pattern or a string that compiles as a Python regular expression.
-
-    Example:
-        >>> parse_pattern(r"runs/(\\w+)").pattern
-        'runs/(\\\\w+)'
-    """
-    if isinstance(value, re.Pattern):
-        return value
-    text = parse_str(value)
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise _Invalid(f"a Python regular expression ({exc})") from None
-
+from otel_ml._config import Option, OptionTable, parse_bool, parse_float, parse_str
+from otel_ml._summary import MAX_TAGS, RUN_NAME_PATTERN
 
 LOGDIR_ROOT = Option(
     "summary_logdir_root",
@@ -37,28 +21,28 @@ LOGDIR_ROOT = Option(
     None,
     "run names are logdirs relative to this directory",
 )
-RUN_NAME_PATTERN = Option(
-    "summary_run_name_pattern",
-    ev.OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN,
-    parse_pattern,
-    None,
-    "regular expression whose first group (or whole match) names the run",
+FLUSH_SECONDS = Option(
+    "summary_flush_seconds",
+    ev.OTEL_ML_TF_SUMMARY_FLUSH_SECONDS,
+    parse_float(0.05, maximum=3600.0),
+    10.0,
+    "flush_millis (in seconds) given to writers created without one; bounds the export latency",
 )
-MAX_TAGS = Option(
-    "summary_max_tags",
-    ev.OTEL_ML_TF_SUMMARY_MAX_TAGS,
-    parse_int(1, 100_000),
-    100,
-    "distinct tags exported per run; later tags are counted as dropped",
+PER_WRITE = Option(
+    "summary_per_write",
+    ev.OTEL_ML_TF_SUMMARY_PER_WRITE,
+    parse_bool,
+    False,
+    "export each write as it is made (costs every write) instead of reading the event files back",
 )
 GRAPH_MODE = Option(
     "summary_graph_mode",
     ev.OTEL_ML_TF_SUMMARY_GRAPH_MODE,
     parse_bool,
     True,
-    "mirror writes made inside tf.function",
+    "with summary_per_write: mirror writes made inside tf.function",
 )
-OPTIONS = OptionTable(LOGDIR_ROOT, RUN_NAME_PATTERN, MAX_TAGS, GRAPH_MODE)
+OPTIONS = OptionTable(LOGDIR_ROOT, RUN_NAME_PATTERN, MAX_TAGS, FLUSH_SECONDS, PER_WRITE, GRAPH_MODE)
 
 
 @dataclass(frozen=True)
@@ -68,6 +52,8 @@ class SummaryOptions:
     summary_logdir_root: str | None
     summary_run_name_pattern: re.Pattern[str] | None
     summary_max_tags: int
+    summary_flush_seconds: float
+    summary_per_write: bool
     summary_graph_mode: bool
 
     @classmethod

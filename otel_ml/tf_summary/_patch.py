@@ -1,4 +1,7 @@
-"""The wrappers of ``summary_ops_v2.write`` and ``create_file_writer``.
+"""The opt-in per-write path (``summary_per_write``): the wrapper of ``summary_ops_v2.write``.
+
+The default path reads the event files back (:mod:`otel_ml.tf_summary._watch`)
+and costs the training step nothing; this one exports as the write is made.
 
 ``write`` replaces the summary's ``tensor`` argument with a callable that
 TensorFlow calls only when it really records (a default writer exists and
@@ -18,10 +21,8 @@ from typing import Any
 
 from otel_ml import _semconv as sc
 from otel_ml._guard import guarded, report
-from otel_ml.tf_summary._export import PLUGIN_KINDS, SummaryExporter, TagEntry
-from otel_ml.tf_summary._runs import WriterRegistry
-
-_CONTENT_KINDS = frozenset({sc.SUMMARY_KIND_SCALAR, sc.SUMMARY_KIND_HISTOGRAM})
+from otel_ml._summary import CONTENT_KINDS, PLUGIN_KINDS, SummaryExporter, TagEntry
+from otel_ml.tf_summary._writers import WriterRegistry
 
 
 def _bind(tag: Any, tensor: Any, step: Any = None, metadata: Any = None, name: Any = None) -> tuple[Any, ...]:
@@ -53,14 +54,6 @@ class SummaryWrappers:
         self._graph_mode = graph_mode
         self._hook = guarded("tf_summary.write")(self._make_hook)
 
-    # -- create_file_writer ------------------------------------------------------
-    def create_file_writer(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        writer = wrapped(*args, **kwargs)
-        logdir = args[0] if args else kwargs.get("logdir")
-        guarded("tf_summary.create_file_writer")(self._writers.add)(writer, logdir)
-        return writer
-
-    # -- write -------------------------------------------------------------------
     def write(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         hooked = self._hook(args, kwargs)
         if hooked is None:
@@ -105,14 +98,14 @@ class SummaryWrappers:
         if entry is None:
             self._exporter.drop(run, kind)
             return
-        number = value.numpy() if kind in _CONTENT_KINDS else None
+        number = value.numpy() if kind in CONTENT_KINDS else None
         entry.record(number, None if step is None else int(step))
 
     def _export_in_graph(self, entry: TagEntry | None, run: str, kind: str, value: Any, step: Any) -> Any:
         tf = self._tf
         exporter = self._exporter
         inputs = [tf.cast(step, tf.int64)] if step is not None else []
-        if entry is not None and kind in _CONTENT_KINDS:
+        if entry is not None and kind in CONTENT_KINDS:
             inputs.append(value)
 
         @guarded("tf_summary.graph_write")
@@ -122,7 +115,7 @@ class SummaryWrappers:
                 exporter.drop(run, kind)
                 return
             step_value = int(tensors[0].numpy()) if step is not None else None
-            entry.record(tensors[-1].numpy() if kind in _CONTENT_KINDS else None, step_value)
+            entry.record(tensors[-1].numpy() if kind in CONTENT_KINDS else None, step_value)
 
         op = tf.py_function(on_step, inputs, Tout=[], name="otel_ml_summary")
         with tf.control_dependencies([op]):

@@ -1,4 +1,4 @@
-"""The summary instruments, created once per meter; shared by the instrumentor and the bridge."""
+"""The summary instruments, created once per meter; shared by the tf.summary instrumentor and the bridge."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ from opentelemetry.metrics import Counter, Meter
 from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge is still underscored in the API
 
 from otel_ml import _semconv as sc
-from otel_ml._training.instruments import TrainingInstruments as KerasInstruments
+from otel_ml._training.instruments import TrainingInstruments
 
 
 @dataclass(frozen=True)
 class SummaryInstruments:
-    """``ml.summary.*`` instruments plus the core training ones that well-known tags feed."""
+    """``ml.tensorboard.*`` instruments plus the core training ones that well-known tags feed."""
 
     scalar: Gauge
-    histogram: Gauge
+    distribution: Gauge
     writes: Counter
     dropped: Counter
+    nonfinite: Counter
     step: Gauge
-    train: KerasInstruments
+    train: TrainingInstruments
 
     @classmethod
     def create(cls, meter: Meter) -> SummaryInstruments:
@@ -29,10 +30,10 @@ class SummaryInstruments:
             scalar=meter.create_gauge(
                 sc.METRIC_SUMMARY_SCALAR,
                 unit=sc.UNIT_DIMENSIONLESS,
-                description="The latest value written by tf.summary.scalar, by ml.summary.tag and ml.run.name.",
+                description="The latest finite value written by tf.summary.scalar, by ml.summary.tag and ml.run.name.",
             ),
-            histogram=meter.create_gauge(
-                sc.METRIC_SUMMARY_HISTOGRAM,
+            distribution=meter.create_gauge(
+                sc.METRIC_SUMMARY_DISTRIBUTION,
                 unit=sc.UNIT_DIMENSIONLESS,
                 description="Statistics (ml.summary.statistic: count, min, max, mean) of the latest "
                 "tf.summary.histogram of a tag; mean is computed from the bucket centres.",
@@ -47,10 +48,15 @@ class SummaryInstruments:
                 unit=sc.UNIT_WRITE,
                 description="Summary writes not exported because their run reached the distinct-tag cap.",
             ),
+            nonfinite=meter.create_counter(
+                sc.METRIC_SUMMARY_NONFINITE,
+                unit=sc.UNIT_WRITE,
+                description="Scalar writes whose value was NaN or infinite; kept off the gauges and counted here.",
+            ),
             step=meter.create_gauge(
                 sc.METRIC_SUMMARY_STEP,
                 unit=sc.UNIT_STEP,
-                description="The step of the latest summary written in a run.",
+                description="The highest step of the summaries written in a run.",
             ),
-            train=KerasInstruments.create(meter),
+            train=TrainingInstruments.create(meter),
         )

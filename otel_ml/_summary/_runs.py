@@ -1,0 +1,70 @@
+"""Run names and phases: what TensorBoard calls a run, as ``ml.run.name`` and ``ml.phase``."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from otel_ml import _semconv as sc
+
+# The last path part of a run -> its phase. Keras writes <log_dir>/train and
+# <log_dir>/validation; TensorBoard's get-started guide writes .../train and .../test.
+_RUN_PHASES = {
+    "validation": sc.PHASE_VALIDATION,
+    "val": sc.PHASE_VALIDATION,
+    "eval": sc.PHASE_VALIDATION,
+    "test": sc.PHASE_TEST,
+}
+
+
+class RunNamer:
+    """Turns a logdir into ``ml.run.name``: relative to ``root``, then ``pattern``.
+
+    Args:
+        root: The directory runs are named relative to; default the working
+            directory. A logdir outside it keeps its absolute path.
+        pattern: Optional regex searched in the relative name (``/``
+            separators); its first group, or the whole match, is the name. A
+            match whose group is empty or took no part keeps the relative name.
+
+    Example:
+        >>> RunNamer("/logs", re.compile("fit/([^/]+)")).name("/logs/fit/exp_lr_0.01/20241015-143000")
+        'exp_lr_0.01'
+        >>> RunNamer("/logs", re.compile("(nomatch)?")).name("/logs/fit")
+        'fit'
+    """
+
+    def __init__(self, root: str | None = None, pattern: re.Pattern[str] | None = None) -> None:
+        self._root = os.path.abspath(root or os.getcwd())
+        self._pattern = pattern
+        self._cache: dict[str, str] = {}
+
+    def name(self, logdir: str) -> str:
+        """The run name of ``logdir`` (cached: logdirs do not change)."""
+        cached = self._cache.get(logdir)
+        if cached is not None:
+            return cached
+        full = os.path.abspath(logdir)
+        relative = os.path.relpath(full, self._root)
+        if relative.startswith(os.pardir):
+            relative = full
+        relative = relative.replace(os.sep, "/")
+        if self._pattern is not None:
+            match = self._pattern.search(relative)
+            if match is not None:
+                picked = match.group(1) if match.re.groups else match.group(0)
+                if picked:  # an optional group that matched nothing must not erase the name
+                    relative = picked
+        self._cache[logdir] = relative
+        return relative
+
+
+def run_phase(run: str) -> str:
+    """``ml.phase`` of the tags of ``run`` that carry no phase prefix themselves.
+
+    Example:
+        >>> run_phase("logs/fit/validation"), run_phase("logs/test"), run_phase("logs/train")
+        ('validation', 'test', 'train')
+    """
+    last = run.rstrip("/").rsplit("/", 1)[-1].lower()
+    return _RUN_PHASES.get(last, sc.PHASE_TRAIN)

@@ -1,0 +1,122 @@
+"""Which logdirs this process writes, and the hooks around a writer's life.
+
+A writer from ``tf.summary.create_file_writer`` keeps its logdir only inside
+a TensorFlow op, so the instrumentor wraps ``create_file_writer`` and
+remembers each writer's logdir and run here (weakly: a writer that the
+program drops is forgotten with it). When the program gave no
+``flush_millis``, the writer gets the shorter ``summary_flush_seconds``, so
+the event file, and so the metrics, lag the training by at most that much.
+Closing a writer reads its logdir once more, so nothing written before
+``close()`` waits for the next read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
+
+from otel_ml._guard import guarded
+from otel_ml._summary import RunNamer
+
+UNKNOWN_RUN: Final = "unknown"
+"""The run of a writer created before instrumenting, whose logdir is not known."""
+
+
+def _logdir_text(logdir: object) -> str | None:
+    if isinstance(logdir, (str, os.PathLike)):
+        return os.fspath(logdir)  # type: ignore[return-value]
+    if hasattr(logdir, "numpy"):  # an eager string tensor
+        value = logdir.numpy()
+        return value.decode() if isinstance(value, bytes) else None
+    return None
+
+
+class WriterRegistry:
+    """Writer object -> (run name, logdir), for the writers created while instrumented."""
+
+    def __init__(self, namer: RunNamer) -> None:
+        self.namer = namer
+        self._writers: weakref.WeakKeyDictionary[object, tuple[str, str]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def add(self, writer: object, logdir: object) -> tuple[str, str] | None:
+        """Remember ``writer``, made for ``logdir``; returns its (run, absolute logdir) if the logdir is a path."""
+        text = _logdir_text(logdir)
+        if text is None:
+            return None
+        known = (self.namer.name(text), os.path.abspath(text))
+        with self._lock:
+            self._writers[writer] = known
+        return known
+
+    def run_of(self, writer: object) -> str:
+        """The run name of ``writer``, or :data:`UNKNOWN_RUN`."""
+        try:
+            found = self._writers.get(writer)
+        except TypeError:  # a writer type that cannot be weakly referenced
+            return UNKNOWN_RUN
+        return UNKNOWN_RUN if found is None else found[0]
+
+    def logdir_of(self, writer: object) -> str | None:
+        """The absolute logdir of ``writer``, if it was created while instrumented."""
+        try:
+            found = self._writers.get(writer)
+        except TypeError:
+            return None
+        return None if found is None else found[1]
+
+    def alive(self) -> list[object]:
+        """The registered writers the program still holds."""
+        with self._lock:
+            return list(self._writers.keys())
+
+
+class WriterHooks:
+    """The wrapt wrappers of ``create_file_writer`` and of a writer's ``close``.
+
+    Args:
+        writers: Where writers are remembered.
+        flush_millis: Given to writers created without ``flush_millis``; None leaves them alone.
+        on_writer: Called with (run, logdir) for every new writer (the follower starts watching).
+        on_close: Called with the logdir of a closed writer (the follower reads it once more).
+    """
+
+    def __init__(
+        self,
+        writers: WriterRegistry,
+        flush_millis: int | None,
+        on_writer: Callable[[str, str], None] | None,
+        on_close: Callable[[str], object] | None,
+    ) -> None:
+        self._writers = writers
+        self._flush_millis = flush_millis
+        self._on_writer = on_writer
+        self._on_close = on_close
+        self._register = guarded("tf_summary.create_file_writer")(self._register_writer)
+        self._closed = guarded("tf_summary.writer_close")(self._after_close)
+
+    def create_file_writer(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # flush_millis is the third parameter: (logdir, max_queue, flush_millis, ...).
+        if self._flush_millis is not None and len(args) < 3 and kwargs.get("flush_millis") is None:
+            kwargs = {**kwargs, "flush_millis": self._flush_millis}
+        writer = wrapped(*args, **kwargs)
+        self._register(writer, args[0] if args else kwargs.get("logdir"))
+        return writer
+
+    def _register_writer(self, writer: object, logdir: object) -> None:
+        known = self._writers.add(writer, logdir)
+        if known is not None and self._on_writer is not None:
+            self._on_writer(*known)
+
+    def close(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        self._closed(instance)
+        return result
+
+    def _after_close(self, writer: object) -> None:
+        logdir = self._writers.logdir_of(writer)
+        if logdir is not None and self._on_close is not None:
+            self._on_close(logdir)
