@@ -20,7 +20,6 @@ Used both by the ``opentelemetry-instrument`` configurator and by
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -38,20 +37,18 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_ml import _sdk_env
-from otel_ml import _semconv as sc
-from otel_ml._config import env_value, parse_choice, parse_int, parse_str
+from otel_ml._config import env_value, parse_choice
 from otel_ml._exit import delivery, shut_down_at_exit
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
 from otel_ml._reservoir import seed_safe_views
+from otel_ml._resource import build_resource
 from otel_ml._sampling import sampler_for
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 DEFAULT_METRICS_EXPORTER = "otel_ml_prometheus"
-_MAX_WORKER_INDEX = 1_000_000
-_WORKER_INDEX = parse_int(0, _MAX_WORKER_INDEX)
 _MAX_NAMES_TEXT = 1_000
 _Signal = Literal["traces", "metrics"]
 
@@ -64,38 +61,6 @@ def is_sdk_meter_provider(provider: object) -> bool:
 def is_sdk_tracer_provider(provider: object) -> bool:
     """True for a real tracer provider, False for the API's proxy/no-op ones."""
     return not isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
-
-
-def worker_resource_attributes(environ: dict[str, str] | None = None) -> dict[str, str | int]:
-    """Worker type and index from ``TF_CONFIG``, so each worker's series stay distinct.
-
-    A malformed value is one ERROR line and no worker identity: never an exception.
-    """
-    raw = (environ if environ is not None else os.environ).get("TF_CONFIG")
-    if not raw or not raw.strip():
-        return {}
-    try:
-        task = json.loads(raw).get("task") or {}
-        kind, index = task.get("type"), task.get("index")
-        attrs: dict[str, str | int] = {}
-        if kind is not None:
-            attrs[sc.ML_WORKER_TYPE] = parse_str(kind)
-        if index is not None:
-            attrs[sc.ML_WORKER_INDEX] = _WORKER_INDEX(index)
-        return attrs
-    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
-        _LOG.error(
-            'TF_CONFIG is not valid JSON of the form {"task": {"type": "<name>", "index": <0..%d>}} (%s); '
-            "worker identity is not added to the resource",
-            _MAX_WORKER_INDEX,
-            exc,
-        )
-        return {}
-
-
-def build_resource() -> Resource:
-    """The SDK resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) plus worker identity."""
-    return Resource.create(worker_resource_attributes())
 
 
 def _exporter_names(signal: _Signal) -> list[str]:

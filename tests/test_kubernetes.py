@@ -208,7 +208,10 @@ def test_training_job_gives_each_worker_its_identity_on_the_resource(tmp_path: P
     # Run the Job's own shell command as worker 3 would, with Python printing the resource instead of training.
     shell = container["command"][2]
     assert shell.endswith("exec opentelemetry-instrument python /app/train.py")
-    probe = "from otel_ml._sdk import build_resource; import json; print(json.dumps(dict(build_resource().attributes)))"
+    probe = (
+        "from otel_ml._resource import build_resource; import json; "
+        "print(json.dumps(dict(build_resource().attributes)))"
+    )
     shell = shell.replace("opentelemetry-instrument python /app/train.py", f"{sys.executable} -c '{probe}'")
     run_env = {
         "JOB_COMPLETION_INDEX": "3",  # set by Kubernetes in an Indexed Job

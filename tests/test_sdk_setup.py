@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 
-from otel_ml import _sampling, _sdk, _sdk_env
+from otel_ml import _resource, _sampling, _sdk, _sdk_env
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import RepeatFilter
 
@@ -22,10 +22,13 @@ def test_trace_ids_do_not_repeat_when_the_program_seeds_random() -> None:
 
 def test_worker_identity_comes_from_tf_config(caplog) -> None:
     config = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}'
-    assert _sdk.worker_resource_attributes({"TF_CONFIG": config}) == {"ml.worker.type": "worker", "ml.worker.index": 1}
-    assert _sdk.worker_resource_attributes({}) == {}
+    assert _resource.worker_resource_attributes({"TF_CONFIG": config}) == {
+        "ml.worker.type": "worker",
+        "ml.worker.index": 1,
+    }
+    assert _resource.worker_resource_attributes({}) == {}
     with caplog.at_level(logging.ERROR):
-        assert _sdk.worker_resource_attributes({"TF_CONFIG": "{not json"}) == {}
+        assert _resource.worker_resource_attributes({"TF_CONFIG": "{not json"}) == {}
     assert "TF_CONFIG is not valid JSON" in caplog.text
 
 

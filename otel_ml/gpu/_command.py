@@ -18,7 +18,8 @@ from types import FrameType
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from otel_ml._sdk import build_resource, metric_readers
+from otel_ml._resource import build_resource
+from otel_ml._sdk import metric_readers
 
 _LOG = logging.getLogger(__name__)
 

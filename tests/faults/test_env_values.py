@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_ml import _sdk, _sdk_env
+from otel_ml import _resource, _sdk, _sdk_env
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml.exporter._slow_steps import SLOW_STEP_BUFFER
 from otel_ml.gpu import _nvml
@@ -68,7 +68,7 @@ def test_a_bogus_id_generator_is_one_error_and_otel_mls_ids(monkeypatch, caplog)
 )
 def test_a_malformed_tf_config_is_one_error_and_no_worker_identity(config, caplog) -> None:
     with caplog.at_level(logging.ERROR):
-        assert _sdk.worker_resource_attributes({"TF_CONFIG": config}) == {}
+        assert _resource.worker_resource_attributes({"TF_CONFIG": config}) == {}
     (message,) = errors(caplog)
     assert message.startswith("TF_CONFIG is not valid JSON of the form")
 
