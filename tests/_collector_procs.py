@@ -12,8 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests._net import free_port, stop, wait_for
+from tests._prometheus import Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_DIR = ROOT / "collector"
@@ -45,16 +44,6 @@ def require_collector() -> Path:
             pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
         pytest.skip(reason)
     return COLLECTOR_BIN
-
-
-def http_json(url: str, params: dict[str, str] | None = None, timeout: float = 10) -> Any:
-    if params:
-        url = f"{url}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:  # Prometheus answers 400 with a JSON error body
-        return json.loads(err.read())
 
 
 class Collector:
@@ -122,76 +111,6 @@ class Collector:
                         attrs = {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
                         found.append({"traceId": span["traceId"], "name": span["name"], "attributes": attrs})
         return found
-
-
-class Prometheus:
-    """Prometheus 2.42 with exemplar storage, scraping the collector, loading the bundled rules."""
-
-    def __init__(self, workdir: Path, target_port: int, *extra_flags: str) -> None:
-        self.extra_flags = extra_flags
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        text = (COLLECTOR_DIR / "prometheus" / "prometheus.yml").read_text()
-        # The bundled config, pointed at this test's collector, and faster: the
-        # collector keeps a histogram exemplar only until the next export (1 s).
-        for old, new in (
-            ("127.0.0.1:8889", f"127.0.0.1:{target_port}"),
-            ("scrape_interval: 10s", "scrape_interval: 500ms"),
-            ("evaluation_interval: 30s", "evaluation_interval: 1s"),
-            ("rules/otel-ml.rules.yml", str(RULES)),
-        ):
-            assert old in text, f"prometheus.yml no longer contains {old!r}"
-            text = text.replace(old, new)
-        self.config = workdir / f"prometheus-{self.port}.yml"
-        self.config.write_text(text)
-        self.data = workdir / f"tsdb-{self.port}"
-        self.log = workdir / f"prometheus-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "prometheus",
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.data}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--enable-feature=exemplar-storage",
-                    *self.extra_flags,
-                ],
-                stdout=log,
-                stderr=log,
-            )
-        try:
-            wait_for(self._alive, 30, f"Prometheus ready (log: {self.log})")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _alive(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        stop(self.proc)
-        self.proc = None
-
-    def api(self, path: str, **params: str) -> Any:
-        body = http_json(f"{self.url}/api/v1/{path}", params)
-        return body
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        body = self.api("query", query=expr)
-        assert body["status"] == "success", f"{expr}: {body}"
-        return body["data"]["result"]
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
 def training_env(collector: Collector, run: str, instance: str, index: int) -> dict[str, str]:

@@ -20,8 +20,7 @@ import yaml
 
 from tests import _net
 from tests._alertmanager import AM_CONFIG, WebhookReceiver, alertmanager, local_config, require_alertmanager
-from tests._collector_procs import Prometheus
-from tests._prometheus import require_prometheus
+from tests._prometheus import Prometheus, require_prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_nan_run_notifies_once_healthy_run_is_silent_and_an_amtool_silence_holds
             "--duration=10m",
         ).strip()
         assert re.fullmatch(r"[0-9a-f-]{36}", silence), silence
-        prometheus = Prometheus(tmp_path, port)
+        prometheus = Prometheus.bundled(tmp_path, port)
         config = prometheus.config.read_text()
         assert '"127.0.0.1:9093"' in config
         prometheus.config.write_text(config.replace('"127.0.0.1:9093"', f'"{am.url.removeprefix("http://")}"'))

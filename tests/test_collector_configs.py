@@ -22,11 +22,11 @@ from tests._collector_procs import (
     COLLECTOR_DIR,
     DASHBOARD,
     Collector,
-    Prometheus,
     require_collector,
     series_names,
     wait_for,
 )
+from tests._prometheus import Prometheus
 
 CONFIGS = ("otel-collector.yaml", "agent.yaml", "gateway.yaml", "gateway-remotewrite.yaml")
 
@@ -114,7 +114,7 @@ def test_agent_forwards_to_gateway_with_identical_names(workdir: Path) -> None:
 
 def test_remote_write_gateway_gives_identical_names(workdir: Path) -> None:
     require_collector()
-    prometheus = Prometheus(workdir, 1, "--web.enable-remote-write-receiver")
+    prometheus = Prometheus.bundled(workdir, 1, "--web.enable-remote-write-receiver")
     prometheus.start()
     try:
         gateway = Collector(

@@ -26,7 +26,6 @@ from tests import _collector_names as names
 from tests._collector_procs import (
     DASHBOARD,
     Collector,
-    Prometheus,
     finish,
     require_collector,
     series_names,
@@ -34,6 +33,7 @@ from tests._collector_procs import (
     training_env,
     wait_for,
 )
+from tests._prometheus import Prometheus
 
 # 2 epochs x ceil(512 / 32) = 32 steps; global step 20 sleeps 0.5 s inside its step.
 HEALTHY_ARGS = ("--epochs", "2", "--samples", "512", "--batch-size", "32", "--slow-step", "20", "--slow-seconds", "0.5")
@@ -52,7 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Collector,
     require_collector()
     workdir = tmp_path_factory.mktemp("collector-e2e")
     collector = Collector(workdir)
-    prometheus = Prometheus(workdir, collector.prom_port)
+    prometheus = Prometheus.bundled(workdir, collector.prom_port)
     collector.start()
     try:
         prometheus.start()

@@ -18,7 +18,7 @@ N = 6
 
 
 def _instrument(telemetry: Any, **options: Any) -> None:
-    TfSummaryInstrumentor().instrument(meter_provider=telemetry.meter_provider, **options)
+    telemetry.instrument(TfSummaryInstrumentor, **options)
 
 
 def _by(points: list[Any], **attrs: str) -> list[Any]:

@@ -19,7 +19,7 @@ import pytest
 
 from otel_ml.tf_summary import TfSummaryInstrumentor
 from tests import _net
-from tests.conftest import Telemetry
+from tests._telemetry import Telemetry
 
 tf = pytest.importorskip("tensorflow")
 STEPS = 7

@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_ml import cli
 from otel_ml.tensorboard_bridge import register
 from otel_ml.tensorboard_bridge._bridge import Bridge
-from tests.conftest import Telemetry
+from tests._telemetry import Telemetry
 from tests.faults._records import frame, scalar, string_under_scalars, write_run
 
 VALUES = [0.5, 0.25, 0.125]

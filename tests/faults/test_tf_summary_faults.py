@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from otel_ml.tf_summary import TfSummaryInstrumentor
-from tests.conftest import Telemetry
+from tests._telemetry import Telemetry
 
 tf = pytest.importorskip("tensorflow")
 PATHS = pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])

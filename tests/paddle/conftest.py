@@ -7,7 +7,6 @@ already imported tensorflow.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import threading
@@ -17,6 +16,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.paddle._helpers import load_example
 
 _SEPARATE = (
     "tests/paddle must run in its own pytest process (pytest tests/paddle): tensorflow is already "
@@ -43,22 +44,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ log lines, not ou
 # chosen once per process and the in-process server tests instrument Flask directly.
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paddle_service.py"
-
-
-def load_example() -> ModuleType:
-    """Import ``examples/paddle_service.py`` (not a package) as a module."""
-    module = sys.modules.get("paddle_service")
-    if module is None:
-        if str(EXAMPLE.parent) not in sys.path:  # its input checks sit beside it, as for `python examples/...`
-            sys.path.insert(0, str(EXAMPLE.parent))
-        spec = importlib.util.spec_from_file_location("paddle_service", EXAMPLE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["paddle_service"] = module
-        spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="session")
 def service_module() -> ModuleType:
@@ -71,53 +56,12 @@ def model_prefix(tmp_path_factory: pytest.TempPathFactory, service_module: Modul
     return str(service_module.save_model(str(tmp_path_factory.mktemp("model"))))
 
 
-def new_predictor(prefix: str) -> Any:
-    """A predictor made the usual way: ``paddle.inference.create_predictor(Config(...))``."""
-    import paddle.inference as pi
-
-    config = pi.Config(prefix + ".json", prefix + ".pdiparams")
-    config.disable_glog_info()
-    return pi.create_predictor(config)
-
-
-def run_zero_copy(predictor: Any, batch: int) -> Any:
-    """Feed ``batch`` rows through the input handle, ``run()`` with no arguments, read the output."""
-    import numpy as np
-
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape([batch, 4])
-    handle.copy_from_cpu(np.full((batch, 4), 0.5, dtype="float32"))
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
-def run_list(predictor: Any, batch: int, features: int = 4) -> Any:
-    """The other form: ``run([tensor])`` returns the outputs."""
-    import numpy as np
-    import paddle
-
-    return predictor.run([paddle.to_tensor(np.full((batch, features), 0.5, dtype="float32"))])
-
-
-def points_by(telemetry: Any, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
-    """Data points of ``name`` keyed by their sorted attribute items."""
-    return {tuple(sorted(dict(p.attributes).items())): p for p in telemetry.points(name)}
-
-
-def model_points(telemetry: Any, name: str, model: str) -> list[Any]:
-    return [p for p in telemetry.points(name) if dict(p.attributes).get("ml.model.name") == model]
-
-
 @pytest.fixture
 def server(telemetry, model_prefix, service_module) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     """The example app, instrumented with the test's providers, in a threaded server on a free port."""
     from otel_ml.paddle import PaddleInstrumentor
 
-    PaddleInstrumentor().instrument(
-        meter_provider=telemetry.meter_provider,
-        tracer_provider=telemetry.tracer_provider,
-        slow_run_seconds=10.0,
-    )
+    telemetry.instrument(PaddleInstrumentor, slow_run_seconds=10.0)
     app = service_module.create_app(
         model_prefix, meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider
     )

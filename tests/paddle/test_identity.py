@@ -12,14 +12,12 @@ import otel_ml
 from otel_ml import _semconv as sc
 from otel_ml.paddle import PaddleInstrumentor, set_model
 from otel_ml.paddle._identity import identity_of_path
-from tests.paddle.conftest import run_zero_copy
+from tests.paddle._helpers import run_zero_copy
 
 
 def _instrument(telemetry, **options) -> None:  # type: ignore[no-untyped-def]
     options.setdefault("slow_run_seconds", 10.0)
-    PaddleInstrumentor().instrument(
-        meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options
-    )
+    telemetry.instrument(PaddleInstrumentor, **options)
 
 
 def _export(model_prefix: str, target: Path) -> pi.Config:

@@ -8,19 +8,14 @@ import pytest
 
 from otel_ml import _semconv as sc
 from otel_ml.paddle import PaddleInstrumentor, _outcomes
-from tests.paddle.conftest import model_points, new_predictor, run_zero_copy
+from tests.paddle._helpers import new_predictor, run_zero_copy
 
 MODEL = "iris_mlp"
 NEVER = 10**12  # a flush deadline (ns) no test reaches: only collections hand runs over
 
 
 def _instrument(telemetry) -> None:  # type: ignore[no-untyped-def]
-    PaddleInstrumentor().instrument(
-        meter_provider=telemetry.meter_provider,
-        tracer_provider=telemetry.tracer_provider,
-        slow_run_seconds=10.0,
-        inference_warmup_runs=0,
-    )
+    telemetry.instrument(PaddleInstrumentor, slow_run_seconds=10.0, inference_warmup_runs=0)
 
 
 def _pending() -> int:
@@ -37,13 +32,13 @@ def test_a_collection_sees_runs_made_just_before_it(telemetry, model_prefix, mon
     for _ in range(4):
         run_zero_copy(predictor, 3)
     assert _pending() == 8  # 4 durations and 4 batch sizes wait for a flush ...
-    [duration] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)  # ... and one collection takes them
+    [duration] = telemetry.model_points(sc.METRIC_INFERENCE_DURATION, MODEL)  # ... and one collection takes them
     assert duration.count == 5
-    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert (batch.count, batch.sum) == (5, 2 + 4 * 3)
     assert _pending() == 0
     run_zero_copy(predictor, 1)
-    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)  # cumulative: nothing counted twice
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)  # cumulative: nothing counted twice
     assert (batch.count, batch.sum) == (6, 15)
 
 
@@ -90,9 +85,9 @@ def test_scrape_right_after_concurrent_runs_shows_exactly_n(telemetry, model_pre
     done.set()
     scraper.join(timeout=60)
     assert errors == [] and not any(t.is_alive() for t in threads) and not scraper.is_alive()
-    [point] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
+    [point] = telemetry.model_points(sc.METRIC_INFERENCE_DURATION, MODEL)
     assert point.count == 5 * runs_each
-    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.count == 5 * runs_each and batch.sum == 5 * sum(1 + i % 3 for i in range(runs_each))
-    [active] = model_points(telemetry, sc.METRIC_INFERENCE_ACTIVE, MODEL)
+    [active] = telemetry.model_points(sc.METRIC_INFERENCE_ACTIVE, MODEL)
     assert active.value == 0

@@ -14,7 +14,7 @@ import otel_ml
 from otel_ml import _guard
 from otel_ml import _semconv as sc
 from otel_ml.paddle import PaddleInstrumentor
-from tests.paddle.conftest import model_points, new_predictor, points_by, run_list, run_zero_copy
+from tests.paddle._helpers import new_predictor, run_list, run_zero_copy
 
 MODEL = "iris_mlp"
 BASE = {sc.ML_FRAMEWORK: "paddle", sc.ML_MODEL_NAME: MODEL}
@@ -23,9 +23,7 @@ NEVER_SLOW = 10.0  # a fixed threshold no run here reaches: no slow-run spans
 
 def _instrument(telemetry, **options):  # type: ignore[no-untyped-def]
     options.setdefault("slow_run_seconds", NEVER_SLOW)
-    PaddleInstrumentor().instrument(
-        meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, **options
-    )
+    telemetry.instrument(PaddleInstrumentor, **options)
 
 
 def _key(**attrs):  # type: ignore[no-untyped-def]
@@ -42,16 +40,16 @@ def test_both_run_forms_count_exactly(telemetry, model_prefix) -> None:  # type:
         outputs = run_list(predictor, 5)
         assert list(outputs[0].shape) == [5, 3]
 
-    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
     assert set(durations) == {_key(**{sc.ML_INFERENCE_WARMUP: True}), _key(**{sc.ML_INFERENCE_WARMUP: False})}
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 1
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 8
-    batches = points_by(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE)
+    batches = telemetry.points_by(sc.METRIC_INFERENCE_BATCH_SIZE)
     assert list(batches) == [_key()]
     assert batches[_key()].count == 9
     assert batches[_key()].sum == 5 * 3 + 4 * 5
     assert (batches[_key()].min, batches[_key()].max) == (3, 5)
-    active = points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)
+    active = telemetry.points_by(sc.METRIC_INFERENCE_ACTIVE)
     assert active[_key()].value == 0
     assert telemetry.finished() == []  # no active span, nothing slow: metrics only
 
@@ -64,7 +62,7 @@ def test_clone_keeps_model_and_warms_up_on_its_own(telemetry, model_prefix) -> N
     for predictor in (parent, clone):
         for _ in range(3):
             run_zero_copy(predictor, 2)
-    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: True})].count == 4  # 2 per predictor
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 2
 
@@ -79,15 +77,15 @@ def test_a_run_that_raises_reaches_the_caller_and_is_counted(telemetry, model_pr
     assert type(instrumented.value) is type(plain.value) and str(instrumented.value) == str(plain.value)
     run_list(predictor, 2)
 
-    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
     error_key = _key(**{sc.ML_INFERENCE_WARMUP: False, sc.ERROR_TYPE: "ValueError"})
     assert set(durations) == {error_key, _key(**{sc.ML_INFERENCE_WARMUP: False})}
     assert durations[error_key].count == 1
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 1
     # error.type is on the duration only; the batch histogram has the run's input either way.
-    batches = points_by(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE)
+    batches = telemetry.points_by(sc.METRIC_INFERENCE_BATCH_SIZE)
     assert list(batches) == [_key()] and batches[_key()].count == 2 and batches[_key()].sum == 7
-    assert points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
+    assert telemetry.points_by(sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
 
 
 def test_uninstrument_restores_the_originals(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +145,7 @@ def test_slow_run_without_a_span_gets_one_after_the_fact(telemetry, model_prefix
     assert span.attributes[sc.ML_SLOW_THRESHOLD] == 1e-9
     assert span.attributes[sc.ML_BATCH_SIZE] == 2
     assert span.end_time - span.start_time == pytest.approx(span.attributes[sc.ML_INFERENCE_RUN_DURATION] * 1e9, abs=1)
-    durations = points_by(telemetry, sc.METRIC_INFERENCE_DURATION)
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
     slow_point = durations[_key(**{sc.ML_INFERENCE_WARMUP: False})]
     [exemplar] = slow_point.exemplars
     assert (exemplar.trace_id, exemplar.span_id) == (span.context.trace_id, span.context.span_id)
@@ -174,11 +172,11 @@ def test_many_threads_count_exactly(telemetry, model_prefix) -> None:  # type: i
     for t in threads:
         t.join(timeout=60)
     assert errors == [] and not any(t.is_alive() for t in threads)
-    [point] = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
+    [point] = telemetry.model_points(sc.METRIC_INFERENCE_DURATION, MODEL)
     assert point.count == 6 * runs_each
-    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.sum == 6 * sum(1 + i % 4 for i in range(runs_each))
-    assert points_by(telemetry, sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
+    assert telemetry.points_by(sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
 
 
 def test_model_name_from_environment_and_pool_members(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -16,8 +16,8 @@ from opentelemetry.trace import SpanKind
 
 from otel_ml import _semconv as sc
 from tests._net import free_port
+from tests.paddle._helpers import EXAMPLE
 from tests.paddle._http import INVALID, MODEL, get, http_counts, http_series, post, request, runs, valid_body
-from tests.paddle.conftest import EXAMPLE, model_points
 
 
 def test_request_span_is_the_parent_of_the_run_span(telemetry, server) -> None:  # type: ignore[no-untyped-def]
@@ -73,12 +73,12 @@ def test_load_every_request_is_accounted_for(telemetry, server) -> None:  # type
     assert sum(statuses.values()) == total and statuses[200] == valid
     assert runs(port) == valid  # the service's own count of predictor runs; the server is still up
     assert http_counts(telemetry) == statuses + Counter({200: 1})  # + the /health request just made
-    durations = model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL)
+    durations = telemetry.model_points(sc.METRIC_INFERENCE_DURATION, MODEL)
     assert sum(p.count for p in durations) == valid
     assert all(sc.ERROR_TYPE not in dict(p.attributes) for p in durations)
-    [batch] = model_points(telemetry, sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, MODEL)
     assert batch.count == valid and batch.sum == sum(rows_sent)
-    [active] = model_points(telemetry, sc.METRIC_INFERENCE_ACTIVE, MODEL)
+    [active] = telemetry.model_points(sc.METRIC_INFERENCE_ACTIVE, MODEL)
     assert active.value == 0
     assert len(telemetry.finished(sc.SPAN_PADDLE_RUN)) == valid
 

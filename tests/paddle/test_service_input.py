@@ -9,7 +9,6 @@ import pytest
 
 from otel_ml import _semconv as sc
 from tests.paddle._http import INVALID, MODEL, http_counts, post, runs
-from tests.paddle.conftest import model_points
 
 ANSWERED = "request_id {!r} is unknown or already has its feedback"
 
@@ -21,7 +20,7 @@ def test_invalid_input_gets_a_clear_4xx(telemetry, server, body, status, message
     assert got_status == status
     assert message in answer["error"]
     assert runs(port) == 0
-    assert model_points(telemetry, sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
+    assert telemetry.model_points(sc.METRIC_INFERENCE_DURATION, MODEL) == []  # refused before the predictor
     assert http_counts(telemetry)[status] == 1
 
 
@@ -55,7 +54,7 @@ def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) 
     assert outcomes == {(str(truth[0]), True): 1, (str(truth[1]), False): 1}
     predictions = {p.attributes[sc.ML_PREDICTION_LABEL]: p.value for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS)}
     assert sum(predictions.values()) == 2 and set(predictions) == {str(c) for c in predicted}
-    [wait] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
+    [wait] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
     assert wait.count == 1
-    [waiting] = model_points(telemetry, sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
+    [waiting] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
     assert waiting.value == 0
