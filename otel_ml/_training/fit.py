@@ -69,6 +69,7 @@ class FitRun:
         self._optimizers: Optimizers | None = None
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
+        self._spe = 1  # the model's steps_per_execution
         self._full = 0.0  # the largest weight per step seen: a full batch
         self.adapter: Any = None  # the training data adapter (Keras 2: DataHandler), captured in .wrappers
         self.global_step = 0
@@ -94,21 +95,24 @@ class FitRun:
         if steps is not None and steps != num:
             num, partial = steps, None  # steps_per_epoch cut the epoch short: no partial batch
         self._index.declare(size, num, partial)
-        spe = positive_int(read_attribute(self._fit_model, "steps_per_execution")) or 1
-        self._exact_steps = spe > 1 and num is None
-        self._settle_from = num - 1 - spe if num is not None else 1 << 62
+        self._spe = positive_int(read_attribute(self._fit_model, "steps_per_execution")) or 1
+        self._know_length(num)
         if num is not None:
             self.spans.fit.set_attribute(sc.ML_STEPS_PER_EPOCH, num)
         if size is not None:
             self.spans.fit.set_attribute(sc.ML_BATCH_SIZE, size)
 
+    def _know_length(self, num: int | None) -> None:
+        self._exact_steps = self._spe > 1 and num is None
+        self._settle_from = num - 1 - self._spe if num is not None else 1 << 62
+
     @guarded("keras.on_train_begin optimizers")
     def _find_optimizers(self) -> None:
-        self._optimizers = Optimizers(self._fit_model)
+        self._optimizers = Optimizers(self._fit_model, self._flavour.read_scalar)
 
     @guarded("keras.on_train_begin loss")
     def _find_loss(self) -> None:
-        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour.builtin_train_step)
+        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -119,6 +123,12 @@ class FitRun:
     @guarded("keras.on_epoch_begin counts")
     def _new_epoch(self) -> None:
         self._index.new_epoch()
+        if self._index.num_batches is None and self.adapter is not None:
+            # Keras 2's DataHandler learns the length of data of unknown cardinality in its first epoch.
+            num = positive_int(self._flavour.read_data(self.adapter)[1])
+            if num is not None:
+                self._index.num_batches = num
+                self._know_length(num)
         if self._loss is not None:
             self._loss.new_epoch()
 

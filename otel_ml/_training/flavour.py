@@ -4,9 +4,10 @@ Keras 3 (``keras``, and ``tf.keras`` since TF 2.16) and Keras 2 (``tf_keras``,
 and ``tf.keras`` under ``TF_USE_LEGACY_KERAS=1``) run ``fit`` the same way:
 a callback list called per execution, a data object made once per fit, a
 running-mean ``loss`` in the logs, optimizers with ``iterations``. They differ
-in where the callback classes live, how the data object tells its sizes and
-which module holds the built-in ``train_step``: a :class:`Flavour` says that,
-and nothing else.
+in where the callback classes live, how the data object tells its sizes,
+which module holds the built-in ``train_step``, where the loss ``Mean`` is
+found before the first step and how a scalar variable is read: a
+:class:`Flavour` says that, and nothing else.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Flavour:
         callback_list: ``"module:Class"`` of its ``CallbackList``.
         builtin_train_step: module prefix of the class defining the built-in ``train_step``.
         read_data: the data object captured at fit start -> :data:`DataSizes`.
+        loss_count: the model at fit start -> the ``count`` variable of the Mean behind the logged ``loss``, or None.
+        read_scalar: a scalar variable of this flavour (a ``count``, ``iterations``) -> its value, or None.
         callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
     """
 
@@ -38,6 +41,8 @@ class Flavour:
     callback_list: str
     builtin_train_step: str
     read_data: Callable[[Any], DataSizes]
+    loss_count: Callable[[Any], Any]
+    read_scalar: Callable[[Any], float | None]
     callback_attributes: dict[str, Any] = field(default_factory=dict)
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 

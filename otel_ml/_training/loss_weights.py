@@ -1,8 +1,9 @@
 """Which weights Keras's logged ``loss`` was averaged with, so that the batch loss is exact.
 
-Keras (3, and 2 alike) logs ``loss`` as the ``result()`` of the ``Mean`` metric named "loss"
-among ``model.metrics``. Its ``count`` grows by the batch size under the
-default ``train_step``, and by one per batch (or by the batch size, when a
+Keras (3, and 2 alike) logs ``loss`` as the ``result()`` of the ``Mean``
+metric named "loss" among ``model.metrics`` (the :class:`Flavour` says where
+to find it before the first step, and how to read its variables). Its
+``count`` grows by the batch size under the default ``train_step``, and by one per batch (or by the batch size, when a
 per-sample loss vector is passed) in the custom ``train_step`` patterns of
 the guide "Customizing what happens in fit()": the growth of that ``count``
 is the exact weight of each batch.
@@ -25,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from otel_ml._training.flavour import Flavour
 from otel_ml._training.loss import BatchLoss
-from otel_ml._training.values import as_float, read_attribute, read_scalar
+from otel_ml._training.values import as_float, read_attribute
 
 
 def _default_train_step(model: Any, builtin: str) -> bool:
@@ -36,22 +38,23 @@ def _default_train_step(model: Any, builtin: str) -> bool:
     return False
 
 
-def _loss_count(model: Any) -> Any:
-    for metric in read_attribute(model, "metrics") or ():
-        if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
-            return metric.count
+def loss_mean_count(metric: Any) -> Any:
+    """``metric.count`` when ``metric`` is a ``Mean`` named "loss" (the one behind the logged value), else None."""
+    if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
+        return metric.count
     return None
 
 
-def _built_loss_count(model: Any) -> Any:
-    """Keras 2 lists its loss ``Mean`` among ``model.metrics`` only once the first train step built it.
+def metrics_loss_count(model: Any) -> Any:
+    """The ``count`` of the ``Mean`` named "loss" among ``model.metrics``, or None.
 
-    Its ``compiled_loss`` holds the metric from ``compile()`` on, and the
-    first step adds to that very object, so reading it at fit start is exact.
+    Keras 3 lists its loss tracker there from ``compile()`` on; a custom
+    ``train_step`` lists its own tracker there through ``metrics``.
     """
-    metric = read_attribute(read_attribute(model, "compiled_loss"), "_total_loss_mean")
-    if getattr(metric, "name", None) == "loss" and hasattr(metric, "count") and hasattr(metric, "total"):
-        return metric.count
+    for metric in read_attribute(model, "metrics") or ():
+        count = loss_mean_count(metric)
+        if count is not None:
+            return count
     return None
 
 
@@ -62,13 +65,12 @@ _NONE: tuple[Loss, ...] = ()
 class LossReader:
     """The batch losses of a fit, and the samples Keras counted when its ``count`` is of samples."""
 
-    __slots__ = ("_batch", "_count", "_last", "_pending", "_unit", "counted", "counts_samples")
+    __slots__ = ("_batch", "_count", "_last", "_pending", "_read", "_unit", "counted", "counts_samples")
 
-    def __init__(self, model: Any, batch_size_known: bool, builtin_train_step: str) -> None:
-        default = _default_train_step(model, builtin_train_step)
-        count = _loss_count(model)
-        if count is None and not (default and batch_size_known):
-            count = _built_loss_count(model)
+    def __init__(self, model: Any, batch_size_known: bool, flavour: Flavour) -> None:
+        default = _default_train_step(model, flavour.builtin_train_step)
+        count = flavour.loss_count(model)
+        self._read = flavour.read_scalar
         # The free path: the default train_step weighs by batch size, known from the adapter.
         self._count = None if default and batch_size_known else count
         self.counts_samples = default and self._count is not None
@@ -104,7 +106,7 @@ class LossReader:
         if self._batch is None or self._count is None or not self._pending:
             return _NONE
         pending, self._pending = self._pending, []
-        count = read_scalar(self._count)
+        count = self._read(self._count)
         if count is None:
             return _NONE
         total, self._last = count - self._last, count

@@ -11,9 +11,12 @@ reported, each under ``ml.optimizer.name`` = the attribute that holds it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from otel_ml._training.values import as_float, read_attribute, read_scalar
+from otel_ml._training.values import as_float, read_attribute
+
+ReadScalar = Callable[[Any], float | None]  # the flavour's reader of a scalar variable
 
 _MAX_OPTIMIZERS = 8  # bounds ml.optimizer.name per model
 
@@ -23,9 +26,9 @@ def _is_optimizer(value: Any) -> bool:
     return hasattr(cls, "apply_gradients") and hasattr(cls, "learning_rate") and hasattr(value, "iterations")
 
 
-def _iterations(optimizer: Any) -> int | None:
+def _iterations(optimizer: Any, read: ReadScalar) -> int | None:
     value = read_attribute(optimizer, "iterations")
-    number = None if value is None else read_scalar(value)
+    number = None if value is None else read(value)
     return None if number is None or not math.isfinite(number) else int(number)
 
 
@@ -33,7 +36,7 @@ def _is_schedule(value: Any) -> bool:
     return callable(value) and hasattr(value, "get_config") and not hasattr(value, "numpy")
 
 
-def learning_rate(optimizer: Any) -> float | None:
+def learning_rate(optimizer: Any, read: ReadScalar) -> float | None:
     """The optimizer's current learning rate, or None if it cannot be read.
 
     Unwraps ``LossScaleOptimizer`` (mixed precision, Keras 3 and 2); a
@@ -52,15 +55,15 @@ def learning_rate(optimizer: Any) -> float | None:
     if value is None:
         return None
     number = as_float(value)
-    return read_scalar(value) if number is None else number
+    return read(value) if number is None else number
 
 
 class Optimizers:
     """The candidate optimizers of one fit, with their iteration counts at fit start."""
 
-    __slots__ = ("_found", "_last", "_start")
+    __slots__ = ("_found", "_last", "_read", "_start")
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, read: ReadScalar) -> None:
         found: list[tuple[str, Any]] = []
         compiled = read_attribute(model, "optimizer")
         if compiled is not None:
@@ -71,14 +74,15 @@ class Optimizers:
             if not name.startswith("_") and value is not compiled and _is_optimizer(value):
                 found.append((name, value))
         self._found = found
-        self._start = [_iterations(optimizer) for _, optimizer in found]
+        self._read = read
+        self._start = [_iterations(optimizer, read) for _, optimizer in found]
         self._last = list(self._start)
 
     def advanced(self) -> int | None:
         """The most steps any candidate took since the previous call (None when none can be read)."""
         best: int | None = None
         for i, (_, optimizer) in enumerate(self._found):
-            now, last = _iterations(optimizer), self._last[i]
+            now, last = _iterations(optimizer, self._read), self._last[i]
             if now is not None and last is not None:
                 best = max(best or 0, now - last)
             self._last[i] = now
@@ -88,10 +92,10 @@ class Optimizers:
         """(name, learning rate) of each candidate that applied at least one update in this fit."""
         rates = []
         for (name, optimizer), start in zip(self._found, self._start, strict=True):
-            now = _iterations(optimizer)
+            now = _iterations(optimizer, self._read)
             if now is None or start is None or now <= start:
                 continue
-            value = learning_rate(optimizer)
+            value = learning_rate(optimizer, self._read)
             if value is not None:
                 rates.append((name, value))
         return rates

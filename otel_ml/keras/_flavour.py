@@ -6,7 +6,8 @@ from typing import Any
 
 from otel_ml import _semconv as sc
 from otel_ml._training.flavour import DataSizes, Flavour
-from otel_ml._training.values import read_attribute
+from otel_ml._training.loss_weights import metrics_loss_count
+from otel_ml._training.values import read_attribute, read_scalar
 
 
 def _read_adapter(adapter: Any) -> DataSizes:
@@ -24,4 +25,7 @@ KERAS_3 = Flavour(
     callback_list="keras.src.callbacks.callback_list:CallbackList",
     builtin_train_step="keras.src.backend.",
     read_data=_read_adapter,
+    # Keras 3 lists its loss tracker among model.metrics from compile() on.
+    loss_count=metrics_loss_count,
+    read_scalar=read_scalar,
 )
