@@ -21,7 +21,7 @@ from otel_ml._guard import report
 from otel_ml._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
-_warned: set[tuple[str, tuple[str, ...]]] = set()
+_warned: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
 
 # name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
 INSTRUMENTORS: dict[str, str] = {
@@ -88,13 +88,15 @@ def instrument(
         inst.option_table.validate(options)  # a bad option raises here, whatever is instrumented already
     disabled = _disabled()
     pending: dict[str, OtelMLInstrumentor] = {}
+    already: dict[str, list[str]] = {}  # instrumentor already on -> the options given for it
     for name, inst in instrumentors.items():
         if name in disabled:
             continue
         if inst.is_instrumented_by_opentelemetry:
-            _not_applied(name, inst, options)
+            already[name] = sorted(key for key in options if key in inst.options)
         else:
             pending[name] = inst
+    _not_applied(already)
     if not pending:
         return
     meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
@@ -108,17 +110,20 @@ def instrument(
         inst.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **own)
 
 
-def _not_applied(name: str, inst: OtelMLInstrumentor, options: dict[str, Any]) -> None:
-    """Options for an instrumentor that is already on (e.g. by ``opentelemetry-instrument``): say so once."""
-    given = sorted(key for key in options if key in inst.options)
-    if given and (name, tuple(given)) not in _warned:
-        _warned.add((name, tuple(given)))
-        _LOG.warning(
-            "otel_ml: %s is already instrumented, so the option(s) %s were validated but not applied; "
-            "call otel_ml.uninstrument() first, or set them as OTEL_ML_* variables",
-            name,
-            ", ".join(given),
-        )
+def _not_applied(already: dict[str, list[str]]) -> None:
+    """Options for instrumentors that are already on (e.g. by ``opentelemetry-instrument``): one line, once."""
+    names = tuple(name for name, given in already.items() if given)
+    given = tuple(sorted({key for name in names for key in already[name]}))
+    if not names or (names, given) in _warned:
+        return
+    _warned.add((names, given))
+    _LOG.warning(
+        "otel_ml: %s %s already instrumented, so the option(s) %s were validated but not applied; "
+        "call otel_ml.uninstrument() first, or set them as OTEL_ML_* variables",
+        ", ".join(names),
+        "is" if len(names) == 1 else "are",
+        ", ".join(given),
+    )
 
 
 def uninstrument() -> None:

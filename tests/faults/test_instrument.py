@@ -20,7 +20,8 @@ def test_options_after_an_earlier_instrument_are_validated_and_named_once(teleme
         otel_ml.instrument(run_name="second", slow_step_factor=3.0, **providers)
         otel_ml.instrument(run_name="second", slow_step_factor=3.0, **providers)  # said once, not twice
     assert warnings(caplog) == [
-        "otel_ml: keras is already instrumented, so the option(s) run_name, slow_step_factor were validated but "
+        "otel_ml: keras, tf_keras are already instrumented, so the option(s) run_name, slow_step_factor were "
+        "validated but "
         "not applied; call otel_ml.uninstrument() first, or set them as OTEL_ML_* variables"
     ]
     with pytest.raises(ValueError, match=r"slow_step_factor=0\.5 is invalid: expected a number > 1"):
