@@ -113,7 +113,7 @@ class Collector:
         return found
 
 
-def training_env(collector: Collector, run: str, instance: str, index: int) -> dict[str, str]:
+def training_env(collector: Collector, run: str, instance: str, index: int, export_ms: int = 1000) -> dict[str, str]:
     """Environment of one training worker of the job ``trainer``, exporting OTLP to ``collector``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
@@ -126,7 +126,7 @@ def training_env(collector: Collector, run: str, instance: str, index: int) -> d
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_METRIC_EXPORT_INTERVAL": str(export_ms),
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "CUDA_VISIBLE_DEVICES": "",

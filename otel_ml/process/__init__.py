@@ -25,12 +25,15 @@ set; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=system_metrics`` keeps only these.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import weakref
 from typing import Any, Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
+from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_ml._base import OtelMLInstrumentor
 from otel_ml.process.package import _instruments_any
@@ -66,6 +69,13 @@ class ProcessInstrumentor(OtelMLInstrumentor):
             return
         from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 
+        if _library_entry_point_loads():
+            # opentelemetry-instrument applies the library's own entry point too (before or after
+            # this one): its set includes ours, and instrumenting it first here would make that
+            # entry point log "Attempting to instrument while already instrumented".
+            _LOG.debug("otel_ml: process metrics come from the system_metrics instrumentation")
+            _done.add(provider)
+            return
         existing = SystemMetricsInstrumentor._instance  # the library's singleton, if any, left as it is
         if existing is not None and existing.is_instrumented_by_opentelemetry:
             if not _done and provider is metrics.get_meter_provider():
@@ -77,3 +87,13 @@ class ProcessInstrumentor(OtelMLInstrumentor):
         # The constructor re-initialises the singleton: only now, when its instruments are ours to make.
         SystemMetricsInstrumentor(config=dict(PROCESS_METRICS)).instrument(meter_provider=provider)
         _done.add(provider)
+
+
+def _library_entry_point_loads() -> bool:
+    """Whether ``opentelemetry-instrument`` is loading the library's own ``system_metrics`` entry point."""
+    if "opentelemetry.instrumentation.auto_instrumentation" not in sys.modules:
+        return False
+    disabled = {n.strip() for n in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "system_metrics" in disabled:
+        return False
+    return any(ep.name == "system_metrics" for ep in entry_points(group="opentelemetry_instrumentor"))
