@@ -15,6 +15,7 @@ bucket" reservoir.
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 from opentelemetry.context import Context
@@ -59,3 +60,20 @@ def _reservoir_factory(aggregation_type: type[Any]) -> Any:
 def seed_safe_views() -> list[View]:
     """Views for a ``MeterProvider`` otel_ml builds: every instrument, private exemplar sampling."""
     return [View(instrument_name="*", exemplar_reservoir_factory=_reservoir_factory)]
+
+
+# Modules of the OTLP exporters whose retry jitter calls the module-level ``random``.
+_RETRYING_EXPORTERS = ("opentelemetry.exporter.otlp.proto.grpc.exporter", "opentelemetry.exporter.otlp.common.http")
+
+
+def private_retry_jitter() -> None:
+    """Give the OTLP exporters' retry jitter the private generator, not the program's ``random``.
+
+    While a collector is down, each retry of an export would otherwise draw
+    from the generator the training script seeded. Done where otel_ml builds
+    the exporters; a module already pointing elsewhere is left as it is.
+    """
+    for name in _RETRYING_EXPORTERS:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "random", None) is random:
+            module.random = _PRIVATE  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ from otel_ml._config import env_value, parse_choice
 from otel_ml._exit import delivery, shut_down_at_exit
 from otel_ml._ids import SystemRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
-from otel_ml._reservoir import seed_safe_views
+from otel_ml._reservoir import private_retry_jitter, seed_safe_views
 from otel_ml._resource import build_resource
 from otel_ml._sampling import sampler_for
 
@@ -111,7 +111,9 @@ def _build(name: str, signal: _Signal, make: Callable[[type], object]) -> object
     """``make(exporter class)``, or None with one ERROR line: a broken exporter must not stop the program."""
     try:
         cls = _load(name, signal)
-        return None if cls is None else make(cls)
+        built = None if cls is None else make(cls)
+        private_retry_jitter()
+        return built
     except Exception as exc:  # noqa: BLE001 - third-party exporters read their own settings
         _LOG.error(
             "otel_ml: cannot create the %r %s exporter (%s: %s); it is skipped", name, signal, type(exc).__name__, exc

@@ -92,3 +92,22 @@ def test_without_a_trace_exporter_only_slow_spans_are_sampled(monkeypatch) -> No
     assert _sampling.sampler_for([object(), buffer]) is None  # an exporter keeps spans: the SDK's default sampler
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     assert _sampling.sampler_for([buffer]) is None  # the user's choice wins
+
+
+def test_otlp_retry_jitter_never_draws_from_the_programs_random(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    built = [_sdk._build(name, "traces", _sdk._span_processor) for name in ("otlp_proto_grpc", "otlp_proto_http")]
+    for processor in built:
+        assert processor is not None
+        processor.shutdown()  # type: ignore[attr-defined]
+    grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.exporter")
+    http = importlib.import_module("opentelemetry.exporter.otlp.common.http")
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    for module in (grpc, http):
+        assert module.random is not random
+        module.random.uniform(0.8, 1.2)  # what a retry draws
+    assert random.random() == expected
