@@ -6,6 +6,11 @@ process each so TensorFlow is imported twice in all. Each program records
 its own true figures (optimizer iterations, the loss of the last batch
 computed independently, learning rates); the instrumented process scrapes
 its own ``/metrics`` at the end.
+
+Every test runs once per Keras backend: the whole corpus on TensorFlow, and
+under ``KERAS_BACKEND=jax`` the programs whose figures otel_ml can know on JAX
+(array input with the default ``train_step``; see the README's Keras section
+for why the others are left out), with the same assertions.
 """
 
 from __future__ import annotations
@@ -32,10 +37,22 @@ MODELS = [
     "early_stopping", "plateau", "schedule", "multi_io", "seeded_first", "seeded_second",
     "spe_known", "spe_unknown", "text",
 ]  # fmt: skip
+# Backend -> (programs, the models they train). JAX leaves out the programs whose samples or batch
+# loss otel_ml reads from Keras's loss tracker (custom train_steps, data of undeclared batch size):
+# the JAX trainer keeps that state outside the model's variables until the epoch ends.
+JAX_PROGRAMS = ["convnet_classifier.py", "multi_io.py", "lr_callbacks.py", "seeded_two_fits.py"]
+JAX_MODELS = ["convnet", "multi_io", "lr_scheduler", "early_stopping", "plateau", "schedule"]
+JAX_MODELS += ["seeded_first", "seeded_second"]
+BACKENDS = {
+    "tensorflow": (PROGRAMS, MODELS),
+    "jax": ([_net.ROOT / "tests" / "programs" / p for p in JAX_PROGRAMS], JAX_MODELS),
+}
+CASES = [(backend, model) for backend, (_, models) in BACKENDS.items() for model in models]
 
 
 @dataclass
 class Corpus:
+    backend: str
     plain: subprocess.CompletedProcess[str]
     instrumented: subprocess.CompletedProcess[str]
     truth: dict[str, dict[str, Any]]
@@ -59,9 +76,10 @@ class Corpus:
         return found
 
 
-def _run(tmp: Path, instrumented: bool) -> subprocess.Popen[str]:
+def _run(tmp: Path, instrumented: bool, backend: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    args = [sys.executable, str(_net.ROOT / "tests" / "programs" / "run.py"), *map(str, PROGRAMS)]
+    env.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+    args = [sys.executable, str(_net.ROOT / "tests" / "programs" / "run.py"), *map(str, BACKENDS[backend][0])]
     if instrumented:
         env.update(
             OTEL_EXPORTER_PROMETHEUS_PORT=str(_net.free_port()),
@@ -72,10 +90,20 @@ def _run(tmp: Path, instrumented: bool) -> subprocess.Popen[str]:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    tmp = tmp_path_factory.mktemp("corpus")
-    procs = {kind: _run(tmp, kind == "instrumented") for kind in ("plain", "instrumented")}
+_CORPORA: dict[str, Corpus] = {}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """Each backend's corpus runs once: pytest may interleave the backends' tests, so it is kept."""
+    backend = request.param
+    if backend not in _CORPORA:
+        _CORPORA[backend] = _run_corpus(backend, tmp_path_factory.mktemp(f"corpus-{backend}"))
+    return _CORPORA[backend]
+
+
+def _run_corpus(backend: str, tmp: Path) -> Corpus:
+    procs = {kind: _run(tmp, kind == "instrumented", backend) for kind in ("plain", "instrumented")}
     done = {}
     for kind, proc in procs.items():
         out, err = proc.communicate(timeout=600)
@@ -84,11 +112,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     assert done["instrumented"].returncode == 0, done["instrumented"].stderr[-3000:]
     truth = {e["model"]: e for e in map(json.loads, (tmp / "truth.jsonl").read_text().splitlines())}
     families = {f.name: f for f in text_string_to_metric_families((tmp / "metrics.txt").read_text())}
-    return Corpus(done["plain"], done["instrumented"], truth, families)
+    return Corpus(backend, done["plain"], done["instrumented"], truth, families)
 
 
 def test_every_program_ran_and_recorded(corpus: Corpus) -> None:
-    assert sorted(corpus.truth) == sorted(MODELS)
+    assert sorted(corpus.truth) == sorted(BACKENDS[corpus.backend][1])
+    assert f"keras backend {corpus.backend}" in corpus.plain.stdout
 
 
 def test_results_and_stdout_are_identical_to_the_plain_run(corpus: Corpus) -> None:
@@ -101,7 +130,7 @@ def test_nothing_from_otel_ml_on_stderr(corpus: Corpus) -> None:
     assert not re.findall(r".*otel_ml.*", corpus.instrumented.stderr)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("corpus", "model"), CASES, indirect=["corpus"])
 def test_exact_figures(corpus: Corpus, model: str) -> None:
     truth = corpus.truth[model]
     steps = set(truth["steps"].values())

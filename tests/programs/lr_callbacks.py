@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-from _truth import LossOfBatch, record
+from _truth import LossOfBatch, learning_rate, record
 
 keras.utils.set_random_seed(7)
 rng = np.random.default_rng(7)
@@ -28,7 +28,7 @@ sched.fit(
     verbose=0,
     callbacks=[keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5**epoch), truth],
 )
-print("lr_scheduler", round(float(sched.optimizer.learning_rate.numpy()), 6))
+print("lr_scheduler", round(learning_rate(sched.optimizer), 6))
 record(sched, epochs=4, samples=192, last_loss=truth.value)
 
 # EarlyStopping on a loss that cannot improve (learning rate 0) stops after patience + 1 epochs.
@@ -65,5 +65,5 @@ record(plateau, epochs=4, samples=192, last_loss=truth.value)
 decay = model("schedule", keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.01, 3, 0.5)))
 truth = LossOfBatch(x, y, 16, epoch=1, batch=2)
 decay.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[truth])
-print("schedule", round(float(decay.optimizer.learning_rate.numpy()), 8))
+print("schedule", round(learning_rate(decay.optimizer), 8))
 record(decay, epochs=2, samples=96, last_loss=truth.value)

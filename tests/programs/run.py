@@ -12,6 +12,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import keras
+
+print("keras backend", keras.backend.backend(), flush=True)
 for program in sys.argv[1:]:
     print("===", Path(program).stem, flush=True)
     runpy.run_path(program, run_name="__main__")
