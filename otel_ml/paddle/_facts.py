@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -29,6 +29,7 @@ from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, identity_of_config
 from otel_ml.paddle._options import PaddleOptions
 
 _LOG = logging.getLogger(__name__)
+_ref = weakref.ref
 
 OTHER: Final = "_OTHER"
 MAX_MODELS: Final = 64
@@ -122,7 +123,7 @@ class ModelState:
 class PredictorFacts:
     """One predictor's model, engine flags, warm-up count and slow-run baseline."""
 
-    __slots__ = ("detector", "engine", "handle", "identity", "model", "runs", "span_attrs")
+    __slots__ = ("detector", "engine", "handle", "identity", "input_shape", "model", "runs", "span_attrs")
 
     def __init__(self, model: ModelState, identity: Identity, options: PaddleOptions) -> None:
         self.model = model
@@ -130,16 +131,23 @@ class PredictorFacts:
         self.engine = identity.engine
         self.runs = identity.runs
         self.handle: Any = None  # the first input handle, once looked up
+        # Its bound ``shape`` (a live read: later reshapes show), so that a run does no attribute lookup on it.
+        self.input_shape: Callable[[], list[int]] | None = None
         self.detector = SlowDetector(options.slow_run_seconds, options.slow_run_factor)
         self.span_attrs: dict[str, Any] = {**model.batch_attrs, **identity.engine}
 
 
 class Registry:
-    """The weak map predictor -> facts, and the bounded set of models."""
+    """The weak map predictor -> facts, and the bounded set of models.
+
+    The map is a plain dict keyed by weak references (what ``WeakKeyDictionary``
+    keeps inside) so that :meth:`facts`, called on every run, is one frame and
+    one dict lookup: ``ref(predictor)`` hashes and compares as the predictor.
+    """
 
     def __init__(self, options: PaddleOptions) -> None:
         self.options = options
-        self._facts: weakref.WeakKeyDictionary[Any, PredictorFacts] = weakref.WeakKeyDictionary()
+        self._facts: dict[weakref.ref[Any], PredictorFacts] = {}
         self._models: dict[tuple[str, str | None], ModelState] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -189,7 +197,8 @@ class Registry:
         return self._attach(clone, Identity(base.name, base.version, base.engine, fallback=base.fallback))
 
     def facts(self, predictor: Any) -> PredictorFacts:
-        facts = self._facts.get(predictor)
+        """``predictor``'s facts, made on its first run when no wrapper recorded them (a pool member)."""
+        facts = self._facts.get(_ref(predictor))
         if facts is None:
             identity = known(predictor)
             if identity is None or identity.fallback:
@@ -202,7 +211,7 @@ class Registry:
     def forget(self, predictor: Any) -> None:
         """Drop ``predictor``'s facts (it was renamed): its next run starts from its identity, runs kept."""
         try:
-            facts = self._facts.pop(predictor, None)
+            facts = self._facts.pop(_ref(predictor), None)
         except TypeError:  # takes no weak reference: never tracked
             return
         identity = known(predictor)
@@ -217,8 +226,12 @@ class Registry:
     def _attach(self, predictor: Any, identity: Identity) -> PredictorFacts:
         remember(predictor, identity)
         facts = PredictorFacts(self.model(identity.name, identity.version), identity, self.options)
-        self._facts[predictor] = facts
+        self._facts[_ref(predictor, self._drop)] = facts
         return facts
+
+    def _drop(self, gone: weakref.ref[Any]) -> None:
+        """A predictor died: its entry goes (a dead reference still equals itself, so the lookup finds it)."""
+        self._facts.pop(gone, None)
 
     def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
         for state in self.models():
