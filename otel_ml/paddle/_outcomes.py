@@ -54,13 +54,17 @@ class RunHooks:
         self.next_flush = 0
         self._flush_lock = threading.Lock()
 
-    def start_child(self, facts: PredictorFacts) -> Span:
+    def start_child(self, facts: PredictorFacts, batch: int | None) -> Span:
         """A ``paddle.predictor.run`` span, child of the current span; called only when that one is *recording*.
 
         A span that is not recording (sampled out, or a no-op tracer) would
         give a child that is not recorded either: the wrapper makes none then.
+        The batch size is known before the run: it goes in with the other
+        attributes rather than through a later ``set_attribute`` (a lock and a
+        validation of its own).
         """
-        return self._tracer.start_span(sc.SPAN_PADDLE_RUN, attributes=facts.span_attrs)
+        attributes = facts.span_attrs if batch is None else {**facts.span_attrs, sc.ML_BATCH_SIZE: batch}
+        return self._tracer.start_span(sc.SPAN_PADDLE_RUN, attributes=attributes)
 
     def flush(self, wait: bool = False) -> None:
         """Hand every pending duration and batch size to the SDK.
@@ -94,7 +98,7 @@ class RunHooks:
             self._record(elapsed_ns / 1e9, model.warm_attrs, context=NO_SPAN)
         else:
             span.set_attribute(sc.ML_INFERENCE_WARMUP, True)
-            self._end_child(span, batch, elapsed_ns / 1e9, model.warm_attrs)
+            self._end_child(span, elapsed_ns / 1e9, model.warm_attrs)
 
     def slow(self, facts: PredictorFacts, batch: int | None, elapsed_ns: int) -> None:
         """A slow run with no span around it: its span is made after the fact, with its true times."""
@@ -125,7 +129,7 @@ class RunHooks:
         if slow:
             span.set_attribute(sc.ML_INFERENCE_RUN_DURATION, seconds)
             span.set_attribute(sc.ML_SLOW_THRESHOLD, facts.detector.threshold)
-        self._end_child(span, batch, seconds, facts.model.attrs)
+        self._end_child(span, seconds, facts.model.attrs)
 
     def failed(
         self, facts: PredictorFacts, batch: int | None, span: Span | None, elapsed_ns: int, error: BaseException
@@ -143,7 +147,7 @@ class RunHooks:
             span.set_attribute(sc.ERROR_TYPE, attrs[sc.ERROR_TYPE])
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            self._end_child(span, batch, elapsed_ns / 1e9, attrs)
+            self._end_child(span, elapsed_ns / 1e9, attrs)
         except Exception as exc:  # noqa: BLE001 - never break the caller's inference
             report(SITE, exc)
 
@@ -154,8 +158,6 @@ class RunHooks:
         if batch is not None:
             facts.model.pending_batches.append(batch)
 
-    def _end_child(self, span: Span, batch: int | None, seconds: float, attrs: dict[str, Any]) -> None:
-        if batch is not None:
-            span.set_attribute(sc.ML_BATCH_SIZE, batch)
+    def _end_child(self, span: Span, seconds: float, attrs: dict[str, Any]) -> None:
         self._record(seconds, attrs, context=trace.set_span_in_context(span))
         span.end()

@@ -51,7 +51,7 @@ def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any
             # An empty context (any run outside a request) cannot hold a span: skip the lookup.
             context = get_current()
             parent: Any = context.get(SPAN_KEY) if context else None
-            span = start_child(facts) if parent is not None and parent.is_recording() else None
+            span = start_child(facts, batch) if parent is not None and parent.is_recording() else None
             model: ModelState = facts.model
             next(model.started)
         except Exception as exc:  # noqa: BLE001 - run uninstrumented rather than not at all
