@@ -140,14 +140,17 @@ class PredictorFacts:
 class Registry:
     """The weak map predictor -> facts, and the bounded set of models.
 
-    The map is a plain dict keyed by weak references (what ``WeakKeyDictionary``
-    keeps inside) so that :meth:`facts`, called on every run, is one frame and
-    one dict lookup: ``ref(predictor)`` hashes and compares as the predictor.
+    The map is a plain dict keyed by ``id(predictor)`` and holding a weak
+    reference beside the facts, so that :meth:`facts`, called on every run, is
+    one frame, one dict lookup on an int and one identity check (a
+    ``WeakKeyDictionary`` makes, hashes and compares a new weak reference per
+    lookup). The reference's callback removes the entry when the predictor
+    dies, before its address can be reused.
     """
 
     def __init__(self, options: PaddleOptions) -> None:
         self.options = options
-        self._facts: dict[weakref.ref[Any], PredictorFacts] = {}
+        self._facts: dict[int, tuple[weakref.ref[Any], PredictorFacts]] = {}
         self._models: dict[tuple[str, str | None], ModelState] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -198,40 +201,43 @@ class Registry:
 
     def facts(self, predictor: Any) -> PredictorFacts:
         """``predictor``'s facts, made on its first run when no wrapper recorded them (a pool member)."""
-        facts = self._facts.get(_ref(predictor))
-        if facts is None:
-            identity = known(predictor)
-            if identity is None or identity.fallback:
-                runs = identity.runs if identity is not None else 0
-                name = self.options.model_name or UNKNOWN_MODEL
-                identity = Identity(name, self.options.model_version, {}, runs, fallback=True)
-            facts = self._attach(predictor, identity)
-        return facts
+        entry = self._facts.get(id(predictor))
+        if entry is not None and entry[0]() is predictor:
+            return entry[1]
+        identity = known(predictor)
+        if identity is None or identity.fallback:
+            runs = identity.runs if identity is not None else 0
+            name = self.options.model_name or UNKNOWN_MODEL
+            identity = Identity(name, self.options.model_version, {}, runs, fallback=True)
+        return self._attach(predictor, identity)
 
     def forget(self, predictor: Any) -> None:
         """Drop ``predictor``'s facts (it was renamed): its next run starts from its identity, runs kept."""
-        try:
-            facts = self._facts.pop(_ref(predictor), None)
-        except TypeError:  # takes no weak reference: never tracked
+        entry = self._facts.get(id(predictor))
+        if entry is None or entry[0]() is not predictor:  # never tracked (or takes no weak reference)
             return
+        facts = self._facts.pop(id(predictor), entry)[1]
         identity = known(predictor)
         if facts is not None and identity is not None:
             identity.runs = facts.runs
 
     def save(self) -> None:
         """Keep each live predictor's run count with its identity (at uninstrument): no second warm-up."""
-        for facts in list(self._facts.values()):
+        for _, facts in list(self._facts.values()):
             facts.identity.runs = facts.runs
 
     def _attach(self, predictor: Any, identity: Identity) -> PredictorFacts:
         remember(predictor, identity)
         facts = PredictorFacts(self.model(identity.name, identity.version), identity, self.options)
-        self._facts[_ref(predictor, self._drop)] = facts
+        key = id(predictor)
+        self._facts[key] = (_ref(predictor, lambda gone: self._drop(key, gone)), facts)
         return facts
 
-    def _drop(self, gone: weakref.ref[Any]) -> None:
-        """A predictor died: its entry goes (a dead reference still equals itself, so the lookup finds it)."""
-        self._facts.pop(gone, None)
+    def _drop(self, key: int, gone: weakref.ref[Any]) -> None:
+        """A predictor died: its entry goes, unless a newer predictor at the same address replaced it."""
+        entry = self._facts.get(key)
+        if entry is not None and entry[0] is gone:
+            self._facts.pop(key, None)
 
     def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
         for state in self.models():
