@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml import _semconv as sc
 from otel_ml._slow import SlowDetector
-from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, identity_of_config, known, remember
+from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, engine_flags, identity_of_config, known, remember
 from otel_ml.paddle._options import PaddleOptions
 
 _LOG = logging.getLogger(__name__)
@@ -246,18 +246,3 @@ class Registry:
     def models(self) -> list[ModelState]:
         """A snapshot of the models (``list()`` of a dict view is one C call: safe beside inserts)."""
         return list(self._models.values())
-
-
-def engine_flags(config: Any) -> dict[str, bool]:
-    """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
-    flags: dict[str, bool] = {}
-    for attr, getter in (
-        (sc.ML_PADDLE_GPU, "use_gpu"),
-        (sc.ML_PADDLE_TENSORRT, "tensorrt_engine_enabled"),
-        (sc.ML_PADDLE_MKLDNN, "mkldnn_enabled"),
-    ):
-        try:
-            flags[attr] = bool(getattr(config, getter)())
-        except Exception:  # noqa: BLE001 - older or newer Config without this getter
-            continue
-    return flags
