@@ -43,8 +43,8 @@ def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any
         try:
             facts = registry.facts(self)
             read_shape = facts.input_shape
-            if args or read_shape is None:
-                batch = batch_size(facts, self, args)
+            if args or kwargs or read_shape is None:
+                batch = batch_size(facts, self, args or tuple(kwargs.values()))  # run([...]) or run(inputs=[...])
             else:  # the zero-copy form, every run after the first: one C call
                 shape = read_shape()
                 batch = shape[0] if shape and shape[0] > 0 else None
