@@ -67,6 +67,7 @@ class FitRun:
         self._watch = LossWatch(instruments.anomalies, attrs, spikes, self.spans, run_name)
         self._loss: LossReader | None = None
         self._optimizers: Optimizers | None = None
+        self._read = flavour.read_scalar  # replaced at fit start by the flavour's reader for this model
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._spe = 1  # the model's steps_per_execution
@@ -108,11 +109,12 @@ class FitRun:
 
     @guarded("keras.on_train_begin optimizers")
     def _find_optimizers(self) -> None:
-        self._optimizers = Optimizers(self._fit_model, self._flavour.read_scalar)
+        self._read = self._flavour.reader(self._fit_model)
+        self._optimizers = Optimizers(self._fit_model, self._read)
 
     @guarded("keras.on_train_begin loss")
     def _find_loss(self) -> None:
-        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour)
+        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour, self._read)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
