@@ -121,10 +121,8 @@ def create_app(
     tracer_provider: Any = None,
     pool_size: int = 4,
 ) -> Flask:
-    """The Flask app serving the model saved at ``prefix``; ``instrument``: apply the Flask instrumentation."""
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-    from otel_ml.serving import ModelQuality
+    """The Flask app serving the model saved at ``prefix``; ``instrument``: record its HTTP telemetry."""
+    from otel_ml.serving import ModelQuality, instrument_flask_app
 
     app = Flask(__name__)
     pool = PredictorPool(prefix, pool_size, meter_provider)
@@ -171,7 +169,7 @@ def create_app(
         return jsonify(error="500 Internal Server Error: see the service's log"), 500
 
     if instrument:
-        FlaskInstrumentor().instrument_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)
+        instrument_flask_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)
     return app
 
 
