@@ -26,9 +26,11 @@ Run it plainly (it calls ``otel_ml.instrument()`` itself)::
 or with no code change through ``opentelemetry-instrument python
 examples/paddle_service.py``. Metrics are served on
 http://127.0.0.1:9464/metrics unless ``OTEL_METRICS_EXPORTER`` says otherwise
-(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``). With a trace exporter, the
-Flask request span is the parent of each ``paddle.predictor.run`` span; with
-none, otel_ml records only slow-run spans (listed on ``/slow-steps``). Input
+(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``). HTTP requests are recorded by
+``otel_ml.serving.instrument_flask_app`` (``http.server.*``, stable
+conventions). With a trace exporter, the request's server span is the parent
+of each ``paddle.predictor.run`` span; with none, no server span is made and
+otel_ml records only slow-run spans (listed on ``/slow-steps``). Input
 checks live in ``paddle_service_input.py`` beside this file.
 """
 

@@ -15,9 +15,10 @@ Usage::
     quality.observed("dog", request_id=rid)    # when the ground truth arrives
 
 All three take an optional ``meter_provider`` (default: the global one, which
-``otel_ml.instrument()`` sets up). Neither puts inputs, outputs or request
-ids into telemetry: labels are the model's name and version and the classes
-declared up front.
+``otel_ml.instrument()`` sets up). None puts inputs, outputs or request ids
+into telemetry: labels are the model's name and version, the classes declared
+up front, and for HTTP the bounded attributes of the stable conventions (no
+``Host`` header, no URL).
 """
 
 from __future__ import annotations

@@ -171,13 +171,13 @@ class _Request:
         method = method if method in _METHODS else _OTHER
         scheme = environ.get("wsgi.url_scheme", "http")
         scheme = scheme if scheme in _SCHEMES else _OTHER
-        self._entered, self._left, _ = owner.active(method, scheme)
-        self._entered.bump()
         self.key: list[Any] = [method, scheme, _PROTOCOLS.get(environ.get("SERVER_PROTOCOL", "")), None, None, None]
         self.status = 0
         parent = propagate.extract(environ, getter=_GETTER)  # type: ignore[arg-type]
         self._span = owner.span(method, parent)
         self._token = context.attach(parent if self._span is None else trace.set_span_in_context(self._span, parent))
+        self._entered, self._left, _ = owner.active(method, scheme)
+        self._entered.bump()  # last: nothing above can leave it counted without its end
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         """The app's ``start_response``, called inside its request context: status and route are known here."""
