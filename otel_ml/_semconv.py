@@ -121,6 +121,8 @@ HTTP_REQUEST_METHOD: Final = "http.request.method"
 HTTP_ROUTE: Final = "http.route"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 URL_SCHEME: Final = "url.scheme"
+URL_PATH: Final = "url.path"
+"""On server spans only (the conventions require it there), never on a metric."""
 NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 
 # --- GPU (NVML), OpenTelemetry hardware conventions -----------------------------

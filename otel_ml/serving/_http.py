@@ -1,14 +1,11 @@
 """HTTP server telemetry for a Flask app at a small, fixed cost per request, in the stable HTTP conventions.
 
-Why not opentelemetry-instrumentation-flask on a model service: profiled on
-the example service under ``hey`` (bench/results/paddle.md), it cost about
-0.7 ms of CPU per request, more than the model's run, and throughput fell
-to 0.82x of the prometheus-flask-exporter design. The cost is per request
-and mostly independent of sampling: the request's attributes collected twice,
-the full URL rebuilt for the exclude list, a SQL-commenter context, a span
-started (two ids drawn) even when nothing samples it, and three SDK
-measurements (the duration and the active-requests counter up and down),
-each cleaning and hashing its attribute set.
+Why not opentelemetry-instrumentation-flask on a model service: on the example
+service it cost about 0.7 ms of CPU per request, more than the model's run
+(0.82x the prometheus-flask-exporter design's throughput), mostly whether or
+not anything is sampled: attributes collected twice, the URL rebuilt for the
+exclude list, a SQL-commenter context, an unsampled span with two fresh ids,
+and three SDK measurements that each clean and hash their attributes.
 
 This wrapper records the same series (``http.server.request.duration``,
 ``http.server.active_requests``, same attributes) with one SDK measurement
@@ -23,7 +20,8 @@ request (a slow run) join the caller's trace.
 Every attribute is bounded: the method (``_OTHER`` beyond the nine standard
 ones), the scheme (``http``/``https``, else ``_OTHER``), the protocol version
 (known ones only), the status code, the route (the app's own rules; none when
-no rule matched) and ``error.type``. No ``Host`` header, no URL.
+no rule matched) and ``error.type``. No ``Host`` header, no URL. A server span
+also carries ``url.path``, as the conventions require (never the query).
 """
 
 from __future__ import annotations
@@ -151,12 +149,14 @@ class HttpServerTelemetry:
                 self._attrs[key] = found
         return found
 
-    def span(self, method: str, parent: context.Context) -> trace.Span | None:
+    def span(self, method: str, scheme: str, environ: dict[str, Any], parent: context.Context) -> trace.Span | None:
         """A server span, or None when the provider's sampler could not keep one (otel_ml's slow-spans-only)."""
         provider = self._tracer_provider or trace.get_tracer_provider()
         if isinstance(getattr(provider, "sampler", None), SlowSpansOnly):
             return None
-        return self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        attributes = {sc.HTTP_REQUEST_METHOD: method, sc.URL_SCHEME: scheme, sc.URL_PATH: path or "/"}
+        return self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
 class _Request:
@@ -174,7 +174,7 @@ class _Request:
         self.key: list[Any] = [method, scheme, _PROTOCOLS.get(environ.get("SERVER_PROTOCOL", "")), None, None, None]
         self.status = 0
         parent = propagate.extract(environ, getter=_GETTER)  # type: ignore[arg-type]
-        self._span = owner.span(method, parent)
+        self._span = owner.span(method, scheme, environ, parent)
         self._token = context.attach(parent if self._span is None else trace.set_span_in_context(self._span, parent))
         self._entered, self._left, _ = owner.active(method, scheme)
         self._entered.bump()  # last: nothing above can leave it counted without its end
