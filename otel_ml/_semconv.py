@@ -114,6 +114,16 @@ ML_TRUTH_LABEL: Final = "ml.truth.label"
 ML_PREDICTION_CORRECT: Final = "ml.prediction.correct"
 UNIT_PREDICTION: Final = "{prediction}"
 UNIT_OUTCOME: Final = "{outcome}"
+# HTTP server, stable conventions (otel_ml.serving.instrument_flask_app)
+METRIC_HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+METRIC_HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_ROUTE: Final = "http.route"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+URL_SCHEME: Final = "url.scheme"
+URL_PATH: Final = "url.path"
+"""On server spans only (the conventions require it there), never on a metric."""
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 
 # --- GPU (NVML), OpenTelemetry hardware conventions -----------------------------
 METRIC_HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"
