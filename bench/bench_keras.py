@@ -6,7 +6,7 @@ default set-up); fit with ``TensorBoard(update_freq='batch')``; fit with a
 minimal prometheus_client callback (gauge.set + summary.observe per batch);
 and plain / otel_ml again with the same data as a ``tf.data`` pipeline
 (``from_tensor_slices().batch()``), the input whose batch size Keras does
-not declare (otel_ml then reads Keras's own loss count once per step).
+not declare (otel_ml then reads Keras's own loss count, at most every 100 ms).
 
 ``--flavour tf_keras`` measures Keras 2 instead (its own section of the same
 results file; no prometheus_client variant, whose callback is a Keras 3 one).

@@ -8,13 +8,6 @@ per-sample loss vector is passed) in the custom ``train_step`` patterns of
 the guide "Customizing what happens in fit()": the growth of that ``count``
 is the exact weight of each batch.
 
-The logged value itself is not read at each step either: Keras 2 logs
-tensors, and converting one is the first eager op after the step (35-50 µs of
-the training thread, where a later read costs 3). The reader keeps references
-to the logged values and converts them when it settles: at most every 100 ms,
-before validation, at epoch end and when the fit ends, so the figures are the
-same, only known a little later.
-
 Reading a variable costs an eager op (60-180 µs on a busy CPU), too much for
 every step. So the weight is read only when it is not known for free (the
 default ``train_step`` on data of declared batch size needs no read at all),
@@ -24,8 +17,16 @@ every 100 ms), at the last two executions of an epoch of known length, and
 before validation or at epoch end. When the growth over the steps since the
 last read is what full batches add, each step's loss is exact; when it is
 not (a short batch inside the group), only the group's mean is known and no
-per-batch loss is given for it. Where no such metric exists the batch loss is
-absent: the logged value has no weight otel_ml could trust.
+per-batch loss is given for it (a non-finite running mean still gives a
+non-finite batch loss, whatever the weights). Where no such metric exists the
+batch loss is absent: the logged value has no weight otel_ml could trust.
+
+The logged value is not read per step either: Keras 2 logs tensors, and
+converting one right after the step is the first eager op there (35-50 µs of
+the training thread on a busy CPU, where the same read later costs 3). The
+reader keeps references to the logged values and reads them when it settles,
+at the same points as ``count`` (and at each flush on the free path too), and
+when a fit that raised ends: the figures are the same, known up to 100 ms later.
 """
 
 from __future__ import annotations
