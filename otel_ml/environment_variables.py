@@ -171,6 +171,19 @@ OTEL_ML_GPU_ALL_PROCESSES: Final = "OTEL_ML_GPU_ALL_PROCESSES"
 reports every process.
 """
 
+OTEL_ML_GPU_IDENTITY_ON_SERIES: Final = "OTEL_ML_GPU_IDENTITY_ON_SERIES"
+"""
+.. envvar:: OTEL_ML_GPU_IDENTITY_ON_SERIES
+
+``true`` to put each GPU's identity attributes (``hw.vendor``, ``hw.model``,
+``hw.driver_version``, ``hw.serial_number``, ``hw.firmware_version``,
+``ml.gpu.index``, ``ml.gpu.mig.index``) on every GPU series, as well as on its
+``hw.gpu.info`` series: for backends that cannot join series. Default:
+``false``, identity on ``hw.gpu.info`` only, because the SDK cleans and hashes
+every attribute of every data point on every collection (about 40 data points
+per GPU). The ``gpu_identity_on_series`` option overrides it.
+"""
+
 OTEL_ML_GPU_NVML_MODULE: Final = "OTEL_ML_GPU_NVML_MODULE"
 """
 .. envvar:: OTEL_ML_GPU_NVML_MODULE

@@ -32,7 +32,7 @@ when a fit that raised ends: the figures are the same, known up to 100 ms later.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otel_ml._training.flavour import Flavour
@@ -78,10 +78,12 @@ class LossReader:
 
     __slots__ = ("_batch", "_count", "_last", "_logged", "_read", "_unit", "counted", "counts_samples")
 
-    def __init__(self, model: Any, batch_size_known: bool, flavour: Flavour) -> None:
+    def __init__(
+        self, model: Any, batch_size_known: bool, flavour: Flavour, read: Callable[[Any], float | None]
+    ) -> None:
         default = _default_train_step(model, flavour.builtin_train_step)
         count = flavour.loss_count(model)
-        self._read = flavour.read_scalar
+        self._read = read  # the flavour's reader for this model (JAX: the trainer's live state)
         # The free path: the default train_step weighs by batch size, known from the adapter.
         self._count = None if default and batch_size_known else count
         self.counts_samples = default and self._count is not None
