@@ -244,9 +244,8 @@ OTEL_ML_TF_SUMMARY_PER_WRITE: Final = "OTEL_ML_TF_SUMMARY_PER_WRITE"
 """
 .. envvar:: OTEL_ML_TF_SUMMARY_PER_WRITE
 
-Export each ``tf.summary`` write as it is made, by wrapping
-``summary_ops_v2.write`` (true/false), instead of reading the event files
-back in a background thread. Lower latency, but it costs every write (inside
-``tf.function`` a ``tf.py_function`` per write: about 1.5x on a small
-training step, see ``bench/results/tf_summary.md``). Default: ``false``.
+Export each ``tf.summary`` write as it is made (true/false), wrapping
+``summary_ops_v2.write``, instead of reading the event files back. Lower
+latency, but every write pays (a ``tf.py_function`` per write inside
+``tf.function``: about 1.5x on a small step). Default: ``false``.
 """
