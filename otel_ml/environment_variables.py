@@ -76,8 +76,7 @@ OTEL_ML_SLOW_STEP_BUFFER: Final = "OTEL_ML_SLOW_STEP_BUFFER"
 """
 .. envvar:: OTEL_ML_SLOW_STEP_BUFFER
 
-How many recent slow-step spans the embedded endpoint keeps for its
-``/slow-steps`` view. A whole number >= 1. Default: ``256``.
+Slow-step spans the embedded endpoint keeps for ``/slow-steps`` (>= 1). Default: ``256``.
 """
 
 OTEL_ML_EXIT_TIMEOUT: Final = "OTEL_ML_EXIT_TIMEOUT"
