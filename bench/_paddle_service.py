@@ -2,8 +2,8 @@
 
 - ``without instrumentation``: ``examples/paddle_service.py --no-otel``;
 - ``prometheus-flask-exporter``: the seeds' design (``bench/_pfe_service.py``);
-- ``otel_ml``: the example as shipped (``otel_ml.instrument()``, Flask
-  instrumentation, embedded ``/metrics``, no trace exporter).
+- ``otel_ml``: the example as shipped (``otel_ml.instrument()``,
+  ``otel_ml.serving.instrument_flask_app``, embedded ``/metrics``, no trace exporter).
 
 Each sample is one ``hey`` run (a real HTTP load generator, Debian package
 ``hey``) of N POST requests from C connections against one service; each

@@ -9,7 +9,10 @@ medians reported. otel_ml runs with every signal on (the fake devices support
 all of them: clocks, throttle reasons, field values, GPM, per-process
 utilisation with a fresh sample each collection, the XID watcher thread); the
 naive baseline reads the 9 basic instruments only, so the ratio understates
-the saving.
+the saving. A third side is otel_ml with ``gpu_identity_on_series`` (each
+GPU's identity attributes on every series, as before they moved to
+``hw.gpu.info``), interleaved in the same rounds: what the option costs, and
+the previous shape's cost measured beside the current one.
 
 NVML here is the tests' fake (tests/fake_nvml.py): a Python call that returns
 at once, so the figures are otel_ml's own overhead. A second pass adds a
@@ -23,13 +26,14 @@ signals the real devices reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -135,9 +139,13 @@ class _FreshSamples:
         return iter([(os.getpid(), time.monotonic_ns() // 1000, 42)])
 
 
-def _setup(nvml: Any, devices: int) -> tuple[InMemoryMetricReader, InMemoryMetricReader]:
-    if nvml is not None:
-        gpus = [
+VARIANTS: dict[str, dict[str, Any]] = {"ours": {}, "identity": {"gpu_identity_on_series": True}}
+"""otel_ml's configurations measured in each round: the default, and identity on every series."""
+
+
+def _fake_gpus(devices: int) -> None:
+    fake_nvml.reset(
+        [
             fake_nvml.FakeGpu(
                 f"GPU-{i:08d}-0000-0000-0000-000000000000",
                 processes=[(os.getpid(), 1 << 30)],
@@ -145,14 +153,21 @@ def _setup(nvml: Any, devices: int) -> tuple[InMemoryMetricReader, InMemoryMetri
             )
             for i in range(devices)
         ]
-        fake_nvml.reset(gpus)
-    ours, naive = InMemoryMetricReader(), InMemoryMetricReader()
+    )
+
+
+@contextlib.contextmanager
+def _instrumented(nvml: Any, provider: MeterProvider, options: dict[str, Any]) -> Iterator[Any]:
+    """otel_ml instrumented on ``provider`` (its instruments persist across rounds), yielding the sampler."""
     if GpuInstrumentor().is_instrumented_by_opentelemetry:
         GpuInstrumentor().uninstrument()
-    GpuInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[ours]), nvml=nvml, gpu_all_devices=True)
-    module = nvml if nvml is not None else __import__("pynvml")
-    _naive(MeterProvider(metric_readers=[naive]).get_meter("naive"), module)
-    return ours, naive
+    GpuInstrumentor().instrument(meter_provider=provider, nvml=nvml, gpu_all_devices=True, **options)
+    try:
+        sampler = GpuInstrumentor().sampler
+        assert sampler is not None, "no GPU to measure"
+        yield sampler
+    finally:
+        GpuInstrumentor().uninstrument()
 
 
 def _time(reader: InMemoryMetricReader, collections: int) -> tuple[float, float]:
@@ -163,47 +178,69 @@ def _time(reader: InMemoryMetricReader, collections: int) -> tuple[float, float]
     return (time.perf_counter() - start) / collections, (time.thread_time() - cpu) / collections
 
 
+def _shape(reader: InMemoryMetricReader, devices: int) -> dict[str, Any]:
+    """One collection's data points per device, attributes per point, and the metric names reported."""
+    data = reader.get_metrics_data()
+    points = [
+        (m.name, len(p.attributes or {}))
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    ]
+    return {
+        "points": len(points) / devices,
+        "attributes": sum(n for _, n in points) / len(points),
+        "reported": sorted({name for name, _ in points}),
+    }
+
+
 def _measure(nvml: Any, devices: int, rounds: int, collections: int) -> dict[str, Any]:
-    ours, naive = _setup(nvml, devices)
-    sampler = GpuInstrumentor().sampler
-    assert sampler is not None, "no GPU to measure"
-    devices = len(sampler.devices)
-    for reader in (ours, naive):
-        _time(reader, 3)  # warm up
-    fake_nvml.state.calls.clear()
-    ours.get_metrics_data()
-    ours_calls = sum(fake_nvml.state.calls.values())
-    fake_nvml.state.calls.clear()
-    naive.get_metrics_data()
-    naive_calls = sum(fake_nvml.state.calls.values())
-    a: list[tuple[float, float]] = []
-    b: list[tuple[float, float]] = []
+    if nvml is not None:
+        _fake_gpus(devices)
+    readers = {name: InMemoryMetricReader() for name in (*VARIANTS, "naive")}
+    providers = {name: MeterProvider(metric_readers=[reader]) for name, reader in readers.items()}
+    module = nvml if nvml is not None else __import__("pynvml")
+    module.nvmlInit()  # the naive baseline's: otel_ml's own nvmlInit/nvmlShutdown pair comes and goes each round
+    _naive(providers["naive"].get_meter("naive"), module)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in readers}
     reads: list[float] = []
-    for _ in range(rounds):  # interleaved
-        a.append(_time(ours, collections))
-        b.append(_time(naive, collections))
-        start = time.perf_counter()
-        for _ in range(collections):
-            sampler.snapshot(1 << 30)  # a bit no instrument uses: every call reads every device
-        reads.append((time.perf_counter() - start) / collections)
-    data = ours.get_metrics_data()
-    reported = sorted(
-        {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.data.data_points}
-    )
-    GpuInstrumentor().uninstrument()
-    ours_ms, naive_ms = (statistics.median(w for w, _ in t) * 1e3 / devices for t in (a, b))
-    ours_cpu, naive_cpu = (statistics.median(c for _, c in t) * 1e3 / devices for t in (a, b))
+    shapes: dict[str, dict[str, Any]] = {}
+    ours_calls = naive_calls = 0
+    for round_ in range(rounds + 1):  # interleaved; round 0 warms up and counts, untimed
+        for name, options in VARIANTS.items():
+            with _instrumented(nvml, providers[name], options) as sampler:
+                devices = len(sampler.devices)
+                _time(readers[name], 3)  # GPM's second sample, first-seen attribute sets
+                if round_ == 0:
+                    fake_nvml.state.calls.clear()
+                    shapes[name] = _shape(readers[name], devices)
+                    ours_calls = sum(fake_nvml.state.calls.values())
+                    continue
+                times[name].append(_time(readers[name], collections))
+                if name == "ours":
+                    start = time.perf_counter()
+                    for _ in range(collections):
+                        sampler.snapshot(1 << 30)  # a bit no instrument uses: every call reads every device
+                    reads.append((time.perf_counter() - start) / collections)
+        if round_ == 0:
+            _time(readers["naive"], 3)
+            fake_nvml.state.calls.clear()
+            readers["naive"].get_metrics_data()
+            naive_calls = sum(fake_nvml.state.calls.values())
+            continue
+        times["naive"].append(_time(readers["naive"], collections))
+    module.nvmlShutdown()
+    wall = {name: statistics.median(w for w, _ in t) * 1e3 / devices for name, t in times.items()}
+    cpu = {name: statistics.median(c for _, c in t) * 1e3 / devices for name, t in times.items()}
     return {
         "devices": devices,
-        "ours_ms": ours_ms,
-        "naive_ms": naive_ms,
-        "ratio": naive_ms / ours_ms,
-        "ours_cpu": ours_cpu,
-        "naive_cpu": naive_cpu,
+        "wall": wall,
+        "cpu": cpu,
         "read_ms": statistics.median(reads) * 1e3 / devices,
         "ours_calls": ours_calls / devices if nvml is not None else None,
         "naive_calls": naive_calls / devices if nvml is not None else None,
-        "reported": reported,
+        "shapes": shapes,
     }
 
 
@@ -232,15 +269,18 @@ def main() -> None:
     )
     load_before = os.getloadavg()[0]
     rows = []
-    reported: list[str] = []
+    shapes: dict[str, dict[str, Any]] = {}
     for label, nvml in cases:
         r = _measure(nvml, args.devices, args.rounds, args.collections if nvml is fake_nvml else 10)
         calls = f"{r['ours_calls']:.0f} | {r['naive_calls']:.0f}" if r["ours_calls"] is not None else "n/a | n/a"
+        wall, cpu = r["wall"], r["cpu"]
         rows.append(
-            f"| {label} | {r['devices']} | {r['ours_ms']:.4f} | {r['ours_cpu']:.4f} | {r['naive_ms']:.4f} | "
-            f"{r['naive_cpu']:.4f} | {r['ratio']:.1f}x | {r['read_ms']:.4f} | {calls} |"
+            f"| {label} | {r['devices']} | {wall['ours']:.4f} | {cpu['ours']:.4f} | {wall['identity']:.4f} | "
+            f"{cpu['identity']:.4f} | {wall['ours'] / wall['identity']:.2f} | {wall['naive']:.4f} | "
+            f"{cpu['naive']:.4f} | {wall['naive'] / wall['ours']:.1f}x | {r['read_ms']:.4f} | {calls} |"
         )
-        reported = r["reported"]
+        shapes = r["shapes"]
+    reported = shapes["ours"]["reported"]
     report = "\n".join(
         [
             "# GPU collection cost per device",
@@ -250,8 +290,9 @@ def main() -> None:
             f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machine)",
             f"- command: `.venv/bin/python bench/bench_gpu.py {' '.join(sys.argv[1:])}`".rstrip(),
             f"- method: {args.rounds} interleaved rounds; each round times full SDK collections of otel_ml "
-            f"(every signal on: {len(reported)} metrics reported) and of the naive baseline (the 9 basic "
-            "instruments), and otel_ml's NVML snapshot alone; medians divided by the device count",
+            f"(every signal on: {len(reported)} metrics reported), of otel_ml with `gpu_identity_on_series` "
+            "(identity attributes on every series, the shape before `hw.gpu.info`) and of the naive baseline "
+            "(the 9 basic instruments), and otel_ml's NVML snapshot alone; medians divided by the device count",
             "- target: <= 1 ms per device per collection with every signal on; XID watching adds no "
             "per-collection cost (a thread waits on NVML events)",
             *(
@@ -263,10 +304,17 @@ def main() -> None:
                 ]
             ),
             f"- signals reported: {', '.join(reported)}",
+            *(
+                f"- {what}: {shapes[name]['points']:.0f} data points per device, "
+                f"{shapes[name]['attributes']:.2f} attributes per data point"
+                for name, what in (("ours", "otel_ml"), ("identity", "otel_ml, identity on every series"))
+            ),
             "",
-            "| NVML | devices | otel_ml ms/device | otel_ml CPU ms/device | naive ms/device | naive CPU ms/device "
-            "| naive/otel_ml (wall) | otel_ml NVML read only ms/device | NVML calls/device otel_ml | naive |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| NVML | devices | otel_ml ms/device | otel_ml CPU ms/device | identity on every series ms/device "
+            "| its CPU ms/device | otel_ml / identity on every series (wall) | naive ms/device "
+            "| naive CPU ms/device | naive/otel_ml (wall) | otel_ml NVML read only ms/device "
+            "| NVML calls/device otel_ml | naive |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

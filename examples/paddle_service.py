@@ -26,9 +26,11 @@ Run it plainly (it calls ``otel_ml.instrument()`` itself)::
 or with no code change through ``opentelemetry-instrument python
 examples/paddle_service.py``. Metrics are served on
 http://127.0.0.1:9464/metrics unless ``OTEL_METRICS_EXPORTER`` says otherwise
-(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``). With a trace exporter, the
-Flask request span is the parent of each ``paddle.predictor.run`` span; with
-none, otel_ml records only slow-run spans (listed on ``/slow-steps``). Input
+(``otlp`` with ``OTEL_EXPORTER_OTLP_ENDPOINT``). HTTP requests are recorded by
+``otel_ml.serving.instrument_flask_app`` (``http.server.*``, stable
+conventions). With a trace exporter, the request's server span is the parent
+of each ``paddle.predictor.run`` span; with none, no server span is made and
+otel_ml records only slow-run spans (listed on ``/slow-steps``). Input
 checks live in ``paddle_service_input.py`` beside this file.
 """
 
@@ -121,10 +123,8 @@ def create_app(
     tracer_provider: Any = None,
     pool_size: int = 4,
 ) -> Flask:
-    """The Flask app serving the model saved at ``prefix``; ``instrument``: apply the Flask instrumentation."""
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-    from otel_ml.serving import ModelQuality
+    """The Flask app serving the model saved at ``prefix``; ``instrument``: record its HTTP telemetry."""
+    from otel_ml.serving import ModelQuality, instrument_flask_app
 
     app = Flask(__name__)
     pool = PredictorPool(prefix, pool_size, meter_provider)
@@ -171,7 +171,7 @@ def create_app(
         return jsonify(error="500 Internal Server Error: see the service's log"), 500
 
     if instrument:
-        FlaskInstrumentor().instrument_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)
+        instrument_flask_app(app, meter_provider=meter_provider, tracer_provider=tracer_provider)
     return app
 
 

@@ -39,7 +39,7 @@ from opentelemetry.util._importlib_metadata import entry_points
 from otel_ml import _sdk_env
 from otel_ml._config import env_value, parse_choice
 from otel_ml._exit import delivery, shut_down_at_exit
-from otel_ml._ids import SystemRandomIdGenerator
+from otel_ml._ids import PrivateRandomIdGenerator
 from otel_ml._log_limit import limit_export_logs
 from otel_ml._reservoir import private_retry_jitter, seed_safe_views
 from otel_ml._resource import build_resource
@@ -215,14 +215,18 @@ def ensure_providers(
 def _id_generator() -> IdGenerator:
     """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see :mod:`otel_ml._ids`)."""
     names = sorted({ep.name for ep in entry_points(group="opentelemetry_id_generator")})
-    name = env_value("OTEL_PYTHON_ID_GENERATOR", parse_choice(*names), None, "(ids from os.urandom)") if names else None
+    name = (
+        env_value("OTEL_PYTHON_ID_GENERATOR", parse_choice(*names), None, "(otel_ml's OS-seeded private ids)")
+        if names
+        else None
+    )
     if name is None:
-        return SystemRandomIdGenerator()
+        return PrivateRandomIdGenerator()
     try:
         return _import_id_generator(name)  # type: ignore[no-any-return]
     except Exception as exc:  # noqa: BLE001 - an installed but broken generator
         _LOG.error("OTEL_PYTHON_ID_GENERATOR=%r cannot be loaded (%s); using otel_ml's default ids", name, exc)
-        return SystemRandomIdGenerator()
+        return PrivateRandomIdGenerator()
 
 
 def _add_processors(provider: TracerProvider, processors: Iterable[SpanProcessor]) -> None:

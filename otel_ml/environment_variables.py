@@ -1,14 +1,12 @@
 """Every ``OTEL_ML_*`` environment variable, declared once.
 
-Each constant is the variable's name; the string below it is its
-documentation. Each instrumentor's options table (``<target>/_options.py``)
-names its variables from here, and ``tests/test_docs.py`` checks that every
-row of those tables has its row, keyword and default in the README's table. Values are
-read when instrumenting, never at import, and an explicit argument to
-:func:`otel_ml.instrument` beats the environment, which beats the default.
-A value that cannot be parsed is reported once in a log line that names the
-variable and what is accepted, and the default is used instead: a typo in a
-deployment manifest must not stop a training job.
+Each constant is the variable's name, the string below it its documentation;
+the options tables (``<target>/_options.py``) name them from here, and
+``tests/test_docs.py`` checks each has its README row. Values are read when
+instrumenting, never at import; an argument to :func:`otel_ml.instrument`
+beats the environment, which beats the default. A value that cannot be parsed
+is reported once (the variable and what is accepted) and the default used: a
+typo in a deployment manifest must not stop a training job.
 """
 
 from __future__ import annotations
@@ -78,8 +76,7 @@ OTEL_ML_SLOW_STEP_BUFFER: Final = "OTEL_ML_SLOW_STEP_BUFFER"
 """
 .. envvar:: OTEL_ML_SLOW_STEP_BUFFER
 
-How many recent slow-step spans the embedded endpoint keeps for its
-``/slow-steps`` view. A whole number >= 1. Default: ``256``.
+Slow-step spans the embedded endpoint keeps for ``/slow-steps`` (>= 1). Default: ``256``.
 """
 
 OTEL_ML_EXIT_TIMEOUT: Final = "OTEL_ML_EXIT_TIMEOUT"
@@ -92,8 +89,6 @@ When the collector is down or never answers, the program exits after this
 long and says in one line what was not delivered. Default: ``3``.
 """
 
-# --- other instrumentors append their variables below, each with its docstring --
-
 # --- Paddle inference -------------------------------------------------------------
 
 OTEL_ML_MODEL_NAME: Final = "OTEL_ML_MODEL_NAME"
@@ -101,10 +96,10 @@ OTEL_ML_MODEL_NAME: Final = "OTEL_ML_MODEL_NAME"
 .. envvar:: OTEL_ML_MODEL_NAME
 
 The ``ml.model.name`` attribute of every Paddle inference series. Default: from
-the model path the predictor's ``Config`` names: ``<name>/<version>/<file>``
-(Triton layout) gives ``name``; otherwise the file's stem (``ocr.json`` ->
-``ocr``) unless it is generic (``inference``, ``model``, ``__model__``, ...),
-then the directory's name; ``unknown`` when the model was loaded from memory.
+the model path of the predictor's ``Config``: ``<name>/<version>/<file>``
+(Triton layout) gives ``name``, else the file's stem unless generic
+(``inference``, ``model``, ...: then the directory's name); ``unknown`` for a
+model loaded from memory.
 Set it only in a service that serves one model: it names every predictor in
 the process (``otel_ml.paddle.set_model`` names one predictor or ``Config``).
 """
@@ -132,11 +127,10 @@ OTEL_ML_SLOW_RUN_SECONDS: Final = "OTEL_ML_SLOW_RUN_SECONDS"
 """
 .. envvar:: OTEL_ML_SLOW_RUN_SECONDS
 
-A fixed slow-run threshold in seconds (a positive number). A Paddle ``run()``
-slower than this gets a ``paddle.predictor.run`` span carrying
-``ml.slow_threshold``, linked from the duration histogram's exemplar. Unset
-(the default): the threshold is adaptive, ``OTEL_ML_SLOW_RUN_FACTOR`` times the
-predictor's rolling median run time.
+A fixed slow-run threshold in seconds (a positive number): a slower Paddle
+``run()`` gets a ``paddle.predictor.run`` span (``ml.slow_threshold``), linked
+from the duration histogram's exemplar. Unset (the default): adaptive,
+``OTEL_ML_SLOW_RUN_FACTOR`` times the predictor's rolling median run time.
 """
 
 OTEL_ML_SLOW_RUN_FACTOR: Final = "OTEL_ML_SLOW_RUN_FACTOR"
@@ -171,14 +165,24 @@ OTEL_ML_GPU_ALL_PROCESSES: Final = "OTEL_ML_GPU_ALL_PROCESSES"
 reports every process.
 """
 
+OTEL_ML_GPU_IDENTITY_ON_SERIES: Final = "OTEL_ML_GPU_IDENTITY_ON_SERIES"
+"""
+.. envvar:: OTEL_ML_GPU_IDENTITY_ON_SERIES
+
+``true`` to put each GPU's identity attributes (those of ``hw.gpu.info``:
+vendor, model, driver, serial, firmware, indices) on every GPU series too, for
+backends that cannot join series. Default: ``false``, on ``hw.gpu.info`` only:
+the SDK hashes every attribute of every data point (about 40 per GPU) on every
+collection. The ``gpu_identity_on_series`` option overrides it.
+"""
+
 OTEL_ML_GPU_NVML_MODULE: Final = "OTEL_ML_GPU_NVML_MODULE"
 """
 .. envvar:: OTEL_ML_GPU_NVML_MODULE
 
-For tests only: the importable name of a module to use instead of ``pynvml``
-(the test suite's fake NVML, so that ``otel-ml gpu`` can be tested in a
-subprocess on a machine without a GPU). Default: ``pynvml``. Never set it in
-production.
+For tests only (never in production): a module to import instead of
+``pynvml``, the suite's fake NVML for ``otel-ml gpu`` in a subprocess on a
+machine without a GPU. Default: ``pynvml``.
 """
 
 # --- tf.summary and the TensorBoard bridge ----------------------------------------
@@ -230,9 +234,8 @@ OTEL_ML_TF_SUMMARY_FLUSH_SECONDS: Final = "OTEL_ML_TF_SUMMARY_FLUSH_SECONDS"
 .. envvar:: OTEL_ML_TF_SUMMARY_FLUSH_SECONDS
 
 The ``flush_millis`` (in seconds) given to ``tf.summary.create_file_writer``
-when the program passes none (TensorFlow's own default is 120 s). A value
-written is exported within this time plus one read of the event files (at
-most 1 s later), and at the latest when its writer is closed or the program
+when the program passes none (TensorFlow's default: 120 s). A write is exported
+within this time plus at most 1 s, or when its writer closes or the program
 exits. A number from 0.05 to 3600. Default: ``10``.
 """
 
@@ -240,9 +243,8 @@ OTEL_ML_TF_SUMMARY_PER_WRITE: Final = "OTEL_ML_TF_SUMMARY_PER_WRITE"
 """
 .. envvar:: OTEL_ML_TF_SUMMARY_PER_WRITE
 
-Export each ``tf.summary`` write as it is made, by wrapping
-``summary_ops_v2.write`` (true/false), instead of reading the event files
-back in a background thread. Lower latency, but it costs every write (inside
-``tf.function`` a ``tf.py_function`` per write: about 1.5x on a small
-training step, see ``bench/results/tf_summary.md``). Default: ``false``.
+Export each ``tf.summary`` write as it is made (true/false), wrapping
+``summary_ops_v2.write``, instead of reading the event files back. Lower
+latency, but every write pays (a ``tf.py_function`` per write inside
+``tf.function``: about 1.5x on a small step). Default: ``false``.
 """

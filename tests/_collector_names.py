@@ -26,24 +26,19 @@ RESOURCE = Resource.create(
     }
 )
 _TRAIN = {sc.ML_FRAMEWORK: "keras", sc.ML_MODEL_NAME: "m", sc.ML_RUN_NAME: RUN}
-_GPU = {
-    sc.HW_ID: "GPU-0",
-    sc.HW_NAME: "H100",
+_GPU = {sc.HW_ID: "GPU-0", sc.HW_NAME: "gpu0", sc.HW_TYPE: sc.HW_TYPE_GPU, sc.ML_RUN_NAME: RUN}
+# The GPU's identity: on its hw.gpu.info series only.
+_GPU_INFO = {
+    **_GPU,
     sc.HW_VENDOR: "NVIDIA",
-    sc.HW_TYPE: sc.HW_TYPE_GPU,
+    sc.HW_MODEL: "NVIDIA H100 80GB HBM3",
+    sc.HW_DRIVER_VERSION: "550.54.15",
     sc.HW_SERIAL_NUMBER: "1654922012345",
     sc.HW_FIRMWARE_VERSION: "96.00.99.00.01",
     sc.ML_GPU_INDEX: 0,
-    sc.ML_RUN_NAME: RUN,
 }
 # A GPU's temperature sensor or fan: its own hw.id, the GPU as hw.parent.
-_SENSOR = {
-    sc.HW_ID: "GPU-0/memory",
-    sc.HW_NAME: "gpu0 memory",
-    sc.HW_PARENT: "GPU-0",
-    sc.ML_GPU_INDEX: 0,
-    sc.ML_RUN_NAME: RUN,
-}
+_SENSOR = {sc.HW_ID: "GPU-0/memory", sc.HW_NAME: "gpu0 memory", sc.HW_PARENT: "GPU-0", sc.ML_RUN_NAME: RUN}
 _SERVE = {sc.ML_MODEL_NAME: "m", sc.ML_MODEL_VERSION: "2", sc.ML_RUN_NAME: RUN}
 _INFER = {sc.ML_FRAMEWORK: "paddle", sc.ML_MODEL_NAME: "m", sc.ML_RUN_NAME: RUN, sc.ML_INFERENCE_WARMUP: False}
 
@@ -104,6 +99,7 @@ INSTRUMENTS: list[tuple[str, str, str, dict[str, Any]]] = [
     (sc.METRIC_HW_GPU_TENSOR_ACTIVITY, "gauge", "1", _GPU),
     (sc.METRIC_HW_GPU_DRAM_ACTIVITY, "gauge", "1", _GPU),
     (sc.METRIC_GPU_PROCESS_UTILIZATION, "gauge", "1", {**_GPU, "process.pid": 1234}),
+    (sc.METRIC_HW_GPU_INFO, "gauge", sc.UNIT_DIMENSIONLESS, _GPU_INFO),
 ]
 
 

@@ -37,6 +37,7 @@ GPU_METRICS = (
     "hw.gpu.tensor.activity",
     "hw.gpu.dram.activity",
     "ml.gpu.process.memory.usage",
+    "hw.gpu.info",
 )
 """Every GPU metric the default fake devices report (XID errors and process utilisation need events/samples)."""
 
@@ -59,16 +60,18 @@ def collect(reader: InMemoryMetricReader) -> dict[str, dict[str, list[tuple[Any,
     return found
 
 
-def device_attributes(uuid: str, index: int, model: str = "NVIDIA H100 80GB HBM3") -> dict[str, Any]:
-    """The attributes every metric of a physical device carries (the fake's serial and VBIOS)."""
+def device_attributes(uuid: str, index: int) -> dict[str, Any]:
+    """The attributes every series of a physical device carries: what selects it and joins it to hw.gpu.info."""
+    return {"hw.id": uuid, "hw.name": f"gpu{index}", "hw.type": "gpu"}
+
+
+def identity_attributes(index: int, model: str = "NVIDIA H100 80GB HBM3") -> dict[str, Any]:
+    """What hw.gpu.info adds for a physical device (the fake's driver, serial and VBIOS)."""
     return {
-        "hw.id": uuid,
-        "hw.type": "gpu",
         "hw.vendor": "NVIDIA",
         "hw.model": model,
         "hw.driver_version": "550.54.15",
         "ml.gpu.index": index,
-        "hw.name": f"gpu{index}",
         "hw.serial_number": "1654922012345",
         "hw.firmware_version": "96.00.99.00.01",
     }
@@ -81,7 +84,6 @@ def sensor_attributes(uuid: str, index: int, kind: str, part: str) -> dict[str, 
         "hw.name": f"gpu{index} {part}",
         "hw.type": kind,
         "hw.parent": uuid,
-        "ml.gpu.index": index,
     }
     if kind == "temperature":
         attributes["hw.sensor_location"] = part

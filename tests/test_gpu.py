@@ -13,7 +13,15 @@ import pytest
 import otel_ml
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
-from tests._gpu_helpers import GPU0, GPU1, GPU_METRICS, collect, device_attributes, sensor_attributes
+from tests._gpu_helpers import (
+    GPU0,
+    GPU1,
+    GPU_METRICS,
+    collect,
+    device_attributes,
+    identity_attributes,
+    sensor_attributes,
+)
 
 READS = (
     "nvmlDeviceGetUtilizationRates",
@@ -70,6 +78,11 @@ def test_two_gpus_exact_values_and_attributes(telemetry, gpus) -> None:  # type:
     ]
     # Only this process by default; the other PID on the GPU is not reported.
     assert got["ml.gpu.process.memory.usage"] == {GPU0: [(1_073_741_824, {**a0, "process.pid": os.getpid()})]}
+    # The identity (vendor, model, driver, serial, VBIOS, index) is on one hw.gpu.info series per GPU.
+    assert got["hw.gpu.info"] == {
+        GPU0: [(1, {**a0, **identity_attributes(0)})],
+        GPU1: [(1, {**a1, **identity_attributes(1)})],
+    }
     assert sorted(got) == sorted(GPU_METRICS)
 
 

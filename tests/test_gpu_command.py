@@ -46,6 +46,7 @@ PROMETHEUS_NAMES = {
     "hw_gpu_xid_errors_total": "counter",
     "ml_gpu_process_memory_usage_bytes": "gauge",
     "ml_gpu_process_utilization": "gauge",
+    "hw_gpu_info": "gauge",
 }
 
 
@@ -75,6 +76,10 @@ def test_prometheus_names_follow_the_upstream_unit_mapping(monkeypatch) -> None:
     assert {k: v for k, v in families.items() if k != "target_info"} == PROMETHEUS_NAMES
     assert re.search(r'^hw_power_watts\{[^}]*hw_id="' + GPU1 + r'"[^}]*\} 250\.5$', text, re.MULTILINE)
     assert re.search(r'^hw_energy_joules_total\{[^}]*hw_id="' + GPU1 + r'"[^}]*\} 1000\.0$', text, re.MULTILINE)
+    # The identity is a label of hw_gpu_info only, one series per GPU.
+    info = re.findall(r"^hw_gpu_info\{([^}]*)\} 1\.0$", text, re.MULTILINE)
+    assert len(info) == 2 and all('hw_model="NVIDIA H100 80GB HBM3"' in labels for labels in info), info
+    assert not re.search(r'^(?!hw_gpu_info)\w+\{[^}]*hw_model="', text, re.MULTILINE)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
-from tests._gpu_helpers import GPU0, GPU1, collect, device_attributes
+from tests._gpu_helpers import GPU0, GPU1, collect, device_attributes, identity_attributes
 from tests.fake_nvml import FakeGpu
 
 MIG_A = "MIG-aaaaaaaa-0000-0000-0000-000000000000"
@@ -110,24 +110,30 @@ def test_mig_instances_are_devices_with_their_parent(telemetry, gpus, monkeypatc
     fake_nvml.reset([parent])
     reported(telemetry, monkeypatch, None)
     got = collect(telemetry.reader)
-    parent_attrs = device_attributes(parent.uuid, 0, "NVIDIA A100-SXM4-40GB")
-    mig = "NVIDIA A100-SXM4-40GB MIG 1g.5gb"
-    instance = {
-        k: v
-        for k, v in device_attributes(MIG_A, 0, mig).items()
-        if k not in ("hw.serial_number", "hw.firmware_version")
-    }
-    a = {**instance, "hw.name": "gpu0/mig0", "hw.parent": parent.uuid, "ml.gpu.mig.index": 0}
-    c = {**instance, "hw.id": MIG_C, "hw.name": "gpu0/mig2", "hw.parent": parent.uuid, "ml.gpu.mig.index": 2}
+    parent_attrs = device_attributes(parent.uuid, 0)
+    a = {"hw.id": MIG_A, "hw.name": "gpu0/mig0", "hw.type": "gpu", "hw.parent": parent.uuid}
+    c = {"hw.id": MIG_C, "hw.name": "gpu0/mig2", "hw.type": "gpu", "hw.parent": parent.uuid}
     assert got["hw.gpu.memory.usage"] == {
         parent.uuid: [(12_884_901_888, parent_attrs)],
         MIG_A: [(1_000_000, a)],
         MIG_C: [(2_000_000, c)],
     }
     assert got["hw.gpu.memory.limit"][MIG_C] == [(5_100_273_664, c)]
+    # The identity is on hw.gpu.info: a MIG instance has its own model and slot, no serial or VBIOS of its own.
+    mig = {
+        "hw.vendor": "NVIDIA",
+        "hw.model": "NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+        "hw.driver_version": "550.54.15",
+        "ml.gpu.index": 0,
+    }
+    assert got["hw.gpu.info"] == {
+        parent.uuid: [(1, {**parent_attrs, **identity_attributes(0, "NVIDIA A100-SXM4-40GB")})],
+        MIG_A: [(1, {**a, **mig, "ml.gpu.mig.index": 0})],
+        MIG_C: [(1, {**c, **mig, "ml.gpu.mig.index": 2})],
+    }
     # Everything but memory (and processes): NVML offers it on the parent only.
     for name, by_id in got.items():
-        if name not in ("hw.gpu.memory.usage", "hw.gpu.memory.limit", "hw.gpu.memory.utilization"):
+        if name not in ("hw.gpu.memory.usage", "hw.gpu.memory.limit", "hw.gpu.memory.utilization", "hw.gpu.info"):
             assert {hw_id.split("/")[0] for hw_id in by_id} == {parent.uuid}, name
 
 

@@ -46,13 +46,18 @@ def test_real_gpus_report_identity_and_exact_memory_limit(telemetry, nvml) -> No
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         expected[text(nvml.nvmlDeviceGetUUID(handle))] = (index, nvml.nvmlDeviceGetMemoryInfo(handle).total)
     limits = {uuid: points[0] for uuid, points in got["hw.gpu.memory.limit"].items() if uuid.startswith("GPU-")}
-    assert set(limits) == set(expected)
+    info = {uuid: points for uuid, points in got["hw.gpu.info"].items() if uuid.startswith("GPU-")}
+    assert set(limits) == set(info) == set(expected)
     for uuid, (value, attrs) in limits.items():
         index, total = expected[uuid]
         assert value == total  # bytes, not rounded
-        assert attrs["ml.gpu.index"] == index
-        assert attrs["hw.vendor"] == "NVIDIA"
-        assert attrs["hw.driver_version"] == text(nvml.nvmlSystemGetDriverVersion())
+        assert attrs == {"hw.id": uuid, "hw.name": f"gpu{index}", "hw.type": "gpu"}
+        [(one, identity)] = info[uuid]
+        assert one == 1
+        assert identity["ml.gpu.index"] == index
+        assert identity["hw.vendor"] == "NVIDIA"
+        assert identity["hw.model"] == text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByUUID(uuid)))
+        assert identity["hw.driver_version"] == text(nvml.nvmlSystemGetDriverVersion())
     for uuid, points in got.get("hw.gpu.utilization", {}).items():
         assert 0.0 <= points[0][0] <= 1.0, uuid
     for uuid, points in got.get("hw.temperature", {}).items():
@@ -118,7 +123,7 @@ def test_real_dcgm_style_signals_are_plausible(telemetry, nvml) -> None:  # type
     for name in ("hw.gpu.sm.activity", "hw.gpu.sm.occupancy", "hw.gpu.tensor.activity", "hw.gpu.dram.activity"):
         assert all(0.0 <= v <= 1.0 for v, _ in _values(got, name)), name
     assert all(0.0 <= v <= 1.0 for v, _ in _values(got, "ml.gpu.process.utilization"))
-    for uuid, points in got["hw.gpu.memory.limit"].items():
+    for uuid, points in got["hw.gpu.info"].items():
         attrs = points[0][1]
         if "hw.serial_number" in attrs:
             handle = nvml.nvmlDeviceGetHandleByUUID(uuid)

@@ -11,6 +11,7 @@ import pytest
 
 import otel_ml
 from otel_ml import _semconv as sc
+from otel_ml._training import steps as steps_module
 from otel_ml._training.loss import SpikeDetector
 from otel_ml._training.values import as_float
 from tests import _keras_models as km
@@ -35,12 +36,23 @@ def test_batch_loss_is_recovered_from_the_running_mean(telemetry) -> None:
     assert _train_loss(telemetry) == pytest.approx(49.0, rel=1e-5)
 
 
-def test_nan_loss_is_counted_logged_once_and_training_goes_on(telemetry, caplog) -> None:
+def _fit_input(data: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, object]:
+    """fit() arguments: arrays (Keras knows the batch size) or a tf.data pipeline (otel_ml reads Keras's count)."""
+    if data == "arrays":
+        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": False}
+    import tensorflow as tf
+
+    return {"x": tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)}
+
+
+@pytest.mark.parametrize("data", ["arrays", "tf.data"])
+def test_nan_loss_is_counted_logged_once_and_training_goes_on(telemetry, caplog, kit, data) -> None:  # type: ignore[no-untyped-def]
+    """Keras 2's batch losses are read when they settle, not at each step: still every NaN batch, at its step."""
     _instrument(telemetry)
     x, y = km.data(samples=112)  # 7 steps
     y[3 * 16] = np.nan  # batch 3 turns the running mean (and so every later batch loss) NaN
     with caplog.at_level(logging.WARNING, logger="otel_ml"):
-        km.frozen().fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        kit.frozen().fit(**_fit_input(data, x, y, 16), epochs=1, verbose=0)
 
     (steps,) = telemetry.points(sc.METRIC_TRAIN_STEPS)
     assert steps.value == 7
@@ -57,13 +69,49 @@ def test_nan_loss_is_counted_logged_once_and_training_goes_on(telemetry, caplog)
     assert event.attributes[sc.ML_STEP] == 3
 
 
-def test_loss_spike_is_counted_once(telemetry) -> None:
+@pytest.mark.parametrize("data", ["arrays", "tf.data"])
+def test_fit_raising_mid_epoch_still_reports_the_losses_kept_until_then(telemetry, kit, data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A callback raises at the end of batch 5, before otel_ml's hook: steps 1-4 were kept unread until then."""
+    monkeypatch.setattr(steps_module, "FLUSH_NS", 1 << 62)  # only the first step flushes, however slow the machine
+
+    class RaiseAtBatch5(kit.keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+            if batch == 5:
+                raise km.Boom("batch 5")
+
+    _instrument(telemetry)
+    x, y = km.data(samples=112)
+    y[3 * 16] = np.nan
+    with pytest.raises(km.Boom):
+        kit.frozen().fit(**_fit_input(data, x, y, 16), epochs=1, verbose=0, callbacks=[RaiseAtBatch5()])
+
+    (steps,) = telemetry.points(sc.METRIC_TRAIN_STEPS)
+    assert steps.value == 5  # batches 0-4 reached otel_ml
+    anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.METRIC_TRAIN_ANOMALIES)}
+    assert anomalies == {sc.ANOMALY_NAN: 2}  # batches 3 and 4
+    (epoch,) = telemetry.finished(sc.SPAN_KERAS_EPOCH)
+    (event,) = [e for e in epoch.events if e.name == "ml.anomaly"]
+    assert event.attributes[sc.ML_STEP] == 3
+    if data == "arrays":
+        # Keras declared the batch size: batch 2's loss is exact without Keras's count.
+        assert _train_loss(telemetry) == pytest.approx(float(np.mean(y[32:48] ** 2)), rel=1e-5)
+        (samples,) = telemetry.points(sc.METRIC_TRAIN_SAMPLES)
+        assert samples.value == 5 * 16
+    else:
+        # Keras counted batch 5 too, which never reached otel_ml: the count of the steps kept is not
+        # sure, so no finite loss is given for them and their samples are not guessed.
+        assert _train_loss(telemetry) == pytest.approx(float(np.mean(y[:16] ** 2)), rel=1e-5)
+        (samples,) = telemetry.points(sc.METRIC_TRAIN_SAMPLES)
+        assert samples.value == 16
+
+
+def test_loss_spike_is_counted_once(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
     _instrument(telemetry)
     rng = np.random.default_rng(3)
     x, _ = km.data(samples=40 * 8)
     y = (1.0 + 0.05 * rng.normal(size=(40 * 8, 1))).astype("float32")
     y[35 * 8 : 36 * 8] = 30.0  # batch 35: loss ~900 against ~1
-    km.frozen().fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    kit.frozen().fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     anomalies = {p.attributes[sc.ML_ANOMALY_KIND]: p.value for p in telemetry.points(sc.METRIC_TRAIN_ANOMALIES)}
     assert anomalies == {sc.ANOMALY_SPIKE: 1}
     (epoch,) = telemetry.finished(sc.SPAN_KERAS_EPOCH)

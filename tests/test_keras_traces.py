@@ -85,7 +85,9 @@ def test_adaptive_threshold_finds_the_slow_step_and_skips_warmup(telemetry) -> N
     steps = {s.attributes[sc.ML_STEP] for s in slow}
     assert 30 in steps
     assert 0 not in steps, "the warm-up (tracing) step is never reported as slow"
-    assert len(slow) <= 4, f"only outliers get spans, got steps {sorted(steps)}"
+    # A loaded machine makes a few more outliers of its own; a threshold that failed would report
+    # most of the 39 steps after warm-up.
+    assert len(slow) <= 8, f"only outliers get spans, got steps {sorted(steps)}"
 
 
 def test_fit_that_raises_reaches_the_user_unchanged(telemetry, kit) -> None:

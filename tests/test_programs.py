@@ -7,10 +7,11 @@ its own true figures (optimizer iterations, the loss of the last batch
 computed independently, learning rates); the instrumented process scrapes
 its own ``/metrics`` at the end.
 
-Every test runs once per Keras backend: the whole corpus on TensorFlow, and
-under ``KERAS_BACKEND=jax`` the programs whose figures otel_ml can know on JAX
-(array input with the default ``train_step``; see the README's Keras section
-for why the others are left out), with the same assertions.
+Every test runs once per Keras backend, with the same assertions: on
+TensorFlow every program but ``jax_*.py``; under ``KERAS_BACKEND=jax`` every
+program that can run there (not the custom ``train_step``s and the GAN
+written with ``tf.GradientTape``; ``jax_custom_step.py`` writes both guide
+patterns the JAX way instead).
 """
 
 from __future__ import annotations
@@ -31,21 +32,24 @@ from tests import _net
 
 pytestmark = pytest.mark.slow
 
-PROGRAMS = sorted(p for p in (_net.ROOT / "tests" / "programs").glob("[a-z]*.py") if p.name != "run.py")
+_DIR = _net.ROOT / "tests" / "programs"
+PROGRAMS = sorted(p for p in _DIR.glob("[a-z]*.py") if p.name != "run.py" and not p.name.startswith("jax_"))
 MODELS = [
     "convnet", "custom_own", "custom_tracker", "gan", "pydataset", "generator", "lr_scheduler",
     "early_stopping", "plateau", "schedule", "multi_io", "seeded_first", "seeded_second",
     "spe_known", "spe_unknown", "text",
 ]  # fmt: skip
-# Backend -> (programs, the models they train). JAX leaves out the programs whose samples or batch
-# loss otel_ml reads from Keras's loss tracker (custom train_steps, data of undeclared batch size):
-# the JAX trainer keeps that state outside the model's variables until the epoch ends.
-JAX_PROGRAMS = ["convnet_classifier.py", "multi_io.py", "lr_callbacks.py", "seeded_two_fits.py"]
-JAX_MODELS = ["convnet", "multi_io", "lr_scheduler", "early_stopping", "plateau", "schedule"]
-JAX_MODELS += ["seeded_first", "seeded_second"]
+# Backend -> (programs, the models they train). JAX leaves out the programs written for TensorFlow's
+# train_step(data) with tf.GradientTape (custom_step_*.py, gan.py); jax_custom_step.py is their JAX form.
+JAX_PROGRAMS = [
+    "convnet_classifier.py", "multi_io.py", "lr_callbacks.py", "seeded_two_fits.py", "generators.py",
+    "steps_per_execution.py", "text_model.py", "jax_custom_step.py",
+]  # fmt: skip
+JAX_MODELS = [m for m in MODELS if m not in ("custom_own", "custom_tracker", "gan")]
+JAX_MODELS += ["jax_custom_tracker", "jax_custom_own"]
 BACKENDS = {
     "tensorflow": (PROGRAMS, MODELS),
-    "jax": ([_net.ROOT / "tests" / "programs" / p for p in JAX_PROGRAMS], JAX_MODELS),
+    "jax": ([_DIR / p for p in JAX_PROGRAMS], JAX_MODELS),
 }
 CASES = [(backend, model) for backend, (_, models) in BACKENDS.items() for model in models]
 
@@ -79,7 +83,7 @@ class Corpus:
 def _run(tmp: Path, instrumented: bool, backend: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     env.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
-    args = [sys.executable, str(_net.ROOT / "tests" / "programs" / "run.py"), *map(str, BACKENDS[backend][0])]
+    args = [sys.executable, str(_DIR / "run.py"), *map(str, BACKENDS[backend][0])]
     if instrumented:
         env.update(
             OTEL_EXPORTER_PROMETHEUS_PORT=str(_net.free_port()),

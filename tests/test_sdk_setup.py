@@ -6,18 +6,34 @@ import logging
 import random
 
 from otel_ml import _resource, _sampling, _sdk, _sdk_env
-from otel_ml._ids import SystemRandomIdGenerator
+from otel_ml._ids import PrivateRandomIdGenerator
 from otel_ml._log_limit import RepeatFilter
 
 
 def test_trace_ids_do_not_repeat_when_the_program_seeds_random() -> None:
-    generator = SystemRandomIdGenerator()
+    generator = PrivateRandomIdGenerator()
     random.seed(7)
     first = (generator.generate_trace_id(), generator.generate_span_id())
     random.seed(7)
     second = (generator.generate_trace_id(), generator.generate_span_id())
     assert first != second
     assert first[0] > 0 and first[1] > 0
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    import os
+
+    generator = PrivateRandomIdGenerator()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then exit at once
+        os.write(write, generator.generate_trace_id().to_bytes(16, "big"))
+        os._exit(0)
+    os.close(write)
+    child = int.from_bytes(os.read(read, 16), "big")
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert child != generator.generate_trace_id() and child > 0
 
 
 def test_worker_identity_comes_from_tf_config(caplog) -> None:

@@ -67,6 +67,7 @@ class FitRun:
         self._watch = LossWatch(instruments.anomalies, attrs, spikes, self.spans, run_name)
         self._loss: LossReader | None = None
         self._optimizers: Optimizers | None = None
+        self._read = flavour.read_scalar  # replaced at fit start by the flavour's reader for this model
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._spe = 1  # the model's steps_per_execution
@@ -108,11 +109,12 @@ class FitRun:
 
     @guarded("keras.on_train_begin optimizers")
     def _find_optimizers(self) -> None:
-        self._optimizers = Optimizers(self._fit_model, self._flavour.read_scalar)
+        self._read = self._flavour.reader(self._fit_model)
+        self._optimizers = Optimizers(self._fit_model, self._read)
 
     @guarded("keras.on_train_begin loss")
     def _find_loss(self) -> None:
-        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour)
+        self._loss = LossReader(self._fit_model, self._index.batch_size is not None, self._flavour, self._read)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -177,6 +179,7 @@ class FitRun:
 
     def finish(self, error: BaseException | None) -> None:
         """End the spans of this fit; called by the fit wrapper, also when fit raised."""
+        guarded("keras.fit end loss")(self._settle)(error is not None)  # after a raise, losses kept unread
         self._flush()
         guarded("keras.fit end spans")(self.spans.finish)(self.global_step, error)
         guarded("keras.fit summary")(self._slow.log_summary)(self.global_step, self.total_step_ns)
@@ -194,15 +197,16 @@ class FitRun:
                 n = taken
         self.global_step += n
         self.total_step_ns += elapsed_ns
+        per_step = elapsed_ns / n / 1e9
+        slow = self._slow.is_slow(per_step)
         losses: Sequence[Loss] = ()
         reader = self._loss
         if logs and reader is not None:
-            losses = reader.step(logs, n, samples, self.global_step - 1, settle)
+            losses = reader.step(logs, n, samples, self.global_step - 1, settle or slow)  # a slow span has its loss
             if reader.counted:
                 self._pending.samples += reader.counted
                 reader.counted = 0
-        per_step = elapsed_ns / n / 1e9
-        if self._slow.is_slow(per_step):
+        if slow:
             self._pending.add(n, samples, None)
             loss = losses[-1][1] if losses and losses[-1][0] == self.global_step - 1 else None
             self._slow.record(
@@ -214,10 +218,10 @@ class FitRun:
         if losses:
             self._take(losses)
 
-    def _settle(self) -> None:
+    def _settle(self, ending: bool = False) -> None:
         reader = self._loss
         if reader is not None:
-            losses = reader.settle()
+            losses = reader.settle(ending)
             self._pending.samples += reader.counted
             reader.counted = 0
             self._take(losses)
@@ -234,11 +238,8 @@ class FitRun:
             self._watch.check(loss, step, weight >= self._full)
 
     def _slow_attributes(self, batch: int, n: int, loss: float | None, samples: int | None) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            sc.ML_STEP: self.global_step - 1,
-            sc.ML_EPOCH: self._epoch,
-            sc.ML_BATCH_INDEX: batch,
-        }
+        step, epoch = self.global_step - 1, self._epoch
+        attributes: dict[str, Any] = {sc.ML_STEP: step, sc.ML_EPOCH: epoch, sc.ML_BATCH_INDEX: batch}
         if loss is not None:
             attributes[sc.ML_BATCH_LOSS] = loss
         if samples is not None:

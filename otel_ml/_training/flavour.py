@@ -6,8 +6,9 @@ a callback list called per execution, a data object made once per fit, a
 running-mean ``loss`` in the logs, optimizers with ``iterations``. They differ
 in where the callback classes live, how the data object tells its sizes,
 which module holds the built-in ``train_step``, where the loss ``Mean`` is
-found before the first step and how a scalar variable is read: a
-:class:`Flavour` says that, and nothing else.
+found before the first step and how a scalar variable is read (Keras 3 on
+JAX: from the trainer's live state mid-epoch): a :class:`Flavour` says that,
+and nothing else.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Flavour:
         read_data: the data object captured at fit start -> :data:`DataSizes`.
         loss_count: the model at fit start -> the ``count`` variable of the Mean behind the logged ``loss``, or None.
         read_scalar: a scalar variable of this flavour (a ``count``, ``iterations``) -> its value, or None.
+        live_reader: the model at fit start -> the ``read_scalar`` to use during that fit, for a trainer
+            that keeps the current values outside the variables mid-epoch (Keras 3's JAX trainer);
+            None: ``read_scalar``.
         callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
     """
 
@@ -43,8 +47,13 @@ class Flavour:
     read_data: Callable[[Any], DataSizes]
     loss_count: Callable[[Any], Any]
     read_scalar: Callable[[Any], float | None]
+    live_reader: Callable[[Any], Callable[[Any], float | None]] | None = None
     callback_attributes: dict[str, Any] = field(default_factory=dict)
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
+
+    def reader(self, model: Any) -> Callable[[Any], float | None]:
+        """How to read ``model``'s scalar variables during its fit."""
+        return self.read_scalar if self.live_reader is None else self.live_reader(model)
 
     def load(self, target: str) -> Any:
         """The class at ``"module:Class"``, imported on first use (the program has imported Keras by then)."""

@@ -17,13 +17,22 @@ every 100 ms), at the last two executions of an epoch of known length, and
 before validation or at epoch end. When the growth over the steps since the
 last read is what full batches add, each step's loss is exact; when it is
 not (a short batch inside the group), only the group's mean is known and no
-per-batch loss is given for it. Where no such metric exists the batch loss is
-absent: the logged value has no weight otel_ml could trust.
+per-batch loss is given for it (a non-finite running mean still gives a
+non-finite batch loss, whatever the weights). Where no such metric exists the
+batch loss is absent: the logged value has no weight otel_ml could trust.
+
+The logged value is not read per step either: Keras 2 logs tensors, and
+converting one right after the step is the first eager op there (35-50 µs of
+the training thread on a busy CPU, where the same read later costs 3). The
+reader keeps references to the logged values and reads them when it settles,
+at the same points as ``count`` (and at each flush on the free path too), and
+when a fit that raised ends: the figures are the same, known up to 100 ms later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otel_ml._training.flavour import Flavour
@@ -59,18 +68,22 @@ def metrics_loss_count(model: Any) -> Any:
 
 
 Loss = tuple[int, float, float]  # (0-based step, batch loss, weight per step)
+_Logged = tuple[int, Any, int, int | None]  # (0-based step, logged loss as Keras gave it, steps, samples)
 _NONE: tuple[Loss, ...] = ()
+_CHANGES: dict[type, bool] = {}  # per type of logged value: a variable, whose value changes after the step
 
 
 class LossReader:
     """The batch losses of a fit, and the samples Keras counted when its ``count`` is of samples."""
 
-    __slots__ = ("_batch", "_count", "_last", "_pending", "_read", "_unit", "counted", "counts_samples")
+    __slots__ = ("_batch", "_count", "_last", "_logged", "_read", "_unit", "counted", "counts_samples")
 
-    def __init__(self, model: Any, batch_size_known: bool, flavour: Flavour) -> None:
+    def __init__(
+        self, model: Any, batch_size_known: bool, flavour: Flavour, read: Callable[[Any], float | None]
+    ) -> None:
         default = _default_train_step(model, flavour.builtin_train_step)
         count = flavour.loss_count(model)
-        self._read = flavour.read_scalar
+        self._read = read  # the flavour's reader for this model (JAX: the trainer's live state)
         # The free path: the default train_step weighs by batch size, known from the adapter.
         self._count = None if default and batch_size_known else count
         self.counts_samples = default and self._count is not None
@@ -79,52 +92,91 @@ class LossReader:
         self._batch: BatchLoss | None = BatchLoss() if trusted else None
         self._last = 0.0
         self._unit: float | None = None  # the weight one full step adds, learnt at the first read
-        self._pending: list[tuple[int, float, int]] = []  # (step, running mean, steps) since the last read
+        self._logged: list[_Logged] = []  # the executions since the last settle, values not yet read
 
     def new_epoch(self) -> None:
-        """Keras resets its metrics before each epoch."""
+        """Keras resets its metrics before each epoch (the caller settled the last one's losses)."""
         self._last = 0.0
-        self._pending.clear()
+        self._logged.clear()
         if self._batch is not None:
             self._batch.reset()
 
     def step(self, logs: dict[str, Any], n: int, samples: int | None, step: int, settle: bool) -> Sequence[Loss]:
-        """Take one execution's logs; return the losses now known (samples Keras counted go to ``counted``)."""
+        """Keep one execution's logged loss; return the losses known once settled (when ``settle``).
+
+        Samples Keras counted go to ``counted``. The count is also read at the
+        first step, to learn the weight one step adds.
+        """
         if self._batch is None:
             return _NONE
-        running = as_float(logs.get("loss"))
-        if running is None:
+        logged = logs.get("loss")
+        if logged is None:
             return _NONE
-        if self._count is None:
-            loss = self._batch.update(running, samples or 0)
-            return ((step, loss, samples / n),) if loss is not None and samples else _NONE
-        self._pending.append((step, running, n))
-        return self.settle() if settle or self._unit is None else _NONE
+        changes = _CHANGES.get(type(logged))
+        if changes is None:
+            changes = _CHANGES[type(logged)] = hasattr(logged, "assign")
+        if changes:
+            logged = as_float(logged)  # a variable (a custom train_step's, run eagerly) changes: read it now
+        self._logged.append((step, logged, n, samples))
+        return self.settle() if settle or (self._unit is None and self._count is not None) else _NONE
 
-    def settle(self) -> Sequence[Loss]:
-        """Read Keras's ``count`` once and resolve the steps since the previous read."""
-        if self._batch is None or self._count is None or not self._pending:
+    def settle(self, ending: bool = False) -> Sequence[Loss]:
+        """Read the logged values kept, and Keras's ``count`` once, and resolve those steps.
+
+        ``ending``: the fit raised. Keras may have counted a step after the
+        last one kept (a callback before ours raised in its batch end), so the
+        count is trusted only when it adds up to whole steps of the known size.
+        """
+        if self._batch is None or not self._logged:
             return _NONE
-        pending, self._pending = self._pending, []
+        logged, self._logged = self._logged, []
+        if self._count is None:
+            return _weighed_by_samples(self._batch, logged)
+        pending = [(step, running, n) for step, value, n, _ in logged if (running := as_float(value)) is not None]
+        if not pending:
+            return _NONE
         count = self._read(self._count)
         if count is None:
             return _NONE
         total, self._last = count - self._last, count
+        steps = sum(n for _, _, n in pending)
+        unit = self._unit
+        whole = unit is not None and abs(total - steps * unit) < 0.5
+        if ending and not whole:
+            # Keras may have counted a step whose batch end never reached us: no weight here is sure.
+            return _non_finite(pending)
         if self.counts_samples and total > 0:
             self.counted += int(total)
-        steps = sum(n for _, _, n in pending)
         if len(pending) == 1 and total > 0:
-            self._unit = max(self._unit or 0.0, total / steps)
+            self._unit = max(unit or 0.0, total / steps)
             weights = [total]
-        elif self._unit is not None and abs(total - steps * self._unit) < 0.5:
-            weights = [n * self._unit for _, _, n in pending]
+        elif unit is not None and whole:
+            weights = [n * unit for _, _, n in pending]
         else:
             # A short batch somewhere in the group: only the group's mean is known.
             self._batch.update(pending[-1][1], total)
-            return _NONE
+            return _non_finite(pending)
         losses = []
         for (step, running, n), weight in zip(pending, weights, strict=True):
             loss = self._batch.update(running, weight)
             if loss is not None:
                 losses.append((step, loss, weight / n))
         return losses
+
+
+def _weighed_by_samples(batch: BatchLoss, logged: list[_Logged]) -> Sequence[Loss]:
+    """The default ``train_step`` on data of declared batch size: each execution weighs its samples."""
+    losses = []
+    for step, value, n, samples in logged:
+        running = as_float(value)
+        if running is None or not samples:
+            continue
+        loss = batch.update(running, samples)
+        if loss is not None:
+            losses.append((step, loss, samples / n))
+    return losses
+
+
+def _non_finite(pending: list[tuple[int, float, int]]) -> Sequence[Loss]:
+    """The steps whose running mean is not finite: their batch loss is not finite, whatever the weights."""
+    return [(step, running, 0.0) for step, running, _ in pending if not math.isfinite(running)]

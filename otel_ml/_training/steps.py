@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_ml._aggregate import record_many_for
 from otel_ml._pending import FLUSH_NS, drain
 from otel_ml._training.instruments import TrainingInstruments
 
@@ -59,10 +60,11 @@ class BatchIndex:
 class PendingSteps:
     """Counts, step times and the latest batch loss, buffered until the next flush."""
 
-    __slots__ = ("_attrs", "_m", "_train_attrs", "durations", "loss", "next_flush", "samples", "steps")
+    __slots__ = ("_attrs", "_m", "_many", "_train_attrs", "durations", "loss", "next_flush", "samples", "steps")
 
     def __init__(self, instruments: TrainingInstruments, attrs: dict[str, Any], train_attrs: dict[str, Any]) -> None:
         self._m = instruments
+        self._many = record_many_for(instruments.step_duration)  # one attribute lookup per flush, not per step
         self._attrs = attrs
         self._train_attrs = train_attrs
         self.steps = 0
@@ -87,7 +89,7 @@ class PendingSteps:
         self.next_flush = now + FLUSH_NS
         m = self._m
         if self.durations:
-            drain(self.durations, m.step_duration.record, self._attrs)
+            drain(self.durations, m.step_duration.record, self._attrs, many=self._many)
         if self.steps:
             m.steps.add(self.steps, self._attrs)
             self.steps = 0

@@ -7,10 +7,12 @@ Usage::
 
 or, as a node-level exporter beside the jobs: ``otel-ml gpu --host 0.0.0.0``.
 
-Configuration: the ``gpu_all_devices`` and ``gpu_all_processes`` options, or
-``OTEL_ML_GPU_ALL_DEVICES`` / ``OTEL_ML_GPU_ALL_PROCESSES``. By default only
-the devices ``CUDA_VISIBLE_DEVICES`` lets this process use are reported, and
-per-process memory only for this process.
+Configuration: the ``gpu_all_devices``, ``gpu_all_processes`` and
+``gpu_identity_on_series`` options, or ``OTEL_ML_GPU_ALL_DEVICES`` /
+``OTEL_ML_GPU_ALL_PROCESSES`` / ``OTEL_ML_GPU_IDENTITY_ON_SERIES``. By default
+only the devices ``CUDA_VISIBLE_DEVICES`` lets this process use are reported,
+per-process memory only for this process, and each GPU's identity (vendor,
+model, driver, serial, firmware) only on its ``hw.gpu.info`` series.
 
 Without a GPU (``nvmlInit`` fails with ``LibraryNotFound``) one INFO line is
 logged and nothing is registered. ``pynvml`` (from ``nvidia-ml-py``) is
@@ -48,7 +50,7 @@ class GpuInstrumentor(OtelMLInstrumentor):
     """Observable GPU gauges and counters read from NVML once per collection.
 
     Keyword arguments of ``instrument()``: ``meter_provider``,
-    ``gpu_all_devices``, ``gpu_all_processes``, and ``nvml`` (a module that
+    ``gpu_all_devices``, ``gpu_all_processes``, ``gpu_identity_on_series``, and ``nvml`` (a module that
     behaves like ``pynvml``; tests inject a fake through it).
 
     Example:
@@ -73,7 +75,12 @@ class GpuInstrumentor(OtelMLInstrumentor):
         if nvml is None:
             return False
         try:
-            devices = discover(nvml, all_devices=opts.gpu_all_devices, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+            devices = discover(
+                nvml,
+                all_devices=opts.gpu_all_devices,
+                visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                identity_on_series=opts.gpu_identity_on_series,
+            )
         except nvml.NVMLError as exc:
             _LOG.warning("otel_ml: GPU metrics off: listing the GPUs failed: %s (%s)", exc, type(exc).__name__)
             _nvml.shutdown(nvml)

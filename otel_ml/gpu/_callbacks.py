@@ -177,8 +177,16 @@ def per_process(slot: int, state: GpuState, snapshot: Snapshot) -> Observations:
                 yield Observation(value, labels.for_pid(pid, len(processes)))
 
 
+def info(state: GpuState, snapshot: Snapshot) -> Observations:
+    """``hw.gpu.info``: 1 per reported device, with the identity attributes the other series leave out."""
+    for device, _values in snapshot:
+        yield Observation(1, state.labels[id(device)].info)
+
+
 def xid_errors(state: GpuState, snapshot: Snapshot) -> Observations:
     del snapshot  # counted by the watcher thread: no NVML call here
     if state.xid is not None:
         for device, code, count in state.xid.counts():
-            yield Observation(count, {**device.attributes, sc.HW_GPU_XID_CODE: code})
+            labels = state.labels.get(id(device))
+            if labels is not None:
+                yield Observation(count, labels.for_xid(code))

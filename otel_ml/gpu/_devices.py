@@ -3,6 +3,14 @@
 Handles, UUIDs, names and attribute dicts are read once here, at instrument
 time, so a collection only reads the values that change.
 
+A device has two attribute dicts. ``attributes`` goes on every series: only
+what selects and joins (``hw.id``, ``hw.name``, ``hw.type``, and ``hw.parent``
+for a MIG instance). ``identity`` (vendor, model, driver, serial, firmware,
+indices) goes on the one ``hw.gpu.info`` series per device: the SDK cleans and
+hashes every attribute of every data point on every collection, so ten
+attributes on each of a GPU's ~40 series cost more than all of its NVML reads.
+``identity_on_series`` puts them back on every series, at that cost.
+
 ``CUDA_VISIBLE_DEVICES`` is honoured as CUDA reads it: comma-separated
 indices or UUIDs (``GPU-...``, ``MIG-...``, unique prefixes allowed), parsing
 stops at the first entry that matches nothing, an empty value means no device
@@ -33,6 +41,7 @@ class Device:
     uuid: str
     index: int
     attributes: Attributes
+    identity: Attributes = field(default_factory=dict)
     children: list[Device] = field(default_factory=list)
     # Set by the reads: the NVML field ids this device answers (probed once), its GPM
     # samples, and the newest per-process utilisation sample seen (NVML's microseconds).
@@ -49,8 +58,15 @@ class Device:
         """A new attribute dict: this device's plus one more key (built once, not per collection)."""
         return {**self.attributes, key: value}
 
+    @property
+    def info(self) -> Attributes:
+        """The ``hw.gpu.info`` series' attributes: the series attributes and the identity (a new dict)."""
+        return {**self.attributes, **self.identity}
 
-def discover(nvml: ModuleType, *, all_devices: bool, visible: str | None) -> list[Device]:
+
+def discover(
+    nvml: ModuleType, *, all_devices: bool, visible: str | None, identity_on_series: bool = False
+) -> list[Device]:
     """Read every device (and its MIG instances) once, then keep those to report."""
     driver = text(nvml.nvmlSystemGetDriverVersion())
     physical: list[Device] = []
@@ -67,6 +83,9 @@ def discover(nvml: ModuleType, *, all_devices: bool, visible: str | None) -> lis
     for device in chosen:
         found.append(device)
         found.extend(device.children)
+    if identity_on_series:
+        for device in found:
+            device.attributes = device.info
     return found
 
 
@@ -74,14 +93,12 @@ def _describe(
     nvml: ModuleType, handle: Any, driver: str, index: int, parent: Device | None = None, slot: int = 0
 ) -> Device:
     uuid = text(nvml.nvmlDeviceGetUUID(handle))
-    attributes: Attributes = {
-        sc.HW_ID: uuid,
-        sc.HW_TYPE: sc.HW_TYPE_GPU,
+    attributes: Attributes = {sc.HW_ID: uuid, sc.HW_NAME: f"gpu{index}", sc.HW_TYPE: sc.HW_TYPE_GPU}
+    identity: Attributes = {
         sc.HW_VENDOR: sc.HW_VENDOR_NVIDIA,
         sc.HW_MODEL: text(nvml.nvmlDeviceGetName(handle)),
         sc.HW_DRIVER_VERSION: driver,
         sc.ML_GPU_INDEX: index,
-        sc.HW_NAME: f"gpu{index}",
     }
     if parent is None:
         for key, read in (
@@ -89,14 +106,14 @@ def _describe(
             (sc.HW_FIRMWARE_VERSION, nvml.nvmlDeviceGetVbiosVersion),  # the VBIOS: the GPU's firmware
         ):
             try:
-                attributes[key] = text(read(handle))
+                identity[key] = text(read(handle))
             except nvml.NVMLError:
                 pass  # NotSupported on consumer boards (serial): the attribute is left out
-        return Device(handle, uuid, index, attributes)
+        return Device(handle, uuid, index, attributes, identity)
     attributes[sc.HW_NAME] = f"gpu{index}/mig{slot}"
     attributes[sc.HW_PARENT] = parent.uuid
-    attributes[sc.ML_GPU_MIG_INDEX] = slot
-    return Device(handle, uuid, index, attributes)
+    identity[sc.ML_GPU_MIG_INDEX] = slot
+    return Device(handle, uuid, index, attributes, identity)
 
 
 def _mig_instances(nvml: ModuleType, parent: Device, driver: str) -> list[Device]:
@@ -136,7 +153,7 @@ def _visible(physical: list[Device], visible: str) -> list[Device]:
             # A MIG instance names its parent too: its power and temperature are the instance's.
             known = next((d for d in chosen if d.uuid == device.uuid), None)
             if known is None:
-                known = Device(device.handle, device.uuid, device.index, device.attributes)
+                known = Device(device.handle, device.uuid, device.index, device.attributes, device.identity)
                 chosen.append(known)
             if mig not in known.children:
                 known.children.append(mig)

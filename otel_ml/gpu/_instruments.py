@@ -150,6 +150,14 @@ SPECS: Final[tuple[tuple[str, str, str, str, Observe], ...]] = (
         partial(cb.gpm, 3),
     ),
     (
+        sc.METRIC_HW_GPU_INFO,
+        GAUGE,
+        sc.UNIT_DIMENSIONLESS,
+        "1 per GPU: its identity (hw.vendor, hw.model, hw.driver_version, hw.serial_number, hw.firmware_version, "
+        "ml.gpu.index), which the other GPU series leave out; join on hw.id.",
+        cb.info,
+    ),
+    (
         sc.METRIC_GPU_PROCESS_MEMORY_USAGE,
         UPDOWN,
         sc.UNIT_BYTES,

@@ -28,13 +28,17 @@ STATES: Final = (sc.STATE_OK, sc.STATE_DEGRADED, sc.STATE_FAILED)
 
 
 def _component(device: Device, kind: str, part: str, extra: Attributes) -> Attributes:
-    """A sensor or fan of the GPU: its own ``hw.id``, the GPU as ``hw.parent``, still selectable by index."""
+    """A sensor or fan of the GPU: its own ``hw.id``, the GPU as ``hw.parent`` (what joins it to ``hw.gpu.info``).
+
+    The GPU's identity attributes come along only when the device's series carry them (``identity_on_series``).
+    """
+    identity = {key: value for key, value in device.attributes.items() if key in device.identity}
     return {
         sc.HW_ID: f"{device.uuid}/{part}",
         sc.HW_NAME: f"{device.name} {part}",
         sc.HW_TYPE: kind,
         sc.HW_PARENT: device.uuid,
-        sc.ML_GPU_INDEX: device.index,
+        **identity,
         **extra,
     }
 
@@ -51,15 +55,20 @@ class Labels:
         "encoder",
         "fan",
         "general",
+        "info",
         "own_pid",
+        "series",
         "states",
         "temperature",
         "throttle",
         "uncorrected",
+        "xid",
     )
 
     def __init__(self, nvml: ModuleType, device: Device, own_pid: int) -> None:
         extra = device.with_extra
+        self.info = device.info
+        self.series = device.attributes
         self.general = extra(sc.HW_GPU_TASK, sc.GPU_TASK_GENERAL)
         self.encoder = extra(sc.HW_GPU_TASK, sc.GPU_TASK_ENCODER)
         self.decoder = extra(sc.HW_GPU_TASK, sc.GPU_TASK_DECODER)
@@ -84,6 +93,14 @@ class Labels:
         self.fan = _component(device, sc.HW_TYPE_FAN, "fan", {})
         self.own_pid = extra(sc.PROCESS_PID, own_pid)
         self.by_pid: dict[int, Attributes] = {own_pid: self.own_pid}
+        self.xid: dict[str, Attributes] = {}  # by XID code: bounded by the watcher (32 codes and "other")
+
+    def for_xid(self, code: str) -> Attributes:
+        """The dict of XID ``code``, built the first time the code is counted."""
+        attributes = self.xid.get(code)
+        if attributes is None:
+            attributes = self.xid[code] = {**self.series, sc.HW_GPU_XID_CODE: code}
+        return attributes
 
     def for_pid(self, pid: int, live: int) -> Attributes:
         """The dict of ``pid``; forgets exited processes once more than a bound of them piled up."""

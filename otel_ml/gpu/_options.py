@@ -22,6 +22,14 @@ OPTIONS = OptionTable(
         False,
         "per-process GPU memory and utilisation for every process, not only this one",
     ),
+    Option(
+        "gpu_identity_on_series",
+        ev.OTEL_ML_GPU_IDENTITY_ON_SERIES,
+        parse_bool,
+        False,
+        "put the GPU's identity attributes (vendor, model, driver, serial, firmware, index) on every GPU "
+        "series, not only on hw.gpu.info (each attribute costs every data point of every collection)",
+    ),
 )
 
 
@@ -31,3 +39,4 @@ class GpuOptions:
 
     gpu_all_devices: bool
     gpu_all_processes: bool
+    gpu_identity_on_series: bool

@@ -8,6 +8,7 @@ from otel_ml import _semconv as sc
 from otel_ml._training.flavour import DataSizes, Flavour
 from otel_ml._training.loss_weights import metrics_loss_count
 from otel_ml._training.values import read_attribute, read_scalar
+from otel_ml.keras._jax_state import live_reader
 
 
 def _read_adapter(adapter: Any) -> DataSizes:
@@ -28,4 +29,5 @@ KERAS_3 = Flavour(
     # Keras 3 lists its loss tracker among model.metrics from compile() on.
     loss_count=metrics_loss_count,
     read_scalar=read_scalar,
+    live_reader=live_reader,  # JAX: mid-epoch values live in the trainer's state
 )

@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_ml import _resource, _sdk, _sdk_env
-from otel_ml._ids import SystemRandomIdGenerator
+from otel_ml._ids import PrivateRandomIdGenerator
 from otel_ml.exporter._slow_steps import SLOW_STEP_BUFFER
 from otel_ml.gpu import _nvml
 from tests import _net
@@ -48,7 +48,7 @@ def test_a_25_digit_slow_step_buffer_is_one_error_and_the_default(monkeypatch, c
 def test_a_bogus_id_generator_is_one_error_and_otel_mls_ids(monkeypatch, caplog) -> None:
     monkeypatch.setenv("OTEL_PYTHON_ID_GENERATOR", "bogus")
     with caplog.at_level(logging.ERROR):
-        assert isinstance(_sdk._id_generator(), SystemRandomIdGenerator)
+        assert isinstance(_sdk._id_generator(), PrivateRandomIdGenerator)
     (message,) = errors(caplog)
     assert message.startswith("OTEL_PYTHON_ID_GENERATOR='bogus' is invalid: expected one of random")
 

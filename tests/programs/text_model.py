@@ -30,7 +30,7 @@ model = keras.Sequential(
     name="text",
 )
 model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-truth = LossOfBatch(vectorize(texts).numpy(), labels, 10, epoch=2, batch=4)
+truth = LossOfBatch(keras.ops.convert_to_numpy(vectorize(texts)), labels, 10, epoch=2, batch=4)
 history = model.fit(ds, epochs=3, verbose=0, callbacks=[truth])
 print("text", round(history.history["loss"][-1], 6))
 record(model, epochs=3, samples=135, last_loss=truth.value)
