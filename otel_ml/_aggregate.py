@@ -4,9 +4,9 @@ A synchronous ``Histogram.record`` re-cleans and re-hashes its attribute dict
 on every call (a measurement object, a cleaned copy, a sorted hash), which is
 most of its cost. The pending buffers of :mod:`otel_ml._pending` hand over
 dozens of values with one and the same attribute dict, so :func:`record_many`
-records the first value through the public API (which creates the
-aggregation and applies every check and view) and feeds the rest straight
-into the aggregations that measurement reached, one lookup for the batch.
+feeds them straight into the aggregations those attributes reach, one lookup
+for the batch; only when no aggregation exists yet does the first value go
+through the public API (which creates it and applies every check and view).
 
 This reads SDK internals of the pinned ``opentelemetry-sdk`` (1.45.1): when
 they are not there (another SDK version, a proxy or no-op instrument, a
@@ -17,7 +17,9 @@ is the one taken on the pinned SDK.
 
 from __future__ import annotations
 
+import functools
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,30 +31,104 @@ RecordMany = Callable[[Sequence[float], dict[str, Any], Context], None]
 def record_many_for(instrument: Any) -> RecordMany:
     """A ``record_many(values, attrs, context)`` for a synchronous SDK instrument (histogram or counter)."""
     record = getattr(instrument, "record", None) or instrument.add
+    found: dict[int, tuple[dict[str, Any], list[_Target]]] = {}
+
+    def targets_for(attrs: dict[str, Any]) -> list[Any] | None:
+        # Hashing the attributes and matching views costs as much as a record:
+        # done once per attribute dict (the callers' dicts live as long as
+        # their model), then only checked to still be the SDK's.
+        known = found.get(id(attrs))
+        if known is not None and known[0] is attrs and _still_current(instrument, known[1]):
+            return [aggregation for _, _, aggregation in known[1]]
+        targets = _aggregations(instrument, attrs)
+        if targets is not None:
+            found[id(attrs)] = (attrs, targets)
+            return [aggregation for _, _, aggregation in targets]
+        return None
 
     def record_many(values: Sequence[float], attrs: dict[str, Any], context: Context) -> None:
         if not values:
             return
-        record(values[0], attrs, context=context)
-        rest = values[1:]
-        targets = _aggregations(instrument, attrs) if rest else None
+        rest: Sequence[float] = values
+        targets = targets_for(attrs)
+        if targets is None:  # the first measurement with these attributes creates the aggregation
+            record(values[0], attrs, context=context)
+            rest = values[1:]
+            targets = targets_for(attrs) if rest else None
         if targets is None:
             for value in rest:
                 record(value, attrs, context=context)
             return
-        from opentelemetry.sdk.metrics._internal.measurement import Measurement
-
-        now = time.time_ns()
-        for value in rest:
-            measurement = Measurement(value, now, instrument, context, None)
-            for aggregation in targets:
+        measurement = None
+        for aggregation in targets:
+            if type(aggregation) is _histogram_class():
+                _feed_histogram(aggregation, rest)
+                continue
+            # One measurement object for the batch: with no exemplar asked for, an
+            # aggregation reads the value and keeps nothing (the SDK's own
+            # ``Measurement`` is a frozen dataclass, several times dearer to make).
+            measurement = measurement or _Measurement(time.time_ns(), instrument, context)
+            for value in rest:
+                measurement.value = value
                 aggregation.aggregate(measurement, False)  # no exemplar: the batch belongs to no span
 
     return record_many
 
 
-def _aggregations(instrument: Any, attrs: dict[str, Any]) -> list[Any] | None:
-    """The aggregations the measurement just recorded with ``attrs`` reached, or None to fall back."""
+@functools.cache
+def _histogram_class() -> type:
+    from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
+
+    return _ExplicitBucketHistogramAggregation
+
+
+def _feed_histogram(aggregation: Any, values: Sequence[float]) -> None:
+    """What ``aggregate`` does per value, under one lock for the batch; the same sums, to the last bit.
+
+    The sum is added value by value, in order, as one ``aggregate`` per value
+    would: ``sum(values)`` first would round differently.
+    """
+    boundaries = aggregation._boundaries
+    with aggregation._lock:
+        if aggregation._value is None:
+            aggregation._value = aggregation._get_empty_bucket_counts()
+        counts = aggregation._value
+        total = aggregation._sum
+        for value in values:
+            total += value
+            counts[bisect_left(boundaries, value)] += 1
+        aggregation._sum = total
+        if aggregation._record_min_max:
+            aggregation._min = min(aggregation._min, *values)
+            aggregation._max = max(aggregation._max, *values)
+
+
+class _Measurement:
+    """What an aggregation reads of ``opentelemetry.sdk.metrics._internal.measurement.Measurement``."""
+
+    __slots__ = ("attributes", "context", "instrument", "time_unix_nano", "value")
+
+    def __init__(self, time_unix_nano: int, instrument: Any, context: Context) -> None:
+        self.value: float = 0.0
+        self.time_unix_nano = time_unix_nano
+        self.instrument = instrument
+        self.context = context
+        self.attributes = None
+
+
+_Target = tuple[dict[Any, Any], Any, Any]
+"""Where an aggregation is kept (its view match's table), under which key, and the aggregation."""
+
+
+def _still_current(instrument: Any, targets: list[_Target]) -> bool:
+    try:
+        return bool(instrument._is_enabled()) and all(table.get(key) is agg for table, key, agg in targets)
+    except Exception:  # noqa: BLE001 - not the SDK this was written for
+        return False
+
+
+def _aggregations(instrument: Any, attrs: dict[str, Any]) -> list[_Target] | None:
+    """Where the measurements recorded with ``attrs`` are aggregated, or None to fall back."""
     try:
         from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
 
@@ -63,10 +139,11 @@ def _aggregations(instrument: Any, attrs: dict[str, Any]) -> list[Any] | None:
             for match in storage._get_or_init_view_instrument_match(instrument):
                 keys = match._view._attribute_keys
                 kept = attrs if keys is None else {k: v for k, v in attrs.items() if k in keys}
-                aggregation = match._attributes_aggregation.get(_hash_attributes(kept))
+                table, key = match._attributes_aggregation, _hash_attributes(kept)
+                aggregation = table.get(key)
                 if aggregation is None:
                     return None
-                found.append(aggregation)
+                found.append((table, key, aggregation))
         return found
     except Exception:  # noqa: BLE001 - not the SDK this was written for: the public API does it all
         return None

@@ -53,3 +53,22 @@ def test_a_proxy_or_no_op_instrument_falls_back_to_record() -> None:
     histogram = metrics.NoOpMeterProvider().get_meter("t").create_histogram("h")
     assert _aggregations(histogram, ATTRS) is None
     record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)  # no error, nothing recorded
+
+
+def test_once_the_aggregation_exists_no_value_goes_through_the_public_record() -> None:
+    reader = InMemoryMetricReader()
+    histogram = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("h")
+    public = histogram.record
+    calls: list[float] = []
+
+    def counting(value, attributes=None, context=None):  # type: ignore[no-untyped-def]
+        calls.append(value)
+        public(value, attributes, context=context)
+
+    histogram.record = counting  # type: ignore[method-assign]
+    record_many = record_many_for(histogram)
+    record_many(VALUES, ATTRS, NO_SPAN)
+    record_many(VALUES, ATTRS, NO_SPAN)
+    assert calls == [VALUES[0]]  # only the first value, which created the aggregation
+    [point] = _points(reader)
+    assert (point.count, point.sum) == (2 * len(VALUES), sum(VALUES + VALUES))

@@ -18,17 +18,18 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml import _semconv as sc
 from otel_ml._slow import SlowDetector
-from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, identity_of_config, known, remember
+from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, engine_flags, identity_of_config, known, remember
 from otel_ml.paddle._options import PaddleOptions
 
 _LOG = logging.getLogger(__name__)
+_ref = weakref.ref
 
 OTHER: Final = "_OTHER"
 MAX_MODELS: Final = 64
@@ -122,7 +123,7 @@ class ModelState:
 class PredictorFacts:
     """One predictor's model, engine flags, warm-up count and slow-run baseline."""
 
-    __slots__ = ("detector", "engine", "handle", "identity", "model", "runs", "span_attrs")
+    __slots__ = ("detector", "engine", "handle", "identity", "input_shape", "model", "runs", "span_attrs")
 
     def __init__(self, model: ModelState, identity: Identity, options: PaddleOptions) -> None:
         self.model = model
@@ -130,16 +131,26 @@ class PredictorFacts:
         self.engine = identity.engine
         self.runs = identity.runs
         self.handle: Any = None  # the first input handle, once looked up
+        # Its bound ``shape`` (a live read: later reshapes show), so that a run does no attribute lookup on it.
+        self.input_shape: Callable[[], list[int]] | None = None
         self.detector = SlowDetector(options.slow_run_seconds, options.slow_run_factor)
         self.span_attrs: dict[str, Any] = {**model.batch_attrs, **identity.engine}
 
 
 class Registry:
-    """The weak map predictor -> facts, and the bounded set of models."""
+    """The weak map predictor -> facts, and the bounded set of models.
+
+    The map is a plain dict keyed by ``id(predictor)`` and holding a weak
+    reference beside the facts, so that :meth:`facts`, called on every run, is
+    one frame, one dict lookup on an int and one identity check (a
+    ``WeakKeyDictionary`` makes, hashes and compares a new weak reference per
+    lookup). The reference's callback removes the entry when the predictor
+    dies, before its address can be reused.
+    """
 
     def __init__(self, options: PaddleOptions) -> None:
         self.options = options
-        self._facts: weakref.WeakKeyDictionary[Any, PredictorFacts] = weakref.WeakKeyDictionary()
+        self._facts: dict[int, tuple[weakref.ref[Any], PredictorFacts]] = {}
         self._models: dict[tuple[str, str | None], ModelState] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -189,36 +200,44 @@ class Registry:
         return self._attach(clone, Identity(base.name, base.version, base.engine, fallback=base.fallback))
 
     def facts(self, predictor: Any) -> PredictorFacts:
-        facts = self._facts.get(predictor)
-        if facts is None:
-            identity = known(predictor)
-            if identity is None or identity.fallback:
-                runs = identity.runs if identity is not None else 0
-                name = self.options.model_name or UNKNOWN_MODEL
-                identity = Identity(name, self.options.model_version, {}, runs, fallback=True)
-            facts = self._attach(predictor, identity)
-        return facts
+        """``predictor``'s facts, made on its first run when no wrapper recorded them (a pool member)."""
+        entry = self._facts.get(id(predictor))
+        if entry is not None and entry[0]() is predictor:
+            return entry[1]
+        identity = known(predictor)
+        if identity is None or identity.fallback:
+            runs = identity.runs if identity is not None else 0
+            name = self.options.model_name or UNKNOWN_MODEL
+            identity = Identity(name, self.options.model_version, {}, runs, fallback=True)
+        return self._attach(predictor, identity)
 
     def forget(self, predictor: Any) -> None:
         """Drop ``predictor``'s facts (it was renamed): its next run starts from its identity, runs kept."""
-        try:
-            facts = self._facts.pop(predictor, None)
-        except TypeError:  # takes no weak reference: never tracked
+        entry = self._facts.get(id(predictor))
+        if entry is None or entry[0]() is not predictor:  # never tracked (or takes no weak reference)
             return
+        facts = self._facts.pop(id(predictor), entry)[1]
         identity = known(predictor)
         if facts is not None and identity is not None:
             identity.runs = facts.runs
 
     def save(self) -> None:
         """Keep each live predictor's run count with its identity (at uninstrument): no second warm-up."""
-        for facts in list(self._facts.values()):
+        for _, facts in list(self._facts.values()):
             facts.identity.runs = facts.runs
 
     def _attach(self, predictor: Any, identity: Identity) -> PredictorFacts:
         remember(predictor, identity)
         facts = PredictorFacts(self.model(identity.name, identity.version), identity, self.options)
-        self._facts[predictor] = facts
+        key = id(predictor)
+        self._facts[key] = (_ref(predictor, lambda gone: self._drop(key, gone)), facts)
         return facts
+
+    def _drop(self, key: int, gone: weakref.ref[Any]) -> None:
+        """A predictor died: its entry goes, unless a newer predictor at the same address replaced it."""
+        entry = self._facts.get(key)
+        if entry is not None and entry[0] is gone:
+            self._facts.pop(key, None)
 
     def observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
         for state in self.models():
@@ -227,18 +246,3 @@ class Registry:
     def models(self) -> list[ModelState]:
         """A snapshot of the models (``list()`` of a dict view is one C call: safe beside inserts)."""
         return list(self._models.values())
-
-
-def engine_flags(config: Any) -> dict[str, bool]:
-    """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
-    flags: dict[str, bool] = {}
-    for attr, getter in (
-        (sc.ML_PADDLE_GPU, "use_gpu"),
-        (sc.ML_PADDLE_TENSORRT, "tensorrt_engine_enabled"),
-        (sc.ML_PADDLE_MKLDNN, "mkldnn_enabled"),
-    ):
-        try:
-            flags[attr] = bool(getattr(config, getter)())
-        except Exception:  # noqa: BLE001 - older or newer Config without this getter
-            continue
-    return flags

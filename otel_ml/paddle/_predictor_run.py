@@ -22,14 +22,17 @@ from opentelemetry import context as otel_context
 
 from otel_ml._guard import report
 from otel_ml.paddle._facts import ModelState, PredictorFacts
-from otel_ml.paddle._outcomes import SITE, RunHooks
+from otel_ml.paddle._outcomes import SITE, SPAN_KEY, RunHooks
 
 
 def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any]:
     """A plain function to set as ``Predictor.run``; cheaper per call than a wrapt proxy.
 
     Names are bound once here rather than looked up per call; ``registry.facts``
-    stays an attribute lookup so that a test can break it on purpose.
+    stays an attribute lookup so that a test can break it on purpose. What
+    the common run does is what it cannot avoid: its C calls (the shape read,
+    two counters, two clock reads) and no Python call but ``registry.facts``
+    and the detector's.
     """
     registry, start_child, flush = hooks.registry, hooks.start_child, hooks.flush
     warmup, slow_run, in_span, failed = hooks.warmup, hooks.slow, hooks.in_span, hooks.failed
@@ -39,9 +42,16 @@ def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             facts = registry.facts(self)
-            batch = batch_size(facts, self, args)
+            read_shape = facts.input_shape
+            if args or kwargs or read_shape is None:
+                batch = batch_size(facts, self, args or tuple(kwargs.values()))  # run([...]) or run(inputs=[...])
+            else:  # the zero-copy form, every run after the first: one C call
+                shape = read_shape()
+                batch = shape[0] if shape and shape[0] > 0 else None
             # An empty context (any run outside a request) cannot hold a span: skip the lookup.
-            span = start_child(facts) if get_current() else None
+            context = get_current()
+            parent: Any = context.get(SPAN_KEY) if context else None
+            span = start_child(facts, batch) if parent is not None and parent.is_recording() else None
             model: ModelState = facts.model
             next(model.started)
         except Exception as exc:  # noqa: BLE001 - run uninstrumented rather than not at all
@@ -49,7 +59,8 @@ def make_run(original: Callable[..., Any], hooks: RunHooks) -> Callable[..., Any
             return original(self, *args, **kwargs)
         t0 = perf()
         try:
-            result = original(self, *args, **kwargs)
+            # No empty keyword dict for pybind11 to search for ``inputs`` when there are no keywords.
+            result = original(self, *args, **kwargs) if kwargs else original(self, *args)
         except BaseException as exc:
             failed(facts, batch, span, perf() - t0, exc)
             raise
@@ -97,6 +108,7 @@ def _batch_size(facts: PredictorFacts, predictor: Any, args: tuple[Any, ...]) ->
                     return None
                 # Cached: a handle reads the live input variable, so later reshapes show.
                 handle = facts.handle = predictor.get_input_handle(names[0])
+                facts.input_shape = handle.shape
             shape = handle.shape()
         if not shape:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import otel_ml
 from otel_ml import _semconv as sc
 from otel_ml.paddle import PaddleInstrumentor, set_model
 from otel_ml.paddle._identity import identity_of_path
-from tests.paddle._helpers import run_zero_copy
+from tests.paddle._helpers import new_predictor, run_zero_copy
 
 
 def _instrument(telemetry, **options) -> None:  # type: ignore[no-untyped-def]
@@ -144,3 +145,19 @@ def test_a_failed_load_is_timed_with_its_error_type_and_reaches_the_caller(telem
         sc.ERROR_TYPE: "RuntimeError",
     }
     assert point.count == 1
+
+
+def test_a_predictor_that_dies_takes_its_facts_with_it(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    """Facts are keyed by address: a new predictor, even at a dead one's address, starts afresh."""
+    _instrument(telemetry, inference_warmup_runs=1)
+    registry = PaddleInstrumentor()._hooks.registry  # type: ignore[union-attr]
+    for _ in range(3):
+        predictor = new_predictor(model_prefix)
+        run_zero_copy(predictor, 1)
+        run_zero_copy(predictor, 1)
+        del predictor
+        gc.collect()
+        assert registry._facts == {}
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
+    warm = {dict(key)[sc.ML_INFERENCE_WARMUP]: point.count for key, point in durations.items()}
+    assert warm == {True: 3, False: 3}  # each warmed up on its own
