@@ -61,8 +61,7 @@ def record_many_for(instrument: Any) -> RecordMany:
             return
         measurement = None
         for aggregation in targets:
-            if type(aggregation) is _histogram_class():
-                _feed_histogram(aggregation, rest)
+            if type(aggregation) is _histogram_class() and _feed_histogram(aggregation, rest):
                 continue
             # One measurement object for the batch: with no exemplar asked for, an
             # aggregation reads the value and keeps nothing (the SDK's own
@@ -82,14 +81,20 @@ def _histogram_class() -> type:
     return _ExplicitBucketHistogramAggregation
 
 
-def _feed_histogram(aggregation: Any, values: Sequence[float]) -> None:
+def _feed_histogram(aggregation: Any, values: Sequence[float]) -> bool:
     """What ``aggregate`` does per value, under one lock for the batch; the same sums, to the last bit.
 
     The sum is added value by value, in order, as one ``aggregate`` per value
-    would: ``sum(values)`` first would round differently.
+    would: ``sum(values)`` first would round differently. Every field is read
+    before anything is changed, so an SDK whose histogram looks different
+    returns False untouched and the caller aggregates value by value.
     """
-    boundaries = aggregation._boundaries
-    with aggregation._lock:
+    try:
+        boundaries, lock, min_max = aggregation._boundaries, aggregation._lock, aggregation._record_min_max
+        aggregation._value, aggregation._sum, aggregation._min, aggregation._max, aggregation._get_empty_bucket_counts  # noqa: B018
+    except AttributeError:
+        return False
+    with lock:
         if aggregation._value is None:
             aggregation._value = aggregation._get_empty_bucket_counts()
         counts = aggregation._value
@@ -98,9 +103,10 @@ def _feed_histogram(aggregation: Any, values: Sequence[float]) -> None:
             total += value
             counts[bisect_left(boundaries, value)] += 1
         aggregation._sum = total
-        if aggregation._record_min_max:
+        if min_max:
             aggregation._min = min(aggregation._min, *values)
             aggregation._max = max(aggregation._max, *values)
+    return True
 
 
 class _Measurement:
