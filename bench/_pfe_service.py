@@ -12,7 +12,7 @@ status) and a counter and histogram of its own around each inference
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import os
 import sys
@@ -25,13 +25,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "paddle_service.
 
 
 def _example() -> Any:
-    sys.path.insert(0, str(EXAMPLE.parent))  # its input checks sit beside it
-    spec = importlib.util.spec_from_file_location("paddle_service", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paddle_service"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The example's module, imported as ``python examples/paddle_service.py`` would find it."""
+    sys.path.insert(0, str(EXAMPLE.parent))
+    return importlib.import_module("paddle_service")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import View
 
-from otel_ml._aggregate import _aggregations, record_many_for
+from otel_ml._aggregate import _aggregations, _feed_histogram, record_many_for
 from otel_ml._pending import NO_SPAN
 
 ATTRS = {"ml.model.name": "m", "ml.inference.warmup": False}
@@ -72,3 +72,22 @@ def test_once_the_aggregation_exists_no_value_goes_through_the_public_record() -
     assert calls == [VALUES[0]]  # only the first value, which created the aggregation
     [point] = _points(reader)
     assert (point.count, point.sum) == (2 * len(VALUES), sum(VALUES + VALUES))
+
+
+def test_a_histogram_of_another_shape_is_left_untouched_for_the_per_value_path() -> None:
+    reader = InMemoryMetricReader()
+    histogram = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("h")
+    histogram.record(1.0, ATTRS)
+    [(_, _, aggregation)] = _aggregations(histogram, ATTRS) or []
+    before = (list(aggregation._value), aggregation._sum)
+    boundaries = aggregation._boundaries
+    del aggregation._boundaries  # an SDK that names its buckets otherwise
+    assert _feed_histogram(aggregation, VALUES) is False
+    assert (list(aggregation._value), aggregation._sum) == before
+    aggregation._boundaries = boundaries
+    assert _feed_histogram(aggregation, VALUES) is True
+    [point] = _points(reader)
+    total = 1.0
+    for value in VALUES:  # in order, as one record per value adds them
+        total += value
+    assert (point.count, point.sum) == (1 + len(VALUES), total)

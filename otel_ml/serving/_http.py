@@ -173,11 +173,11 @@ class _Request:
         scheme = scheme if scheme in _SCHEMES else _OTHER
         self.key: list[Any] = [method, scheme, _PROTOCOLS.get(environ.get("SERVER_PROTOCOL", "")), None, None, None]
         self.status = 0
+        self._entered, self._left, _ = owner.active(method, scheme)
         parent = propagate.extract(environ, getter=_GETTER)  # type: ignore[arg-type]
         self._span = owner.span(method, scheme, environ, parent)
         self._token = context.attach(parent if self._span is None else trace.set_span_in_context(self._span, parent))
-        self._entered, self._left, _ = owner.active(method, scheme)
-        self._entered.bump()  # last: nothing above can leave it counted without its end
+        self._entered.bump()  # these two last: nothing above can leave either without its end
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         """The app's ``start_response``, called inside its request context: status and route are known here."""

@@ -6,7 +6,7 @@ modules import helpers from a module, not from a conftest.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,16 +17,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paddle_service.py"
 
 def load_example() -> ModuleType:
     """Import ``examples/paddle_service.py`` (not a package) as a module."""
-    module = sys.modules.get("paddle_service")
-    if module is None:
-        if str(EXAMPLE.parent) not in sys.path:  # its input checks sit beside it, as for `python examples/...`
-            sys.path.insert(0, str(EXAMPLE.parent))
-        spec = importlib.util.spec_from_file_location("paddle_service", EXAMPLE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["paddle_service"] = module
-        spec.loader.exec_module(module)
-    return module
+    if str(EXAMPLE.parent) not in sys.path:  # its input checks sit beside it, as for `python examples/...`
+        sys.path.insert(0, str(EXAMPLE.parent))
+    return importlib.import_module("paddle_service")
 
 
 def new_predictor(prefix: str) -> Any:
