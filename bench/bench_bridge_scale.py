@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
-from otel_ml.tensorboard_bridge._bridge import Bridge
+from otel_ml.distro.tensorboard_bridge._bridge import Bridge
 
 DESCRIPTORS = 1024
 

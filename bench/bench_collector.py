@@ -45,8 +45,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_ml import _semconv as sc
-from otel_ml._buckets import DURATION_BUCKETS_SECONDS
+from otel_ml._core import semconv as sc
+from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "collector" / "build" / "otelcol-ml"

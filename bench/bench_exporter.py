@@ -30,8 +30,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from otel_ml._training.instruments import TrainingInstruments as KerasInstruments
-from otel_ml.exporter import OtelMLPrometheusMetricReader
-from otel_ml.exporter._reader import WORKER_RESOURCE_ATTRIBUTES
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
+from otel_ml.distro.endpoint._reader import WORKER_RESOURCE_ATTRIBUTES
 
 GPUS = 8
 RUNS = 4

@@ -55,7 +55,7 @@ FLOOD = """
 import json, os, socket, threading, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 import otel_ml
-from otel_ml.exporter._reader import _live
+from otel_ml.distro.endpoint._reader import _live
 otel_ml.instrument()
 url = _live[-1].url
 port = int(url.rsplit(":", 1)[1].split("/")[0])

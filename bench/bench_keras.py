@@ -43,7 +43,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_ml
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer
 
 BATCH = 64
 TF_KERAS_SECTION = "\n## Keras 2 (`tf_keras`)\n\n"

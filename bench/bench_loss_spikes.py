@@ -29,7 +29,7 @@ import _common
 import keras
 import numpy as np
 
-from otel_ml._slow import RollingWindow
+from otel_ml._core.slow import RollingWindow
 from otel_ml._training.loss import BatchLoss, SpikeDetector
 
 BATCH = 64

@@ -47,8 +47,8 @@ from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
-from otel_ml._sampling import SlowSpansOnly  # noqa: E402
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer  # noqa: E402
+from otel_ml.distro._sampling import SlowSpansOnly  # noqa: E402
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer  # noqa: E402
 from otel_ml.paddle import PaddleInstrumentor  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "paddle_service.py"

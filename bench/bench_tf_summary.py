@@ -38,7 +38,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_ml._summary import FileFollower, SummaryExporter, SummaryInstruments, export_events
-from otel_ml.tensorboard_bridge._bridge import Bridge
+from otel_ml.distro.tensorboard_bridge._bridge import Bridge
 from otel_ml.tf_summary import TfSummaryInstrumentor
 
 # mode -> (summary_per_write, summary_flush_seconds); None: not instrumented

@@ -27,7 +27,7 @@ import otel_ml
 import otel_ml._training.loss_weights as loss_weights
 from otel_ml._training.fit import FitRun
 from otel_ml._training.steps import PendingSteps
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer
 
 STEPS, BATCH = 300, 64
 

@@ -60,7 +60,7 @@ def main() -> None:
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
 
-    from otel_ml.exporter import embedded_url
+    from otel_ml.distro.endpoint import embedded_url
 
     url = embedded_url()
     if url:

@@ -10,8 +10,8 @@ or, with no code change: ``opentelemetry-instrument python train.py``.
 Importing otel_ml imports no ML framework.
 """
 
-from otel_ml._api import instrument, uninstrument
-from otel_ml._run_name import run
+from otel_ml._core.run_name import run
+from otel_ml.distro._instrument import instrument, uninstrument
 from otel_ml.gpu import GpuInstrumentor
 from otel_ml.keras import KerasInstrumentor
 from otel_ml.paddle import PaddleInstrumentor

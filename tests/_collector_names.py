@@ -3,7 +3,7 @@
 The same instruments, units, attributes and resource are recorded into the
 embedded endpoint's registry and, over OTLP, into the collector; the test
 then checks that Prometheus sees the same series and label names from both.
-The list follows otel_ml/_semconv.py and docs/metric-names.md.
+The list follows otel_ml/_core/semconv.py and docs/metric-names.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 
 RUN = "names-check"
 RESOURCE = Resource.create(
@@ -119,7 +119,7 @@ def record_all(provider: MeterProvider) -> None:
 
 def embedded_series() -> set[tuple[str, frozenset[str]]]:
     """(series name, label names) as Prometheus stores them from otel_ml's embedded endpoint."""
-    from otel_ml.exporter import OtelMLPrometheusMetricReader
+    from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 
     reader = OtelMLPrometheusMetricReader(port=0, start_server=False)
     provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])

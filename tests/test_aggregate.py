@@ -7,8 +7,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import View
 
-from otel_ml._aggregate import _aggregations, _feed_histogram, record_many_for
-from otel_ml._pending import NO_SPAN
+from otel_ml._core.pending import NO_SPAN, record_many_for
+from otel_ml.distro._accelerate import _aggregations, _feed_histogram
 
 ATTRS = {"ml.model.name": "m", "ml.inference.warmup": False}
 VALUES = [0.002, 0.02, 0.2, 2.0, 0.02]

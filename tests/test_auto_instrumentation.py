@@ -31,7 +31,7 @@ def _train(tmp_path, env: dict[str, str]):  # type: ignore[no-untyped-def]
 
 def test_no_framework_is_imported_by_otel_ml_or_its_entry_points() -> None:
     code = (
-        "import sys, otel_ml, otel_ml.configurator, otel_ml.exporter, otel_ml.cli\n"
+        "import sys, otel_ml, otel_ml.distro.configurator, otel_ml.distro.endpoint, otel_ml.distro.cli\n"
         "from importlib.metadata import entry_points\n"
         "groups = ('opentelemetry_instrumentor', 'opentelemetry_configurator', 'opentelemetry_metrics_exporter')\n"
         "loaded = [ep.load() for g in groups for ep in entry_points(group=g) if ep.value.startswith('otel_ml')]\n"

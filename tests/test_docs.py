@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from otel_ml import _semconv as sc
 from otel_ml import environment_variables
+from otel_ml._core import semconv as sc
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -41,7 +41,7 @@ def test_every_training_metric_and_span_is_in_the_readme_with_its_prometheus_nam
 
 
 def _option_tables() -> list[tuple[str, object]]:
-    from otel_ml._api import INSTRUMENTORS
+    from otel_ml.distro._instrument import INSTRUMENTORS
 
     tables = []
     for name, target in INSTRUMENTORS.items():

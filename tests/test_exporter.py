@@ -17,8 +17,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer
-from otel_ml.exporter._exemplars import ExemplarCollector
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer
+from otel_ml.distro.endpoint._exemplars import ExemplarCollector
 from tests import _net
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import generate_latest
 
-from otel_ml.exporter import OtelMLPrometheusMetricReader
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
 from tests._gpu_helpers import GPU1, wait_for_xid
@@ -92,7 +92,7 @@ def command() -> Iterator[subprocess.Popen[str]]:
         "OTEL_METRICS_EXPORTER": "otel_ml_prometheus",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_ml.cli", "gpu", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "otel_ml.distro.cli", "gpu", "--host", "127.0.0.1", "--port", "0"],
         env=env,
         cwd=ROOT,
         stderr=subprocess.PIPE,
@@ -136,7 +136,7 @@ def test_otel_ml_gpu_without_a_gpu_exits_1() -> None:
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "otel_ml.cli", "gpu", "--port", "0"],
+        [sys.executable, "-m", "otel_ml.distro.cli", "gpu", "--port", "0"],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -17,7 +17,7 @@ FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "paddle", "pynvml")
 CODE = """
 import sys
 from importlib.metadata import entry_points
-import otel_ml, otel_ml.cli, otel_ml.configurator
+import otel_ml, otel_ml.distro.cli, otel_ml.distro.configurator
 for group in ("opentelemetry_instrumentor", "opentelemetry_configurator", "opentelemetry_metrics_exporter"):
     for ep in entry_points(group=group):
         if ep.value.startswith("otel_ml"):

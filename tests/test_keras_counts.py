@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from tests import _keras_models as km
 
 

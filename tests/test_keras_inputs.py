@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from tests import _keras_models as km
 
 N, B = 100, 16  # 6 full batches and one of 4

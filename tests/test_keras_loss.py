@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._training import steps as steps_module
 from otel_ml._training.loss import SpikeDetector
 from otel_ml._training.values import as_float

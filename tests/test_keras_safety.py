@@ -14,10 +14,10 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.trainers import data_adapters
 
 import otel_ml
-from otel_ml import _guard
-from otel_ml import _semconv as sc
-from otel_ml._guard import error_counts
-from otel_ml._importlib_bootstrap_passthrough import passthrough
+from otel_ml._core import guard as _guard
+from otel_ml._core import semconv as sc
+from otel_ml._core._importlib_bootstrap_passthrough import passthrough
+from otel_ml._core.guard import error_counts
 from otel_ml.keras import KerasInstrumentor
 from tests import _keras_models as km
 

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from tests import _keras_models as km
 
 

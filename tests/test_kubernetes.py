@@ -209,7 +209,7 @@ def test_training_job_gives_each_worker_its_identity_on_the_resource(tmp_path: P
     shell = container["command"][2]
     assert shell.endswith("exec opentelemetry-instrument python /app/train.py")
     probe = (
-        "from otel_ml._resource import build_resource; import json; "
+        "from otel_ml.distro._resource import build_resource; import json; "
         "print(json.dumps(dict(build_resource().attributes)))"
     )
     shell = shell.replace("opentelemetry-instrument python /app/train.py", f"{sys.executable} -c '{probe}'")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import random
 
-from otel_ml import _resource, _sampling, _sdk, _sdk_env
-from otel_ml._ids import PrivateRandomIdGenerator
-from otel_ml._log_limit import RepeatFilter
+from otel_ml.distro import _resource, _sampling, _sdk, _sdk_env
+from otel_ml.distro._ids import PrivateRandomIdGenerator
+from otel_ml.distro._log_limit import RepeatFilter
 
 
 def test_trace_ids_do_not_repeat_when_the_program_seeds_random() -> None:
@@ -99,8 +99,8 @@ def test_stable_http_conventions_are_the_default_unless_the_user_chose() -> None
 
 
 def test_without_a_trace_exporter_only_slow_spans_are_sampled(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from otel_ml._sampling import SlowSpansOnly
-    from otel_ml.exporter import SlowStepBuffer
+    from otel_ml.distro._sampling import SlowSpansOnly
+    from otel_ml.distro.endpoint import SlowStepBuffer
 
     monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
     buffer = SlowStepBuffer(4)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.serving import ModelQuality, QueueTimer
 
 

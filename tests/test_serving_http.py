@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import error_counts
-from otel_ml._sampling import SlowSpansOnly
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import error_counts
+from otel_ml.distro._sampling import SlowSpansOnly
 from otel_ml.serving import instrument_flask_app
 from otel_ml.serving._http import HttpServerTelemetry
 

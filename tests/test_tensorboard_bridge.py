@@ -16,10 +16,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_ml import cli
-from otel_ml.tensorboard_bridge import register
-from otel_ml.tensorboard_bridge._bridge import Bridge
-from otel_ml.tensorboard_bridge._state import StateError
+from otel_ml.distro import cli
+from otel_ml.distro.tensorboard_bridge import register
+from otel_ml.distro.tensorboard_bridge._bridge import Bridge
+from otel_ml.distro.tensorboard_bridge._state import StateError
 from tests.faults._records import frame, scalar, write_run
 
 tf = pytest.importorskip("tensorflow")
@@ -181,7 +181,7 @@ def test_summary_series_pass_the_prometheus_linter(tmp_path: Path) -> None:
         pytest.skip("promtool is not installed (Debian package prometheus; scripts/test.sh installs it)")
     from prometheus_client import generate_latest
 
-    from otel_ml.exporter._reader import OtelMLPrometheusMetricReader
+    from otel_ml.distro.endpoint._reader import OtelMLPrometheusMetricReader
 
     (tmp_path / "logs" / "validation").mkdir(parents=True)
     records = [scalar("epoch_loss", 0.5, 1), scalar("lr", 0.1, 1)]  # the cap of 1 tag drops lr
@@ -204,7 +204,7 @@ def test_summary_series_pass_the_prometheus_linter(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_once_delivers_to_a_push_exporter_before_saving(tmp_path: Path) -> None:
     write_run(tmp_path / "logs" / "run", [0.5, 0.25])
-    argv = [sys.executable, "-m", "otel_ml.cli", "tensorboard", str(tmp_path / "logs"), "--once"]
+    argv = [sys.executable, "-m", "otel_ml.distro.cli", "tensorboard", str(tmp_path / "logs"), "--once"]
     argv += ["--state-dir", str(tmp_path / "state")]
     env = {**os.environ, "OTEL_METRICS_EXPORTER": "console"}
     first = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=True)

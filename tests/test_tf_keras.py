@@ -19,7 +19,7 @@ import tensorflow as tf
 import tf_keras
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.tf_keras import TfKerasInstrumentor
 from tests import _keras_models as km
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._summary._instruments import SummaryInstruments
 from otel_ml._summary._runs import run_phase
 

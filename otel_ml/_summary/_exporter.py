@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Any
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._summary._entry import RunState, TagEntry
 from otel_ml._summary._instruments import SummaryInstruments
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Meter
-from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge is still underscored in the API
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
+from otel_ml._core.gauge import Gauge
 from otel_ml._training.instruments import TrainingInstruments
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, _Invalid, parse_int, parse_str
+from otel_ml._core.options import Option, _Invalid, parse_int, parse_str
 
 
 def parse_pattern(value: object) -> re.Pattern[str]:

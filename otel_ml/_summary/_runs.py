@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 
 # The last path part of a run -> its phase. Keras writes <log_dir>/train and
 # <log_dir>/validation; TensorBoard's get-started guide writes .../train and .../test.

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._summary._entry import CONTENT_KINDS, PLUGIN_KINDS, TagEntry
 from otel_ml._summary._exporter import SummaryExporter
 from otel_ml._summary._follow import FileFollower

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.metrics import Counter
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._training.loss import SpikeDetector
 from otel_ml._training.spans import RunSpans
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import report
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import report
 from otel_ml._training.instruments import TrainingInstruments
 from otel_ml._training.values import as_float
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from opentelemetry.trace import Span, Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import guarded, report
-from otel_ml._slow import SlowDetector
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import guarded, report
+from otel_ml._core.slow import SlowDetector
 from otel_ml._training.anomalies import LossWatch
 from otel_ml._training.epoch import EpochValues
 from otel_ml._training.flavour import Flavour

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Histogram, Meter
-from opentelemetry.metrics import _Gauge as Gauge  # the synchronous gauge is still underscored in the API
 
-from otel_ml import _semconv as sc
-from otel_ml._buckets import DURATION_BUCKETS_SECONDS
+from otel_ml._core import semconv as sc
+from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
+from otel_ml._core.gauge import Gauge
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class TrainingInstruments:
 
     @classmethod
     def create(cls, meter: Meter) -> TrainingInstruments:
-        """Create the instruments on ``meter`` with the names of :mod:`otel_ml._semconv`."""
+        """Create the instruments on ``meter`` with the names of :mod:`otel_ml._core.semconv`."""
         buckets = list(DURATION_BUCKETS_SECONDS)
         return cls(
             step_duration=meter.create_histogram(

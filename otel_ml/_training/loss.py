@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from otel_ml._slow import RollingWindow
+from otel_ml._core.slow import RollingWindow
 
 
 class BatchLoss:

@@ -2,7 +2,7 @@
 
 Both instrumentors read the same ``OTEL_ML_*`` variables, so that one
 setting applies to whichever Keras the program trains with; each builds its
-own :class:`~otel_ml._config.OptionTable` from :data:`TRAINING_OPTIONS`.
+own :class:`~otel_ml._core.options.OptionTable` from :data:`TRAINING_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, OptionTable, parse_float, parse_int, parse_str
+from otel_ml._core.options import Option, OptionTable, parse_float, parse_int, parse_str
 
 TRAINING_OPTIONS = (
     Option("run_name", ev.OTEL_ML_RUN_NAME, parse_str, None, "ml.run.name of the training series"),

@@ -17,8 +17,8 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._slow import SlowDetector
+from otel_ml._core import semconv as sc
+from otel_ml._core.slow import SlowDetector
 from otel_ml._training.spans import end_span, start_span
 
 _LOG = logging.getLogger(__name__)

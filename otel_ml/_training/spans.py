@@ -14,8 +14,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import report
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import report
 
 _LOG = logging.getLogger(__name__)
 

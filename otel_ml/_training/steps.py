@@ -5,15 +5,14 @@ batches when ``steps_per_execution`` > 1). :class:`BatchIndex` turns those
 indices into step and sample counts from what the data declares (batch size,
 number of batches, size of the partial last batch); :class:`PendingSteps`
 keeps the counts, step times and latest batch loss in plain Python until the
-next flush (see :mod:`otel_ml._pending`), so the per-step path stays cheap.
+next flush (see :mod:`otel_ml._core.pending`), so the per-step path stays cheap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from otel_ml._aggregate import record_many_for
-from otel_ml._pending import FLUSH_NS, drain
+from otel_ml._core.pending import FLUSH_NS, drain, record_many_for
 from otel_ml._training.instruments import TrainingInstruments
 
 

@@ -18,10 +18,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import guarded, report
-from otel_ml._importlib_bootstrap_passthrough import passthrough
-from otel_ml._run_name import current_run_name
+from otel_ml._core import semconv as sc
+from otel_ml._core._importlib_bootstrap_passthrough import passthrough
+from otel_ml._core.guard import guarded, report
+from otel_ml._core.run_name import current_run_name
 from otel_ml._training.fit import FitRun
 from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments

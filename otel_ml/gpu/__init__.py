@@ -30,8 +30,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from otel_ml._base import OtelMLInstrumentor
-from otel_ml._observe import Binding
+from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.observe import Binding
 from otel_ml.gpu import _nvml
 from otel_ml.gpu._callbacks import GpuState
 from otel_ml.gpu._devices import discover

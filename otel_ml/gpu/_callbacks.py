@@ -15,7 +15,7 @@ from typing import Final
 
 from opentelemetry.metrics import Observation
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.gpu import _reads as r
 from otel_ml.gpu._devices import Attributes
 from otel_ml.gpu._labels import Labels

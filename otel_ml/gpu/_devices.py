@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.gpu._nvml import text
 
 _LOG = logging.getLogger(__name__)

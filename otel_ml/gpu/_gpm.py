@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 
 if TYPE_CHECKING:
     from otel_ml.gpu._devices import Device

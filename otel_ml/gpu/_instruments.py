@@ -1,6 +1,6 @@
 """The GPU instruments: one table of name, kind, unit, description and what each observes.
 
-They are created once per meter provider through :func:`otel_ml._observe.binding_for`
+They are created once per meter provider through :func:`otel_ml._core.observe.binding_for`
 (the SDK cannot unregister an observable instrument); their callbacks read
 the :class:`~otel_ml.gpu._callbacks.GpuState` the binding holds while
 instrumented, and observe nothing while it holds none. Each callback owns one
@@ -15,8 +15,8 @@ from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from otel_ml import _semconv as sc
-from otel_ml._observe import Binding, binding_for
+from otel_ml._core import semconv as sc
+from otel_ml._core.observe import Binding, binding_for
 from otel_ml.gpu import _callbacks as cb
 from otel_ml.gpu import _reads as r
 from otel_ml.gpu._callbacks import GpuState

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Final
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.gpu._devices import Attributes, Device
 
 # Clock-event (throttle) reasons: attribute value -> pynvml bit constant. Bounded by construction.

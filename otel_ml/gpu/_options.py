@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, OptionTable, parse_bool
+from otel_ml._core.options import Option, OptionTable, parse_bool
 
 OPTIONS = OptionTable(
     Option(

@@ -17,7 +17,7 @@ from collections import Counter
 from types import ModuleType
 from typing import Final
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.gpu._devices import Device
 from otel_ml.gpu._nvml import is_error, text
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from otel_ml._guard import report
+from otel_ml._core.guard import report
 from otel_ml._training.values import as_float, read_attribute, read_scalar
 
 ReadScalar = Callable[[Any], float | None]

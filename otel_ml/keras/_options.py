@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otel_ml._config import OptionTable
+from otel_ml._core.options import OptionTable
 from otel_ml._training.options import TRAINING_OPTIONS, TrainingOptions
 
 OPTIONS = OptionTable(*TRAINING_OPTIONS)

@@ -34,9 +34,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Tracer
 
-from otel_ml._base import OtelMLInstrumentor
-from otel_ml._guard import guarded
-from otel_ml._observe import Binding, binding_for
+from otel_ml._core.guard import guarded
+from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.observe import Binding, binding_for
 from otel_ml.paddle._facts import Registry
 from otel_ml.paddle._identity import set_identity
 from otel_ml.paddle._instruments import PaddleInstruments

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otel_ml import _semconv as sc
-from otel_ml._slow import SlowDetector
+from otel_ml._core import semconv as sc
+from otel_ml._core.slow import SlowDetector
 from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, engine_flags, identity_of_config, known, remember
 from otel_ml.paddle._options import PaddleOptions
 

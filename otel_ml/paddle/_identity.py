@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 
 UNKNOWN_MODEL: Final = "unknown"
 GENERIC_STEMS: Final = frozenset({"inference", "model", "__model__", "infer", "saved_model", "program", "main"})

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
-from otel_ml import _semconv as sc
-from otel_ml._buckets import BATCH_SIZE_BUCKETS, DURATION_BUCKETS_SECONDS
+from otel_ml._core import semconv as sc
+from otel_ml._core.buckets import BATCH_SIZE_BUCKETS, DURATION_BUCKETS_SECONDS
 
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
 

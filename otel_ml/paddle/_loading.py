@@ -15,9 +15,9 @@ from typing import Any, Final
 
 from opentelemetry.metrics import Histogram
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import guarded
-from otel_ml._pending import NO_SPAN
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import guarded
+from otel_ml._core.pending import NO_SPAN
 from otel_ml.paddle._facts import PredictorFacts, Registry
 from otel_ml.paddle._identity import Identity
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, OptionTable, parse_float, parse_int, parse_str
+from otel_ml._core.options import Option, OptionTable, parse_float, parse_int, parse_str
 
 OPTIONS = OptionTable(
     Option("model_name", ev.OTEL_ML_MODEL_NAME, parse_str, None, "ml.model.name of every predictor"),

@@ -16,10 +16,9 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._aggregate import record_many_for
-from otel_ml._guard import report
-from otel_ml._pending import FLUSH_NS, NO_SPAN, drain
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import report
+from otel_ml._core.pending import FLUSH_NS, NO_SPAN, drain, record_many_for
 from otel_ml.paddle._facts import PredictorFacts, Registry
 from otel_ml.paddle._instruments import PaddleInstruments
 

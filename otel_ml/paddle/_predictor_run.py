@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from otel_ml._guard import report
+from otel_ml._core.guard import report
 from otel_ml.paddle._facts import ModelState, PredictorFacts
 from otel_ml.paddle._outcomes import SITE, SPAN_KEY, RunHooks
 

@@ -28,14 +28,14 @@ import logging
 import os
 import sys
 import weakref
+from importlib.metadata import entry_points
 from typing import Any, Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
-from opentelemetry.util._importlib_metadata import entry_points
 
-from otel_ml._base import OtelMLInstrumentor
+from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml.process.package import _instruments_any
 
 _LOG = logging.getLogger(__name__)

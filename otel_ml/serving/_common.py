@@ -18,8 +18,8 @@ from typing import Any, Final
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otel_ml import _semconv as sc
-from otel_ml._observe import Binding, binding_for
+from otel_ml._core import semconv as sc
+from otel_ml._core.observe import Binding, binding_for
 from otel_ml.version import __version__
 
 MAX_LABEL_LENGTH: Final = 128

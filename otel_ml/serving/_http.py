@@ -12,7 +12,7 @@ This wrapper records the same series (``http.server.request.duration``,
 per request on a cached attribute dict; the active requests are two
 lock-free bumps read at collection, as in :mod:`otel_ml.serving._queue`. A
 server span is started only when the tracer provider could sample it: under
-otel_ml's own provider without a trace exporter (:class:`SlowSpansOnly`) it
+otel_ml's own provider without a trace exporter (the distro's slow-spans-only sampler) it
 never could, so no span is made, but the W3C ``traceparent`` (the global
 propagator) is still extracted and made current, so spans made inside the
 request (a slow run) join the caller's trace.
@@ -34,9 +34,8 @@ from typing import Any, Final
 from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import report
-from otel_ml._sampling import SlowSpansOnly
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import report
 from otel_ml.serving._common import Callback, Tally, live_set, meter
 from otel_ml.version import __version__
 
@@ -152,7 +151,7 @@ class HttpServerTelemetry:
     def span(self, method: str, scheme: str, environ: dict[str, Any], parent: context.Context) -> trace.Span | None:
         """A server span, or None when the provider's sampler could not keep one (otel_ml's slow-spans-only)."""
         provider = self._tracer_provider or trace.get_tracer_provider()
-        if isinstance(getattr(provider, "sampler", None), SlowSpansOnly):
+        if getattr(getattr(provider, "sampler", None), "otel_ml_slow_spans_only", False):
             return None
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         attributes = {sc.HTTP_REQUEST_METHOD: method, sc.URL_SCHEME: scheme, sc.URL_PATH: path or "/"}

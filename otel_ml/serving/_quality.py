@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from opentelemetry import metrics
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.serving._common import MAX_LABEL_LENGTH, OTHER, Callback, Tally, live_set, meter, model_attributes
 
 MAX_CLASSES: Final = 100

@@ -15,8 +15,8 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from otel_ml import _semconv as sc
-from otel_ml._buckets import DURATION_BUCKETS_SECONDS
+from otel_ml._core import semconv as sc
+from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
 from otel_ml.serving._common import Callback, Tally, live_set, meter, model_attributes
 
 

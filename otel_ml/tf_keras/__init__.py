@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from otel_ml._base import OtelMLInstrumentor
+from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._training.instruments import TrainingInstruments
 from otel_ml._training.wrappers import TrainingWrappers
 from otel_ml.tf_keras._flavour import KERAS_2

@@ -37,9 +37,9 @@ from opentelemetry.instrumentation.dependencies import DependencyConflict, get_d
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
-from otel_ml import _semconv as sc
-from otel_ml._base import OtelMLInstrumentor, _register_exit
-from otel_ml._guard import guarded
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import guarded
+from otel_ml._core.instrumentor import OtelMLInstrumentor, _register_exit
 from otel_ml._summary import RunNamer, SummaryExporter, SummaryInstruments
 from otel_ml.tf_summary._options import OPTIONS, SummaryOptions
 from otel_ml.tf_summary._patch import SummaryWrappers

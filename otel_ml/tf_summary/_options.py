@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, OptionTable, parse_bool, parse_float, parse_str
+from otel_ml._core.options import Option, OptionTable, parse_bool, parse_float, parse_str
 from otel_ml._summary import MAX_TAGS, RUN_NAME_PATTERN
 
 LOGDIR_ROOT = Option(

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_ml import _semconv as sc
-from otel_ml._guard import guarded, report
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import guarded, report
 from otel_ml._summary import CONTENT_KINDS, PLUGIN_KINDS, SummaryExporter, TagEntry
 from otel_ml.tf_summary._writers import WriterRegistry
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from otel_ml._guard import guarded
+from otel_ml._core.guard import guarded
 from otel_ml._summary import FileFollower, SummaryExporter, export_events, is_event_file
 
 _LOG = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
-from otel_ml._guard import guarded
+from otel_ml._core.guard import guarded
 from otel_ml._summary import RunNamer
 
 UNKNOWN_RUN: Final = "unknown"

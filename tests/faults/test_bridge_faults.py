@@ -17,9 +17,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_ml import cli
-from otel_ml.tensorboard_bridge import register
-from otel_ml.tensorboard_bridge._bridge import Bridge
+from otel_ml.distro import cli
+from otel_ml.distro.tensorboard_bridge import register
+from otel_ml.distro.tensorboard_bridge._bridge import Bridge
 from tests._telemetry import Telemetry
 from tests.faults._records import frame, scalar, string_under_scalars, write_run
 

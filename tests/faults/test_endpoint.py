@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
-from otel_ml.exporter import OtelMLPrometheusMetricReader, SlowStepBuffer, _server
+from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer, _server
 from tests import _net
 
 pytestmark = pytest.mark.slow

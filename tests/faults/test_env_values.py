@@ -17,9 +17,9 @@ import pytest
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_ml import _resource, _sdk, _sdk_env
-from otel_ml._ids import PrivateRandomIdGenerator
-from otel_ml.exporter._slow_steps import SLOW_STEP_BUFFER
+from otel_ml.distro import _resource, _sdk, _sdk_env
+from otel_ml.distro._ids import PrivateRandomIdGenerator
+from otel_ml.distro.endpoint._slow_steps import SLOW_STEP_BUFFER
 from otel_ml.gpu import _nvml
 from tests import _net
 
@@ -202,7 +202,7 @@ from opentelemetry import metrics, trace
 metrics.get_meter("faults").create_counter("faults.writes").add(3)
 with trace.get_tracer("faults").start_as_current_span("s") as span:
     sampled = span.get_span_context().trace_flags.sampled
-url = otel_ml.exporter.embedded_url()
+url = otel_ml.distro.endpoint.embedded_url()
 body = urllib.request.urlopen(url, timeout=5).read().decode()
 served = [line.split()[-1] for line in body.splitlines() if line.startswith("faults_writes_total")]
 print(json.dumps({"sampled": sampled, "served": served}))

@@ -82,7 +82,7 @@ def otlp_env(port: int, protocol: str, timeout: str | None) -> dict[str, str]:
 
 def lost_line(port: int, timeout: str) -> str:
     return (
-        "WARNING otel_ml._exit: otel_ml: at exit, 5 spans and 1 metric export could not be delivered within "
+        "WARNING otel_ml.distro._exit: otel_ml: at exit, 5 spans and 1 metric export could not be delivered within "
         f"{timeout} s (is the collector at http://127.0.0.1:{port} down?); OTEL_ML_EXIT_TIMEOUT={timeout} s "
         "bounds the wait"
     )
@@ -123,7 +123,7 @@ def test_a_bad_exit_timeout_is_one_error_and_the_default() -> None:
     took, code, _, err = run_until_exit({"OTEL_ML_EXIT_TIMEOUT": "forever", "OTEL_METRICS_EXPORTER": "none"})
     assert code == 0 and took < 1.0
     assert [line for line in err.splitlines() if "otel_ml" in line] == [
-        "ERROR otel_ml._config: OTEL_ML_EXIT_TIMEOUT='forever' is invalid: expected a number >= 0 and <= 600; "
+        "ERROR otel_ml._core.options: OTEL_ML_EXIT_TIMEOUT='forever' is invalid: expected a number >= 0 and <= 600; "
         "using the default 3.0"
     ]
 
@@ -134,7 +134,7 @@ import numpy as np
 import otel_ml
 otel_ml.instrument()
 import keras
-from otel_ml._exit import delivery
+from otel_ml.distro._exit import delivery
 x = np.random.default_rng(0).normal(size=(1024, 16)).astype("float32")
 y = (x.sum(axis=1) > 0).astype("float32")
 model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])

@@ -24,7 +24,7 @@ PROGRAM = """
 import json, multiprocessing, os, socket, sys, time, urllib.request
 import otel_ml
 from opentelemetry import metrics, trace
-from otel_ml.exporter._reader import _live
+from otel_ml.distro.endpoint._reader import _live
 
 otel_ml.instrument()
 counter = metrics.get_meter("faults").create_counter("faults.forks")
@@ -50,7 +50,7 @@ def child_facts():
     counter.add(1)
     with trace.get_tracer("faults").start_as_current_span("in the child"):
         pass
-    return {"listening_fd": fd, "running": server.running, "url": otel_ml.exporter.embedded_url()}
+    return {"listening_fd": fd, "running": server.running, "url": otel_ml.distro.endpoint.embedded_url()}
 
 def mp_target(queue):
     queue.put(child_facts())

@@ -16,9 +16,9 @@ import tensorflow as tf
 from opentelemetry.sdk.trace import SpanProcessor
 
 import otel_ml
-from otel_ml import _guard
-from otel_ml import _semconv as sc
-from otel_ml._guard import error_counts
+from otel_ml._core import guard as _guard
+from otel_ml._core import semconv as sc
+from otel_ml._core.guard import error_counts
 from tests import _keras_models as km
 
 

@@ -40,7 +40,7 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
 
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ log lines, not ours
-# otel_ml's default (see otel_ml._sdk), set here too because the HTTP conventions are
+# otel_ml's default (see otel_ml.distro._sdk), set here too because the HTTP conventions are
 # chosen once per process and the in-process server tests instrument Flask directly.
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 

@@ -10,7 +10,7 @@ import paddle.inference as pi
 import pytest
 
 import otel_ml
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.paddle import PaddleInstrumentor, set_model
 from otel_ml.paddle._identity import identity_of_path
 from tests.paddle._helpers import new_predictor, run_zero_copy

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.paddle import PaddleInstrumentor, _outcomes
 from tests.paddle._helpers import new_predictor, run_zero_copy
 

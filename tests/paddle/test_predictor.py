@@ -11,8 +11,8 @@ import pytest
 from opentelemetry import trace
 
 import otel_ml
-from otel_ml import _guard
-from otel_ml import _semconv as sc
+from otel_ml._core import guard as _guard
+from otel_ml._core import semconv as sc
 from otel_ml.paddle import PaddleInstrumentor
 from tests.paddle._helpers import new_predictor, run_list, run_zero_copy
 

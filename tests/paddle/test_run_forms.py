@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml.paddle import PaddleInstrumentor
 from tests.paddle._helpers import new_predictor, run_list, run_zero_copy
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.trace import SpanKind
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from tests._net import free_port
 from tests.paddle._helpers import EXAMPLE
 from tests.paddle._http import INVALID, MODEL, get, http_counts, http_series, post, request, runs, valid_body

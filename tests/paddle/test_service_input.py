@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from tests.paddle._http import INVALID, MODEL, http_counts, post, runs
 
 ANSWERED = "request_id {!r} is unknown or already has its feedback"

@@ -11,7 +11,7 @@ Used both by the ``opentelemetry-instrument`` configurator and by
   configured and to ``none`` otherwise: a training job without a trace backend
   should not log connection errors for every span batch.
 - With no trace exporter, spans are sampled only when otel_ml made them because
-  something was slow (:mod:`otel_ml._sampling`): nothing else would keep them.
+  something was slow (:mod:`otel_ml.distro._sampling`): nothing else would keep them.
 - ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http``: the stable HTTP
   conventions. The old ones label server metrics with the request's ``Host``
   header (and more), so any client can add series without limit; the stable
@@ -36,14 +36,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util._importlib_metadata import entry_points
 
-from otel_ml import _sdk_env
-from otel_ml._config import env_value, parse_choice
-from otel_ml._exit import delivery, shut_down_at_exit
-from otel_ml._ids import PrivateRandomIdGenerator
-from otel_ml._log_limit import limit_export_logs
-from otel_ml._reservoir import private_retry_jitter, seed_safe_views
-from otel_ml._resource import build_resource
-from otel_ml._sampling import sampler_for
+from otel_ml._core.options import env_value, parse_choice
+from otel_ml.distro import _sdk_env
+from otel_ml.distro._exit import delivery, shut_down_at_exit
+from otel_ml.distro._ids import PrivateRandomIdGenerator
+from otel_ml.distro._log_limit import limit_export_logs
+from otel_ml.distro._reservoir import private_retry_jitter, seed_safe_views
+from otel_ml.distro._resource import build_resource
+from otel_ml.distro._sampling import sampler_for
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -161,7 +161,7 @@ def span_processors() -> list[SpanProcessor]:
     """Batch processors for ``OTEL_TRACES_EXPORTER``, plus the slow-step buffer (always last)."""
     built = [_build(name, "traces", _span_processor) for name in _exporter_names("traces")]
     processors = [processor for processor in built if isinstance(processor, SpanProcessor)]
-    from otel_ml.exporter._slow_steps import default_slow_step_buffer
+    from otel_ml.distro.endpoint._slow_steps import default_slow_step_buffer
 
     return [*processors, default_slow_step_buffer()]
 
@@ -213,7 +213,7 @@ def ensure_providers(
 
 
 def _id_generator() -> IdGenerator:
-    """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see :mod:`otel_ml._ids`)."""
+    """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see ``_ids``)."""
     names = sorted({ep.name for ep in entry_points(group="opentelemetry_id_generator")})
     name = (
         env_value("OTEL_PYTHON_ID_GENERATOR", parse_choice(*names), None, "(otel_ml's OS-seeded private ids)")

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from otel_ml.exporter._slow_steps import SlowStepBuffer
+from otel_ml.distro.endpoint._slow_steps import SlowStepBuffer
 
 _StartResponse = Callable[..., Any]
 _LIMIT_DIGITS = 9

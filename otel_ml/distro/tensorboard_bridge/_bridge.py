@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from opentelemetry import metrics
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 from otel_ml._summary import (
     CORRUPT,
     EventFileFinder,
@@ -20,7 +20,7 @@ from otel_ml._summary import (
     SummaryInstruments,
     export_events,
 )
-from otel_ml.tensorboard_bridge._state import BridgeState
+from otel_ml.distro.tensorboard_bridge._state import BridgeState
 from otel_ml.version import __version__
 
 _LOG = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A synchronous ``Histogram.record`` re-cleans and re-hashes its attribute dict
 on every call (a measurement object, a cleaned copy, a sorted hash), which is
-most of its cost. The pending buffers of :mod:`otel_ml._pending` hand over
+most of its cost. The pending buffers of :mod:`otel_ml._core.pending` hand over
 dozens of values with one and the same attribute dict, so :func:`record_many`
 feeds them straight into the aggregations those attributes reach, one lookup
 for the batch; only when no aggregation exists yet does the first value go
@@ -20,16 +20,23 @@ from __future__ import annotations
 import functools
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.context import Context
 
-RecordMany = Callable[[Sequence[float], dict[str, Any], Context], None]
+from otel_ml._core.pending import RecordMany, set_accelerator
 
 
-def record_many_for(instrument: Any) -> RecordMany:
-    """A ``record_many(values, attrs, context)`` for a synchronous SDK instrument (histogram or counter)."""
+def install() -> None:
+    """Plug the fast path into the instrumentation layer (:func:`otel_ml._core.pending.record_many_for`)."""
+    set_accelerator(record_many_for)
+
+
+def record_many_for(instrument: Any) -> RecordMany | None:
+    """A ``record_many(values, attrs, context)`` for a synchronous SDK instrument; None for another kind."""
+    if not _is_sdk_instrument(instrument):
+        return None
     record = getattr(instrument, "record", None) or instrument.add
     found: dict[int, tuple[dict[str, Any], list[_Target]]] = {}
 
@@ -72,6 +79,10 @@ def record_many_for(instrument: Any) -> RecordMany:
                 aggregation.aggregate(measurement, False)  # no exemplar: the batch belongs to no span
 
     return record_many
+
+
+def _is_sdk_instrument(instrument: Any) -> bool:
+    return type(instrument).__module__.startswith("opentelemetry.sdk.")
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from opentelemetry.sdk.trace import SpanLimits
 
-from otel_ml._config import env_value, parse_choice, parse_float, parse_int
+from otel_ml._core.options import env_value, parse_choice, parse_float, parse_int
 
 _Signal = Literal["traces", "metrics"]
 

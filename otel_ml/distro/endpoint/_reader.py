@@ -7,12 +7,12 @@ import logging
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry
 
-from otel_ml import _semconv as sc
-from otel_ml._config import Option, parse_int, parse_str
-from otel_ml.exporter._app import make_app
-from otel_ml.exporter._exemplars import ExemplarCollector
-from otel_ml.exporter._server import EmbeddedServer
-from otel_ml.exporter._slow_steps import SlowStepBuffer, default_slow_step_buffer
+from otel_ml._core import semconv as sc
+from otel_ml._core.options import Option, parse_int, parse_str
+from otel_ml.distro.endpoint._app import make_app
+from otel_ml.distro.endpoint._exemplars import ExemplarCollector
+from otel_ml.distro.endpoint._server import EmbeddedServer
+from otel_ml.distro.endpoint._slow_steps import SlowStepBuffer, default_slow_step_buffer
 
 _LOG = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_ml import _semconv as sc
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, parse_int
+from otel_ml._core import semconv as sc
+from otel_ml._core.options import Option, parse_int
 
 _default: SlowStepBuffer | None = None
 _default_lock = threading.Lock()

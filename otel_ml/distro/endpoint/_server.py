@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from otel_ml.exporter._http import environ_from, response
+from otel_ml.distro.endpoint._http import environ_from, response
 
 _LOG = logging.getLogger(__name__)
 

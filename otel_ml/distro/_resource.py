@@ -13,8 +13,8 @@ import os
 
 from opentelemetry.sdk.resources import Resource
 
-from otel_ml import _semconv as sc
-from otel_ml._config import parse_int, parse_str
+from otel_ml._core import semconv as sc
+from otel_ml._core.options import parse_int, parse_str
 
 _LOG = logging.getLogger(__name__)
 _MAX_WORKER_INDEX = 1_000_000

@@ -15,10 +15,10 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from otel_ml._base import OtelMLInstrumentor
-from otel_ml._config import forget_reported
-from otel_ml._guard import report
-from otel_ml._sdk import ensure_providers
+from otel_ml._core.guard import report
+from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.options import forget_reported
+from otel_ml.distro._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
 _warned: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()

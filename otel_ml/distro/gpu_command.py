@@ -18,8 +18,8 @@ from types import FrameType
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from otel_ml._resource import build_resource
-from otel_ml._sdk import metric_readers
+from otel_ml.distro._resource import build_resource
+from otel_ml.distro._sdk import metric_readers
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
         if instrumentor.sampler is None:
             _LOG.error("otel-ml gpu: no GPU to report (see the line above); exiting")
             return 1
-        from otel_ml.exporter import embedded_url
+        from otel_ml.distro.endpoint import embedded_url
 
         url = embedded_url()
         _LOG.info(

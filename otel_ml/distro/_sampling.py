@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_ml import _semconv as sc
+from otel_ml._core import semconv as sc
 
 
 class SlowSpansOnly(Sampler):
@@ -36,6 +36,10 @@ class SlowSpansOnly(Sampler):
         >>> provider.get_tracer("t").start_span("slow", attributes={"ml.slow_threshold": 0.1}).is_recording()
         True
     """
+
+    # Read by the instrumentation layer (which cannot import this class) to skip
+    # making spans this sampler would drop: see otel_ml.serving._http.
+    otel_ml_slow_spans_only = True
 
     def should_sample(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from otel_ml._sdk import ensure_providers
+from otel_ml.distro._sdk import ensure_providers
 
 
 class OtelMLConfigurator(_BaseConfigurator):

@@ -27,8 +27,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.dependencies import DependencyConflict, get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_ml._config import OptionTable
-from otel_ml._guard import guarded
+from otel_ml._core.guard import guarded
+from otel_ml._core.options import OptionTable
 from otel_ml.version import __version__
 
 _LOG = logging.getLogger(__name__)

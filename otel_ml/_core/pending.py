@@ -9,10 +9,11 @@ uninstrument and exit); a scrape every second or more loses nothing by it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 NO_SPAN: Final = trace.set_span_in_context(trace.INVALID_SPAN)
 """Record in this context to leave no exemplar.
@@ -37,7 +38,7 @@ def drain(
     """Record and remove the oldest items of ``values`` (at most ``limit``); True when some are left.
 
     ``many(taken, attrs, context)``, when given, records them all at once
-    (see :func:`otel_ml._aggregate.record_many_for`) instead of ``record`` per item.
+    (see :func:`record_many_for`) instead of ``record`` per item.
 
     Appends made meanwhile by other threads stay for next time: only the
     flusher, one at a time, removes from the front.
@@ -60,3 +61,48 @@ def drain(
             for value in taken:
                 record(value, attrs, context=NO_SPAN)
     return len(values) > 0
+
+
+RecordMany = Callable[[Sequence[float], dict[str, Any], Context], None]
+"""``record_many(values, attrs, context)``: every value recorded with the same attributes."""
+
+_accelerator: Callable[[Any], RecordMany | None] | None = None
+
+
+def set_accelerator(factory: Callable[[Any], RecordMany | None] | None) -> None:
+    """Let the distro layer hand batches to the SDK faster than one ``record`` per value.
+
+    The instrumentation layer knows only the OpenTelemetry API, so the fast
+    path (:mod:`otel_ml.distro._accelerate`, which knows the SDK's
+    aggregations) is plugged in from above; ``factory(instrument)`` returns
+    None for an instrument it does not know, and that instrument keeps the
+    plain loop.
+    """
+    global _accelerator
+    _accelerator = factory
+
+
+def record_many_for(instrument: Any) -> RecordMany:
+    """A ``record_many`` for a synchronous histogram or counter: the distro's fast path, else a loop.
+
+    Example:
+        >>> seen = []
+        >>> class Histogram:
+        ...     def record(self, value, attributes=None, context=None):
+        ...         seen.append(value)
+        >>> set_accelerator(None)
+        >>> record_many_for(Histogram())([1.0, 2.0], {}, NO_SPAN)
+        >>> seen
+        [1.0, 2.0]
+    """
+    if _accelerator is not None:
+        fast = _accelerator(instrument)
+        if fast is not None:
+            return fast
+    record = getattr(instrument, "record", None) or instrument.add
+
+    def record_many(values: Sequence[float], attrs: dict[str, Any], context: Context) -> None:
+        for value in values:
+            record(value, attrs, context=context)
+
+    return record_many

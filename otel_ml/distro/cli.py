@@ -17,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Each subcommand module adds its parser here (GPU exporter, TensorBoard bridge)."""
-    from otel_ml import tensorboard_bridge
-    from otel_ml.gpu import _command as gpu_command
+    from otel_ml.distro import gpu_command, tensorboard_bridge
 
     gpu_command.register(sub)
     tensorboard_bridge.register(sub)

@@ -28,7 +28,7 @@ import signal
 import sys
 from typing import Any
 
-from otel_ml._config import parse_float
+from otel_ml._core.options import parse_float
 from otel_ml._summary import MAX_TAGS, RUN_NAME_PATTERN
 
 _LOG = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ def bridge_command(args: argparse.Namespace, meter_provider: Any = None) -> int:
     state is not saved, so the next run exports them again), 2 bad arguments,
     3 the state directory or file cannot be used.
     """
-    from otel_ml._sdk import ensure_providers, pushes_metrics
-    from otel_ml.tensorboard_bridge._bridge import Bridge, check_logdirs
-    from otel_ml.tensorboard_bridge._state import StateError
+    from otel_ml.distro._sdk import ensure_providers, pushes_metrics
+    from otel_ml.distro.tensorboard_bridge._bridge import Bridge, check_logdirs
+    from otel_ml.distro.tensorboard_bridge._state import StateError
 
     try:
         try:

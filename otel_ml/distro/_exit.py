@@ -23,8 +23,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_ml import environment_variables as ev
-from otel_ml._config import Option, parse_float
-from otel_ml._guard import guarded
+from otel_ml._core.guard import guarded
+from otel_ml._core.options import Option, parse_float
 
 _LOG = logging.getLogger(__name__)
 

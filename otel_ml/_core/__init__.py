@@ -1,0 +1,1 @@
+"""The instrumentation layer's shared core: OpenTelemetry API only, no SDK."""
