@@ -94,14 +94,17 @@ def _option_tables() -> list[tuple[str, object]]:
 
 
 def _configuration_row(variable: str) -> list[str]:
-    # The variable table has four columns: variable, option, default, meaning.
+    # The variable tables start with the variable (possibly linked to its paragraph), its
+    # keyword and its default; what follows (meaning, what is accepted) is not checked here.
+    first = re.compile(rf"\[?`{variable}`(\]\(#[\w-]+\))?")
     rows = [
         cells
         for ln in CONFIGURATION.read_text().splitlines()
-        if ln.startswith(f"| `{variable}` |")
-        and len(cells := [c.strip() for c in ln.strip().strip("|").split("|")]) == 4
+        if ln.startswith("| ")
+        and len(cells := [c.strip() for c in ln.strip().strip("|").split("|")]) >= 4
+        and first.fullmatch(cells[0])
     ]
-    assert len(rows) == 1, f"{variable} needs exactly one row in docs/configuration.md's variable table"
+    assert len(rows) == 1, f"{variable} needs exactly one row in docs/configuration.md's variable tables"
     return rows[0]
 
 
@@ -119,7 +122,7 @@ def test_every_option_table_row_is_in_the_variable_table_with_its_keyword_and_de
     for _name, table in _option_tables():
         for option in table:  # type: ignore[attr-defined]
             assert option.variable in declared, f"{option.variable} is not declared in environment_variables.py"
-            _, keyword_cell, default_cell, _ = _configuration_row(option.variable)
+            _, keyword_cell, default_cell, *_ = _configuration_row(option.variable)
             assert keyword_cell == f"`{option.name}`", option.variable
             if option.default is not None:
                 assert default_cell == _shown(option.default), (option.variable, default_cell)
