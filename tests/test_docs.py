@@ -189,3 +189,10 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Pat
         "```\n[in a block](missing-three.md)\n```\n"
     )
     assert _broken_links(page) == ["missing.md: no such file", "other.md#nowhere: no heading #nowhere in other.md"]
+
+
+def test_the_docs_index_links_every_page() -> None:
+    index = (ROOT / "docs" / "README.md").read_text()
+    for page in PAGES:
+        if page.parent.name == "docs" and page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/README.md does not link {page.name}"
