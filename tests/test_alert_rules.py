@@ -124,9 +124,9 @@ def test_model_accuracy_alert_has_promtool_cases() -> None:
     assert re.search(r"alertname: ModelAccuracyLow\n(?!\s+exp_alerts)", tests)
 
 
-def test_the_readme_gpu_identity_joins_are_the_promtool_tested_ones() -> None:
-    # The README's PromQL for the GPU identity (on hw_gpu_info) is checked by promtool: each line is an expr.
-    readme = (COLLECTOR_DIR.parent / "README.md").read_text()
+def test_the_documented_gpu_identity_joins_are_the_promtool_tested_ones() -> None:
+    # docs/gpu.md's PromQL for the GPU identity (on hw_gpu_info) is checked by promtool: each line is an expr.
+    readme = (COLLECTOR_DIR.parent / "docs" / "gpu.md").read_text()
     queries = [q for block in re.findall(r"```promql\n(.*?)```", readme, re.S) for q in block.splitlines()]
     assert len(queries) == 3
     tests = RULE_TESTS.read_text()
