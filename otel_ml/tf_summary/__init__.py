@@ -13,6 +13,10 @@ Configuration: the ``summary_logdir_root``, ``summary_run_name_pattern``,
 ``summary_graph_mode`` options or their ``OTEL_ML_TF_SUMMARY_*`` variables
 (see :mod:`otel_ml.environment_variables`).
 
+API: :class:`TfSummaryInstrumentor` (``instrument(meter_provider=...,
+**options)``, ``uninstrument()``, which restores the very originals; the
+values already exported stay).
+
 By default nothing is added to a write. ``create_file_writer`` is wrapped to
 learn which logdirs this process writes (and to give writers a shorter
 ``flush_millis`` when the program set none), and a background thread reads

@@ -86,3 +86,28 @@ def test_dependencies_name_the_installed_alternative_and_what_is_needed_besides(
     assert inst.instrumentation_dependencies() == ["no-such-tensorflow >= 2", "no-such-cpu >= 2", "wrapt >= 1"]
     conflict = inst.dependency_conflict()
     assert conflict is not None and (conflict.required, conflict.found) == ("no-such-tensorflow >= 2", None)
+
+
+def test_the_patch_record_shares_one_replacement_and_restores_each_name_exactly() -> None:
+    import types
+
+    from otel_ml._core.instrumentor import Patches
+
+    def original() -> int:
+        return 1
+
+    class Base:
+        def method(self) -> int:
+            return 2
+
+    source, alias, obj = types.SimpleNamespace(f=original), types.SimpleNamespace(f=original), Base()
+    patches = Patches()
+    for owner in (source, alias, source):  # twice on one name is harmless
+        patches.patch(owner, "f", lambda f: lambda: f() + 10)
+    patches.patch(obj, "method", lambda m: lambda: m() + 10)  # only inherited: left alone by default
+    patches.patch(obj, "method", lambda m: lambda: m() + 10, inherited=True)
+    assert source.f is alias.f and source.f() == 11 and obj.method() == 12
+    patches.restore()
+    assert source.f is original and alias.f is original
+    assert "method" not in vars(obj) and obj.method() == 2
+    patches.restore()  # twice is harmless
