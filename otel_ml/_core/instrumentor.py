@@ -73,9 +73,6 @@ class Patches:
         self._done: list[tuple[Any, str, Any, Any]] = []  # (owner, name, own value or _ABSENT, replacement)
         self._replacements: dict[int, tuple[Any, Any]] = {}  # id(original) -> (original, replacement)
 
-    def __bool__(self) -> bool:
-        return bool(self._done)
-
     def patch(self, owner: Any, name: str, make: Callable[[Any], Any], *, inherited: bool = False) -> None:
         """Replace ``owner.name`` by ``make(original)``, once.
 
