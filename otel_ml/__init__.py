@@ -15,6 +15,8 @@ from otel_ml.distro._instrument import instrument, uninstrument
 from otel_ml.gpu import GpuInstrumentor
 from otel_ml.keras import KerasInstrumentor
 from otel_ml.paddle import PaddleInstrumentor
+from otel_ml.process import ProcessInstrumentor
+from otel_ml.tf_keras import TfKerasInstrumentor
 from otel_ml.tf_summary import TfSummaryInstrumentor
 from otel_ml.version import __version__
 
@@ -22,6 +24,8 @@ __all__ = [
     "GpuInstrumentor",
     "KerasInstrumentor",
     "PaddleInstrumentor",
+    "ProcessInstrumentor",
+    "TfKerasInstrumentor",
     "TfSummaryInstrumentor",
     "__version__",
     "instrument",

@@ -83,14 +83,9 @@ def test_every_span_and_attribute_name_is_in_the_docs() -> None:
 
 
 def _option_tables() -> list[tuple[str, object]]:
-    from otel_ml.distro._instrument import INSTRUMENTORS
+    from otel_ml.distro._instrument import entry_points
 
-    tables = []
-    for name, target in INSTRUMENTORS.items():
-        module_name, _, cls_name = target.partition(":")
-        module = __import__(module_name, fromlist=[cls_name])
-        tables.append((name, getattr(module, cls_name).option_table))
-    return tables
+    return [(ep.name, ep.load().option_table) for ep in entry_points()]
 
 
 def _configuration_row(variable: str) -> list[str]:

@@ -43,3 +43,19 @@ def test_instrumenting_imports_no_framework() -> None:
         check=True,
     )
     assert out.stdout.strip().splitlines()[-2:] == ["[]", "[]"], out.stderr
+
+
+def test_every_instrumentor_is_an_entry_point_exported_by_otel_ml() -> None:
+    """The list is kept once, as the entry points that opentelemetry-instrument reads; the composer reads them too."""
+    import tomllib
+
+    import otel_ml
+    from otel_ml.distro._instrument import _instrumentors
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    targets = declared["opentelemetry_instrumentor"]
+    composed = _instrumentors()
+    assert {name: f"{type(inst).__module__}:{type(inst).__name__}" for name, inst in composed.items()} == targets
+    exported = {name for name in otel_ml.__all__ if name.endswith("Instrumentor")}
+    assert exported == {type(inst).__name__ for inst in composed.values()}
+    assert all(getattr(otel_ml, type(inst).__name__) is type(inst) for inst in composed.values())

@@ -42,3 +42,42 @@ def test_instrumenting_again_adds_no_second_set(telemetry) -> None:  # type: ign
     found = _names(telemetry)
     assert len(found["process.memory.usage"]) == 1
     assert len(found["process.thread.count"]) == 1
+
+
+def test_uninstrument_stops_the_series_and_instrumenting_again_resumes_them(telemetry) -> None:  # type: ignore[no-untyped-def]
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    assert set(_names(telemetry)) == set(PROCESS_METRICS)
+    ProcessInstrumentor().uninstrument()
+    assert _names(telemetry) == {}
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    found = _names(telemetry)
+    assert set(found) == set(PROCESS_METRICS)
+    assert len(found["process.memory.usage"]) == 1
+
+
+def test_a_second_provider_gets_its_own_set_and_the_first_stays_quiet(telemetry) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    ProcessInstrumentor().uninstrument()
+    reader = InMemoryMetricReader()
+    other = MeterProvider(metric_readers=[reader])
+    try:
+        ProcessInstrumentor().instrument(meter_provider=other)
+        data = reader.get_metrics_data()
+        names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        assert names == set(PROCESS_METRICS)
+        assert _names(telemetry) == {}
+    finally:
+        ProcessInstrumentor().uninstrument()
+        other.shutdown()
+
+
+def test_the_librarys_own_instrumentor_is_left_as_it_was_found(telemetry) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    assert not SystemMetricsInstrumentor().is_instrumented_by_opentelemetry
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    assert not SystemMetricsInstrumentor().is_instrumented_by_opentelemetry  # the program may still instrument it
+    ProcessInstrumentor().uninstrument()

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import error_counts
 from otel_ml.distro._sampling import SlowSpansOnly
-from otel_ml.serving import instrument_flask_app
+from otel_ml.serving import instrument_flask_app, uninstrument_flask_app
 from otel_ml.serving._http import HttpServerTelemetry
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -219,3 +219,55 @@ def test_same_series_as_the_flask_instrumentation_in_the_stable_conventions(tele
         assert set(telemetry.points_by(name)) == set(theirs.points_by(name)), name
     assert len(telemetry.points_by(sc.METRIC_HTTP_SERVER_REQUEST_DURATION)) == 3
     theirs.meter_provider.shutdown()
+
+
+def test_uninstrument_restores_the_exact_wsgi_app_and_records_nothing_more(telemetry) -> None:  # type: ignore[no-untyped-def]
+    app = _app()
+    assert "wsgi_app" not in vars(app)  # Flask's own method, found on the class
+    assert instrument_flask_app(app, telemetry.meter_provider, telemetry.tracer_provider)
+    assert isinstance(vars(app)["wsgi_app"], HttpServerTelemetry)
+    client = app.test_client()
+    client.get("/items/1")
+    assert uninstrument_flask_app(app)
+    assert "wsgi_app" not in vars(app) and app.wsgi_app == Flask.wsgi_app.__get__(app)
+    assert not uninstrument_flask_app(app)  # twice is harmless
+    client.get("/items/1")
+    assert sum(_durations(telemetry).values()) == 1
+    assert telemetry.points(sc.METRIC_HTTP_SERVER_ACTIVE_REQUESTS) == []  # the wrapper is gone from the live set
+    assert instrument_flask_app(app, telemetry.meter_provider, telemetry.tracer_provider)  # and again
+    client.get("/items/1")
+    assert sum(_durations(telemetry).values()) == 2
+
+
+def test_uninstrument_puts_back_the_programs_own_middleware(telemetry) -> None:  # type: ignore[no-untyped-def]
+    app = _app()
+    middleware = app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
+    assert instrument_flask_app(app, telemetry.meter_provider, telemetry.tracer_provider)
+    app.test_client().get("/items/1")
+    assert middleware.calls == 1 and sum(_durations(telemetry).values()) == 1
+    assert uninstrument_flask_app(app)
+    assert vars(app)["wsgi_app"] is middleware
+
+
+def test_uninstrument_leaves_an_app_it_did_not_instrument_alone(telemetry) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = _app()
+    FlaskInstrumentor().instrument_app(app, meter_provider=telemetry.meter_provider)
+    try:
+        wrapped = app.wsgi_app
+        assert not uninstrument_flask_app(app)
+        assert app.wsgi_app is wrapped
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)
+
+
+class _Middleware:
+    """A WSGI middleware of the program's own, set as ``app.wsgi_app`` the way Flask's docs show."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.calls = app, 0
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        self.calls += 1
+        return self.app(environ, start_response)

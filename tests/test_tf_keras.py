@@ -131,6 +131,18 @@ def test_an_unsupported_version_is_said_once_at_info(telemetry, monkeypatch, cap
     ]
 
 
+def test_an_unsupported_version_stays_unpatched_when_the_check_is_skipped(telemetry, monkeypatch) -> None:
+    """opentelemetry-instrument passes skip_dep_check=True: the instrumentor checks the version itself."""
+    from tf_keras.src.engine import training
+
+    monkeypatch.setattr(TfKerasInstrumentor, "_instruments_any", ("tf-keras >= 99",))
+    original = training.Model.__dict__["fit"]
+    TfKerasInstrumentor().instrument(meter_provider=telemetry.meter_provider, skip_dep_check=True)
+    assert training.Model.__dict__["fit"] is original
+    KIT.sequential().fit(*km.data(samples=32), batch_size=16, verbose=0)
+    assert telemetry.points(sc.METRIC_TRAIN_STEPS) == []
+
+
 _LEGACY_PROGRAM = textwrap.dedent(
     """
     import json, numpy as np, tensorflow as tf

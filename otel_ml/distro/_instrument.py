@@ -4,14 +4,19 @@ The per-framework instrumentors do the work; this module only resolves the
 providers once, validates options, honours
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` and skips frameworks that are not
 installed (quietly: a training job without paddle is normal).
+
+The instrumentors are otel_ml's own ``opentelemetry_instrumentor`` entry
+points, the very list ``opentelemetry-instrument`` reads: they are declared
+once, in ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
 import os
-from typing import Any
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 
@@ -23,26 +28,39 @@ from otel_ml.distro._sdk import ensure_providers
 _LOG = logging.getLogger(__name__)
 _warned: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
 
-# name (as in the entry point and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> "module:Class"
-INSTRUMENTORS: dict[str, str] = {
-    "keras": "otel_ml.keras:KerasInstrumentor",
-    "tf_keras": "otel_ml.tf_keras:TfKerasInstrumentor",
-    "tf_summary": "otel_ml.tf_summary:TfSummaryInstrumentor",
-    "paddle": "otel_ml.paddle:PaddleInstrumentor",
-    "gpu": "otel_ml.gpu:GpuInstrumentor",
-    "process": "otel_ml.process:ProcessInstrumentor",
-}
+_DISTRIBUTION: Final = "otel_ml"
+_GROUP: Final = "opentelemetry_instrumentor"
+
+
+@functools.cache
+def entry_points() -> tuple[EntryPoint, ...]:
+    """otel_ml's own instrumentor entry points (name as in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
+
+    Read from the installed distribution's metadata, once. A checkout that
+    is only on ``sys.path`` has none: that is said once, as an error naming
+    the fix, and nothing is instrumented.
+    """
+    try:
+        found = distribution(_DISTRIBUTION).entry_points
+    except PackageNotFoundError:
+        _LOG.error(
+            "otel_ml: no instrumentor is known: the %s distribution's metadata (its %s entry points) "
+            "is not installed; install otel_ml (from a checkout: pip install -e .)",
+            _DISTRIBUTION,
+            _GROUP,
+        )
+        return ()
+    return tuple(ep for ep in found if ep.group == _GROUP)
 
 
 def _instrumentors() -> dict[str, OtelMLInstrumentor]:
     """Every instrumentor that loads; one that does not is reported once and left out."""
     found: dict[str, OtelMLInstrumentor] = {}
-    for name, target in INSTRUMENTORS.items():
-        module_name, _, cls_name = target.partition(":")
+    for ep in entry_points():
         try:
-            found[name] = getattr(importlib.import_module(module_name), cls_name)()
+            found[ep.name] = ep.load()()
         except Exception as exc:  # noqa: BLE001 - one broken instrumentor must not stop the others
-            report(f"loading the {name} instrumentor", exc)
+            report(f"loading the {ep.name} instrumentor", exc)
     return found
 
 
@@ -101,7 +119,7 @@ def instrument(
         return
     meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
     for name, inst in pending.items():
-        conflict = inst._check_dependency_conflicts()
+        conflict = inst.dependency_conflict()
         if conflict is not None:
             _LOG.debug("otel_ml: not instrumenting %s: %s", name, conflict)
             inst.note_unsupported(conflict)

@@ -14,6 +14,11 @@ only the devices ``CUDA_VISIBLE_DEVICES`` lets this process use are reported,
 per-process memory only for this process, and each GPU's identity (vendor,
 model, driver, serial, firmware) only on its ``hw.gpu.info`` series.
 
+API: :class:`GpuInstrumentor`; ``uninstrument()`` stops the series, the XID
+watcher thread and NVML (the observable instruments, which the SDK cannot
+drop, are made once per meter provider and report nothing while
+uninstrumented).
+
 Without a GPU (``nvmlInit`` fails with ``LibraryNotFound``) one INFO line is
 logged and nothing is registered. ``pynvml`` (from ``nvidia-ml-py``) is
 imported when instrumenting, never at ``import otel_ml``.

@@ -13,7 +13,8 @@ Configuration: the ``model_name``, ``model_version``, ``inference_warmup_runs``,
 ``OTEL_ML_SLOW_RUN_SECONDS`` and ``OTEL_ML_SLOW_RUN_FACTOR`` (see
 :mod:`otel_ml.environment_variables`).
 
-API: :func:`set_model` names one predictor or one ``Config`` (and so every
+API: :class:`PaddleInstrumentor` (``uninstrument()`` restores the very
+originals); :func:`set_model` names one predictor or one ``Config`` (and so every
 predictor made from it) from code, e.g. in a service that serves several models.
 
 ``paddle.inference.Predictor`` is the compiled class
@@ -90,7 +91,7 @@ class PaddleInstrumentor(OtelMLInstrumentor):
             self._hooks.registry.save()  # a live predictor keeps its run count: no second warm-up
         if self._binding is not None:
             self._binding.unbind()
-        self._hooks = None
+        self._hooks = self._timer = self._binding = None
 
     def _at_exit(self) -> None:
         # Pending measurements must not die with the process.

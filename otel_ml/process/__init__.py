@@ -14,12 +14,21 @@ process metrics (:data:`PROCESS_METRICS`), with the semantic-convention names
 ``cpython.gc.collections``, ...). Machine-wide ``system.*`` metrics are left
 out: a node exporter or the collector's host metrics report them once per host.
 
-Configuration: none. The library's observable instruments cannot be removed
-(its ``_uninstrument`` does nothing), so they are created once per meter
-provider: after ``uninstrument()`` the process series go on, and instrumenting
-again does not duplicate them. Under ``opentelemetry-instrument`` the
-library's own ``system_metrics`` entry point loads too, with its full default
-set; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=system_metrics`` keeps only these.
+Configuration: none (the library's own
+``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` applies). Under
+``opentelemetry-instrument`` the library's own ``system_metrics`` entry point
+loads too, with its full default set, and the process series come from there;
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=system_metrics`` keeps only these.
+
+API: :class:`ProcessInstrumentor`; ``uninstrument()`` stops the series.
+
+Only the library's public API is used: its ``SystemMetricsInstrumentor`` is
+one instance per process, whose ``instrument(meter_provider=...)`` creates
+observable instruments that cannot be removed (its ``uninstrument()`` does
+nothing). So it is given a meter provider of ours that keeps only the process
+instruments and reads each through a :class:`~otel_ml._core.observe.Binding`:
+they are made once per meter provider, report while instrumented and nothing
+after ``uninstrument()``, and instrumenting again does not duplicate them.
 """
 
 from __future__ import annotations
@@ -27,15 +36,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import weakref
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.trace import Tracer
 
 from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.observe import Binding, binding_for
 from otel_ml.process.package import _instruments_any
 
 _LOG = logging.getLogger(__name__)
@@ -52,41 +62,96 @@ PROCESS_METRICS: Final[dict[str, list[str] | None]] = {
     "process.context_switches": ["involuntary", "voluntary"],
     "cpython.gc.collections": None,
 }
-"""The library's configuration keys kept (its ``process.runtime.*`` duplicates and ``system.*`` are not)."""
+"""The library's metrics kept, by configuration key and instrument name (its ``process.runtime.*`` duplicates and
+``system.*`` are not), with the library's default attribute values."""
 
-_done: weakref.WeakSet[Any] = weakref.WeakSet()
-"""Meter providers that have the process instruments already (they cannot be removed or made twice)."""
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 class ProcessInstrumentor(OtelMLInstrumentor):
-    """Process metrics through ``opentelemetry-instrumentation-system-metrics``, once per meter provider."""
+    """Process metrics through ``opentelemetry-instrumentation-system-metrics``, made once per meter provider."""
 
     _instruments_any = _instruments_any
+    _binding: Binding[bool] | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
-        if provider in _done:
-            return
-        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
-
         if _library_entry_point_loads():
             # opentelemetry-instrument applies the library's own entry point too (before or after
-            # this one): its set includes ours, and instrumenting it first here would make that
+            # this one): its set includes ours, and instrumenting the library here first would make that
             # entry point log "Attempting to instrument while already instrumented".
             _LOG.debug("otel_ml: process metrics come from the system_metrics instrumentation")
-            _done.add(provider)
             return
-        existing = SystemMetricsInstrumentor._instance  # the library's singleton, if any, left as it is
-        if existing is not None and existing.is_instrumented_by_opentelemetry:
-            if not _done and provider is metrics.get_meter_provider():
-                # opentelemetry-instrument loaded the library's own entry point first: its set includes ours.
-                _LOG.debug("otel_ml: system metrics already instrumented; process metrics come from there")
-                _done.add(provider)
-                return
-            existing.uninstrument()  # a no-op in the library: what it made for another provider stays there
-        # The constructor re-initialises the singleton: only now, when its instruments are ours to make.
-        SystemMetricsInstrumentor(config=dict(PROCESS_METRICS)).instrument(meter_provider=provider)
-        _done.add(provider)
+        provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
+        self._binding = binding_for(provider, __name__, lambda binding: _create(provider, binding))
+        self._binding.bind(True)
+
+    def _teardown(self) -> None:
+        if self._binding is not None:
+            self._binding.unbind()
+            self._binding = None
+
+
+def _create(provider: metrics.MeterProvider, binding: Binding[bool]) -> None:
+    """Have the library make its process instruments on ``provider``, read through ``binding``."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    library = SystemMetricsInstrumentor()  # the one instance, in its default configuration
+    was_on = library.is_instrumented_by_opentelemetry
+    if was_on and provider is metrics.get_meter_provider():
+        # Someone (the program, or opentelemetry-instrument) instrumented it for the global provider.
+        _LOG.debug("otel_ml: system metrics already instrumented; process metrics come from there")
+        return
+    if was_on:
+        library.uninstrument()  # lowers its flag only: what it made for another provider stays there
+    library.instrument(meter_provider=_ProcessOnly(provider, binding))
+    if not was_on:
+        library.uninstrument()  # as we found it: whoever instruments the library next is not refused
+
+
+class _ProcessOnly:
+    """The meter provider the library is given: the real one, less what is not a process metric."""
+
+    def __init__(self, provider: metrics.MeterProvider, binding: Binding[bool]) -> None:
+        self._provider, self._binding = provider, binding
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> _ProcessMeter:
+        return _ProcessMeter(self._provider.get_meter(*args, **kwargs), self._binding)
+
+
+class _ProcessMeter:
+    """Creates the library's process instruments on the real meter, each callback read through the binding.
+
+    Any other instrument (``system.*``, ``process.runtime.*``) is a no-op one
+    that nothing ever reads.
+    """
+
+    def __init__(self, meter: Meter, binding: Binding[bool]) -> None:
+        self._meter, self._binding = meter, binding
+        self._noop = NoOpMeter("otel_ml.process.unused")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._noop, name)
+
+    def _create(self, kind: str, name: str, callbacks: Sequence[Callback] | None, **kwargs: Any) -> Any:
+        if name not in PROCESS_METRICS:
+            return getattr(self._noop, kind)(name, callbacks, **kwargs)
+        gated = [self._binding.callback(_ignoring_state(callback)) for callback in callbacks or ()]
+        return getattr(self._meter, kind)(name, gated, **kwargs)
+
+    def create_observable_counter(self, name: str, callbacks: Sequence[Callback] | None = None, **kwargs: Any) -> Any:
+        return self._create("create_observable_counter", name, callbacks, **kwargs)
+
+    def create_observable_gauge(self, name: str, callbacks: Sequence[Callback] | None = None, **kwargs: Any) -> Any:
+        return self._create("create_observable_gauge", name, callbacks, **kwargs)
+
+    def create_observable_up_down_counter(
+        self, name: str, callbacks: Sequence[Callback] | None = None, **kwargs: Any
+    ) -> Any:
+        return self._create("create_observable_up_down_counter", name, callbacks, **kwargs)
+
+
+def _ignoring_state(callback: Callback) -> Callable[[bool, CallbackOptions], Iterable[Observation]]:
+    return lambda _bound, options: callback(options)
 
 
 def _library_entry_point_loads() -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import report
+from otel_ml._core.instrumentor import Patches
 from otel_ml.serving._common import Callback, Tally, live_set, meter
 from otel_ml.version import __version__
 
@@ -46,7 +48,6 @@ _OTHER: Final = "_OTHER"
 _MAX_CACHED: Final = 4096
 # The stable conventions' advice for http.server.request.duration.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_MARK: Final = "_otel_ml_http_instrumented"
 
 
 class _Getter:
@@ -232,18 +233,57 @@ def instrument_flask_app(
 ) -> bool:
     """Record ``http.server.*`` for a Flask app (stable conventions), and its server spans when sampled.
 
-    Returns False, changing nothing, when the app is already instrumented,
-    by this function or by opentelemetry-instrumentation-flask (for example
-    under ``opentelemetry-instrument``): the series would be counted twice.
+    The app's ``wsgi_app`` is wrapped through otel_ml's one patch record
+    (:class:`~otel_ml._core.instrumentor.Patches`), so that
+    :func:`uninstrument_flask_app` puts back exactly what was there. Returns
+    False, changing nothing, when the app is already instrumented, by this
+    function or by opentelemetry-instrumentation-flask (for example under
+    ``opentelemetry-instrument``): the series would be counted twice.
 
     Example:
         >>> from flask import Flask
         >>> app = Flask("demo")
         >>> instrument_flask_app(app), instrument_flask_app(app)
         (True, False)
+        >>> uninstrument_flask_app(app), uninstrument_flask_app(app)
+        (True, False)
     """
-    if getattr(app, _MARK, False) or getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return False
-    app.wsgi_app = HttpServerTelemetry(app.wsgi_app, _flask_route, meter_provider, tracer_provider)
-    setattr(app, _MARK, True)
+    with _apps_lock:
+        if app in _apps or getattr(app, "_is_instrumented_by_opentelemetry", False):
+            return False
+        patches = _apps[app] = Patches()
+    patches.patch(
+        app,
+        "wsgi_app",
+        lambda original: HttpServerTelemetry(original, _flask_route, meter_provider, tracer_provider),
+        inherited=True,
+    )
     return True
+
+
+def uninstrument_flask_app(app: Any) -> bool:
+    """Undo :func:`instrument_flask_app`: the app's ``wsgi_app`` is exactly what it was before.
+
+    Returns False, changing nothing, when this function did not instrument
+    the app (or has undone it already). A ``wsgi_app`` wrapped again by
+    someone else since is left as it is.
+
+    Example:
+        >>> from flask import Flask
+        >>> app = Flask("demo")
+        >>> instrument_flask_app(app)
+        True
+        >>> uninstrument_flask_app(app), "wsgi_app" in vars(app)
+        (True, False)
+    """
+    with _apps_lock:
+        patches = _apps.pop(app, None)
+    if patches is None:
+        return False
+    patches.restore()
+    return True
+
+
+_apps: weakref.WeakKeyDictionary[Any, Patches] = weakref.WeakKeyDictionary()
+"""The apps :func:`instrument_flask_app` wrapped, with what it replaced (the app itself is left unmarked)."""
+_apps_lock = threading.Lock()

@@ -16,6 +16,10 @@ Configuration: the options (and ``OTEL_ML_*`` variables) of the Keras 3
 instrumentor, which it shares. Disable it alone with
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=tf_keras``.
 
+API: :class:`TfKerasInstrumentor` (``instrument(meter_provider=...,
+tracer_provider=..., **options)``, ``uninstrument()``, which restores the
+very originals).
+
 Keras 2 defines ``fit``/``evaluate``/``predict`` on
 ``tf_keras.src.engine.training.Model`` and makes each call's data through
 ``tf_keras.src.engine.data_adapter.get_data_handler``: those two are patched,
@@ -24,47 +28,24 @@ when the program imports them.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
-from opentelemetry.metrics import Meter
-from opentelemetry.trace import Tracer
-
-from otel_ml._core.instrumentor import OtelMLInstrumentor
-from otel_ml._training.instruments import TrainingInstruments
-from otel_ml._training.wrappers import TrainingWrappers
+from otel_ml._training.instrumentor import TrainingInstrumentor
 from otel_ml.tf_keras._flavour import KERAS_2
-from otel_ml.tf_keras._options import OPTIONS, TfKerasOptions
+from otel_ml.tf_keras._options import OPTIONS
 from otel_ml.tf_keras.package import _instruments_any
 
-_TRAINING = "tf_keras.src.engine.training"
-_DATA_ADAPTER = "tf_keras.src.engine.data_adapter"
-_METHODS = ("fit", "evaluate", "predict")
+_TRAINERS = {"tf_keras.src.engine.training": "Model"}
+_DATA = ("tf_keras.src.engine.data_adapter", "get_data_handler")
 
 __all__ = ["TfKerasInstrumentor"]
 
 
-class TfKerasInstrumentor(OtelMLInstrumentor):
+class TfKerasInstrumentor(TrainingInstrumentor):
     """Instruments Keras 2 (``tf_keras``) training, evaluation and prediction."""
 
     _instruments_any = _instruments_any
     _imports = ("tf_keras",)
     option_table = OPTIONS
-    _modules = (_TRAINING, _DATA_ADAPTER)
-    _wrappers: TrainingWrappers | None = None
-
-    def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        self._wrappers = TrainingWrappers(TrainingInstruments.create(meter), tracer, TfKerasOptions(**options), KERAS_2)
-
-    def _patch_module(self, module_name: str, module: ModuleType) -> None:
-        wrappers = self._wrappers
-        if wrappers is None:
-            return
-        if module_name == _DATA_ADAPTER:
-            self._wrap(module, "get_data_handler", wrappers.get_data_adapter)
-            return
-        for method in _METHODS:
-            self._wrap(module.Model, method, getattr(wrappers, method))
-
-    def _teardown(self) -> None:
-        self._wrappers = None
+    _flavour = KERAS_2
+    _trainers = _TRAINERS
+    _data = _DATA
+    _modules = (*_TRAINERS, _DATA[0])

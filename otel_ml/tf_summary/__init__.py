@@ -13,6 +13,10 @@ Configuration: the ``summary_logdir_root``, ``summary_run_name_pattern``,
 ``summary_graph_mode`` options or their ``OTEL_ML_TF_SUMMARY_*`` variables
 (see :mod:`otel_ml.environment_variables`).
 
+API: :class:`TfSummaryInstrumentor` (``instrument(meter_provider=...,
+**options)``, ``uninstrument()``, which restores the very originals; the
+values already exported stay).
+
 By default nothing is added to a write. ``create_file_writer`` is wrapped to
 learn which logdirs this process writes (and to give writers a shorter
 ``flush_millis`` when the program set none), and a background thread reads
@@ -33,19 +37,18 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from opentelemetry.instrumentation.dependencies import DependencyConflict, get_dependency_conflicts
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded
-from otel_ml._core.instrumentor import OtelMLInstrumentor, _register_exit
+from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._summary import RunNamer, SummaryExporter, SummaryInstruments
 from otel_ml.tf_summary._options import OPTIONS, SummaryOptions
 from otel_ml.tf_summary._patch import SummaryWrappers
 from otel_ml.tf_summary._watch import LogdirWatcher
 from otel_ml.tf_summary._writers import WriterHooks, WriterRegistry
-from otel_ml.tf_summary.package import _instruments_any, _requires_all
+from otel_ml.tf_summary.package import _instruments_all, _instruments_any
 
 _SOURCE = "tensorflow.python.ops.summary_ops_v2"
 # attribute in summary_ops_v2 -> the names it has in the modules below
@@ -58,6 +61,8 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
     """Exports what ``tf.summary`` writes: scalars, histogram statistics, write counts."""
 
     _instruments_any = _instruments_any
+    _instruments_all = _instruments_all
+    _imports = ("tensorflow",)
     option_table = OPTIONS
     # Modules that bind write/create_file_writer by name; the source comes first.
     _modules = (
@@ -71,9 +76,6 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
     _writers: WriterRegistry | None = None
     _watcher: LogdirWatcher | None = None
     _hooks: dict[str, Any] | None = None  # attribute of summary_ops_v2 -> its wrapt wrapper
-
-    def _check_dependency_conflicts(self) -> DependencyConflict | None:
-        return super()._check_dependency_conflicts() or get_dependency_conflicts(list(_requires_all))
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
         opts = self._options = SummaryOptions(**options)
@@ -103,7 +105,7 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
         if self._hooks is None:
             self._hooks = self._make_hooks()
             # Run our exit hook before TensorFlow's, which were registered when it was imported.
-            _register_exit(type(self))
+            self._exit_first()
         source = module if module_name == _SOURCE else importlib.import_module(_SOURCE)
         close = self._hooks.get("close")
         if close is not None:

@@ -6,4 +6,4 @@ from __future__ import annotations
 _instruments_any = ("tensorflow >= 2.18", "tensorflow-cpu >= 2.18")
 # tf.summary.scalar & co. are shims into TensorBoard's summary ops, so it
 # must be installed as well (TF 2.21 no longer pulls it in).
-_requires_all = ("tensorboard >= 2.18",)
+_instruments_all = ("tensorboard >= 2.18",)

@@ -45,3 +45,69 @@ def test_a_bad_variable_never_makes_instrument_raise(telemetry, monkeypatch, cap
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith(f"{variable}=")
     assert "is invalid: expected" in errors[0] and "using the default" in errors[0]
+
+
+def test_without_otel_mls_metadata_one_error_names_the_fix(monkeypatch, caplog) -> None:
+    """A checkout only on sys.path has no entry points: said once, as an error, and nothing raises."""
+    from otel_ml.distro import _instrument
+
+    monkeypatch.setattr(_instrument, "_DISTRIBUTION", "otel_ml_not_installed")
+    _instrument.entry_points.cache_clear()
+    try:
+        with caplog.at_level(logging.ERROR, logger="otel_ml"):
+            otel_ml.instrument()
+            otel_ml.uninstrument()
+            otel_ml.instrument()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [
+            "otel_ml: no instrumentor is known: the otel_ml_not_installed distribution's metadata (its "
+            "opentelemetry_instrumentor entry points) is not installed; install otel_ml (from a checkout: "
+            "pip install -e .)"
+        ]
+    finally:
+        _instrument.entry_points.cache_clear()
+
+
+def test_dependencies_name_the_installed_alternative_and_what_is_needed_besides(monkeypatch) -> None:
+    """The public check of every supported opentelemetry-instrumentation requires all it is given: we give it one."""
+    from importlib.metadata import version
+
+    from otel_ml.tf_summary import TfSummaryInstrumentor
+
+    inst, found = TfSummaryInstrumentor(), f"packaging {version('packaging')}"
+    monkeypatch.setattr(TfSummaryInstrumentor, "_instruments_any", ("no-such-tensorflow >= 2", "packaging >= 1"))
+    monkeypatch.setattr(TfSummaryInstrumentor, "_instruments_all", ("wrapt >= 1",))
+    assert inst.instrumentation_dependencies() == ["packaging >= 1", "wrapt >= 1"]
+    assert inst.dependency_conflict() is None
+    monkeypatch.setattr(TfSummaryInstrumentor, "_instruments_any", ("no-such-tensorflow >= 2", "packaging >= 999"))
+    conflict = inst.dependency_conflict()
+    assert conflict is not None and (conflict.required, conflict.found) == ("packaging >= 999", found)
+    monkeypatch.setattr(TfSummaryInstrumentor, "_instruments_any", ("no-such-tensorflow >= 2", "no-such-cpu >= 2"))
+    assert inst.instrumentation_dependencies() == ["no-such-tensorflow >= 2", "no-such-cpu >= 2", "wrapt >= 1"]
+    conflict = inst.dependency_conflict()
+    assert conflict is not None and (conflict.required, conflict.found) == ("no-such-tensorflow >= 2", None)
+
+
+def test_the_patch_record_shares_one_replacement_and_restores_each_name_exactly() -> None:
+    import types
+
+    from otel_ml._core.instrumentor import Patches
+
+    def original() -> int:
+        return 1
+
+    class Base:
+        def method(self) -> int:
+            return 2
+
+    source, alias, obj = types.SimpleNamespace(f=original), types.SimpleNamespace(f=original), Base()
+    patches = Patches()
+    for owner in (source, alias, source):  # twice on one name is harmless
+        patches.patch(owner, "f", lambda f: lambda: f() + 10)
+    patches.patch(obj, "method", lambda m: lambda: m() + 10)  # only inherited: left alone by default
+    patches.patch(obj, "method", lambda m: lambda: m() + 10, inherited=True)
+    assert source.f is alias.f and source.f() == 11 and obj.method() == 12
+    patches.restore()
+    assert source.f is original and alias.f is original
+    assert "method" not in vars(obj) and obj.method() == 2
+    patches.restore()  # twice is harmless
