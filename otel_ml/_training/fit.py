@@ -322,7 +322,7 @@ class RunSpans:
         """One ``ml.anomaly`` event per kind per epoch: the counter has the full count."""
         if kind not in self._events and self.epoch is not None:
             self._events.add(kind)
-            self.epoch.add_event("ml.anomaly", attributes)
+            self.epoch.add_event(sc.EVENT_ML_ANOMALY, attributes)
 
     def finish(self, steps: int, error: BaseException | None) -> None:
         self.end_epoch(error)
