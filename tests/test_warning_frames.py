@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import warnings
 
+import pytest
 import wrapt
 
 from otel_ml._core import _importlib_bootstrap_passthrough as module
@@ -26,31 +27,22 @@ def test_the_module_name_is_the_one_the_heuristic_looks_for() -> None:
     assert "importlib" in module.__file__ and "_bootstrap" in module.__file__
 
 
-def test_a_warning_through_our_wrapper_points_at_the_callers_line() -> None:
+@pytest.mark.parametrize("depth", [0, 1], ids=["framework function", "framework helper"])
+def test_a_warning_through_our_wrapper_points_at_the_callers_line(depth: int) -> None:
+    """``stacklevel`` counts past our frame, whether the warning names the wrapped function's caller or its caller's."""
+
     def framework_function() -> None:
-        warnings.warn("from the framework", UserWarning, stacklevel=2)
-
-    wrapped = _wrapped(framework_function)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        wrapped()
-        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
-    (warning,) = caught
-    assert (warning.filename, warning.lineno) == (__file__, line)
-
-
-def test_a_deeper_stacklevel_counts_past_our_frame_too() -> None:
-    def framework_function() -> None:
-        warnings.warn("from the framework's helper", UserWarning, stacklevel=3)
+        warnings.warn("from the framework", UserWarning, stacklevel=2 + depth)
 
     wrapped = _wrapped(framework_function)
 
     def framework_entry_point() -> None:
         wrapped()
 
+    call = wrapped if depth == 0 else framework_entry_point
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        framework_entry_point()
+        call()
         line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
     (warning,) = caught
     assert (warning.filename, warning.lineno) == (__file__, line)
