@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_ml
-import otel_ml._training.loss_weights as loss_weights
+import otel_ml._training.loss as loss_module
 from otel_ml._training.fit import FitRun
 from otel_ml._training.steps import PendingSteps
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader, SlowStepBuffer
@@ -66,7 +66,7 @@ def main() -> None:
     flushes: list[int] = []
     _timing(FitRun, "on_train_batch_begin", hooks)
     _timing(FitRun, "on_train_batch_end", hooks)
-    _timing(loss_weights, "as_float", reads)
+    _timing(loss_module, "as_float", reads)
     _timing(PendingSteps, "flush", flushes)
     rows = []
     for _ in range(args.fits):

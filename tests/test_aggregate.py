@@ -7,7 +7,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import View
 
-from otel_ml._core.pending import NO_SPAN, record_many_for
+from otel_ml._core.pending import NO_EXEMPLAR, record_many_for
 from otel_ml.distro._accelerate import _aggregations, _feed_histogram
 
 ATTRS = {"ml.model.name": "m", "ml.inference.warmup": False}
@@ -26,11 +26,11 @@ def test_many_values_match_one_record_each_on_every_reader() -> None:
     slow_provider = MeterProvider(metric_readers=[slow])
     histogram = fast_provider.get_meter("t").create_histogram("h", unit="s")
     reference = slow_provider.get_meter("t").create_histogram("h", unit="s")
-    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)
+    record_many_for(histogram)(VALUES, ATTRS, NO_EXEMPLAR)
     assert _aggregations(histogram, ATTRS) is not None  # the fast path is the one taken on the pinned SDK
-    record_many_for(histogram)(VALUES[:2], ATTRS, NO_SPAN)
+    record_many_for(histogram)(VALUES[:2], ATTRS, NO_EXEMPLAR)
     for value in VALUES + VALUES[:2]:
-        reference.record(value, ATTRS, context=NO_SPAN)
+        reference.record(value, ATTRS, context=NO_EXEMPLAR)
     [expected] = _points(slow)
     for reader in (fast, other):
         [point] = _points(reader)
@@ -44,7 +44,7 @@ def test_a_view_that_keeps_some_attributes_is_honoured() -> None:
     view = View(instrument_name="h", attribute_keys={"ml.model.name"})
     provider = MeterProvider(metric_readers=[reader], views=[view])
     histogram = provider.get_meter("t").create_histogram("h")
-    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)
+    record_many_for(histogram)(VALUES, ATTRS, NO_EXEMPLAR)
     [point] = _points(reader)
     assert dict(point.attributes) == {"ml.model.name": "m"} and point.count == len(VALUES)
 
@@ -52,7 +52,7 @@ def test_a_view_that_keeps_some_attributes_is_honoured() -> None:
 def test_a_proxy_or_no_op_instrument_falls_back_to_record() -> None:
     histogram = metrics.NoOpMeterProvider().get_meter("t").create_histogram("h")
     assert _aggregations(histogram, ATTRS) is None
-    record_many_for(histogram)(VALUES, ATTRS, NO_SPAN)  # no error, nothing recorded
+    record_many_for(histogram)(VALUES, ATTRS, NO_EXEMPLAR)  # no error, nothing recorded
 
 
 def test_once_the_aggregation_exists_no_value_goes_through_the_public_record() -> None:
@@ -67,8 +67,8 @@ def test_once_the_aggregation_exists_no_value_goes_through_the_public_record() -
 
     histogram.record = counting  # type: ignore[method-assign]
     record_many = record_many_for(histogram)
-    record_many(VALUES, ATTRS, NO_SPAN)
-    record_many(VALUES, ATTRS, NO_SPAN)
+    record_many(VALUES, ATTRS, NO_EXEMPLAR)
+    record_many(VALUES, ATTRS, NO_EXEMPLAR)
     assert calls == [VALUES[0]]  # only the first value, which created the aggregation
     [point] = _points(reader)
     assert (point.count, point.sum) == (2 * len(VALUES), sum(VALUES + VALUES))

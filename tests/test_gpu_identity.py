@@ -7,7 +7,7 @@ import os
 import pytest
 
 from otel_ml.gpu import GpuInstrumentor
-from otel_ml.gpu import _callbacks as cb
+from otel_ml.gpu import _instruments as cb
 from tests import fake_nvml
 from tests._gpu_helpers import (
     GPU0,

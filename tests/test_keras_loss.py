@@ -12,8 +12,8 @@ import pytest
 import otel_ml
 from otel_ml._core import semconv as sc
 from otel_ml._training import steps as steps_module
+from otel_ml._training.flavour import as_float
 from otel_ml._training.loss import SpikeDetector
-from otel_ml._training.values import as_float
 from tests import _keras_models as km
 
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from typing import Any
 
 import numpy as np
 import pytest
-import wrapt
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.trainers import data_adapters
 
 import otel_ml
 from otel_ml._core import guard as _guard
 from otel_ml._core import semconv as sc
-from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import error_counts
 from otel_ml.keras import KerasInstrumentor
 from tests import _keras_models as km
@@ -141,16 +138,3 @@ def test_keras_warnings_keep_pointing_where_keras_meant(telemetry) -> None:
     instrumented = _fit_warnings(data)
     assert plain and instrumented == plain
     assert "otel_ml" not in instrumented[0][0]
-
-
-def test_a_warning_through_our_wrapper_points_at_the_callers_line() -> None:
-    def warns() -> None:
-        warnings.warn("from the framework", UserWarning, stacklevel=2)
-
-    wrapped = wrapt.FunctionWrapper(warns, passthrough(lambda i, a, k: ("state", a, k), lambda s, e, r: None))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        wrapped()
-        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
-    (warning,) = caught
-    assert (warning.filename, warning.lineno) == (__file__, line)

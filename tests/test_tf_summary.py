@@ -204,3 +204,37 @@ def test_bad_option_is_a_clear_error(telemetry: Any) -> None:
         _instrument(telemetry, summary_max_tags=0)
     with pytest.raises(ValueError, match=r"summary_run_name_pattern='\(' is invalid: expected a Python regular"):
         _instrument(telemetry, summary_run_name_pattern="(")
+
+
+@pytest.mark.parametrize("hook", ["write", "create_file_writer", "close"])
+def test_a_warning_through_our_wrappers_points_at_the_callers_line(hook: str) -> None:
+    """Each tf.summary wrapper adds a frame that ``warnings`` skips, like the Keras wrappers."""
+    import inspect
+    import warnings
+
+    import wrapt
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    from otel_ml._summary import RunNamer, SummaryExporter, SummaryInstruments
+    from otel_ml.tf_summary._patch import SummaryWrappers
+    from otel_ml.tf_summary._writers import WriterHooks, WriterRegistry
+
+    writers = WriterRegistry(RunNamer())
+    exporter = SummaryExporter(SummaryInstruments.create(NoOpMeterProvider().get_meter("t")), 8, "tf_summary")
+    hooks = WriterHooks(writers, 1000, None, None)
+    wrapper = {
+        "write": SummaryWrappers(exporter, writers, graph_mode=True).write,
+        "create_file_writer": hooks.create_file_writer,
+        "close": hooks.close,
+    }[hook]
+
+    def framework_function(*args: Any, **kwargs: Any) -> None:
+        warnings.warn("from the framework", UserWarning, stacklevel=2)
+
+    wrapped = wrapt.FunctionWrapper(framework_function, wrapper)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped("tag", 1.0)
+        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    (warning,) = caught
+    assert (warning.filename, warning.lineno) == (__file__, line)

@@ -8,6 +8,15 @@ both ``importlib`` and ``_bootstrap`` (so that warnings raised during an
 import point past the import system). This module's name holds both on
 purpose: the wrapper frame defined here is skipped in the same way, and the
 warning keeps its original target. Tracebacks still show the frame.
+
+The heuristic is undocumented, so ``tests/test_warning_frames.py`` checks it
+with no framework installed, on every Python the suite runs on. Every
+wrapper of a Python-level framework function on a user's call path is a
+:func:`passthrough` (Keras's ``fit``/``evaluate``/``predict`` and data
+adapter, tf.summary's ``write``, ``create_file_writer`` and ``close``).
+Paddle's wrapped functions are compiled: a warning raised from C names the
+innermost Python frame whatever its file is called, so no name could hide a
+frame there, and the Paddle wrappers are plain functions.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Hot-path buffering shared by the per-step (Keras) and per-run (Paddle) hooks.
+"""How the hot paths (Keras's per-step, Paddle's per-run) hand measurements to the SDK.
 
 One SDK measurement costs several microseconds of attribute hashing, which a
 training step or a small model's ``run()`` cannot afford every time. The fast,
 common measurements are kept in plain lists and handed to the SDK in one tight
-loop at most every :data:`FLUSH_NS` (and at every collection, epoch end,
-uninstrument and exit); a scrape every second or more loses nothing by it.
+loop (:func:`drain`, through :func:`record_many_for`) at most every
+:data:`FLUSH_NS` (and at every collection, epoch end, uninstrument and exit); a
+scrape every second or more loses nothing by it. A measurement that belongs to
+no span of ours is recorded in :data:`NO_EXEMPLAR`, buffered or not.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-NO_SPAN: Final = trace.set_span_in_context(trace.INVALID_SPAN)
-"""Record in this context to leave no exemplar.
+NO_EXEMPLAR: Final = trace.set_span_in_context(trace.INVALID_SPAN)
+"""Record in this context to leave no exemplar: the context of no span.
 
 A measurement that belongs to no span of ours must not borrow the exemplar of
 whatever span is current (a fit, an epoch, a Flask request). An empty
@@ -56,10 +58,10 @@ def drain(
         taken = values[:count]
         del values[:count]
         if many is not None:
-            many(taken, attrs, NO_SPAN)
+            many(taken, attrs, NO_EXEMPLAR)
         else:
             for value in taken:
-                record(value, attrs, context=NO_SPAN)
+                record(value, attrs, context=NO_EXEMPLAR)
     return len(values) > 0
 
 
@@ -91,7 +93,7 @@ def record_many_for(instrument: Any) -> RecordMany:
         ...     def record(self, value, attributes=None, context=None):
         ...         seen.append(value)
         >>> set_accelerator(None)
-        >>> record_many_for(Histogram())([1.0, 2.0], {}, NO_SPAN)
+        >>> record_many_for(Histogram())([1.0, 2.0], {}, NO_EXEMPLAR)
         >>> seen
         [1.0, 2.0]
     """

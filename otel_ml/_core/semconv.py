@@ -1,19 +1,36 @@
-"""Every metric, span and attribute name otel_ml emits, in one module.
+"""The names of otel_ml's own instruments, spans, events and attributes, in one module.
 
-Names follow the OpenTelemetry semantic conventions where they exist
-(``error.type``, ``hw.*``) and the documented ``ml.*`` namespace where they
-don't. Keeping them here means the README, the collector configs, the alert
-rules and the dashboard have one source to agree with.
+Names follow the OpenTelemetry semantic conventions where they exist and the
+documented ``ml.*`` namespace where they don't. A name that the stable
+``opentelemetry.semconv`` modules declare (``error.type``, the HTTP server
+names) is imported from there and re-exported, so that this module stays the
+one list; the ``hw.*`` GPU names exist only among the incubating conventions,
+which are not a stable API, so they are declared here with the conventions'
+spelling. (The ``process.*`` metrics come from the system-metrics
+instrumentation, which names them itself.) Keeping the names here means the
+docs, the collector configs, the alert rules and the dashboard have one
+source to agree with.
 
 The constant's prefix says what a name is: ``METRIC_*`` names an instrument,
-``SPAN_*`` a span, ``UNIT_*`` a unit; every other constant is an attribute
-key (named after the key itself, ``ML_MODEL_NAME`` for ``ml.model.name``) or,
-grouped under its key, one of that attribute's values (``PHASE_TRAIN``).
+``SPAN_*`` a span, ``EVENT_*`` a span event, ``UNIT_*`` a unit; every other
+constant is an attribute key (named after the key itself, ``ML_MODEL_NAME``
+for ``ml.model.name``) or, grouped under its key, one of that attribute's
+values (``PHASE_TRAIN``).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+# Stable conventions, re-exported (present since opentelemetry-semantic-conventions 0.51b0, the oldest supported).
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE as ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD as HTTP_REQUEST_METHOD
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE as HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE as HTTP_ROUTE
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION as NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH as URL_PATH
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME as URL_SCHEME
+from opentelemetry.semconv.metrics import http_metrics as _http_metrics
 
 # --- attributes -------------------------------------------------------------
 ML_FRAMEWORK: Final = "ml.framework"
@@ -39,7 +56,8 @@ ML_REPLICA_COUNT: Final = "ml.replica.count"
 ML_OPTIMIZER_NAME: Final = "ml.optimizer.name"
 """Which optimizer a learning rate belongs to: the model attribute that holds it (``optimizer``, ``d_optimizer``)."""
 ML_LOGS_PREFIX: Final = "ml.logs."
-ERROR_TYPE: Final = "error.type"
+EVENT_ML_ANOMALY: Final = "ml.anomaly"
+"""Span event on the epoch span, once per anomaly kind per epoch."""
 
 # Resource attributes that identify a worker of a distributed job.
 ML_WORKER_TYPE: Final = "ml.worker.type"
@@ -114,16 +132,10 @@ ML_TRUTH_LABEL: Final = "ml.truth.label"
 ML_PREDICTION_CORRECT: Final = "ml.prediction.correct"
 UNIT_PREDICTION: Final = "{prediction}"
 UNIT_OUTCOME: Final = "{outcome}"
-# HTTP server, stable conventions (otel_ml.serving.instrument_flask_app)
-METRIC_HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+# HTTP server (otel_ml.serving.instrument_flask_app): the stable names are imported above (``url.path`` goes
+# on server spans only, as the conventions require, never on a metric); active requests is still incubating.
+METRIC_HTTP_SERVER_REQUEST_DURATION: Final = _http_metrics.HTTP_SERVER_REQUEST_DURATION
 METRIC_HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
-HTTP_REQUEST_METHOD: Final = "http.request.method"
-HTTP_ROUTE: Final = "http.route"
-HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
-URL_SCHEME: Final = "url.scheme"
-URL_PATH: Final = "url.path"
-"""On server spans only (the conventions require it there), never on a metric."""
-NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 
 # --- GPU (NVML), OpenTelemetry hardware conventions -----------------------------
 METRIC_HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"

@@ -60,7 +60,7 @@ def masked_crc32c(data: bytes | memoryview) -> int:
     """
     global _ONE, _TWO
     if not _TWO:
-        _ONE, _TWO = _tables()  # built on first use (about 30 ms), not at import
+        _ONE, _TWO = _tables()  # built on first use, not at import: its cost is in bench/results/tf_summary.md
     one, two = _ONE, _TWO
     crc = 0xFFFFFFFF
     even = len(data) & ~1 if _LITTLE else 0

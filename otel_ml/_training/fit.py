@@ -1,38 +1,58 @@
-"""One ``fit`` call's telemetry: the callback otel_ml injects, for every Keras flavour.
+"""One ``fit`` call's telemetry: the callback otel_ml injects, with its spans, slow steps and anomalies.
 
-A new :class:`FitRun` is made per ``fit``; it only wires Keras's hooks to the
-framework-independent parts in :mod:`otel_ml._training`, and asks its
-:class:`~otel_ml._training.flavour.Flavour` where Keras 3 and Keras 2 differ. The per-batch path
-(:meth:`FitRun.on_train_batch_end`) does a fixed amount of work with
-attribute dicts built once per fit. Every hook does each of its jobs under
-its own guard, so that one failing job (an odd log value, a raising span
-processor) costs that job alone.
+A new :class:`FitRun` is made per ``fit``, for every Keras flavour; it wires
+Keras's hooks to the rest of this package and asks its
+:class:`~otel_ml._training.flavour.Flavour` where Keras 3 and Keras 2 differ.
+The per-batch path (:meth:`FitRun.on_train_batch_end`) does a fixed amount of
+work with attribute dicts built once per fit. Every hook does each of its
+jobs under its own guard, so that one failing job (an odd log value, a
+raising span processor) costs that job alone.
+
+What one fit reports besides the per-step counts (:mod:`.steps`) and the
+batch loss (:mod:`.loss`) lives here too:
+
+- :class:`RunSpans`: the fit span and the current epoch span. Starting or
+  ending a span runs the user's span processors, which may raise: that must
+  cost the span, never the run's metrics, so every span operation is guarded
+  on its own and a failed start yields a non-recording span.
+- :class:`SlowSteps`: only a *slow* step gets a span, made after the fact with
+  the step's true start and end; its duration is recorded inside that span so
+  that the histogram exemplar carries its trace id. The three slowest are
+  named, with their trace ids, in the one INFO line logged when the run ends.
+- :class:`LossWatch`: non-finite and spiking batch losses, counted, one span
+  event per epoch, one log line per fit.
+- :class:`EpochValues`: the values logged at epoch end (validation loss and
+  every other metric, bounded), on gauges and on the epoch span.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
 import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.trace import Span, Tracer
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import Counter, Histogram
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded, report
 from otel_ml._core.slow import SlowDetector
-from otel_ml._training.anomalies import LossWatch
-from otel_ml._training.epoch import EpochValues
-from otel_ml._training.flavour import Flavour
+from otel_ml._training.flavour import Flavour, as_float, positive_int, read_attribute
 from otel_ml._training.instruments import TrainingInstruments
-from otel_ml._training.loss import SpikeDetector
-from otel_ml._training.loss_weights import Loss, LossReader
+from otel_ml._training.loss import Loss, LossReader, SpikeDetector
 from otel_ml._training.optimizers import Optimizers
 from otel_ml._training.options import TrainingOptions
-from otel_ml._training.slowest import SlowSteps
-from otel_ml._training.spans import RunSpans
 from otel_ml._training.steps import BatchIndex, PendingSteps
-from otel_ml._training.values import positive_int, read_attribute
+
+_LOG = logging.getLogger(__name__)
+_SUMMARY_SLOWEST = 3
+_MAX_METRIC_NAMES = 64  # bounds ml.metric.name per run
+_SKIPPED = frozenset({"loss", "learning_rate", "lr"})  # the batch loss and the optimizers' own reads cover these
 
 
 class FitRun:
@@ -245,3 +265,228 @@ class FitRun:
         if samples is not None:
             attributes[sc.ML_BATCH_SIZE] = samples // n
         return attributes
+
+
+# --- spans ------------------------------------------------------------------------------
+
+
+def start_span(tracer: Tracer, name: str, **kwargs: Any) -> Span:
+    """``tracer.start_span``, or the invalid (non-recording) span when a processor raises."""
+    try:
+        return tracer.start_span(name, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a span processor is not ours to trust
+        report(f"starting span {name}", exc)
+        return trace.INVALID_SPAN
+
+
+def end_span(span: Span, error: BaseException | None = None, end_time: int | None = None) -> None:
+    """Mark ``error`` on ``span`` (when given) and end it; a raising processor is reported."""
+    try:
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=end_time)
+    except Exception as exc:  # noqa: BLE001
+        report("ending a span", exc)
+
+
+class RunSpans:
+    """The fit span and the current epoch span, with the contexts that parent what happens in them."""
+
+    __slots__ = ("_events", "_tracer", "epoch", "epoch_ctx", "fit", "fit_ctx")
+
+    def __init__(self, tracer: Tracer, fit: Span) -> None:
+        self._tracer = tracer
+        self.fit = fit
+        self.fit_ctx: Context = trace.set_span_in_context(fit)
+        self.epoch: Span | None = None
+        self.epoch_ctx = self.fit_ctx
+        self._events: set[str] = set()
+
+    def start_epoch(self, epoch: int) -> None:
+        self.end_epoch()  # an epoch left open (its end hook failed) ends here
+        self._events.clear()
+        self.epoch = start_span(
+            self._tracer, sc.SPAN_KERAS_EPOCH, context=self.fit_ctx, attributes={sc.ML_EPOCH: epoch}
+        )
+        self.epoch_ctx = trace.set_span_in_context(self.epoch)
+
+    def end_epoch(self, error: BaseException | None = None) -> None:
+        span, self.epoch, self.epoch_ctx = self.epoch, None, self.fit_ctx
+        if span is not None:
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            end_span(span)
+
+    def event_once(self, kind: str, attributes: dict[str, Any]) -> None:
+        """One ``ml.anomaly`` event per kind per epoch: the counter has the full count."""
+        if kind not in self._events and self.epoch is not None:
+            self._events.add(kind)
+            self.epoch.add_event(sc.EVENT_ML_ANOMALY, attributes)
+
+    def finish(self, steps: int, error: BaseException | None) -> None:
+        self.end_epoch(error)
+        try:
+            self.fit.set_attribute(sc.ML_STEP, steps)
+        finally:
+            end_span(self.fit, error)
+
+
+# --- slow steps -------------------------------------------------------------------------
+
+
+class SlowSteps:
+    """Decides which executions are slow, records them under a span, and keeps the slowest three."""
+
+    __slots__ = ("_attrs", "_detector", "_executions", "_histogram", "_run_name", "_tracer", "_warmup", "slowest")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        histogram: Histogram,
+        attrs: dict[str, Any],
+        run_name: str,
+        detector: SlowDetector,
+        warmup: int,
+    ) -> None:
+        self._tracer = tracer
+        self._histogram = histogram
+        self._attrs = attrs
+        self._run_name = run_name
+        self._detector = detector
+        self._warmup = warmup
+        self._executions = 0
+        self.slowest: list[tuple[float, int, str]] = []  # min-heap of (seconds, step, trace id)
+
+    def is_slow(self, per_step: float) -> bool:
+        """Whether this execution's per-step time is slow (never during warm-up)."""
+        warm = self._executions < self._warmup
+        self._executions += 1
+        return not warm and self._detector.observe(per_step)
+
+    def record(self, parent: Context, start_ns: int, elapsed_ns: int, n: int, attributes: dict[str, Any]) -> None:
+        """Record the ``n`` step durations of a slow execution inside its own ``keras.train_step`` span."""
+        per_step = elapsed_ns / n / 1e9
+        attributes[sc.ML_STEP_DURATION] = per_step
+        attributes[sc.ML_SLOW_THRESHOLD] = self._detector.threshold
+        attributes[sc.ML_RUN_NAME] = self._run_name
+        if n > 1:
+            attributes[sc.ML_STEPS_PER_EXECUTION] = n
+        span = start_span(
+            self._tracer, sc.SPAN_KERAS_TRAIN_STEP, context=parent, start_time=start_ns, attributes=attributes
+        )
+        ctx = trace.set_span_in_context(span)
+        for _ in range(n):
+            self._histogram.record(per_step, self._attrs, context=ctx)
+        end_span(span, end_time=start_ns + elapsed_ns)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        entry = (per_step, attributes[sc.ML_STEP], trace_id)
+        if len(self.slowest) < _SUMMARY_SLOWEST:
+            heapq.heappush(self.slowest, entry)
+        else:
+            heapq.heappushpop(self.slowest, entry)
+
+    def log_summary(self, steps: int, total_ns: int) -> None:
+        """The one INFO line of a finished run: step count, mean step time, slowest steps."""
+        if not steps:
+            return
+        slowest = ", ".join(
+            f"step {step} {seconds * 1000:.1f} ms trace_id={tid}"
+            for seconds, step, tid in sorted(self.slowest, reverse=True)
+        )
+        _LOG.info(
+            "otel_ml: run %r trained %d steps, mean step %.2f ms; slowest: %s",
+            self._run_name,
+            steps,
+            total_ns / steps / 1e6,
+            slowest or "none over the slow-step threshold",
+        )
+
+
+# --- anomalies --------------------------------------------------------------------------
+
+
+class LossWatch:
+    """Checks each trusted batch loss; the spike baseline takes full-size batches only."""
+
+    __slots__ = ("_attrs", "_counter", "_run_name", "_spans", "_spikes", "_warned")
+
+    def __init__(
+        self, counter: Counter, attrs: dict[str, Any], spikes: SpikeDetector, spans: RunSpans, run_name: str
+    ) -> None:
+        self._counter = counter
+        self._attrs = {kind: {**attrs, sc.ML_ANOMALY_KIND: kind} for kind in (sc.ANOMALY_NAN, sc.ANOMALY_SPIKE)}
+        self._spikes = spikes
+        self._spans = spans
+        self._run_name = run_name
+        self._warned: set[str] = set()
+
+    def check(self, loss: float, step: int, full_batch: bool) -> None:
+        """Count ``loss`` if it is non-finite, or a spike of a full-size batch.
+
+        A short batch's mean is over few samples and much noisier than the
+        baseline of full batches: it is neither tested nor added.
+        """
+        if not math.isfinite(loss):
+            self._anomaly(sc.ANOMALY_NAN, loss, step)
+        elif full_batch and self._spikes.observe(loss):
+            self._anomaly(sc.ANOMALY_SPIKE, loss, step)
+
+    def _anomaly(self, kind: str, loss: float, step: int) -> None:
+        self._counter.add(1, self._attrs[kind])
+        self._spans.event_once(kind, {sc.ML_ANOMALY_KIND: kind, sc.ML_STEP: step, sc.ML_BATCH_LOSS: loss})
+        if kind not in self._warned:
+            self._warned.add(kind)
+            _LOG.warning(
+                "otel_ml: %s at step %d of run %r (batch loss %r); counted in ml.train.anomalies, "
+                "training continues. Further %s anomalies in this fit are counted, not logged.",
+                kind,
+                step,
+                self._run_name,
+                loss,
+                kind,
+            )
+
+
+# --- epoch-end values -------------------------------------------------------------------
+
+
+class EpochValues:
+    """Puts each numeric epoch log on the epoch span and, when finite, on its gauge."""
+
+    __slots__ = ("_attrs", "_m", "_metric_attrs", "_val_attrs")
+
+    def __init__(self, instruments: TrainingInstruments, attrs: dict[str, Any]) -> None:
+        self._m = instruments
+        self._attrs = attrs
+        self._val_attrs = {**attrs, sc.ML_PHASE: sc.PHASE_VALIDATION}
+        self._metric_attrs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def record(self, logs: dict[str, Any] | None, span: Span | None) -> None:
+        """Each key on its own: one odd value costs that value, not the others."""
+        for key, raw in list((logs or {}).items()):
+            try:
+                value = as_float(raw)
+                if value is None:
+                    continue
+                if span is not None:
+                    span.set_attribute(sc.ML_LOGS_PREFIX + str(key), value)
+                if math.isfinite(value):
+                    self._gauge(str(key), value)
+            except Exception as exc:  # noqa: BLE001 - never break training
+                report("epoch log value", exc)
+
+    def _gauge(self, key: str, value: float) -> None:
+        if key in _SKIPPED:
+            return
+        if key == "val_loss":
+            self._m.loss.set(value, self._val_attrs)
+            return
+        phase, name = (sc.PHASE_VALIDATION, key[4:]) if key.startswith("val_") else (sc.PHASE_TRAIN, key)
+        attrs = self._metric_attrs.get((name, phase))
+        if attrs is None:
+            if len(self._metric_attrs) >= _MAX_METRIC_NAMES:
+                return
+            attrs = {**self._attrs, sc.ML_METRIC_NAME: name, sc.ML_PHASE: phase}
+            self._metric_attrs[(name, phase)] = attrs
+        self._m.metric.set(value, attrs)

@@ -1,4 +1,4 @@
-"""What differs between the Keras flavours that :mod:`otel_ml._training` instruments alike.
+"""What differs between the Keras flavours that :mod:`otel_ml._training` instruments alike, and the readers they share.
 
 Keras 3 (``keras``, and ``tf.keras`` since TF 2.16) and Keras 2 (``tf_keras``,
 and ``tf.keras`` under ``TF_USE_LEGACY_KERAS=1``) run ``fit`` the same way:
@@ -9,6 +9,10 @@ which module holds the built-in ``train_step``, where the loss ``Mean`` is
 found before the first step and how a scalar variable is read (Keras 3 on
 JAX: from the trainer's live state mid-epoch): a :class:`Flavour` says that,
 and nothing else.
+
+Whatever the flavour, numbers are read out of logs, data adapters and
+variables with the functions below (:func:`as_float`, :func:`positive_int`,
+:func:`read_attribute`, :func:`read_scalar`), which never guess and never raise.
 """
 
 from __future__ import annotations
@@ -62,3 +66,71 @@ class Flavour:
             module, _, name = target.partition(":")
             cls = self._classes[target] = getattr(importlib.import_module(module), name)
         return cls
+
+
+# --- reading numbers without guessing ---------------------------------------------------
+
+
+def as_float(value: Any) -> float | None:
+    """A log value as a float, or None when it is not a scalar number.
+
+    Handles ints, floats, numpy scalars, 0-d arrays and scalar tensors;
+    strings, None, bools, non-scalar arrays and ints beyond float range are
+    skipped, never guessed.
+
+    Example:
+        >>> as_float(3), as_float("3"), as_float(10**400)
+        (3.0, None, None)
+    """
+    if isinstance(value, float):
+        return value
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        if isinstance(value, int):
+            return float(value)
+        shape = getattr(value, "shape", None)
+        # len(), not ==: comparing a TensorShape costs more than the whole read.
+        if shape is not None and len(shape) != 0:
+            return None
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def positive_int(value: Any) -> int | None:
+    """``value`` as a positive int, or None (bools, non-numbers, zero and below).
+
+    Example:
+        >>> positive_int(64), positive_int(0), positive_int(None), positive_int(True)
+        (64, None, None, None)
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number > 0 else None
+
+
+def read_attribute(owner: Any, name: str) -> Any:
+    """``owner.name``, or None when reading it raises (Keras adapters raise NotImplementedError)."""
+    try:
+        return getattr(owner, name, None)
+    except Exception:  # noqa: BLE001 - a property we do not own; absent is the honest answer
+        return None
+
+
+def read_scalar(variable: Any) -> float | None:
+    """The value of a framework's scalar variable (Keras ``Variable``, tf ``Variable``), or None.
+
+    Reads the backend tensor (``.value``) and converts that: Keras's own
+    ``Variable.numpy()`` goes through ``np.array(variable)``, which warns under
+    NumPy 2.
+    """
+    try:
+        value = getattr(variable, "value", variable)
+        return as_float(value.numpy() if hasattr(value, "numpy") else value)
+    except Exception:  # noqa: BLE001 - a variable we do not own; absent is the honest answer
+        return None

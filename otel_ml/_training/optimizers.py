@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from otel_ml._training.values import as_float, read_attribute
+from otel_ml._training.flavour import as_float, read_attribute
 
 ReadScalar = Callable[[Any], float | None]  # the flavour's reader of a scalar variable
 

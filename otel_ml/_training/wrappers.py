@@ -22,11 +22,10 @@ from otel_ml._core import semconv as sc
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import guarded, report
 from otel_ml._core.run_name import current_run_name
-from otel_ml._training.fit import FitRun
+from otel_ml._training.fit import FitRun, end_span, start_span
 from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments
 from otel_ml._training.options import TrainingOptions
-from otel_ml._training.spans import end_span, start_span
 
 # Index of ``callbacks`` among fit's positional arguments (after ``self``):
 # fit(x, y, batch_size, epochs, verbose, callbacks, ...).

@@ -38,9 +38,8 @@ from opentelemetry.trace import Tracer
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._core.observe import Binding
 from otel_ml.gpu import _nvml
-from otel_ml.gpu._callbacks import GpuState
 from otel_ml.gpu._devices import discover
-from otel_ml.gpu._instruments import binding
+from otel_ml.gpu._instruments import GpuState, binding
 from otel_ml.gpu._options import OPTIONS, GpuOptions
 from otel_ml.gpu._sampler import Sampler
 from otel_ml.gpu._xid import XidWatcher

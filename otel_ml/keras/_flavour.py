@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from otel_ml._core import semconv as sc
-from otel_ml._training.flavour import DataSizes, Flavour
-from otel_ml._training.loss_weights import metrics_loss_count
-from otel_ml._training.values import read_attribute, read_scalar
+from otel_ml._training.flavour import DataSizes, Flavour, read_attribute, read_scalar
+from otel_ml._training.loss import metrics_loss_count
 from otel_ml.keras._jax_state import live_reader
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_ml._core.guard import report
-from otel_ml._training.values import as_float, read_attribute, read_scalar
+from otel_ml._training.flavour import as_float, read_attribute, read_scalar
 
 ReadScalar = Callable[[Any], float | None]
 

@@ -38,13 +38,12 @@ from opentelemetry.trace import Tracer
 from otel_ml._core.guard import guarded
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._core.observe import Binding, binding_for
-from otel_ml.paddle._facts import Registry
 from otel_ml.paddle._identity import set_identity
 from otel_ml.paddle._instruments import PaddleInstruments
 from otel_ml.paddle._loading import LoadTimer, make_clone, make_create_predictor
 from otel_ml.paddle._options import OPTIONS, PaddleOptions
-from otel_ml.paddle._outcomes import RunHooks
-from otel_ml.paddle._predictor_run import make_run
+from otel_ml.paddle._registry import Registry
+from otel_ml.paddle._run import RunRecorder, make_run
 from otel_ml.paddle.package import _instruments_any
 
 _MODULE = "paddle.inference"
@@ -59,14 +58,14 @@ class PaddleInstrumentor(OtelMLInstrumentor):
     _imports = ("paddle",)
     option_table = OPTIONS
     _modules = (_MODULE,)
-    _hooks: RunHooks | None = None
+    _hooks: RunRecorder | None = None
     _timer: LoadTimer | None = None
-    _binding: Binding[RunHooks] | None = None
+    _binding: Binding[RunRecorder] | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
         registry = Registry(PaddleOptions(**options))
         instruments = PaddleInstruments.create(meter)
-        self._hooks = RunHooks(registry, instruments, tracer)
+        self._hooks = RunRecorder(registry, instruments, tracer)
         self._timer = LoadTimer(instruments.load_duration)
         provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
         self._binding = binding_for(
@@ -131,7 +130,7 @@ def set_model(target: Any, name: str, version: str | int | None = None) -> None:
     set_identity(target, name, version)
 
 
-def _observe_active(hooks: RunHooks, options: CallbackOptions) -> Iterable[Observation]:
+def _observe_active(hooks: RunRecorder, options: CallbackOptions) -> Iterable[Observation]:
     """Runs in flight per model.
 
     The SDK runs observable callbacks at the start of a collection, before it

@@ -20,8 +20,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from otel_ml._core import semconv as sc
-
 UNKNOWN_MODEL: Final = "unknown"
 GENERIC_STEMS: Final = frozenset({"inference", "model", "__model__", "infer", "saved_model", "program", "main"})
 """File stems that say nothing about the model: the directory names it instead."""
@@ -123,18 +121,3 @@ def identity_of_config(config: Any) -> tuple[str, str | None]:
         if path:
             return identity_of_path(str(path), is_file)
     return UNKNOWN_MODEL, None
-
-
-def engine_flags(config: Any) -> dict[str, bool]:
-    """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
-    flags: dict[str, bool] = {}
-    for attr, getter in (
-        (sc.ML_PADDLE_GPU, "use_gpu"),
-        (sc.ML_PADDLE_TENSORRT, "tensorrt_engine_enabled"),
-        (sc.ML_PADDLE_MKLDNN, "mkldnn_enabled"),
-    ):
-        try:
-            flags[attr] = bool(getattr(config, getter)())
-        except Exception:  # noqa: BLE001 - older or newer Config without this getter
-            continue
-    return flags

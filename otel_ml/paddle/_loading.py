@@ -17,9 +17,9 @@ from opentelemetry.metrics import Histogram
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded
-from otel_ml._core.pending import NO_SPAN
-from otel_ml.paddle._facts import PredictorFacts, Registry
+from otel_ml._core.pending import NO_EXEMPLAR
 from otel_ml.paddle._identity import Identity
+from otel_ml.paddle._registry import PredictorFacts, Registry
 
 MAX_LOAD_ERROR_TYPES: Final = 16
 
@@ -32,7 +32,7 @@ class LoadTimer:
         self._error_names: set[str] = set()
 
     def loaded(self, facts: PredictorFacts, elapsed_ns: int) -> None:
-        self._record(elapsed_ns / 1e9, facts.model.batch_attrs, context=NO_SPAN)
+        self._record(elapsed_ns / 1e9, facts.model.batch_attrs, context=NO_EXEMPLAR)
 
     def failed(self, identity: Identity, elapsed_ns: int, error: BaseException) -> None:
         name = type(error).__qualname__
@@ -45,7 +45,7 @@ class LoadTimer:
         if identity.version is not None:
             attrs[sc.ML_MODEL_VERSION] = identity.version
         attrs[sc.ERROR_TYPE] = name
-        self._record(elapsed_ns / 1e9, attrs, context=NO_SPAN)
+        self._record(elapsed_ns / 1e9, attrs, context=NO_EXEMPLAR)
 
 
 def _timed(

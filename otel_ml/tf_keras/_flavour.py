@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from otel_ml._core import semconv as sc
-from otel_ml._training.flavour import DataSizes, Flavour
-from otel_ml._training.loss_weights import loss_mean_count, metrics_loss_count
-from otel_ml._training.values import as_float, read_attribute
+from otel_ml._training.flavour import DataSizes, Flavour, as_float, read_attribute
+from otel_ml._training.loss import loss_mean_count, metrics_loss_count
 
 
 def _call(owner: Any, name: str) -> Any:

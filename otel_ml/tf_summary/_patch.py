@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_ml._core import semconv as sc
+from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import guarded, report
 from otel_ml._summary import CONTENT_KINDS, PLUGIN_KINDS, SummaryExporter, TagEntry
 from otel_ml.tf_summary._writers import WriterRegistry
@@ -41,7 +42,12 @@ def plugin_kind(metadata: Any) -> str:
 
 
 class SummaryWrappers:
-    """wrapt wrappers bound to one exporter, writer registry and TensorFlow."""
+    """The wrapt wrapper of ``write``, bound to one exporter, writer registry and TensorFlow.
+
+    It is a :func:`passthrough`: the frame it adds is invisible to
+    ``warnings``, so a warning TensorFlow raises in ``write`` keeps pointing
+    where TensorFlow meant.
+    """
 
     def __init__(self, exporter: SummaryExporter, writers: WriterRegistry, graph_mode: bool) -> None:
         import tensorflow as tf
@@ -53,13 +59,18 @@ class SummaryWrappers:
         self._writers = writers
         self._graph_mode = graph_mode
         self._hook = guarded("tf_summary.write")(self._make_hook)
+        self.write = passthrough(self._write_enter, self._write_leave)
 
-    def write(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    def _write_enter(self, instance: Any, args: Any, kwargs: Any) -> Any:
         hooked = self._hook(args, kwargs)
         if hooked is None:
-            return wrapped(*args, **kwargs)
+            return None, args, kwargs
         tag, _tensor, step, metadata, name = _bind(*args, **kwargs)
-        return wrapped(tag, hooked, step=step, metadata=metadata, name=name)
+        return True, (tag, hooked), {"step": step, "metadata": metadata, "name": name}
+
+    @staticmethod
+    def _write_leave(state: Any, error: BaseException | None, result: Any) -> None:
+        return None
 
     def _make_hook(self, args: Any, kwargs: Any) -> Any:
         """A replacement for the ``tensor`` argument, or None to leave the write alone."""

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
+from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import guarded
 from otel_ml._summary import RunNamer
 
@@ -77,6 +78,9 @@ class WriterRegistry:
 class WriterHooks:
     """The wrapt wrappers of ``create_file_writer`` and of a writer's ``close``.
 
+    Both are :func:`passthrough` wrappers: the frame each adds is invisible to
+    ``warnings``, so TensorFlow's own warnings keep pointing where it meant.
+
     Args:
         writers: Where writers are remembered.
         flush_millis: Given to writers created without ``flush_millis``; None leaves them alone.
@@ -97,24 +101,31 @@ class WriterHooks:
         self._on_close = on_close
         self._register = guarded("tf_summary.create_file_writer")(self._register_writer)
         self._closed = guarded("tf_summary.writer_close")(self._after_close)
+        self.create_file_writer = passthrough(self._create_enter, self._create_leave)
+        self.close = passthrough(self._close_enter, self._close_leave)
 
-    def create_file_writer(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    def _create_enter(self, instance: Any, args: Any, kwargs: Any) -> Any:
         # flush_millis is the third parameter: (logdir, max_queue, flush_millis, ...).
         if self._flush_millis is not None and len(args) < 3 and kwargs.get("flush_millis") is None:
             kwargs = {**kwargs, "flush_millis": self._flush_millis}
-        writer = wrapped(*args, **kwargs)
-        self._register(writer, args[0] if args else kwargs.get("logdir"))
-        return writer
+        return (args[0] if args else kwargs.get("logdir"),), args, kwargs
+
+    def _create_leave(self, state: Any, error: BaseException | None, writer: Any) -> None:
+        if error is None:
+            self._register(writer, state[0])
 
     def _register_writer(self, writer: object, logdir: object) -> None:
         known = self._writers.add(writer, logdir)
         if known is not None and self._on_writer is not None:
             self._on_writer(*known)
 
-    def close(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        self._closed(instance)
-        return result
+    @staticmethod
+    def _close_enter(instance: Any, args: Any, kwargs: Any) -> Any:
+        return (instance,), args, kwargs
+
+    def _close_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
+        if error is None:
+            self._closed(state[0])
 
     def _after_close(self, writer: object) -> None:
         logdir = self._writers.logdir_of(writer)

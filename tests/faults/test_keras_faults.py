@@ -122,12 +122,12 @@ def test_a_span_processor_that_raises_costs_the_spans_only(telemetry, caplog) ->
 
 
 def test_a_failing_job_costs_that_job_alone(telemetry, monkeypatch) -> None:
-    from otel_ml._training import loss_weights
+    from otel_ml._training import loss
 
     def broken(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("job broken")
 
-    monkeypatch.setattr(loss_weights.LossReader, "new_epoch", broken)
+    monkeypatch.setattr(loss.LossReader, "new_epoch", broken)
     _instrument(telemetry)
     history = km.sequential().fit(*km.data(samples=64), batch_size=16, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2

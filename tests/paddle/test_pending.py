@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from otel_ml._core import semconv as sc
-from otel_ml.paddle import PaddleInstrumentor, _outcomes
+from otel_ml.paddle import PaddleInstrumentor, _run
 from tests.paddle._helpers import new_predictor, run_zero_copy
 
 MODEL = "iris_mlp"
@@ -25,7 +25,7 @@ def _pending() -> int:
 
 
 def test_a_collection_sees_runs_made_just_before_it(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(_outcomes, "FLUSH_NS", NEVER)
+    monkeypatch.setattr(_run, "FLUSH_NS", NEVER)
     _instrument(telemetry)
     predictor = new_predictor(model_prefix)
     run_zero_copy(predictor, 2)  # the first run passes the initial deadline and flushes itself
@@ -43,7 +43,7 @@ def test_a_collection_sees_runs_made_just_before_it(telemetry, model_prefix, mon
 
 
 def test_uninstrument_hands_over_what_is_pending(telemetry, model_prefix, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(_outcomes, "FLUSH_NS", NEVER)
+    monkeypatch.setattr(_run, "FLUSH_NS", NEVER)
     _instrument(telemetry)
     predictor = new_predictor(model_prefix)
     for _ in range(3):
@@ -57,7 +57,7 @@ def test_uninstrument_hands_over_what_is_pending(telemetry, model_prefix, monkey
 @pytest.mark.parametrize("flush_ns", [0, NEVER], ids=["every-run-flushes", "only-collections-flush"])
 def test_scrape_right_after_concurrent_runs_shows_exactly_n(telemetry, model_prefix, monkeypatch, flush_ns) -> None:  # type: ignore[no-untyped-def]
     """Threads run while another thread scrapes; the scrape after they join has every run, once."""
-    monkeypatch.setattr(_outcomes, "FLUSH_NS", flush_ns)
+    monkeypatch.setattr(_run, "FLUSH_NS", flush_ns)
     _instrument(telemetry)
     clones = [new_predictor(model_prefix) for _ in range(5)]
     runs_each = 120

@@ -233,7 +233,7 @@ def test_trace_context_untouched(telemetry, model_prefix) -> None:  # type: igno
 
 
 def test_slow_run_spans_are_capped_per_second_but_every_run_is_counted(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
-    from otel_ml.paddle._facts import MAX_SLOW_SPANS_PER_SECOND
+    from otel_ml.paddle._registry import MAX_SLOW_SPANS_PER_SECOND
 
     _instrument(telemetry, inference_warmup_runs=0, slow_run_seconds=1e-9)  # every run is slow
     predictor = new_predictor(model_prefix)

@@ -1,4 +1,4 @@
-"""What otel_ml knows about each predictor, kept beside it rather than on it.
+"""The registry: what otel_ml knows about each predictor and each model, kept beside them rather than on them.
 
 Paddle's predictor is a pybind11 class whose instances take no attributes, so
 per-predictor facts live in a weak-keyed map: an entry goes away with its
@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.slow import SlowDetector
-from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, engine_flags, identity_of_config, known, remember
+from otel_ml.paddle._identity import UNKNOWN_MODEL, Identity, identity_of_config, known, remember
 from otel_ml.paddle._options import PaddleOptions
 
 _LOG = logging.getLogger(__name__)
@@ -118,6 +118,21 @@ class ModelState:
             attrs = {**(self.warm_attrs if warm else self.attrs), sc.ERROR_TYPE: name}
             self._errors[key] = attrs
         return attrs
+
+
+def engine_flags(config: Any) -> dict[str, bool]:
+    """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
+    flags: dict[str, bool] = {}
+    for attr, getter in (
+        (sc.ML_PADDLE_GPU, "use_gpu"),
+        (sc.ML_PADDLE_TENSORRT, "tensorrt_engine_enabled"),
+        (sc.ML_PADDLE_MKLDNN, "mkldnn_enabled"),
+    ):
+        try:
+            flags[attr] = bool(getattr(config, getter)())
+        except Exception:  # noqa: BLE001 - older or newer Config without this getter
+            continue
+    return flags
 
 
 class PredictorFacts:
