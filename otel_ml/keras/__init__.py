@@ -27,9 +27,9 @@ from opentelemetry.trace import Tracer
 
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._training.instruments import TrainingInstruments
+from otel_ml._training.options import OPTIONS, TrainingOptions
 from otel_ml._training.wrappers import TrainingWrappers
 from otel_ml.keras._flavour import KERAS_3
-from otel_ml.keras._options import OPTIONS, KerasOptions
 from otel_ml.keras.package import _instruments_any
 
 # Backend trainer module -> the class that defines fit/evaluate/predict.
@@ -54,7 +54,9 @@ class KerasInstrumentor(OtelMLInstrumentor):
     _wrappers: TrainingWrappers | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        self._wrappers = TrainingWrappers(TrainingInstruments.create(meter), tracer, KerasOptions(**options), KERAS_3)
+        self._wrappers = TrainingWrappers(
+            TrainingInstruments.create(meter), tracer, TrainingOptions(**options), KERAS_3
+        )
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers

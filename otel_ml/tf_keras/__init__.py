@@ -32,9 +32,9 @@ from opentelemetry.trace import Tracer
 
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._training.instruments import TrainingInstruments
+from otel_ml._training.options import OPTIONS, TrainingOptions
 from otel_ml._training.wrappers import TrainingWrappers
 from otel_ml.tf_keras._flavour import KERAS_2
-from otel_ml.tf_keras._options import OPTIONS, TfKerasOptions
 from otel_ml.tf_keras.package import _instruments_any
 
 _TRAINING = "tf_keras.src.engine.training"
@@ -54,7 +54,9 @@ class TfKerasInstrumentor(OtelMLInstrumentor):
     _wrappers: TrainingWrappers | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        self._wrappers = TrainingWrappers(TrainingInstruments.create(meter), tracer, TfKerasOptions(**options), KERAS_2)
+        self._wrappers = TrainingWrappers(
+            TrainingInstruments.create(meter), tracer, TrainingOptions(**options), KERAS_2
+        )
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers
