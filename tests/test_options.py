@@ -11,6 +11,8 @@ option.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import importlib.util
 import logging
 from collections import Counter
@@ -91,6 +93,24 @@ def test_every_keyword_of_instrument_comes_from_exactly_one_declaration() -> Non
     # keras and tf_keras name the very same table, so one setting reaches both
     instrumentors = _instrumentors()
     assert instrumentors["keras"].option_table is instrumentors["tf_keras"].option_table
+
+
+@pytest.mark.parametrize(
+    ("table", "resolved"),
+    [
+        ("otel_ml._training.options:OPTIONS", "otel_ml._training.options:TrainingOptions"),
+        ("otel_ml.paddle._options:OPTIONS", "otel_ml.paddle._options:PaddleOptions"),
+        ("otel_ml.gpu._options:OPTIONS", "otel_ml.gpu._options:GpuOptions"),
+        ("otel_ml.tf_summary._options:OPTIONS", "otel_ml.tf_summary._options:SummaryOptions"),
+    ],
+)
+def test_each_resolved_options_class_has_the_fields_of_its_table_in_order(table: str, resolved: str) -> None:
+    # The typed class the hot path reads is the only other place an option's name is written.
+    def load(target: str) -> Any:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    assert [field.name for field in dataclasses.fields(load(resolved))] == [option.name for option in load(table)]
 
 
 def test_each_variable_docstring_opens_with_a_one_line_summary() -> None:
