@@ -13,7 +13,7 @@ OPTIONS = OptionTable(
     Option("gpu_identity_on_series", ev.OTEL_ML_GPU_IDENTITY_ON_SERIES, parse_bool, False),
 )
 
-NVML_MODULE = Option("nvml_module", ev.OTEL_ML_GPU_NVML_MODULE, parse_str, "pynvml")
+NVML_MODULE = Option("gpu_nvml_module", ev.OTEL_ML_GPU_NVML_MODULE, parse_str, "pynvml")
 """Not a keyword: the tests' seam for a fake NVML in a subprocess (read by :mod:`otel_ml.gpu._nvml`)."""
 
 
