@@ -80,13 +80,13 @@ def hook_cost(
     from types import SimpleNamespace
 
     from otel_ml._training.instruments import TrainingInstruments
-    from otel_ml._training.options import TRAINING_OPTIONS, TrainingOptions
+    from otel_ml._training.options import OPTIONS, TrainingOptions
     from otel_ml._training.wrappers import _fit_callback_class
     from otel_ml.keras._flavour import KERAS_3
     from otel_ml.tf_keras._flavour import KERAS_2
 
     flavour = KERAS_3 if flavour_name == "keras" else KERAS_2
-    options = TrainingOptions(**{o.name: o.default for o in TRAINING_OPTIONS})
+    options = TrainingOptions(**{o.name: o.default for o in OPTIONS})
 
     instruments = TrainingInstruments.create(meter_provider.get_meter("bench"))
     tracer = tracer_provider.get_tracer("bench")

@@ -1,8 +1,18 @@
-"""Shared fixtures: in-memory providers, and a process left uninstrumented after every test."""
+"""Shared fixtures: in-memory providers, a process left uninstrumented after every test, and test mode.
+
+Test mode: otel_ml swallows its own errors (logged once, the program goes
+on), which would let a bug of ours pass every test that does not read the
+log. So any test during which otel_ml reported an internal error fails,
+unless it carries ``@pytest.mark.internal_errors_expected`` (a fault test
+that provokes one on purpose). pytest loads this file for ``pytest
+tests/paddle`` too. Errors reported inside a subprocess that a test starts
+are not seen here; those tests read the child's output.
+"""
 
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,8 +47,32 @@ def telemetry() -> Iterator[Telemetry]:
 
 
 @pytest.fixture(autouse=True)
-def _uninstrumented() -> Iterator[None]:
-    """Every test leaves the process uninstrumented, whatever it did."""
+def _test_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if otel_ml reported an internal error while it ran (set-up and tear-down included)."""
+    from otel_ml._core.guard import recording
+
+    with recording() as errors:
+        yield
+    if errors and request.node.get_closest_marker("internal_errors_expected") is None:
+        pytest.fail(_describe(errors), pytrace=False)
+
+
+def _describe(errors: list[tuple[str, BaseException]]) -> str:
+    lines = [
+        f"otel_ml reported {len(errors)} internal error(s) during this test (test mode; mark the test "
+        "@pytest.mark.internal_errors_expected if it provokes them on purpose):"
+    ]
+    for site, exc in errors[:5]:
+        lines.append(f"--- in {site}:")
+        lines.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    if len(errors) > 5:
+        lines.append(f"... and {len(errors) - 5} more")
+    return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True)
+def _uninstrumented(_test_mode: None) -> Iterator[None]:
+    """Every test leaves the process uninstrumented, whatever it did (inside test mode: its errors count)."""
     yield
     import otel_ml
 

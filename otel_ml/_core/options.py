@@ -1,4 +1,11 @@
-"""Options: one declarative table per instrumentor, and the one resolver they share.
+"""Options: each declared once as an :class:`Option`, and the one resolver they share.
+
+An :class:`Option` holds every fact about one option but its prose: the
+keyword of ``otel_ml.instrument()``, the ``OTEL_ML_*`` variable (a constant of
+:mod:`otel_ml.environment_variables`, whose docstring is the prose), the
+parser with its bounds and the default. Each instrumentor's options module
+groups its options in one :class:`OptionTable`; ``docs/configuration.md`` is
+generated from the same declarations (``scripts/configuration_doc.py``).
 
 An explicit argument beats the environment, which beats the default. Bad
 explicit arguments raise ``ValueError`` (a programming error the caller can
@@ -19,11 +26,14 @@ from typing import Any, Generic, TypeVar
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _MAX_TEXT = 1_000
-"""Longest option text accepted; also caps the work ``int()`` does on a hostile digit string."""
+"""Longest option text accepted (a text option may become a label value)."""
+_MAX_DIGITS = 30
+"""Longest whole-number text accepted: caps the work ``int()`` does on a hostile digit string."""
 
 
 _reported: set[tuple[str, str]] = set()
@@ -39,67 +49,80 @@ class _Invalid(ValueError):
     """A value outside what a parser accepts; its message says what is accepted."""
 
 
-def parse_float(
-    minimum: float | None = None, *, above: bool = False, maximum: float | None = None
-) -> Callable[[object], float]:
+@dataclass(frozen=True)
+class Parser(Generic[T_co]):
+    """Validates and converts a raw option value; ``accepts`` says, for people, what it takes.
+
+    ``accepts`` is the text of every error message about a bad value and of
+    the "accepted" column of ``docs/configuration.md``: one text, so the
+    message and the reference cannot disagree.
+
+    Example:
+        >>> parse_int(0, 10).accepts
+        'a whole number >= 0 and <= 10'
+    """
+
+    accepts: str
+    convert: Callable[[object], T_co]
+    """Returns the value, or raises (any exception means "not accepted")."""
+
+    def __call__(self, value: object) -> T_co:
+        """The converted value; raises ``_Invalid`` (a ``ValueError``) saying what is accepted."""
+        try:
+            return self.convert(value)
+        except _Invalid:
+            raise
+        except Exception:  # noqa: BLE001 - any failure to convert is "not accepted"
+            raise _Invalid(self.accepts) from None
+
+
+def parse_float(minimum: float | None = None, *, above: bool = False, maximum: float | None = None) -> Parser[float]:
     """Return a parser for a finite number within bounds (``above``: strictly above ``minimum``).
 
     Example:
         >>> parse_float(1.0, above=True, maximum=100.0)("3")
         3.0
+        >>> parse_float(1.0, above=True, maximum=100.0).accepts
+        'a number > 1 and <= 100'
     """
-    expected = _bound_text("a number", minimum, above, maximum)
 
-    def parse(value: object) -> float:
+    def convert(value: object) -> float:
         if isinstance(value, bool) or (isinstance(value, str) and len(value) > _MAX_TEXT):
-            raise _Invalid(expected)
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            raise _Invalid(expected) from None
+            raise ValueError(value)
+        number = float(value)  # type: ignore[arg-type]
         if number != number or number in (float("inf"), float("-inf")):
-            raise _Invalid(expected)
+            raise ValueError(value)
         if minimum is not None and (number <= minimum if above else number < minimum):
-            raise _Invalid(expected)
+            raise ValueError(value)
         if maximum is not None and number > maximum:
-            raise _Invalid(expected)
+            raise ValueError(value)
         return number
 
-    return parse
+    return Parser(_bound_text("a number", minimum, above, maximum), convert)
 
 
-def parse_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[object], int]:
+def parse_int(minimum: int | None = None, maximum: int | None = None) -> Parser[int]:
     """Return a parser for a whole number within bounds.
 
     Example:
         >>> parse_int(0, 10)(" 7 ")
         7
     """
-    expected = _bound_text("a whole number", minimum, False, maximum)
 
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or (isinstance(value, str) and len(value.strip()) > 30):
-            raise _Invalid(expected)
-        try:
-            number = int(value.strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
-        except (TypeError, ValueError, OverflowError):
-            raise _Invalid(expected) from None
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or (isinstance(value, str) and len(value.strip()) > _MAX_DIGITS):
+            raise ValueError(value)
+        number = int(value.strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
         if isinstance(value, float) and value != number:
-            raise _Invalid(expected)
+            raise ValueError(value)
         if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-            raise _Invalid(expected)
+            raise ValueError(value)
         return number
 
-    return parse
+    return Parser(_bound_text("a whole number", minimum, False, maximum), convert)
 
 
-def parse_bool(value: object) -> bool:
-    """Parse ``true/false/1/0/yes/no/on/off`` (any case) or a real bool.
-
-    Example:
-        >>> parse_bool("Yes")
-        True
-    """
+def _to_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -107,10 +130,14 @@ def parse_bool(value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise _Invalid("true or false (also 1/0, yes/no, on/off)")
+    raise ValueError(value)
 
 
-def parse_choice(*choices: str) -> Callable[[object], str]:
+parse_bool = Parser("true or false (also 1/0, yes/no, on/off)", _to_bool)
+"""Parse ``true/false/1/0/yes/no/on/off`` (any case) or a real bool."""
+
+
+def parse_choice(*choices: str) -> Parser[str]:
     """Return a parser for one of ``choices`` (any case, surrounding spaces ignored).
 
     Example:
@@ -118,41 +145,38 @@ def parse_choice(*choices: str) -> Callable[[object], str]:
         'gzip'
     """
     accepted = {choice.lower(): choice for choice in choices}
-
-    def parse(value: object) -> str:
-        text = str(value).strip().lower()
-        if text not in accepted:
-            raise _Invalid("one of " + ", ".join(sorted(accepted.values())))
-        return accepted[text]
-
-    return parse
+    return Parser("one of " + ", ".join(sorted(accepted.values())), lambda value: accepted[str(value).strip().lower()])
 
 
-def parse_str(value: object) -> str:
-    """Accept a non-empty string of at most 1,000 characters (it may become a label value)."""
+def _to_str(value: object) -> str:
     text = str(value).strip()
     if not text or len(text) > _MAX_TEXT:
-        raise _Invalid(f"a non-empty string of at most {_MAX_TEXT} characters")
+        raise ValueError(value)
     return text
+
+
+parse_str = Parser(f"a non-empty string of at most {_MAX_TEXT} characters", _to_str)
+"""Accept a non-empty string of at most 1,000 characters (it may become a label value)."""
 
 
 @dataclass(frozen=True)
 class Option(Generic[T]):
-    """One row of an instrumentor's options table.
+    """One option, declared once: everything else (tables, messages, the reference page) reads it.
 
     Attributes:
-        name: The keyword of ``otel_ml.instrument()`` (and of the options dataclass field).
-        variable: The environment variable read when no argument is given.
-        parse: Validates and converts a raw value; raises ``_Invalid`` saying what it accepts.
-        default: Used when neither is set, or the environment value is bad.
-        doc: One line for people; the variable's full text is in :mod:`otel_ml.environment_variables`.
+        name: The keyword of ``otel_ml.instrument()`` when the option is in an
+            instrumentor's table, else the argument it stands for (or a name for messages).
+        variable: The environment variable read when no argument is given: a constant of
+            :mod:`otel_ml.environment_variables`, whose docstring is the option's documentation.
+        parse: Validates and converts a raw value; its ``accepts`` says what it takes.
+        default: Used when neither is set, or the environment value is bad; ``None``: unset,
+            with a meaning the variable's docstring gives.
     """
 
     name: str
     variable: str
-    parse: Callable[[object], T]
+    parse: Parser[T]
     default: T
-    doc: str
 
     def resolve(self, argument: object | None, label: str | None = None) -> T:
         """Argument, else the variable, else the default.
@@ -170,10 +194,10 @@ class Option(Generic[T]):
 
 
 class OptionTable:
-    """An instrumentor's options, in one place: names, variables, parsers, bounds, defaults, docs.
+    """An instrumentor's options: the keywords it takes from ``otel_ml.instrument()``.
 
     Example:
-        >>> table = OptionTable(Option("warmup_steps", "OTEL_ML_WARMUP_STEPS", parse_int(0, 10), 1, "warm-up"))
+        >>> table = OptionTable(Option("warmup_steps", "OTEL_ML_WARMUP_STEPS", parse_int(0, 10), 1))
         >>> table.resolve({})
         {'warmup_steps': 1}
         >>> table.resolve({"warmup_steps": 3})

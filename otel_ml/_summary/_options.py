@@ -10,36 +10,26 @@ from __future__ import annotations
 import re
 
 from otel_ml import environment_variables as ev
-from otel_ml._core.options import Option, _Invalid, parse_int, parse_str
+from otel_ml._core.options import _MAX_TEXT, Option, Parser, _Invalid, parse_int, parse_str
 
 
-def parse_pattern(value: object) -> re.Pattern[str]:
-    """Accept a compiled pattern or a string that compiles as a Python regular expression.
-
-    Example:
-        >>> parse_pattern(r"runs/(\\w+)").pattern
-        'runs/(\\\\w+)'
-    """
+def _to_pattern(value: object) -> re.Pattern[str]:
     if isinstance(value, re.Pattern):
         return value
-    text = parse_str(value)
+    try:
+        text = parse_str(value)
+    except ValueError:
+        raise ValueError(value) from None  # said as the pattern's own "accepts"
     try:
         return re.compile(text)
     except re.error as exc:
         raise _Invalid(f"a Python regular expression ({exc})") from None
 
 
-RUN_NAME_PATTERN = Option(
-    "summary_run_name_pattern",
-    ev.OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN,
-    parse_pattern,
-    None,
-    "regular expression whose first group (or whole match) names the run",
+parse_pattern = Parser(f"a Python regular expression (at most {_MAX_TEXT} characters)", _to_pattern)
+"""Accept a compiled pattern or a text that compiles as a Python regular expression."""
+
+RUN_NAME_PATTERN: Option[re.Pattern[str] | None] = Option(
+    "summary_run_name_pattern", ev.OTEL_ML_TF_SUMMARY_RUN_NAME_PATTERN, parse_pattern, None
 )
-MAX_TAGS = Option(
-    "summary_max_tags",
-    ev.OTEL_ML_TF_SUMMARY_MAX_TAGS,
-    parse_int(1, 100_000),
-    100,
-    "distinct tags exported per run; later tags are counted as dropped",
-)
+MAX_TAGS = Option("summary_max_tags", ev.OTEL_ML_TF_SUMMARY_MAX_TAGS, parse_int(1, 100_000), 100)

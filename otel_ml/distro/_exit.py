@@ -28,9 +28,7 @@ from otel_ml._core.options import Option, parse_float
 
 _LOG = logging.getLogger(__name__)
 
-EXIT_TIMEOUT = Option(
-    "exit_timeout", ev.OTEL_ML_EXIT_TIMEOUT, parse_float(0, maximum=600), 3.0, "seconds waited at exit"
-)
+EXIT_TIMEOUT = Option("exit_timeout", ev.OTEL_ML_EXIT_TIMEOUT, parse_float(0, maximum=600), 3.0)
 
 
 class Delivery(SpanProcessor):

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from types import ModuleType
 from typing import Final
 
 from otel_ml.environment_variables import OTEL_ML_GPU_NVML_MODULE
+from otel_ml.gpu._options import NVML_MODULE
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_MODULE: Final = "pynvml"
+DEFAULT_MODULE: Final = NVML_MODULE.default
 # Errors that mean "this machine has no usable NVIDIA GPU": normal, not a fault.
 _NO_GPU_ERRORS: Final = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_NoPermission")
 
@@ -29,7 +29,7 @@ def load(nvml: ModuleType | None = None) -> ModuleType | None:
             named by ``OTEL_ML_GPU_NVML_MODULE``, else ``pynvml``.
     """
     if nvml is None:
-        nvml = _import(os.environ.get(OTEL_ML_GPU_NVML_MODULE, "").strip() or DEFAULT_MODULE)
+        nvml = _import(NVML_MODULE.resolve(None))
         if nvml is None:
             return None
     try:

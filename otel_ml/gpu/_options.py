@@ -5,32 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_ml import environment_variables as ev
-from otel_ml._core.options import Option, OptionTable, parse_bool
+from otel_ml._core.options import Option, OptionTable, parse_bool, parse_str
 
 OPTIONS = OptionTable(
-    Option(
-        "gpu_all_devices",
-        ev.OTEL_ML_GPU_ALL_DEVICES,
-        parse_bool,
-        False,
-        "report every GPU on the host, not only those CUDA_VISIBLE_DEVICES grants",
-    ),
-    Option(
-        "gpu_all_processes",
-        ev.OTEL_ML_GPU_ALL_PROCESSES,
-        parse_bool,
-        False,
-        "per-process GPU memory and utilisation for every process, not only this one",
-    ),
-    Option(
-        "gpu_identity_on_series",
-        ev.OTEL_ML_GPU_IDENTITY_ON_SERIES,
-        parse_bool,
-        False,
-        "put the GPU's identity attributes (vendor, model, driver, serial, firmware, index) on every GPU "
-        "series, not only on hw.gpu.info (each attribute costs every data point of every collection)",
-    ),
+    Option("gpu_all_devices", ev.OTEL_ML_GPU_ALL_DEVICES, parse_bool, False),
+    Option("gpu_all_processes", ev.OTEL_ML_GPU_ALL_PROCESSES, parse_bool, False),
+    Option("gpu_identity_on_series", ev.OTEL_ML_GPU_IDENTITY_ON_SERIES, parse_bool, False),
 )
+
+NVML_MODULE = Option("gpu_nvml_module", ev.OTEL_ML_GPU_NVML_MODULE, parse_str, "pynvml")
+"""Not a keyword: the tests' seam for a fake NVML in a subprocess (read by :mod:`otel_ml.gpu._nvml`)."""
 
 
 @dataclass(frozen=True)

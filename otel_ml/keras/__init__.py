@@ -26,8 +26,8 @@ The work is done by :mod:`otel_ml._training`, shared with ``tf_keras``.
 from __future__ import annotations
 
 from otel_ml._training.instrumentor import TrainingInstrumentor
+from otel_ml._training.options import OPTIONS
 from otel_ml.keras._flavour import KERAS_3
-from otel_ml.keras._options import OPTIONS
 from otel_ml.keras.package import _instruments_any
 
 # Backend trainer module -> the class that defines fit/evaluate/predict.

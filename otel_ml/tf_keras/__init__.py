@@ -29,8 +29,8 @@ when the program imports them.
 from __future__ import annotations
 
 from otel_ml._training.instrumentor import TrainingInstrumentor
+from otel_ml._training.options import OPTIONS
 from otel_ml.tf_keras._flavour import KERAS_2
-from otel_ml.tf_keras._options import OPTIONS
 from otel_ml.tf_keras.package import _instruments_any
 
 _TRAINERS = {"tf_keras.src.engine.training": "Model"}

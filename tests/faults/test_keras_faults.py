@@ -108,6 +108,7 @@ class _RaisesOnStart(SpanProcessor):
         raise RuntimeError("processor broken")
 
 
+@pytest.mark.internal_errors_expected
 def test_a_span_processor_that_raises_costs_the_spans_only(telemetry, caplog) -> None:
     telemetry.tracer_provider.add_span_processor(_RaisesOnStart())
     _instrument(telemetry)
@@ -121,6 +122,7 @@ def test_a_span_processor_that_raises_costs_the_spans_only(telemetry, caplog) ->
     assert len([r for r in caplog.records if "processor broken" in r.getMessage()]) == 2
 
 
+@pytest.mark.internal_errors_expected
 def test_a_failing_job_costs_that_job_alone(telemetry, monkeypatch) -> None:
     from otel_ml._training import loss
 

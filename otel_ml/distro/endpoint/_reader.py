@@ -18,8 +18,8 @@ _LOG = logging.getLogger(__name__)
 
 # The standard variables of opentelemetry-exporter-prometheus, read through the
 # same resolver as ours: a bad value is one ERROR line and the default.
-HOST = Option("host", "OTEL_EXPORTER_PROMETHEUS_HOST", parse_str, "127.0.0.1", "interface /metrics binds")
-PORT = Option("port", "OTEL_EXPORTER_PROMETHEUS_PORT", parse_int(0, 65_535), 9464, "port of /metrics (0: free)")
+HOST = Option("host", "OTEL_EXPORTER_PROMETHEUS_HOST", parse_str, "127.0.0.1")
+PORT = Option("port", "OTEL_EXPORTER_PROMETHEUS_PORT", parse_int(0, 65_535), 9464)
 
 # Resource attributes that identify a worker become labels, as the bundled
 # collector config does, so both paths give the same label names.

@@ -22,13 +22,7 @@ from otel_ml._core.options import Option, parse_int
 _default: SlowStepBuffer | None = None
 _default_lock = threading.Lock()
 
-SLOW_STEP_BUFFER = Option(
-    "slow_step_buffer",
-    ev.OTEL_ML_SLOW_STEP_BUFFER,
-    parse_int(1, 100_000),
-    256,
-    "slow-step spans kept for /slow-steps",
-)
+SLOW_STEP_BUFFER = Option("slow_step_buffer", ev.OTEL_ML_SLOW_STEP_BUFFER, parse_int(1, 100_000), 256)
 
 
 class SlowStepBuffer(SpanProcessor):
