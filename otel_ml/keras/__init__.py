@@ -6,9 +6,8 @@ Usage::
     KerasInstrumentor().instrument()          # before or after ``import keras``
     model.fit(x, y, epochs=3)                 # metrics + spans, no code change
 
-Configuration: the ``run_name``, ``slow_step_seconds``, ``slow_step_factor``,
-``warmup_steps``, ``loss_spike_threshold`` and ``loss_spike_window`` options,
-or their ``OTEL_ML_*`` variables (see :mod:`otel_ml.environment_variables`).
+Configuration: the training options, declared once in :mod:`otel_ml._training.options`
+(keyword arguments or their ``OTEL_ML_*`` variables; listed in ``docs/configuration.md``).
 Disable it alone with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=keras``.
 
 API: :class:`KerasInstrumentor` (``instrument(meter_provider=...,
