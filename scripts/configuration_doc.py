@@ -58,12 +58,11 @@ def declared_options() -> list[tuple[str, str, list[Any]]]:
 
 def keywords() -> set[str]:
     """The keyword options ``otel_ml.instrument()`` accepts: those of the instrumentors' tables."""
-    from otel_ml.distro._instrument import INSTRUMENTORS
+    from otel_ml.distro._instrument import entry_points
 
     names: set[str] = set()
-    for target in INSTRUMENTORS.values():
-        module_name, _, cls_name = target.partition(":")
-        names |= getattr(importlib.import_module(module_name), cls_name).option_table.names
+    for entry_point in entry_points():
+        names |= entry_point.load().option_table.names
     return names
 
 
