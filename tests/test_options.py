@@ -188,3 +188,34 @@ def test_a_bad_environment_value_is_logged_once_and_the_default_used(
         f"{option.variable}={'x' * 77 + '...'!r} is invalid: expected {option.parse.accepts}; "
         f"using the default {option.default!r}"
     ]
+
+
+def test_instrument_parses_each_explicit_option_once_even_where_two_instrumentors_share_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Keras and Keras 2 share one table: ``slow_step_factor=2`` is parsed once, and both get the parsed value."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import otel_ml
+    from otel_ml._training import options as training
+
+    declared = next(option for option in training.OPTIONS if option.name == "slow_step_factor")
+    calls: list[object] = []
+
+    def counting(raw: object) -> float:
+        calls.append(raw)
+        return declared.parse(raw)
+
+    counted = dataclasses.replace(declared, parse=counting)
+    rows = tuple(counted if option is declared else option for option in training.OPTIONS)
+    monkeypatch.setattr(training.OPTIONS, "_options", rows)
+    otel_ml.instrument(MeterProvider(), TracerProvider(), slow_step_factor="2.5")
+    try:
+        assert calls == ["2.5"]
+        from otel_ml.keras import KerasInstrumentor
+        from otel_ml.tf_keras import TfKerasInstrumentor
+
+        for instrumentor in (KerasInstrumentor(), TfKerasInstrumentor()):
+            wrappers = instrumentor._wrappers
+            assert wrappers is not None and wrappers._opts.slow_step_factor == 2.5
+    finally:
+        otel_ml.uninstrument()

@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,6 +193,10 @@ class Option(Generic[T]):
         return env_value(self.variable, self.parse, self.default)
 
 
+PARSED: Final = "otel_ml_parsed_options"
+"""The keyword under which ``otel_ml.instrument()`` hands an instrumentor its parsed explicit options."""
+
+
 class OptionTable:
     """An instrumentor's options: the keywords it takes from ``otel_ml.instrument()``.
 
@@ -211,20 +215,37 @@ class OptionTable:
     def __iter__(self) -> Iterator[Option[Any]]:
         return iter(self._options)
 
-    def validate(self, arguments: Mapping[str, Any]) -> None:
-        """Check the explicit arguments only; raises ``ValueError`` like :meth:`resolve`."""
-        for option in self._options:
-            value = arguments.get(option.name)
-            if value is not None:
-                option.resolve(value)
+    def parse(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The explicit arguments of this table, parsed (the environment is not read).
 
-    def resolve(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """Resolve every option of the table from ``arguments`` (other keys are ignored).
+        ``otel_ml.instrument()`` parses every explicit argument once, before it
+        turns anything on, so that a bad one raises with nothing half-done; the
+        instrumentors then receive the parsed values under :data:`PARSED`.
 
         Raises:
             ValueError: an explicit argument is invalid; the message names it and what is accepted.
         """
-        return {option.name: option.resolve(arguments.get(option.name)) for option in self._options}
+        return {
+            option.name: option.resolve(arguments[option.name])
+            for option in self._options
+            if arguments.get(option.name) is not None
+        }
+
+    def resolve(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Resolve every option of the table from ``arguments`` (other keys are ignored).
+
+        Values already parsed by :meth:`parse`, passed under :data:`PARSED`, are
+        taken as they are; the rest come from their arguments, else the
+        environment, else the default.
+
+        Raises:
+            ValueError: an explicit argument is invalid; the message names it and what is accepted.
+        """
+        parsed: Mapping[str, Any] = arguments.get(PARSED) or {}
+        return {
+            option.name: parsed[option.name] if option.name in parsed else option.resolve(arguments.get(option.name))
+            for option in self._options
+        }
 
 
 def env_value(variable: str, parse: Callable[[object], T], default: T, default_text: str | None = None) -> T:

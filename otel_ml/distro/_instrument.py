@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 
 from otel_ml._core.guard import report
 from otel_ml._core.instrumentor import OtelMLInstrumentor
-from otel_ml._core.options import forget_reported
+from otel_ml._core.options import PARSED, forget_reported
 from otel_ml.distro._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
@@ -102,8 +102,9 @@ def instrument(
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"otel_ml.instrument() got unknown option(s) {unknown}; accepted: {sorted(known)}")
-    for inst in instrumentors.values():
-        inst.option_table.validate(options)  # a bad option raises here, whatever is instrumented already
+    parsed: dict[str, Any] = {}  # each explicit option parsed once; a bad one raises before anything is on
+    for table in {id(inst.option_table): inst.option_table for inst in instrumentors.values()}.values():
+        parsed |= table.parse(options)
     disabled = _disabled()
     pending: dict[str, OtelMLInstrumentor] = {}
     already: dict[str, list[str]] = {}  # instrumentor already on -> the options given for it
@@ -124,8 +125,10 @@ def instrument(
             _LOG.debug("otel_ml: not instrumenting %s: %s", name, conflict)
             inst.note_unsupported(conflict)
             continue
-        own = {key: value for key, value in options.items() if key in inst.options}
-        inst.instrument(meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **own)
+        own = {key: value for key, value in parsed.items() if key in inst.options}
+        inst.instrument(
+            meter_provider=meter_provider, tracer_provider=tracer_provider, skip_dep_check=True, **{PARSED: own}
+        )
 
 
 def _not_applied(already: dict[str, list[str]]) -> None:
