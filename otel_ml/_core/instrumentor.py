@@ -145,7 +145,7 @@ class OtelMLInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Base of the otel_ml instrumentors.
 
     Subclasses set ``_instruments_any`` and ``_instruments_all`` (from their
-    ``package.py``), ``option_table`` (from their ``_options.py``) and
+    ``package.py``), ``option_table`` (their options, declared once) and
     ``_modules`` (what to patch when imported), and implement ``_setup``,
     ``_patch_module`` and ``_teardown``.
     """

@@ -14,8 +14,9 @@ Following one ``fit`` means reading, in this order:
 - :mod:`.instruments`: the ``ml.train.*`` instruments, created once per meter;
 - :mod:`.flavour`: what differs between Keras 3 and Keras 2 (``tf_keras``),
   and the readers of log values, sizes and variables that never guess;
-- :mod:`.options`: the options table rows of both instrumentors.
+- :mod:`.options`: the one options table of both instrumentors;
+- :mod:`.instrumentor`: the instrumentor both are: set-up, patching, undo.
 
-The ``keras`` and ``tf_keras`` instrumentors only choose where to patch and
-which :class:`~otel_ml._training.flavour.Flavour` to pass.
+The ``keras`` and ``tf_keras`` packages only declare where to patch and which
+:class:`~otel_ml._training.flavour.Flavour` to pass.
 """
