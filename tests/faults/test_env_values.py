@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_ml.distro import _resource, _sdk, _sdk_env
-from otel_ml.distro._ids import PrivateRandomIdGenerator
+from otel_ml.distro._private_random import PrivateRandomIdGenerator
 from otel_ml.distro.endpoint._slow_steps import SLOW_STEP_BUFFER
 from otel_ml.gpu import _nvml
 from tests import _net

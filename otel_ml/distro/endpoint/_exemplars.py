@@ -161,7 +161,7 @@ class ExemplarCollector:
     @staticmethod
     def _info(attributes: dict[str, Any]) -> PrometheusMetric:
         labels = {label_name(key): _label_value(value) for key, value in attributes.items()}
-        info = InfoMetricFamily(_TARGET_INFO_NAME, _TARGET_INFO_DESCRIPTION, labels=labels)
+        info = InfoMetricFamily(_TARGET_INFO_NAME, _TARGET_INFO_DESCRIPTION, labels=labels)  # type: ignore[arg-type]
         info.add_metric(labels=list(labels), value=labels)
         return info
 
@@ -184,8 +184,10 @@ class ExemplarCollector:
         self, metric: Metric, shared: Iterable[tuple[str, Any]], families: dict[str, PrometheusMetric]
     ) -> None:
         data = metric.data
+        points: Sequence[Any] = data.data_points
+        kind: Any
         if isinstance(data, Sum) and not _as_gauge(metric):
-            kind: type[PrometheusMetric] = CounterMetricFamily
+            kind = CounterMetricFamily
         elif isinstance(data, Gauge) or _as_gauge(metric):
             kind = GaugeMetricFamily
         elif isinstance(data, Histogram):
@@ -197,19 +199,20 @@ class ExemplarCollector:
         shared = list(shared)
         keys: set[str] = set()
         rows: list[dict[str, str]] = []
-        for point in data.data_points:
-            labels = {label_name(key): _label_value(value) for key, value in chain(shared, point.attributes.items())}
+        for point in points:
+            attributes = (point.attributes or {}).items()
+            labels = {label_name(key): _label_value(value) for key, value in chain(shared, attributes)}
             keys.update(labels)
             rows.append(labels)
         label_keys = sorted(keys)
         fid = "|".join((name, description, unit, kind.__name__))
-        family = families.get(fid)
+        family: Any = families.get(fid)
         if family is None:
             family = families[fid] = kind(name=name, documentation=description, labels=label_keys, unit=unit)
         with_exemplars = kind is not GaugeMetricFamily and (
-            fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in data.data_points)
+            fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in points)
         )
-        for labels, point in zip(rows, data.data_points, strict=True):
+        for labels, point in zip(rows, points, strict=True):
             values = [labels.get(key, "") for key in label_keys]
             start = len(family.samples)
             if isinstance(point, HistogramDataPoint):
@@ -217,11 +220,11 @@ class ExemplarCollector:
                 for bound, count in zip(chain(point.explicit_bounds, ["+Inf"]), point.bucket_counts, strict=False):
                     total += count
                     buckets.append((f"{bound}", total))
-                family.add_metric(values, buckets=buckets, sum_value=point.sum)  # type: ignore[call-arg]
+                family.add_metric(values, buckets=buckets, sum_value=point.sum)
                 if with_exemplars:
                     self._attach_histogram(fid, family.samples, start, values, point)
             else:
-                family.add_metric(values, point.value)  # type: ignore[call-arg]
+                family.add_metric(values, point.value)
                 if with_exemplars and kind is CounterMetricFamily:
                     key = (fid, tuple(values), -1)
                     self._remember(key, getattr(point, "exemplars", None) or ())
