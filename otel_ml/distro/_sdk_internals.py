@@ -20,9 +20,9 @@ with the fast path's.
   aggregation's ``_boundaries``, ``_lock``, ``_value``, ``_sum``, ``_min``,
   ``_max``, ``_record_min_max`` and ``_get_empty_bucket_counts``.
   Fallback: the public ``Histogram.record`` / ``Counter.add`` per value.
-- A provider's ``_shutdown`` flag (:mod:`otel_ml.distro._exit`): a provider
-  the program already shut down is not shut down again at exit (the SDK
-  would log a warning). Fallback: ``shutdown()`` again, one SDK warning.
+- A ``MeterProvider``'s ``_shutdown`` flag (:mod:`otel_ml.distro._exit`): a
+  provider the program already shut down is not shut down again at exit (the
+  SDK would log a warning). Fallback: ``shutdown()`` again, one SDK warning.
 - The SDK's and exporters' logger names (:mod:`otel_ml.distro._log_limit`):
   one line per kind of failed export, not one per attempt. No fallback is
   needed: a name an SDK no longer uses filters nothing.
@@ -209,11 +209,11 @@ def batch_internals() -> BatchInternals | None:
 
 def _find_shutdown_flag() -> Callable[[Any], bool]:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
 
-    for provider in (MeterProvider(shutdown_on_exit=False), TracerProvider(shutdown_on_exit=False)):
-        if getattr(provider, "_shutdown", None) is not False:
-            raise AttributeError(f"{type(provider).__name__}._shutdown")
+    # The MeterProvider keeps the flag (and warns when shut down twice); the
+    # TracerProvider keeps none and shuts down twice quietly.
+    if getattr(MeterProvider(shutdown_on_exit=False), "_shutdown", None) is not False:
+        raise AttributeError("MeterProvider._shutdown")
     return lambda provider: bool(getattr(provider, "_shutdown", False))
 
 
