@@ -116,11 +116,36 @@ def test_the_shutdown_flag_falls_back_to_shutting_down_again(caplog) -> None:
     assert not [r for r in caplog.records if r.name.startswith("otel_ml") and r.levelno >= logging.WARNING]
 
 
+class _Reference(SimpleFixedSizeExemplarReservoir):
+    """The specification's algorithm (SDK 1.45's): the first ``size`` measurements fill the cells, no draw."""
+
+    def _find_bucket_index(self, value, time_unix_nano, attributes, context):  # type: ignore[no-untyped-def]
+        self._measurements_seen += 1
+        if self._measurements_seen <= self._size:
+            return self._measurements_seen - 1
+        index = random.randrange(0, self._measurements_seen)
+        if index < self._size:
+            return index
+        from opentelemetry.sdk.metrics._internal.exemplar.exemplar_reservoir import BucketIndexError
+
+        raise BucketIndexError("not sampled")
+
+
+def _sdk_at_least(major_minor: tuple[int, int]) -> bool:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("opentelemetry-sdk").split(".")[:2]) >= major_minor
+
+
 @pytest.mark.parametrize("size", [1, 3])
-def test_the_private_reservoir_samples_as_the_sdks_does(size: int) -> None:
+@pytest.mark.parametrize("reference", ["sdk", "specification"])
+def test_the_private_reservoir_samples_as_the_sdks_does(size: int, reference: str) -> None:
     """Same algorithm: with both generators in the same state, the same exemplars, field for field."""
+    if reference == "sdk" and not _sdk_at_least((1, 45)):
+        pytest.skip("SDKs before 1.45 drew for the first measurement too (an off-by-one fixed in 1.45)")
     tracer = TracerProvider(id_generator=_CountingIds()).get_tracer("t")  # ids that draw from no generator
-    ours, theirs = _private_random.PrivateRandomExemplarReservoir(size=size), SimpleFixedSizeExemplarReservoir(size)
+    theirs = SimpleFixedSizeExemplarReservoir(size) if reference == "sdk" else _Reference(size)
+    ours = _private_random.PrivateRandomExemplarReservoir(size=size)
     state = random.getstate()
     try:
         random.seed(11)

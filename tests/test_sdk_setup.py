@@ -120,7 +120,7 @@ def test_otlp_retry_jitter_never_draws_from_the_programs_random(monkeypatch) -> 
         processor.shutdown()  # type: ignore[attr-defined]
     exporters = {n: m for n, m in sys.modules.items() if n.startswith("opentelemetry.exporter.otlp")}
     assert not [name for name, module in exporters.items() if getattr(module, "random", None) is random]
-    # The exporters that jitter their retries (1.39 and later; 1.33 retries without jitter).
+    # The exporter modules that jitter their retries (which ones depends on the release).
     jittering = [m for m in exporters.values() if isinstance(getattr(m, "random", None), random.Random)]
     random.seed(7)
     expected = random.random()

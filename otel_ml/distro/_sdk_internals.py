@@ -12,7 +12,7 @@ with the fast path's.
   values straight into the aggregations their attributes reach, one lookup
   per batch: most of a ``record`` is re-cleaning and hashing the same
   attribute dict. It reads ``_ExplicitBucketHistogramAggregation`` and
-  ``_hash_attributes`` (or, in older SDKs, the frozenset key) of
+  ``_hash_attributes`` (1.45; the items' frozenset before) of
   ``opentelemetry.sdk.metrics._internal``; an SDK instrument's
   ``_measurement_consumer._reader_storages`` and ``_is_enabled()``; a
   storage's ``_get_or_init_view_instrument_match``; a match's
@@ -151,7 +151,7 @@ class BatchInternals:
 
     @staticmethod
     def enabled(instrument: Any) -> bool:
-        """False while the meter is disabled by configuration (older SDKs, such as 1.33, have no such switch)."""
+        """False while the meter is disabled by configuration (SDKs before 1.45 have no such switch)."""
         is_enabled = getattr(instrument, "_is_enabled", None)
         return True if is_enabled is None else bool(is_enabled())
 
@@ -193,7 +193,7 @@ def _find_batch_internals() -> BatchInternals:
 
     if not callable(getattr(MetricReaderStorage, "_get_or_init_view_instrument_match", None)):
         raise AttributeError("MetricReaderStorage._get_or_init_view_instrument_match")
-    # Recent SDKs key a match's aggregations by _hash_attributes; older ones (1.33) by the items' frozenset.
+    # SDK 1.45 keys a match's aggregations by _hash_attributes; 1.40 to 1.44 by the items' frozenset.
     hash_attributes = getattr(_view_instrument_match, "_hash_attributes", None)
     key: Callable[[dict[str, Any]], Any] = hash_attributes or (lambda attrs: frozenset(attrs.items()))
     return BatchInternals(_ExplicitBucketHistogramAggregation, key)
@@ -226,7 +226,7 @@ def already_shut_down(provider: Any) -> bool:
 # --- Logger names (otel_ml.distro._log_limit) -----------------------------------------------------
 
 # The loggers of the exporters and processors that log once per failed export
-# (1.33 to 1.45); a name an SDK no longer uses simply filters nothing.
+# (1.40 to 1.45); a name an SDK no longer uses simply filters nothing.
 EXPORT_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
@@ -245,9 +245,10 @@ EXPORT_LOGGERS = (
 def exporter_modules_drawing_from_random() -> list[ModuleType]:
     """Loaded exporter modules whose global ``random`` is the program's ``random`` module.
 
-    The OTLP exporters of 1.39 and later draw their retry jitter from it
-    (``opentelemetry.exporter.otlp.proto.grpc.exporter``,
-    ``opentelemetry.exporter.otlp.common.http``); 1.33's retry without jitter.
+    The OTLP exporters draw their retry jitter from it: in 1.45
+    ``opentelemetry.exporter.otlp.proto.grpc.exporter`` and
+    ``opentelemetry.exporter.otlp.common.http``, in 1.40 the gRPC one and each
+    ``opentelemetry.exporter.otlp.proto.http`` signal exporter.
     """
     return [
         module
