@@ -35,12 +35,22 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics import AlignedHistogramBucketExemplarReservoir, Exemplar, ExemplarReservoir
+from opentelemetry.sdk.metrics import (
+    AlignedHistogramBucketExemplarReservoir,
+    Counter,
+    Exemplar,
+    ExemplarReservoir,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util.types import Attributes
 
-from otel_ml.distro._sdk_internals import exporter_modules_drawing_from_random
+from otel_ml.distro._sdk_internals import exporter_modules_drawing_from_random, gauge_keeping
 
 # Seeded from the OS, never from ``random.seed``: its draws are ours alone.
 _PRIVATE = random.Random(os.urandom(32))
@@ -155,8 +165,22 @@ def _reservoir_factory(aggregation_type: type[Any]) -> Any:
 
 
 def seed_safe_views() -> list[View]:
-    """Views for a ``MeterProvider`` otel_ml builds: every instrument, private exemplar sampling."""
-    return [View(instrument_name="*", exemplar_reservoir_factory=_reservoir_factory)]
+    """Views for a ``MeterProvider`` otel_ml builds: every instrument, private exemplar sampling.
+
+    On an SDK that forgets a synchronous gauge's value at each collection
+    (before 1.45), one view per instrument kind instead, the gauges' keeping
+    their last value (:func:`otel_ml.distro._sdk_internals.gauge_keeping`);
+    an instrument no view matches gets the SDK's default view.
+    """
+    keeping = gauge_keeping()
+    if keeping is None:
+        return [View(instrument_name="*", exemplar_reservoir_factory=_reservoir_factory)]
+    gauge, keep_last = keeping
+    kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+    return [
+        *(View(instrument_type=kind, exemplar_reservoir_factory=_reservoir_factory) for kind in kinds),
+        View(instrument_type=gauge, aggregation=keep_last(), exemplar_reservoir_factory=_reservoir_factory),
+    ]
 
 
 def private_retry_jitter() -> None:

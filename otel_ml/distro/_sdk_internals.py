@@ -23,6 +23,15 @@ with the fast path's.
 - A ``MeterProvider``'s ``_shutdown`` flag (:mod:`otel_ml.distro._exit`): a
   provider the program already shut down is not shut down again at exit (the
   SDK would log a warning). Fallback: ``shutdown()`` again, one SDK warning.
+- SDKs before 1.45 forget a synchronous gauge's value at each collection,
+  so a loss set at the end of an epoch would be on ``/metrics`` for one
+  scrape only (1.45 keeps it under cumulative temporality, as the
+  specification asks). Where a behavioural probe (public API) finds an SDK
+  that forgets, the providers otel_ml builds give the SDK's ``_Gauge``
+  instruments a last-value aggregation that keeps it: a subclass of
+  ``_LastValueAggregation`` (``_value``, ``_lock``), built through
+  ``Aggregation._create_aggregation``. Fallback: the SDK's own behaviour (the
+  value in the first collection after each ``set``).
 - The SDK's and exporters' logger names (:mod:`otel_ml.distro._log_limit`):
   one line per kind of failed export, not one per attempt. No fallback is
   needed: a name an SDK no longer uses filters nothing.
@@ -63,7 +72,8 @@ _LOG = logging.getLogger(__name__)
 
 BATCH = "batch hand-over to the SDK's aggregations"
 SHUTDOWN_FLAG = "provider's shutdown flag"
-FALLBACKS = (BATCH, SHUTDOWN_FLAG)
+GAUGE = "last-value aggregation (to keep a synchronous gauge's value across collections)"
+FALLBACKS = (BATCH, SHUTDOWN_FLAG, GAUGE)
 
 _lock = threading.Lock()
 _probed: dict[str, Any] = {}
@@ -221,6 +231,86 @@ def already_shut_down(provider: Any) -> bool:
     """True when the program shut ``provider`` down itself; False when unknown (then shut down again)."""
     flag = _probe(SHUTDOWN_FLAG, _find_shutdown_flag, "providers are shut down at exit even if already shut down")
     return bool(flag(provider)) if flag is not None else False
+
+
+# --- Synchronous gauges on SDKs before 1.45 (otel_ml.distro._private_random's views) -------------
+
+_gauge_lock = threading.Lock()
+_sdk_forgets: list[bool] = []
+
+
+def _sdk_forgets_gauges() -> bool:
+    """Whether this SDK reports a synchronous gauge only in the first collection after it is set."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    with _gauge_lock:
+        if not _sdk_forgets:
+            reader = InMemoryMetricReader()
+            provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+            provider.get_meter("otel_ml.probe").create_gauge("otel_ml.probe").set(1)
+            reader.get_metrics_data()
+            data = reader.get_metrics_data()
+            provider.shutdown()
+            points = [
+                p
+                for rm in (data.resource_metrics if data else [])
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                for p in m.data.data_points
+            ]
+            _sdk_forgets.append(not points)
+        return _sdk_forgets[0]
+
+
+def _find_keeping_gauge() -> tuple[type, type]:
+    from opentelemetry.sdk.metrics import SimpleFixedSizeExemplarReservoir, _Gauge
+    from opentelemetry.sdk.metrics._internal.aggregation import _LastValueAggregation
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.metrics.view import Aggregation
+
+    class _KeptLastValue(_LastValueAggregation):  # type: ignore[misc]
+        def collect(self, temporality: AggregationTemporality, collection_start_nano: int) -> Any:
+            with self._lock:
+                kept = self._value
+            point = super().collect(temporality, collection_start_nano)
+            if kept is not None and temporality is AggregationTemporality.CUMULATIVE:
+                with self._lock:
+                    if self._value is None:  # not set again in between
+                        self._value = kept
+            return point
+
+    class KeepLastValueAggregation(Aggregation):  # type: ignore[misc]
+        """The last value, kept across cumulative collections (what SDK 1.45 does for synchronous gauges)."""
+
+        def _create_aggregation(
+            self, instrument: Any, attributes: Any, reservoir_factory: Any, start_time_unix_nano: int
+        ) -> Any:
+            keeping: Any = _KeptLastValue
+            return keeping(attributes, reservoir_builder=reservoir_factory(_LastValueAggregation))
+
+    # The subclass must still be what the SDK reads back: one set, two collections.
+    keeping: Any = _KeptLastValue  # its constructor's arguments are those of 1.40 to 1.44
+    kept = keeping({}, reservoir_builder=lambda **kwargs: SimpleFixedSizeExemplarReservoir())
+    kept._value = 1.0
+    kept.collect(AggregationTemporality.CUMULATIVE, 0)
+    if kept._value != 1.0:
+        raise AttributeError("_LastValueAggregation._value")
+    return _Gauge, KeepLastValueAggregation
+
+
+def gauge_keeping() -> tuple[type, type] | None:
+    """(the SDK's synchronous gauge class, an aggregation class that keeps its value), or None.
+
+    None when the SDK keeps a synchronous gauge's value itself (1.45 and
+    later: nothing private is read), or when what the workaround needs moved
+    (then the SDK's own behaviour, with one INFO line).
+    """
+    if not _sdk_forgets_gauges():
+        return None
+    return _probe(  # type: ignore[no-any-return]
+        GAUGE, _find_keeping_gauge, "a synchronous gauge is reported in the first collection after each set only"
+    )
 
 
 # --- Logger names (otel_ml.distro._log_limit) -----------------------------------------------------
