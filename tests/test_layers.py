@@ -99,6 +99,18 @@ def test_no_instrumentation_module_imports_the_sdk_an_exporter_the_distro_or_a_p
     assert crossings == []
 
 
+def test_in_the_distro_only_sdk_internals_imports_private_opentelemetry_names() -> None:
+    """Every private dependency in one module a reader can check (otel_ml/distro/_sdk_internals.py)."""
+    distro = sorted((PACKAGE / "distro").rglob("*.py"))
+    private = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in distro
+        for line, name in _imports(path)
+        if name.startswith("opentelemetry.") and any(part.startswith("_") for part in name.split(".")[1:])
+    ]
+    assert private and all(entry.startswith("otel_ml/distro/_sdk_internals.py:") for entry in private), private
+
+
 _RUNTIME_CHECK = """
 import json, sys
 import otel_ml

@@ -18,7 +18,9 @@ with the fast path's.
   storage's ``_get_or_init_view_instrument_match``; a match's
   ``_view._attribute_keys`` and ``_attributes_aggregation``; a histogram
   aggregation's ``_boundaries``, ``_lock``, ``_value``, ``_sum``, ``_min``,
-  ``_max``, ``_record_min_max`` and ``_get_empty_bucket_counts``.
+  ``_max``, ``_record_min_max`` and ``_get_empty_bucket_counts``; and calls
+  an aggregation's ``aggregate(measurement, False)`` with a stand-in for the
+  SDK's internal ``Measurement``.
   Fallback: the public ``Histogram.record`` / ``Counter.add`` per value.
 - A ``MeterProvider``'s ``_shutdown`` flag (:mod:`otel_ml.distro._exit`): a
   provider the program already shut down is not shut down again at exit (the
@@ -135,6 +137,13 @@ def _sdk_version() -> str:
         return "opentelemetry-sdk not installed"
 
 
+def _probe_provider_keywords() -> dict[str, Any]:
+    """A probe's own MeterProvider reads nothing from the environment (a bad value there must not fail it)."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    return {"shutdown_on_exit": False, "exemplar_filter": AlwaysOffExemplarFilter()}
+
+
 # --- The batch hand-over (otel_ml.distro._accelerate) ---------------------------------------------
 
 
@@ -222,7 +231,7 @@ def _find_shutdown_flag() -> Callable[[Any], bool]:
 
     # The MeterProvider keeps the flag (and warns when shut down twice); the
     # TracerProvider keeps none and shuts down twice quietly.
-    if getattr(MeterProvider(shutdown_on_exit=False), "_shutdown", None) is not False:
+    if getattr(MeterProvider(**_probe_provider_keywords()), "_shutdown", None) is not False:
         raise AttributeError("MeterProvider._shutdown")
     return lambda provider: bool(getattr(provider, "_shutdown", False))
 
@@ -246,20 +255,24 @@ def _sdk_forgets_gauges() -> bool:
 
     with _gauge_lock:
         if not _sdk_forgets:
-            reader = InMemoryMetricReader()
-            provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-            provider.get_meter("otel_ml.probe").create_gauge("otel_ml.probe").set(1)
-            reader.get_metrics_data()
-            data = reader.get_metrics_data()
-            provider.shutdown()
-            points = [
-                p
-                for rm in (data.resource_metrics if data else [])
-                for sm in rm.scope_metrics
-                for m in sm.metrics
-                for p in m.data.data_points
-            ]
-            _sdk_forgets.append(not points)
+            try:
+                reader = InMemoryMetricReader()
+                provider = MeterProvider(metric_readers=[reader], **_probe_provider_keywords())
+                provider.get_meter("otel_ml.probe").create_gauge("otel_ml.probe").set(1)
+                reader.get_metrics_data()
+                data = reader.get_metrics_data()
+                provider.shutdown()
+                points = [
+                    p
+                    for rm in (data.resource_metrics if data else [])
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                    for p in m.data.data_points
+                ]
+                _sdk_forgets.append(not points)
+            except Exception as exc:  # noqa: BLE001 - an SDK that cannot even do this keeps its own behaviour
+                _LOG.debug("otel_ml: probing how the SDK collects a gauge: %s: %s", type(exc).__name__, exc)
+                _sdk_forgets.append(False)
         return _sdk_forgets[0]
 
 
