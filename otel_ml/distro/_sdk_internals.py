@@ -30,10 +30,11 @@ with the fast path's.
   scrape only (1.45 keeps it under cumulative temporality, as the
   specification asks). Where a behavioural probe (public API) finds an SDK
   that forgets, the providers otel_ml builds give the SDK's ``_Gauge``
-  instruments a last-value aggregation that keeps it: a subclass of
+  (exported by ``opentelemetry.sdk.metrics`` under that name) instruments a
+  last-value aggregation that keeps it: a subclass of
   ``_LastValueAggregation`` (``_value``, ``_lock``), built through
-  ``Aggregation._create_aggregation``. Fallback: the SDK's own behaviour (the
-  value in the first collection after each ``set``).
+  ``Aggregation._create_aggregation``. Fallback: the SDK's own behaviour
+  (the value in the first collection after each ``set``).
 - The SDK's and exporters' logger names (:mod:`otel_ml.distro._log_limit`):
   one line per kind of failed export, not one per attempt. No fallback is
   needed: a name an SDK no longer uses filters nothing.
@@ -48,9 +49,9 @@ result: ``opentelemetry.exporter.prometheus._CustomCollector``,
 translates on the public data model: :mod:`otel_ml.distro.endpoint._exemplars`),
 ``SimpleFixedSizeExemplarReservoir._find_bucket_index`` and
 ``BucketIndexError`` (the reservoir implements the public ``ExemplarReservoir``:
-:mod:`otel_ml.distro._private_random`), ``opentelemetry.sdk._configuration.
-_BaseConfigurator`` and ``_import_id_generator`` (a configurator is any class
-with ``configure``; an id generator is an entry point),
+:mod:`otel_ml.distro._private_random`), ``_BaseConfigurator`` and
+``_import_id_generator`` of ``opentelemetry.sdk._configuration`` (a
+configurator is any class with ``configure``; an id generator is an entry point),
 ``opentelemetry.util._importlib_metadata`` (the standard library's) and
 ``opentelemetry.metrics._internal._ProxyMeterProvider`` (a provider class
 defined by the API package itself is a placeholder).
