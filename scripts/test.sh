@@ -91,13 +91,15 @@ else
   installs_beside .venv-oldest oldest
 fi
 echo "==> pytest (oldest supported set: $(.venv-oldest/bin/python -c 'import importlib.metadata as m; print(*(d + " " + m.version(d) for d in ("'"$TF_EXTRA"'", "keras", "tf-keras", "opentelemetry-sdk", "opentelemetry-instrumentation")), sep=", ")'))"
-# The OpenTelemetry-dependent tests: SDK set-up, the endpoint with exemplars and
+# The OpenTelemetry-dependent tests: the core's and the distro's docstring
+# examples (options, guard, pending buffers), SDK set-up, the endpoint with exemplars and
 # a real Prometheus, each private-name fallback, the layers, Keras counts,
 # tf.summary, serving, process, GPU on the fake NVML, auto-instrumentation.
 # Deselected: tests that read a synchronous gauge of a plain SDK provider after
 # a second collection; SDKs before 1.45 report such a gauge only in the first
 # collection after it is set (the providers otel_ml builds keep it on those
 # SDKs too: test_sdk_fallbacks.py checks it on both sets).
+run_pytest --python .venv-oldest/bin/python -p no:cacheprovider --doctest-modules otel_ml/_core otel_ml/distro
 OLDEST_SDK_DESELECTED="not test_validation_data_is_not_double_counted and not test_every_data_handler_input_gives_exact_steps_samples_and_batch_loss"
 OLDEST_SDK_DESELECTED+=" and not test_eager_loop_exports_each_write_of_three_tags and not test_graph_mode_exports_every_step_not_once"
 OLDEST_SDK_DESELECTED+=" and not test_tag_cap_holds_and_counts_drops"
