@@ -8,10 +8,20 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import View
 
 from otel_ml._core.pending import NO_EXEMPLAR, record_many_for
-from otel_ml.distro._accelerate import _aggregations, _feed_histogram
+from otel_ml.distro import _accelerate, _sdk_internals
 
 ATTRS = {"ml.model.name": "m", "ml.inference.warmup": False}
 VALUES = [0.002, 0.02, 0.2, 2.0, 0.02]
+
+
+def _internals() -> _sdk_internals.BatchInternals:
+    internals = _sdk_internals.batch_internals()
+    assert internals is not None  # every supported SDK (1.33 to the newest) has what the fast path reads
+    return internals
+
+
+def _aggregations(histogram, attrs):  # type: ignore[no-untyped-def]
+    return _accelerate._aggregations(_internals(), histogram, attrs)
 
 
 def _points(reader: InMemoryMetricReader) -> list:  # type: ignore[type-arg]
@@ -27,7 +37,7 @@ def test_many_values_match_one_record_each_on_every_reader() -> None:
     histogram = fast_provider.get_meter("t").create_histogram("h", unit="s")
     reference = slow_provider.get_meter("t").create_histogram("h", unit="s")
     record_many_for(histogram)(VALUES, ATTRS, NO_EXEMPLAR)
-    assert _aggregations(histogram, ATTRS) is not None  # the fast path is the one taken on the pinned SDK
+    assert _aggregations(histogram, ATTRS) is not None  # the fast path is the one taken on the supported SDKs
     record_many_for(histogram)(VALUES[:2], ATTRS, NO_EXEMPLAR)
     for value in VALUES + VALUES[:2]:
         reference.record(value, ATTRS, context=NO_EXEMPLAR)
@@ -51,7 +61,7 @@ def test_a_view_that_keeps_some_attributes_is_honoured() -> None:
 
 def test_a_proxy_or_no_op_instrument_falls_back_to_record() -> None:
     histogram = metrics.NoOpMeterProvider().get_meter("t").create_histogram("h")
-    assert _aggregations(histogram, ATTRS) is None
+    assert _accelerate.record_many_for(histogram) is None
     record_many_for(histogram)(VALUES, ATTRS, NO_EXEMPLAR)  # no error, nothing recorded
 
 
@@ -82,10 +92,10 @@ def test_a_histogram_of_another_shape_is_left_untouched_for_the_per_value_path()
     before = (list(aggregation._value), aggregation._sum)
     boundaries = aggregation._boundaries
     del aggregation._boundaries  # an SDK that names its buckets otherwise
-    assert _feed_histogram(aggregation, VALUES) is False
+    assert _internals().feed_histogram(aggregation, VALUES) is False
     assert (list(aggregation._value), aggregation._sum) == before
     aggregation._boundaries = boundaries
-    assert _feed_histogram(aggregation, VALUES) is True
+    assert _internals().feed_histogram(aggregation, VALUES) is True
     [point] = _points(reader)
     total = 1.0
     for value in VALUES:  # in order, as one record per value adds them

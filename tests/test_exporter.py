@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, Metric, MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics
 from opentelemetry.sdk.resources import Resource
@@ -274,3 +275,58 @@ def test_training_series_names_are_the_documented_ones(endpoint) -> None:
         "ml_train_metric",
         "ml_train_learning_rate",
     }
+
+
+def _upstream_reader(registry):  # type: ignore[no-untyped-def]
+    """opentelemetry-exporter-prometheus's own reader with the options otel_ml's endpoint uses, if it has them."""
+    import inspect
+
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    from otel_ml.distro.endpoint._reader import WORKER_RESOURCE_ATTRIBUTES
+
+    if "resource_attribute_filter" not in inspect.signature(PrometheusMetricReader).parameters:
+        pytest.skip("this opentelemetry-exporter-prometheus predates resource_attribute_filter (0.66)")
+    return PrometheusMetricReader(resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__, registry=registry)
+
+
+def test_the_translation_is_upstreams_byte_for_byte() -> None:
+    """Every family otel_ml renders is what opentelemetry-exporter-prometheus renders, exemplars aside."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    upstream_registry = CollectorRegistry(auto_describe=False)
+    upstream = _upstream_reader(upstream_registry)
+    ours = OtelMLPrometheusMetricReader(port=0, start_server=False)
+    resource = Resource.create({"service.name": "svc", "ml.worker.index": 3, "host.name": "h"})
+    provider = MeterProvider(metric_readers=[upstream, ours], resource=resource)
+    tracer = TracerProvider().get_tracer("t")
+    meter = provider.get_meter("otel_ml.keras", "1.2", schema_url="https://opentelemetry.io/schemas/1.30.0")
+    other = provider.get_meter("other")
+    histogram = meter.create_histogram("ml.train.step.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1])
+    with tracer.start_as_current_span("step"):
+        histogram.record(0.5, {"ml.run.name": "r", "ml.epoch": 2})
+    histogram.record(7, {"ml.run.name": 'q"\\\n'})
+    meter.create_counter("ml.train.steps", unit="{step}").add(3, {"ok": True})
+    meter.create_counter("http.server.request.body.size", unit="By").add(10)
+    meter.create_up_down_counter("ml.queue", unit="1").add(-2, {"k": [1, 2]})
+    meter.create_gauge("gpu.temperature", unit="Cel", description="die").set(61.5, {"9gpu": "0"})
+    other.create_counter("bytes.rate", unit="By/s").add(1)
+    other.create_counter("ml.train.steps", unit="{step}").add(4, {"ok": False})
+    meter.create_observable_gauge("ml.ratio", [lambda _: [Observation(0.25)]], unit="%")
+    exponential = meter.create_histogram("ml.exp")
+    exponential.record(1.0)
+
+    def text(registry: CollectorRegistry) -> tuple[str, str]:
+        return generate_latest(registry).decode(), generate_openmetrics(registry).decode()
+
+    theirs_text, theirs_open = text(upstream_registry)
+    ours_text, ours_open = text(ours.registry)
+    assert ours_text == theirs_text
+    assert "ml_train_step_duration_seconds_bucket" in ours_text and 'ml_worker_index="3"' in ours_text
+    assert "host_name" not in ours_text.split("target_info", 1)[0]
+    # OpenMetrics: the same lines once the exemplars (" # {trace_id=...} value time") are taken off.
+    assert [line.split(" # ", 1)[0] for line in ours_open.splitlines()] == theirs_open.splitlines()
+    assert ours_open.count("trace_id=") == 1
+    provider.shutdown()

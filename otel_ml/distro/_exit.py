@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_ml import environment_variables as ev
 from otel_ml._core.guard import guarded
 from otel_ml._core.options import Option, parse_float
+from otel_ml.distro._sdk_internals import already_shut_down
 
 _LOG = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def _at_exit() -> None:
         _providers.clear()
     threads: dict[str, threading.Thread] = {}
     for provider in providers:
-        if getattr(provider, "_shutdown", False):
+        if already_shut_down(provider):
             continue  # the program shut it down itself
         name = type(provider).__name__
         threads[name] = threading.Thread(

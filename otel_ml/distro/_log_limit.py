@@ -13,16 +13,7 @@ import logging
 import threading
 import time
 
-# The loggers of the exporters and processors that log per failed export.
-EXPORT_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http._common",
-    "opentelemetry.sdk.metrics._internal.export",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.trace.export",
-)
+from otel_ml.distro._sdk_internals import EXPORT_LOGGERS
 
 
 class RepeatFilter(logging.Filter):

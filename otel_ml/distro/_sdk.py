@@ -24,24 +24,22 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
 from typing import Literal
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk._configuration import _import_id_generator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_ml._core.options import env_value, parse_choice
 from otel_ml.distro import _sdk_env
 from otel_ml.distro._exit import delivery, shut_down_at_exit
-from otel_ml.distro._ids import PrivateRandomIdGenerator
 from otel_ml.distro._log_limit import limit_export_logs
-from otel_ml.distro._reservoir import private_retry_jitter, seed_safe_views
+from otel_ml.distro._private_random import PrivateRandomIdGenerator, private_retry_jitter, seed_safe_views
 from otel_ml.distro._resource import build_resource
 from otel_ml.distro._sampling import sampler_for
 
@@ -54,8 +52,16 @@ _Signal = Literal["traces", "metrics"]
 
 
 def is_sdk_meter_provider(provider: object) -> bool:
-    """True for a real (SDK or third-party) provider, False for the API's proxy/no-op ones."""
-    return not isinstance(provider, (metrics.NoOpMeterProvider, metrics._internal._ProxyMeterProvider))
+    """True for a real (SDK or third-party) provider, False for the API's proxy/no-op ones.
+
+    The API package defines no real provider, only its no-op and the proxy
+    that stands in until one is set (a private class): any provider class
+    from ``opentelemetry.metrics`` itself is one of those.
+    """
+    if isinstance(provider, metrics.NoOpMeterProvider):
+        return False
+    module = type(provider).__module__
+    return not (module == "opentelemetry.metrics" or module.startswith("opentelemetry.metrics."))
 
 
 def is_sdk_tracer_provider(provider: object) -> bool:
@@ -213,7 +219,7 @@ def ensure_providers(
 
 
 def _id_generator() -> IdGenerator:
-    """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see ``_ids``)."""
+    """``OTEL_PYTHON_ID_GENERATOR`` if set and valid, else ids immune to ``random.seed`` (see ``_private_random``)."""
     names = sorted({ep.name for ep in entry_points(group="opentelemetry_id_generator")})
     name = (
         env_value("OTEL_PYTHON_ID_GENERATOR", parse_choice(*names), None, "(otel_ml's OS-seeded private ids)")
@@ -223,7 +229,9 @@ def _id_generator() -> IdGenerator:
     if name is None:
         return PrivateRandomIdGenerator()
     try:
-        return _import_id_generator(name)  # type: ignore[no-any-return]
+        # What the SDK's own configurator does, through the public entry point.
+        (found,) = entry_points(group="opentelemetry_id_generator", name=name)
+        return found.load()()  # type: ignore[no-any-return]
     except Exception as exc:  # noqa: BLE001 - an installed but broken generator
         _LOG.error("OTEL_PYTHON_ID_GENERATOR=%r cannot be loaded (%s); using otel_ml's default ids", name, exc)
         return PrivateRandomIdGenerator()

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.sdk._configuration import _BaseConfigurator
-
 from otel_ml.distro._sdk import ensure_providers
 
 
-class OtelMLConfigurator(_BaseConfigurator):
-    """Creates global SDK providers unless the program already set its own."""
+class OtelMLConfigurator:
+    """Creates global SDK providers unless the program already set its own.
 
-    def _configure(self, **kwargs: Any) -> None:
+    ``opentelemetry-instrument`` loads the ``opentelemetry_configurator`` entry
+    point and calls ``configure(auto_instrumentation_version=...)`` on an
+    instance; that is the whole contract (the SDK's own configurators share a
+    private base class, which otel_ml does not need).
+    """
+
+    def configure(self, **kwargs: Any) -> None:
+        """Install SDK providers unless there are some already (idempotent)."""
         ensure_providers()

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-_instruments_any = ("opentelemetry-instrumentation-system-metrics >= 0.66b1",)
+_instruments_any = ("opentelemetry-instrumentation-system-metrics >= 0.61b0",)

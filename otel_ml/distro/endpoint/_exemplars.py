@@ -1,11 +1,19 @@
-"""Upstream's Prometheus translation, plus exemplars.
+"""The Prometheus translation of ``/metrics``, with exemplars, on public APIs only.
 
 ``opentelemetry-exporter-prometheus`` translates names, units and labels but
-drops the exemplars the SDK attaches to histogram and counter points. This
-collector lets upstream build every family, then sets ``exemplar`` on the
-samples upstream produced: on the ``_bucket`` sample whose range holds the
-exemplar's value, and on a counter's ``_total``. prometheus_client renders
-them in OpenMetrics and leaves them out of the classic text format.
+drops the exemplars the SDK attaches to histogram and counter points, and its
+collector is a private class whose constructor and hooks change from one
+release to the next (0.63 added ``registry``, 0.66 ``resource_attribute_filter``).
+This collector therefore does the translation itself, from the SDK's public
+data model (``MetricsData`` and its points) to ``prometheus_client``'s public
+metric families, following upstream rule for rule (the 0.66 exporter: names
+and labels sanitised, units mapped and appended, ``target_info``, the
+``otel_scope_*`` labels, non-monotonic sums as gauges); ``tests/test_exporter.py``
+checks that the classic text is byte for byte upstream's wherever the installed
+exporter has the same options. It adds ``exemplar`` on the ``_bucket`` sample
+whose range holds the exemplar's value and on a counter's ``_total``;
+prometheus_client renders them in OpenMetrics and leaves them out of the
+classic text format.
 
 The SDK drains exemplar reservoirs at each collection, so a ``curl`` would
 steal the exemplar from the next Prometheus scrape. The latest exemplar of
@@ -15,104 +23,226 @@ each bucket is therefore kept until a newer one replaces it.
 from __future__ import annotations
 
 import bisect
+import logging
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from json import dumps
 from typing import Any
 
-from opentelemetry.exporter.prometheus import _CustomCollector, _should_convert_sum_to_gauge
-from opentelemetry.exporter.prometheus._mapping import map_unit
-from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    Sum,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.samples import Exemplar
+
+_LOG = logging.getLogger(__name__)
 
 # (family id, label values, bucket index or -1 for a counter) -> exemplar
 _Key = tuple[str, tuple[str, ...], int]
 
+# The names and rules of the OpenTelemetry specification's Prometheus compatibility
+# section, as opentelemetry-exporter-prometheus 0.66 (its ``_mapping``) applies them.
+_TARGET_INFO_NAME, _TARGET_INFO_DESCRIPTION = "target", "Target metadata"
+_SCOPE_NAME, _SCOPE_VERSION, _SCOPE_SCHEMA_URL, _SCOPE_ATTRIBUTE = (
+    "otel_scope_name",
+    "otel_scope_version",
+    "otel_scope_schema_url",
+    "otel_scope_",
+)
+_NAME_INVALID = re.compile(r"[^a-zA-Z0-9:]+")
+_LABEL_INVALID = re.compile(r"[^a-zA-Z0-9]+")
+_UNIT_ANNOTATION = re.compile(r"{.*}")
+_UNITS = {
+    **{"d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds"},
+    **{"us": "microseconds", "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes"},
+    **{"GiBy": "gibibytes", "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes"},
+    **{"TBy": "terabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts"},
+    **{"g": "grams", "Cel": "celsius", "Hz": "hertz", "1": "", "%": "percent"},
+}
+_PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 
-class ExemplarCollector(_CustomCollector):  # type: ignore[misc]
-    """A ``_CustomCollector`` that keeps and attaches exemplars; scrapes are serialised."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+def metric_name(name: str) -> str:
+    """A metric name as Prometheus accepts it (a leading digit becomes ``_``)."""
+    if name and name[0].isdigit():
+        name = "_" + name[1:]
+    return _NAME_INVALID.sub("_", name)
+
+
+def label_name(key: str) -> str:
+    """An attribute key as a Prometheus label name."""
+    if key and key[0].isdigit():
+        key = "_" + key[1:]
+    return _LABEL_INVALID.sub("_", key)
+
+
+def unit_suffix(unit: str) -> str:
+    """The suffix a UCUM unit gives a metric name: ``s`` -> ``seconds``, ``By/s`` -> ``bytes_per_second``."""
+    unit = _UNIT_ANNOTATION.sub("", unit)
+    if unit in _UNITS:
+        return _UNITS[unit]
+    top, _, bottom = unit.partition("/")
+    if bottom and _NAME_INVALID.sub("_", bottom):
+        top, bottom = _NAME_INVALID.sub("_", top), _NAME_INVALID.sub("_", bottom)
+        top, bottom = _UNITS.get(top, top), _PER_UNITS.get(bottom, bottom)
+        return f"{top}_per_{bottom}" if top else f"per_{bottom}"
+    return _NAME_INVALID.sub("_", unit).strip("_")
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value, default=str)
+
+
+def _as_gauge(metric: Metric) -> bool:
+    """The compatibility rule: a cumulative non-monotonic sum is a gauge."""
+    data = metric.data
+    return isinstance(data, Sum) and (
+        not data.is_monotonic and data.aggregation_temporality == AggregationTemporality.CUMULATIVE
+    )
+
+
+class ExemplarCollector:
+    """A ``prometheus_client`` collector of the SDK's metrics, with exemplars kept across scrapes.
+
+    ``callback`` (the reader's ``collect``) is called at each scrape to pull
+    fresh data in through :meth:`add_metrics_data`. Scrapes are serialised.
+
+    Args:
+        resource_attribute_filter: Which resource attributes become labels on every sample.
+        disable_target_info: Leave out the ``target_info`` family.
+    """
+
+    def __init__(
+        self, resource_attribute_filter: Callable[[str], bool] | None = None, disable_target_info: bool = False
+    ) -> None:
+        self.callback: Callable[[], object] | None = None
+        self._resource_attribute_filter = resource_attribute_filter
+        self._disable_target_info = disable_target_info
+        self._target_info: PrometheusMetric | None = None
+        self._datas: deque[MetricsData] = deque()
         self._exemplars: dict[_Key, Exemplar] = {}
         self._fids_with_exemplars: set[str] = set()
-        self._point_exemplars: list[Sequence[Any]] = []
         self._scrape_lock = threading.Lock()
+
+    def add_metrics_data(self, metrics_data: MetricsData) -> None:
+        """Queue one collection for the scrape in progress."""
+        self._datas.append(metrics_data)
 
     def collect(self) -> Iterable[PrometheusMetric]:
         # One scrape at a time: a concurrent scrape waits and then gets a
         # complete, fresh result rather than half of another one's data.
         with self._scrape_lock:
-            return list(super().collect())
+            if self.callback is not None:
+                self.callback()
+            families: dict[str, PrometheusMetric] = {}
+            result: list[PrometheusMetric] = []
+            if self._datas and not self._disable_target_info:
+                if self._target_info is None:
+                    attributes: dict[str, Any] = {}
+                    for resource_metrics in self._datas[0].resource_metrics:
+                        attributes = {**attributes, **resource_metrics.resource.attributes}
+                    self._target_info = self._info(attributes)
+                families[_TARGET_INFO_NAME] = self._target_info
+            while self._datas:
+                self._translate(self._datas.popleft(), families)
+                result = list(families.values())
+            return result
 
-    def _collect_data_points(self, metric_data: Any, scope_attrs: Any, resource_attrs: Any) -> Any:
-        # Upstream builds one label row per data point, in order; remember the
-        # exemplars in the same order so they can be matched to the rows.
-        self._point_exemplars = [getattr(point, "exemplars", ()) or () for point in metric_data.data_points]
-        return super()._collect_data_points(metric_data, scope_attrs, resource_attrs)
+    @staticmethod
+    def _info(attributes: dict[str, Any]) -> PrometheusMetric:
+        labels = {label_name(key): _label_value(value) for key, value in attributes.items()}
+        info = InfoMetricFamily(_TARGET_INFO_NAME, _TARGET_INFO_DESCRIPTION, labels=labels)  # type: ignore[arg-type]
+        info.add_metric(labels=list(labels), value=labels)
+        return info
+
+    def _translate(self, data: MetricsData, families: dict[str, PrometheusMetric]) -> None:
+        for resource_metrics in data.resource_metrics:
+            keep = self._resource_attribute_filter
+            resource_labels = {k: v for k, v in resource_metrics.resource.attributes.items() if keep(k)} if keep else {}
+            for scope_metrics in resource_metrics.scope_metrics:
+                scope = scope_metrics.scope
+                scope_labels: dict[str, Any] = {
+                    _SCOPE_ATTRIBUTE + key: value for key, value in (getattr(scope, "attributes", None) or {}).items()
+                }
+                scope_labels[_SCOPE_NAME] = scope.name or ""
+                scope_labels[_SCOPE_VERSION] = scope.version or ""
+                scope_labels[_SCOPE_SCHEMA_URL] = scope.schema_url or ""
+                for metric in scope_metrics.metrics:
+                    self._translate_metric(metric, chain(resource_labels.items(), scope_labels.items()), families)
 
     def _translate_metric(
-        self,
-        metric: Metric,
-        scope_attrs: dict[str, Any],
-        resource_attrs: dict[str, Any],
-        metric_family_id_metric_family: dict[str, PrometheusMetric],
+        self, metric: Metric, shared: Iterable[tuple[str, Any]], families: dict[str, PrometheusMetric]
     ) -> None:
-        fid = self._family_id(metric)
-        family = metric_family_id_metric_family.get(fid) if fid else None
-        start = len(family.samples) if family is not None else 0
-        super()._translate_metric(metric, scope_attrs, resource_attrs, metric_family_id_metric_family)
-        if fid is None or (fid not in self._fids_with_exemplars and not any(self._point_exemplars)):
-            return  # the common case: nothing to attach, nothing kept
-        family = metric_family_id_metric_family.get(fid)
-        if family is not None and len(family.samples) > start:
-            self._attach(fid, family, start, metric)
-
-    def _family_id(self, metric: Metric) -> str | None:
-        """The key upstream files this metric's family under, for histograms and counters only."""
-        if isinstance(metric.data, Histogram):
-            kind = HistogramMetricFamily.__name__
-        elif isinstance(metric.data, Sum) and not _should_convert_sum_to_gauge(metric):
-            kind = CounterMetricFamily.__name__
+        data = metric.data
+        points: Sequence[Any] = data.data_points
+        kind: Any
+        if isinstance(data, Sum) and not _as_gauge(metric):
+            kind = CounterMetricFamily
+        elif isinstance(data, Gauge) or _as_gauge(metric):
+            kind = GaugeMetricFamily
+        elif isinstance(data, Histogram):
+            kind = HistogramMetricFamily
         else:
-            return None
-        name = self._resolve_metric_name(metric.name)
-        return "|".join((name, metric.description or "", map_unit(metric.unit or ""), kind))
+            _LOG.warning("Unsupported metric data. %s", type(data))
+            return
+        name, description, unit = metric_name(metric.name), metric.description or "", unit_suffix(metric.unit or "")
+        shared = list(shared)
+        keys: set[str] = set()
+        rows: list[dict[str, str]] = []
+        for point in points:
+            attributes = (point.attributes or {}).items()
+            labels = {label_name(key): _label_value(value) for key, value in chain(shared, attributes)}
+            keys.update(labels)
+            rows.append(labels)
+        label_keys = sorted(keys)
+        fid = "|".join((name, description, unit, kind.__name__))
+        family: Any = families.get(fid)
+        if family is None:
+            family = families[fid] = kind(name=name, documentation=description, labels=label_keys, unit=unit)
+        with_exemplars = kind is not GaugeMetricFamily and (
+            fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in points)
+        )
+        for labels, point in zip(rows, points, strict=True):
+            values = [labels.get(key, "") for key in label_keys]
+            start = len(family.samples)
+            if isinstance(point, HistogramDataPoint):
+                buckets, total = [], 0
+                for bound, count in zip(chain(point.explicit_bounds, ["+Inf"]), point.bucket_counts, strict=False):
+                    total += count
+                    buckets.append((f"{bound}", total))
+                family.add_metric(values, buckets=buckets, sum_value=point.sum)
+                if with_exemplars:
+                    self._attach_histogram(fid, family.samples, start, values, point)
+            else:
+                family.add_metric(values, point.value)
+                if with_exemplars and kind is CounterMetricFamily:
+                    key = (fid, tuple(values), -1)
+                    self._remember(key, getattr(point, "exemplars", None) or ())
+                    kept = self._exemplars.get(key)
+                    if kept is not None:
+                        family.samples[start] = family.samples[start]._replace(exemplar=kept)
 
-    def _attach(self, fid: str, family: PrometheusMetric, start: int, metric: Metric) -> None:
-        samples = family.samples
-        points: Sequence[Any] = metric.data.data_points
-        if isinstance(metric.data, Histogram):
-            # Upstream adds, per point: one _bucket per bound, +Inf, then _count and _sum.
-            width = len(points[0].explicit_bounds) + 3 if points else 0
-            for i, point in enumerate(points):
-                block = start + i * width
-                if block + width > len(samples):
-                    return
-                self._attach_histogram(fid, samples, block, point.explicit_bounds, self._point_exemplars[i])
-        elif family.type == "counter":
-            for i in range(min(len(points), len(samples) - start)):
-                index = start + i
-                key = (fid, tuple(samples[index].labels.values()), -1)
-                self._remember(key, self._point_exemplars[i])
-                kept = self._exemplars.get(key)
-                if kept is not None:
-                    samples[index] = samples[index]._replace(exemplar=kept)
-
-    def _attach_histogram(
-        self, fid: str, samples: list[Any], block: int, bounds: Sequence[float], exemplars: Sequence[Any]
-    ) -> None:
-        labels = tuple(v for k, v in samples[block].labels.items() if k != "le")
+    def _attach_histogram(self, fid: str, samples: list[Any], start: int, values: list[str], point: Any) -> None:
+        labels, bounds = tuple(values), point.explicit_bounds
         by_bucket: dict[int, list[Any]] = {}
-        for exemplar in exemplars:
+        for exemplar in getattr(point, "exemplars", None) or ():
             by_bucket.setdefault(bisect.bisect_left(bounds, exemplar.value), []).append(exemplar)
         for bucket, found in by_bucket.items():
             self._remember((fid, labels, bucket), found)
         for bucket in range(len(bounds) + 1):
             kept = self._exemplars.get((fid, labels, bucket))
             if kept is not None:
-                samples[block + bucket] = samples[block + bucket]._replace(exemplar=kept)
+                samples[start + bucket] = samples[start + bucket]._replace(exemplar=kept)
 
     def _remember(self, key: _Key, exemplars: Sequence[Any]) -> None:
         newest = None

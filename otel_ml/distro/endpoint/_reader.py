@@ -1,10 +1,25 @@
-"""``OtelMLPrometheusMetricReader``: upstream's Prometheus reader, with exemplars and ``/slow-steps``."""
+"""``OtelMLPrometheusMetricReader``: a Prometheus pull reader with exemplars and ``/slow-steps``.
+
+A plain SDK ``MetricReader`` (public API) feeding :class:`ExemplarCollector`:
+upstream's ``PrometheusMetricReader`` changed its constructor across the
+releases otel_ml supports and keeps its collector in a private attribute.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 from prometheus_client import CollectorRegistry
 
 from otel_ml._core import semconv as sc
@@ -26,7 +41,7 @@ PORT = Option("port", "OTEL_EXPORTER_PROMETHEUS_PORT", parse_int(0, 65_535), 946
 WORKER_RESOURCE_ATTRIBUTES = frozenset({"service.name", "service.instance.id", sc.ML_WORKER_TYPE, sc.ML_WORKER_INDEX})
 
 
-class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc]
+class OtelMLPrometheusMetricReader(MetricReader):
     """Serves ``/metrics`` (with exemplars in OpenMetrics) and ``/slow-steps`` on 127.0.0.1:9464.
 
     Selected by ``OTEL_METRICS_EXPORTER=otel_ml_prometheus``, which is also the
@@ -54,15 +69,13 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
     ) -> None:
         host = HOST.resolve(host)
         port = PORT.resolve(port)
+        # Cumulative for every instrument, as Prometheus expects (and as upstream's reader asks).
+        cumulative = AggregationTemporality.CUMULATIVE
+        kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+        super().__init__(preferred_temporality=dict.fromkeys(kinds, cumulative))
         self.registry = CollectorRegistry(auto_describe=False)
-        super().__init__(
-            registry=self.registry,
-            resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__,
-        )
-        # Swap upstream's collector for the exemplar-aware one, keeping its settings.
-        self.registry.unregister(self._collector)
         self._collector = ExemplarCollector(resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__)
-        self._collector._callback = self.collect  # type: ignore[assignment]
+        self._collector.callback = self.collect
         self.registry.register(self._collector)
         self.slow_steps = slow_steps or default_slow_step_buffer()
         self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps))
@@ -77,11 +90,17 @@ class OtelMLPrometheusMetricReader(PrometheusMetricReader):  # type: ignore[misc
         """The ``/metrics`` URL actually served."""
         return self.server.url
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        # The one method the SDK asks of a MetricReader subclass (its documented extension point).
+        if metrics_data is not None:
+            self._collector.add_metrics_data(metrics_data)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self.server.stop()
         if self in _live:
             _live.remove(self)
-        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+        with contextlib.suppress(KeyError):  # shut down twice (the program, then its provider)
+            self.registry.unregister(self._collector)
 
 
 _live: list[OtelMLPrometheusMetricReader] = []
