@@ -50,7 +50,10 @@ class WriterRegistry:
             return None
         known = (self.namer.name(text), os.path.abspath(text))
         with self._lock:
-            self._writers[writer] = known
+            try:
+                self._writers[writer] = known
+            except TypeError:  # a writer that cannot be weakly referenced: its logdir is followed all the same
+                pass
         return known
 
     def run_of(self, writer: object) -> str:
