@@ -145,7 +145,7 @@ from otel_ml._core import pending
 before = pending._accelerator
 {action}
 from otel_ml.distro._accelerate import record_many_for
-print(json.dumps({{"before": before is None, "after": pending._accelerator is record_many_for}}))
+print(json.dumps({{"before": before is pending._UNSET, "after": pending._accelerator is record_many_for}}))
 """
 
 
@@ -165,3 +165,24 @@ print(json.dumps({{"before": before is None, "after": pending._accelerator is re
 def test_every_entry_to_otel_mls_sdk_set_up_installs_the_batch_hand_over(action: str) -> None:
     """The fast path is not imported by the instrumentation layer: the distro plugs it in on every way in."""
     assert _fresh(_ACCELERATED.format(action=action)) == {"before": True, "after": True}
+
+
+_ON_THEIR_OWN = """
+import json, sys
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.metrics import NoOpMeterProvider
+from otel_ml._core.pending import record_many_for
+sdk = record_many_for(MeterProvider().get_meter("t").create_histogram("h"))
+other = record_many_for(NoOpMeterProvider().get_meter("t").create_histogram("h"))
+print(json.dumps({"sdk": sdk.__module__, "other": other.__module__, "distro": "otel_ml.distro" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_an_instrumentor_used_on_its_own_finds_the_fast_path_through_its_entry_point() -> None:
+    """No ``otel_ml.instrument()``, no configurator: the SDK's instruments still get the batch hand-over."""
+    assert _fresh(_ON_THEIR_OWN) == {
+        "sdk": "otel_ml.distro._accelerate",
+        "other": "otel_ml._core.pending",
+        "distro": True,
+    }

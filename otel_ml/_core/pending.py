@@ -12,10 +12,13 @@ no span of ours is recorded in :data:`NO_EXEMPLAR`, buffered or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+
+from otel_ml._core.guard import report
 
 NO_EXEMPLAR: Final = trace.set_span_in_context(trace.INVALID_SPAN)
 """Record in this context to leave no exemplar: the context of no span.
@@ -68,24 +71,47 @@ def drain(
 RecordMany = Callable[[Sequence[float], dict[str, Any], Context], None]
 """``record_many(values, attrs, context)``: every value recorded with the same attributes."""
 
-_accelerator: Callable[[Any], RecordMany | None] | None = None
+Accelerator = Callable[[Any], "RecordMany | None"]
+"""``factory(instrument)``: a faster ``record_many`` for that instrument, or None for one it does not know."""
+
+ACCELERATOR_GROUP: Final = "otel_ml_accelerator"
+"""The entry-point group a fast path registers under (otel_ml's own: the distro's, for the SDK's instruments)."""
+
+_UNSET: Final[Any] = object()
+_accelerator: Any = _UNSET  # an Accelerator, None (the plain loop), or not looked up yet
 
 
-def set_accelerator(factory: Callable[[Any], RecordMany | None] | None) -> None:
-    """Let the distro layer hand batches to the SDK faster than one ``record`` per value.
+def set_accelerator(factory: Accelerator | None) -> None:
+    """Plug in a faster hand-over of batches than one ``record`` per value (None: the plain loop).
 
     The instrumentation layer knows only the OpenTelemetry API, so the fast
     path (:mod:`otel_ml.distro._accelerate`, which knows the SDK's
-    aggregations) is plugged in from above; ``factory(instrument)`` returns
-    None for an instrument it does not know, and that instrument keeps the
-    plain loop.
+    aggregations) is plugged in from above: by the distro when it is imported,
+    or found through the :data:`ACCELERATOR_GROUP` entry points the first time
+    an instrumentor asks, so that instrumentors used on their own with an SDK
+    provider get it too, and under another SDK every instrument keeps the loop.
     """
     global _accelerator
     _accelerator = factory
 
 
+def _discovered() -> Accelerator | None:
+    """The first :data:`ACCELERATOR_GROUP` entry point that loads, looked up once."""
+    global _accelerator
+    if _accelerator is _UNSET:
+        found = None
+        for entry_point in entry_points(group=ACCELERATOR_GROUP):
+            try:
+                found = entry_point.load()
+                break
+            except Exception as exc:  # noqa: BLE001 - without it, the plain loop gives the same figures
+                report(f"loading the {entry_point.name} accelerator", exc)
+        _accelerator = found
+    return _accelerator  # type: ignore[no-any-return]
+
+
 def record_many_for(instrument: Any) -> RecordMany:
-    """A ``record_many`` for a synchronous histogram or counter: the distro's fast path, else a loop.
+    """A ``record_many`` for a synchronous histogram or counter: a plugged-in fast path, else a loop.
 
     Example:
         >>> seen = []
@@ -97,8 +123,9 @@ def record_many_for(instrument: Any) -> RecordMany:
         >>> seen
         [1.0, 2.0]
     """
-    if _accelerator is not None:
-        fast = _accelerator(instrument)
+    accelerator = _discovered()
+    if accelerator is not None:
+        fast = accelerator(instrument)
         if fast is not None:
             return fast
     record = getattr(instrument, "record", None) or instrument.add
