@@ -42,12 +42,29 @@ def _row(text: str, first: str, column: int) -> float | None:
 
 Extract = Callable[[str], dict[str, float | None]]
 
+
+def _hooks(out: str) -> float | None:
+    """``otel_ml's hooks in all: 21.3`` of ``keras_hook_cost.py``."""
+    for line in out.splitlines():
+        if "otel_ml's hooks in all:" in line:
+            return float(line.rsplit(":", 1)[1])
+    return None
+
+
 BENCHES: dict[str, tuple[list[str], Extract]] = {
+    "keras_hooks": (
+        ["bench/keras_hook_cost.py", "--flavour", "keras", "--fits", "5"],
+        lambda out: {"Keras 3: otel_ml's hooks, CPU µs per step": _hooks(out)},
+    ),
+    "tf_keras_hooks": (
+        ["bench/keras_hook_cost.py", "--flavour", "tf_keras", "--fits", "5"],
+        lambda out: {"Keras 2: otel_ml's hooks, CPU µs per step": _hooks(out)},
+    ),
     "keras": (
-        ["bench/bench_keras.py", "--rounds", "7", "--steps", "300"],
+        ["bench/bench_keras.py", "--rounds", "9", "--steps", "300", "--clock", "cpu"],
         lambda out: {
-            "Keras fit, otel_ml / plain (NumPy)": _row(out, "otel_ml|", 3),
-            "Keras fit, otel_ml / plain (tf.data)": _row(out, "otel_ml_tf_data|", 3),
+            "Keras fit, otel_ml / plain (NumPy, process CPU)": _row(out, "otel_ml|", 3),
+            "Keras fit, otel_ml / plain (tf.data, process CPU)": _row(out, "otel_ml_tf_data|", 3),
         },
     ),
     "tf_keras": (
@@ -84,6 +101,8 @@ def _run(tree: Path, argv: list[str], log: Path) -> str:
     done = subprocess.run([sys.executable, *argv], cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
     log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
     print(f"  {tree.name}: {' '.join(argv)} ({time.monotonic() - started:.0f} s, exit {done.returncode})", flush=True)
+    if done.returncode != 0:
+        print("    " + "\n    ".join(done.stderr.strip().splitlines()[-5:]), flush=True)
     return done.stdout
 
 
