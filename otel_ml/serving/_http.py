@@ -249,6 +249,9 @@ def instrument_flask_app(
         (True, False)
     """
     with _apps_lock:
+        # The contrib Flask instrumentation marks an app it instrumented with this attribute and
+        # offers no public way to ask; read with a default, so that if it ever goes, the only cost
+        # is the double counting this check exists to avoid (tests/test_serving_http.py checks it).
         if app in _apps or getattr(app, "_is_instrumented_by_opentelemetry", False):
             return False
         patches = _apps[app] = Patches()
