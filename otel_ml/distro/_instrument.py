@@ -1,7 +1,7 @@
 """``otel_ml.instrument()`` and ``otel_ml.uninstrument()``: compose the instrumentors.
 
 The per-framework instrumentors do the work; this module only resolves the
-providers once, validates options, honours
+providers once, parses each explicit option once (a bad one raises before anything is on), honours
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` and skips frameworks that are not
 installed (quietly: a training job without paddle is normal).
 
