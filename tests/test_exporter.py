@@ -77,6 +77,79 @@ def test_openmetrics_carries_exemplars_and_classic_text_does_not(endpoint) -> No
     assert {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")} == {"0.1": 1, "1.0": 2, "+Inf": 2}
 
 
+@pytest.mark.parametrize("accept", [None, OPENMETRICS], ids=["text", "openmetrics"])
+def test_one_name_from_several_scopes_keeps_each_points_own_labels(accept: str | None) -> None:
+    """Keras's ``ml.train.loss`` beside tf.summary's (other attribute keys), and a program's own instrument.
+
+    Upstream's Prometheus collector renders every point of a name under the
+    first scope's label names, shifting the values of the others (seen on
+    every Keras fit with the TensorBoard callback); each point keeps its own.
+    """
+    reader = OtelMLPrometheusMetricReader(port=0, slow_steps=SlowStepBuffer(8))
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": "svc"}))
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        keras, summary, own = (provider.get_meter(scope) for scope in ("otel_ml.keras", "otel_ml.tf_summary", "app"))
+        keras.create_gauge("ml.train.loss").set(
+            1.5, {"ml.run.name": "sequential", "ml.phase": "train", "ml.model.name": "m"}
+        )
+        summary.create_gauge("ml.train.loss").set(2.5, {"ml.run.name": "logs/fit/train", "ml.phase": "train"})
+        own.create_gauge("ml.train.loss").set(3.5, {"team": "a"})
+        histograms = [
+            meter.create_histogram("ml.train.step.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+            for meter in (keras, own)
+        ]
+        with tracer.start_as_current_span("slow") as span:
+            histograms[0].record(0.5, {"ml.run.name": "r"})
+        histograms[1].record(0.05, {"job": "j", "ml.run.name": "r"})
+        _, families = _families(reader, accept)
+    finally:
+        provider.shutdown()
+    shared = {"service_name": "svc", "otel_scope_version": "", "otel_scope_schema_url": ""}
+    losses = {s.labels["otel_scope_name"]: s for s in families["ml_train_loss"].samples}
+    assert {scope: s.value for scope, s in losses.items()} == {
+        "otel_ml.keras": 1.5,
+        "otel_ml.tf_summary": 2.5,
+        "app": 3.5,
+    }
+    labels = {
+        scope: {k: v for k, v in s.labels.items() if k not in shared and k != "service_instance_id"}
+        for scope, s in losses.items()
+    }
+    assert labels == {
+        "otel_ml.keras": {
+            "otel_scope_name": "otel_ml.keras",
+            "ml_run_name": "sequential",
+            "ml_phase": "train",
+            "ml_model_name": "m",
+        },
+        "otel_ml.tf_summary": {
+            "otel_scope_name": "otel_ml.tf_summary",
+            "ml_run_name": "logs/fit/train",
+            "ml_phase": "train",
+        },
+        "app": {"otel_scope_name": "app", "team": "a"},
+    }
+    assert all(s.labels.items() >= shared.items() for s in losses.values())
+    buckets = [s for s in families["ml_train_step_duration_seconds"].samples if s.name.endswith("_bucket")]
+    by_scope = {
+        scope: {s.labels["le"]: s.value for s in buckets if s.labels["otel_scope_name"] == scope}
+        for scope in ("otel_ml.keras", "app")
+    }
+    assert by_scope == {"otel_ml.keras": {"0.1": 0, "1.0": 1, "+Inf": 1}, "app": {"0.1": 1, "1.0": 1, "+Inf": 1}}
+    assert {s.labels.get("job", "") for s in buckets if s.labels["otel_scope_name"] == "app"} == {"j"}
+    assert all(
+        "job" not in s.labels or s.labels["job"] == ""
+        for s in buckets
+        if s.labels["otel_scope_name"] == "otel_ml.keras"
+    )
+    exemplars = [s.exemplar for s in buckets if s.exemplar is not None]
+    if accept:
+        assert [e.labels["trace_id"] for e in exemplars] == [format(span.get_span_context().trace_id, "032x")]
+    else:
+        assert exemplars == []
+
+
 def test_no_exemplar_at_all_renders_plain_buckets(endpoint) -> None:
     reader, meter, _ = endpoint
     meter.create_counter("ml.train.steps", unit="{step}").add(3)

@@ -13,7 +13,11 @@ checks that the classic text is byte for byte upstream's wherever the installed
 exporter has the same options. It adds ``exemplar`` on the ``_bucket`` sample
 whose range holds the exemplar's value and on a counter's ``_total``;
 prometheus_client renders them in OpenMetrics and leaves them out of the
-classic text format.
+classic text format. One deliberate difference: where one metric name comes
+from several instrumentation scopes with other attribute keys (Keras's
+``ml.train.loss`` beside tf.summary's, or a program's own instrument of that
+name), upstream renders every point under the first scope's label names and so
+shifts the others' values; here each point keeps its own labels.
 
 The SDK drains exemplar reservoirs at each collection, so a ``curl`` would
 steal the exemplar from the next Prometheus scrape. The latest exemplar of
@@ -48,7 +52,7 @@ from prometheus_client.samples import Exemplar
 _LOG = logging.getLogger(__name__)
 
 # (family id, label values, bucket index or -1 for a counter) -> exemplar
-_Key = tuple[str, tuple[str, ...], int]
+_Key = tuple[str, tuple[tuple[str, str], ...], int]
 
 # The names and rules of the OpenTelemetry specification's Prometheus compatibility
 # section, as opentelemetry-exporter-prometheus 0.66 (its ``_mapping``) applies them.
@@ -206,34 +210,41 @@ class ExemplarCollector:
             rows.append(labels)
         label_keys = sorted(keys)
         fid = "|".join((name, description, unit, kind.__name__))
-        family: Any = families.get(fid)
-        if family is None:
-            family = families[fid] = kind(name=name, documentation=description, labels=label_keys, unit=unit)
+        # Each metric gets a family of its own label names. Two instrumentation scopes (or a
+        # program's own instrument) may record one name with other attribute keys: their samples
+        # join the family already there, each with its own labels, never under that family's
+        # label names (which would shift every value to another label).
+        own: Any = kind(name=name, documentation=description, labels=label_keys, unit=unit)
+        family: Any = families.setdefault(fid, own)
         with_exemplars = kind is not GaugeMetricFamily and (
             fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in points)
         )
         for labels, point in zip(rows, points, strict=True):
             values = [labels.get(key, "") for key in label_keys]
-            start = len(family.samples)
+            start = len(own.samples)
             if isinstance(point, HistogramDataPoint):
                 buckets, total = [], 0
                 for bound, count in zip(chain(point.explicit_bounds, ["+Inf"]), point.bucket_counts, strict=False):
                     total += count
                     buckets.append((f"{bound}", total))
-                family.add_metric(values, buckets=buckets, sum_value=point.sum)
+                own.add_metric(values, buckets=buckets, sum_value=point.sum)
                 if with_exemplars:
-                    self._attach_histogram(fid, family.samples, start, values, point)
+                    self._attach_histogram(fid, own.samples, start, tuple(zip(label_keys, values, strict=True)), point)
             else:
-                family.add_metric(values, point.value)
+                own.add_metric(values, point.value)
                 if with_exemplars and kind is CounterMetricFamily:
-                    key = (fid, tuple(values), -1)
+                    key = (fid, tuple(zip(label_keys, values, strict=True)), -1)
                     self._remember(key, getattr(point, "exemplars", None) or ())
                     kept = self._exemplars.get(key)
                     if kept is not None:
-                        family.samples[start] = family.samples[start]._replace(exemplar=kept)
+                        own.samples[start] = own.samples[start]._replace(exemplar=kept)
+        if family is not own:
+            family.samples.extend(own.samples)
 
-    def _attach_histogram(self, fid: str, samples: list[Any], start: int, values: list[str], point: Any) -> None:
-        labels, bounds = tuple(values), point.explicit_bounds
+    def _attach_histogram(
+        self, fid: str, samples: list[Any], start: int, labels: tuple[tuple[str, str], ...], point: Any
+    ) -> None:
+        bounds = point.explicit_bounds
         by_bucket: dict[int, list[Any]] = {}
         for exemplar in getattr(point, "exemplars", None) or ():
             by_bucket.setdefault(bisect.bisect_left(bounds, exemplar.value), []).append(exemplar)
