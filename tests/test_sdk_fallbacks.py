@@ -273,3 +273,37 @@ def test_a_synchronous_gauge_keeps_its_value_across_collections_under_otel_mls_v
     forgets = _sdk_internals._sdk_forgets_gauges()
     expected_without = [[0.5, 1], [2], [0.25, 3], [4]] if forgets else [[0.5, 1], [0.5, 2], [0.25, 3], [0.25, 4]]
     assert _gauge_values(forced=True) == expected_without
+
+
+_EXIT_PROGRAM = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")
+import otel_ml
+from opentelemetry import metrics
+otel_ml.instrument()
+if sys.argv[1] == "shut":
+    metrics.get_meter_provider().shutdown()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shut", ["open", "shut"])
+def test_the_shutdown_flag_is_read_at_interpreter_exit_without_a_fallback(tmp_path, shut: str) -> None:
+    """The flag is read where it is needed, at exit: probing there must not take the fallback on a supported SDK."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "program.py"
+    script.write_text(_EXIT_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script), shut],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "OTEL_ML_PORT": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in lines if "otel_ml.distro._sdk_internals" in line], lines
+    # A provider the program shut down itself is not shut down again (the SDK would warn).
+    assert not [line for line in lines if "shutdown can only be called once" in line.lower()], lines

@@ -230,17 +230,31 @@ def batch_internals() -> BatchInternals | None:
 def _find_shutdown_flag() -> Callable[[Any], bool]:
     from opentelemetry.sdk.metrics import MeterProvider
 
+    # Read on the program's provider itself, never on a new one: this runs at
+    # interpreter exit, when building a provider fails (no new futures then).
     # The MeterProvider keeps the flag (and warns when shut down twice); the
     # TracerProvider keeps none and shuts down twice quietly.
-    if getattr(MeterProvider(**_probe_provider_keywords()), "_shutdown", None) is not False:
-        raise AttributeError("MeterProvider._shutdown")
-    return lambda provider: bool(getattr(provider, "_shutdown", False))
+    def flag(provider: Any) -> bool:
+        if not isinstance(provider, MeterProvider):
+            return False
+        value = getattr(provider, "_shutdown", None)
+        if not isinstance(value, bool):
+            raise AttributeError(f"MeterProvider._shutdown is {value!r}, not a flag")
+        return value
+
+    return flag
 
 
 def already_shut_down(provider: Any) -> bool:
     """True when the program shut ``provider`` down itself; False when unknown (then shut down again)."""
     flag = _probe(SHUTDOWN_FLAG, _find_shutdown_flag, "providers are shut down at exit even if already shut down")
-    return bool(flag(provider)) if flag is not None else False
+    if flag is None:
+        return False
+    try:
+        return bool(flag(provider))
+    except AttributeError as exc:
+        give_up(SHUTDOWN_FLAG, exc)
+        return False
 
 
 # --- Synchronous gauges on SDKs before 1.45 (otel_ml.distro._private_random's views) -------------
