@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -26,6 +29,8 @@ def _aggregations(histogram, attrs):  # type: ignore[no-untyped-def]
 
 def _points(reader: InMemoryMetricReader) -> list:  # type: ignore[type-arg]
     data = reader.get_metrics_data()
+    if data is None:  # a delta collection with nothing new
+        return []
     metrics_ = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
     return [p for m in metrics_ for p in m.data.data_points]
 
@@ -88,7 +93,8 @@ def test_a_histogram_of_another_shape_is_left_untouched_for_the_per_value_path()
     reader = InMemoryMetricReader()
     histogram = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("h")
     histogram.record(1.0, ATTRS)
-    [(_, _, aggregation)] = _aggregations(histogram, ATTRS) or []
+    [target] = _aggregations(histogram, ATTRS) or []
+    aggregation = target.aggregation
     before = (list(aggregation._value), aggregation._sum)
     boundaries = aggregation._boundaries
     del aggregation._boundaries  # an SDK that names its buckets otherwise
@@ -101,3 +107,44 @@ def test_a_histogram_of_another_shape_is_left_untouched_for_the_per_value_path()
     for value in VALUES:  # in order, as one record per value adds them
         total += value
     assert (point.count, point.sum) == (1 + len(VALUES), total)
+
+
+@pytest.mark.parametrize("kind", ["histogram", "counter"])
+def test_delta_collections_racing_the_batches_lose_and_double_nothing(kind: str) -> None:
+    """A delta reader collecting while batches arrive: every value in exactly one collection.
+
+    SDK 1.45.2 replaces a view's aggregations at each delta collection; a batch
+    handed to an aggregation already collected would be lost for good.
+    """
+    from opentelemetry.sdk.metrics import Counter, Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    delta = {Histogram: AggregationTemporality.DELTA, Counter: AggregationTemporality.DELTA}
+    reader = InMemoryMetricReader(preferred_temporality=delta)  # type: ignore[arg-type]
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    instrument = meter.create_histogram("h") if kind == "histogram" else meter.create_counter("c")
+    record_many = record_many_for(instrument)
+    totals = {"count": 0, "sum": 0.0}
+    done = threading.Event()
+
+    def collect() -> None:
+        for point in _points(reader):
+            totals["count"] += point.count if kind == "histogram" else 0
+            totals["sum"] += point.sum if kind == "histogram" else point.value
+
+    def collector() -> None:
+        while not done.is_set():
+            collect()
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    try:
+        for _ in range(2_000):
+            record_many([1.0] * 5, ATTRS, NO_EXEMPLAR)
+    finally:
+        done.set()
+        thread.join()
+    collect()
+    assert totals["sum"] == 10_000
+    if kind == "histogram":
+        assert totals["count"] == 10_000

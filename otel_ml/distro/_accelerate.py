@@ -41,20 +41,19 @@ def record_many_for(instrument: Any) -> RecordMany | None:
     if internals is None:
         return None  # the caller records value by value through the public API
     record = getattr(instrument, "record", None) or instrument.add
-    found: dict[int, tuple[dict[str, Any], list[_Target]]] = {}
+    found: dict[int, tuple[dict[str, Any], list[_sdk_internals.Target]]] = {}
 
-    def targets_for(attrs: dict[str, Any]) -> list[Any] | None:
+    def targets_for(attrs: dict[str, Any]) -> list[_sdk_internals.Target] | None:
         # Hashing the attributes and matching views costs as much as a record:
         # done once per attribute dict (the callers' dicts live as long as
         # their model), then only checked to still be the SDK's.
         known = found.get(id(attrs))
         if known is not None and known[0] is attrs and _still_current(internals, instrument, known[1]):
-            return [aggregation for _, _, aggregation in known[1]]
+            return known[1]
         targets = _aggregations(internals, instrument, attrs)
         if targets is not None:
             found[id(attrs)] = (attrs, targets)
-            return [aggregation for _, _, aggregation in targets]
-        return None
+        return targets
 
     def record_many(values: Sequence[float], attrs: dict[str, Any], context: Context) -> None:
         if not values:
@@ -69,17 +68,20 @@ def record_many_for(instrument: Any) -> RecordMany | None:
             for value in rest:
                 record(value, attrs, context=context)
             return
-        measurement = None
-        for aggregation in targets:
+        measurement = _Measurement(time.time_ns(), instrument, context)
+
+        def write(aggregation: Any) -> None:
             if internals.feed_histogram(aggregation, rest):
-                continue
+                return
             # One measurement object for the batch: with no exemplar asked for, an
             # aggregation reads the value and keeps nothing (the SDK's own
             # ``Measurement`` is a frozen dataclass, several times dearer to make).
-            measurement = measurement or _Measurement(time.time_ns(), instrument, context)
             for value in rest:
                 measurement.value = value
                 aggregation.aggregate(measurement, False)  # no exemplar: the batch belongs to no span
+
+        for target in targets:
+            internals.feed(target, write)
 
     return record_many
 
@@ -101,20 +103,18 @@ class _Measurement:
         self.attributes = None
 
 
-_Target = tuple[dict[Any, Any], Any, Any]
-"""Where an aggregation is kept (its view match's table), under which key, and the aggregation."""
-
-
-def _still_current(internals: _sdk_internals.BatchInternals, instrument: Any, targets: list[_Target]) -> bool:
+def _still_current(
+    internals: _sdk_internals.BatchInternals, instrument: Any, targets: list[_sdk_internals.Target]
+) -> bool:
     try:
-        return internals.enabled(instrument) and all(table.get(key) is agg for table, key, agg in targets)
+        return internals.enabled(instrument) and all(internals.is_current(target) for target in targets)
     except Exception:  # noqa: BLE001 - not the SDK this was written for
         return False
 
 
 def _aggregations(
     internals: _sdk_internals.BatchInternals, instrument: Any, attrs: dict[str, Any]
-) -> list[_Target] | None:
+) -> list[_sdk_internals.Target] | None:
     """Where the measurements recorded with ``attrs`` are aggregated, or None to fall back."""
     try:
         if not internals.enabled(instrument):

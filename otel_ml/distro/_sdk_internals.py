@@ -148,6 +148,15 @@ def _probe_provider_keywords() -> dict[str, Any]:
 # --- The batch hand-over (otel_ml.distro._accelerate) ---------------------------------------------
 
 
+class Target:
+    """Where one reader's view aggregates a batch: the view match, the key, the kept attributes, the aggregation."""
+
+    __slots__ = ("aggregation", "attributes", "key", "match")
+
+    def __init__(self, match: Any, key: Any, attributes: dict[str, Any], aggregation: Any) -> None:
+        self.match, self.key, self.attributes, self.aggregation = match, key, attributes, aggregation
+
+
 class BatchInternals:
     """What the batch hand-over reads of the SDK's metrics internals."""
 
@@ -155,19 +164,46 @@ class BatchInternals:
         self.histogram: Any = histogram
         self._key = key
 
-    def aggregations(self, instrument: Any, attrs: dict[str, Any]) -> list[tuple[dict[Any, Any], Any, Any]] | None:
-        """(table, key, aggregation) for each aggregation ``attrs`` reach, or None when one is not made yet."""
+    def aggregations(self, instrument: Any, attrs: dict[str, Any]) -> list[Target] | None:
+        """A :class:`Target` for each aggregation ``attrs`` reach, or None when one is not made yet."""
         found = []
         for storage in instrument._measurement_consumer._reader_storages.values():
             for match in storage._get_or_init_view_instrument_match(instrument):
                 keys = match._view._attribute_keys
                 kept = attrs if keys is None else {k: v for k, v in attrs.items() if k in keys}
-                table, key = match._attributes_aggregation, self._key(kept)
-                aggregation = table.get(key)
+                key = self._key(kept)
+                aggregation = match._attributes_aggregation.get(key)
                 if aggregation is None:
                     return None
-                found.append((table, key, aggregation))
+                found.append(Target(match, key, kept, aggregation))
         return found
+
+    @staticmethod
+    def is_current(target: Target) -> bool:
+        """The target's aggregation is still the one its view match collects."""
+        return target.match._attributes_aggregation.get(target.key) is target.aggregation
+
+    @staticmethod
+    def feed(target: Target, write: Callable[[Any], None]) -> None:
+        """``write(aggregation)`` into the aggregation the match collects now.
+
+        SDK 1.45.2 and newer replace a match's aggregations at each *delta*
+        collection (``_reset_on_collect``) and aggregate under the match's lock
+        so that no measurement lands in one already collected: the same lock is
+        held here, and the aggregation is looked up again under it (made, as
+        the SDK makes it, if the collection just emptied the table). Older SDKs
+        keep one aggregation per attributes for good: their own lock suffices.
+        """
+        match = target.match
+        if not getattr(match, "_reset_on_collect", False):
+            write(target.aggregation)
+            return
+        with match._lock:
+            aggregation = match._attributes_aggregation.get(target.key)
+            if aggregation is None:
+                aggregation = match._get_or_create_aggregation(target.key, target.attributes)
+            target.aggregation = aggregation
+            write(aggregation)
 
     @staticmethod
     def enabled(instrument: Any) -> bool:
