@@ -81,3 +81,26 @@ def test_the_librarys_own_instrumentor_is_left_as_it_was_found(telemetry) -> Non
     ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
     assert not SystemMetricsInstrumentor().is_instrumented_by_opentelemetry  # the program may still instrument it
     ProcessInstrumentor().uninstrument()
+
+
+def test_the_programs_own_system_metrics_instrumentor_keeps_its_configuration(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """The library's instrumentor is a singleton whose constructor resets it: otel_ml never calls it."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    mine = SystemMetricsInstrumentor(config={"system.memory.usage": ["used"]})  # the program's own choice
+    ProcessInstrumentor().instrument(meter_provider=telemetry.meter_provider)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        assert mine.is_instrumented_by_opentelemetry is False
+        mine.instrument(meter_provider=provider)
+        data = reader.get_metrics_data()
+        names = sorted({m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics})
+        assert names == ["system.memory.usage"]
+        assert sorted(_names(telemetry)) == sorted(PROCESS_METRICS)  # and ours are all there
+    finally:
+        mine.uninstrument()
+        ProcessInstrumentor().uninstrument()
+        provider.shutdown()

@@ -22,11 +22,13 @@ loads too, with its full default set, and the process series come from there;
 
 API: :class:`ProcessInstrumentor`; ``uninstrument()`` stops the series.
 
-Only the library's public API is used: its ``SystemMetricsInstrumentor`` is
-one instance per process, whose ``instrument(meter_provider=...)`` creates
-observable instruments that cannot be removed (its ``uninstrument()`` does
-nothing). So it is given a meter provider of ours that keeps only the process
-instruments and reads each through a :class:`~otel_ml._core.observe.Binding`:
+Only the library's public API is used: otel_ml makes an instance of its own
+of ``SystemMetricsInstrumentor`` (outside the class's singleton, so that a
+program's own instance, configuration and flag are never touched), whose
+``instrument(meter_provider=...)`` creates observable instruments that cannot
+be removed (its ``uninstrument()`` does nothing). So it is given a meter
+provider of ours that keeps only the process instruments and reads each
+through a :class:`~otel_ml._core.observe.Binding`:
 they are made once per meter provider, report while instrumented and nothing
 after ``uninstrument()``, and instrumenting again does not duplicate them.
 """
@@ -95,17 +97,20 @@ def _create(provider: metrics.MeterProvider, binding: Binding[bool]) -> None:
     """Have the library make its process instruments on ``provider``, read through ``binding``."""
     from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 
-    library = SystemMetricsInstrumentor()  # the one instance, in its default configuration
-    was_on = library.is_instrumented_by_opentelemetry
-    if was_on and provider is metrics.get_meter_provider():
+    # The library's instance is a per-class singleton whose constructor re-runs __init__: calling
+    # it would reset the configuration a program gave it. ``__new__`` alone hands back that shared
+    # instance untouched, to ask whether someone instrumented it for the global provider.
+    shared = SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
+    if shared.is_instrumented_by_opentelemetry and provider is metrics.get_meter_provider():
         # Someone (the program, or opentelemetry-instrument) instrumented it for the global provider.
         _LOG.debug("otel_ml: system metrics already instrumented; process metrics come from there")
         return
-    if was_on:
-        library.uninstrument()  # lowers its flag only: what it made for another provider stays there
-    library.instrument(meter_provider=_ProcessOnly(provider, binding))
-    if not was_on:
-        library.uninstrument()  # as we found it: whoever instruments the library next is not refused
+    # An instance of our own, outside the singleton: the program's instance, its configuration and
+    # its "instrumented" flag stay exactly as the program left them.
+    ours = object.__new__(SystemMetricsInstrumentor)
+    config = {name: list(values) if values else None for name, values in PROCESS_METRICS.items()}
+    SystemMetricsInstrumentor.__init__(ours, config=config)
+    ours.instrument(meter_provider=_ProcessOnly(provider, binding))
 
 
 class _ProcessOnly:
