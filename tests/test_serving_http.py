@@ -250,6 +250,24 @@ def test_uninstrument_puts_back_the_programs_own_middleware(telemetry) -> None: 
     assert vars(app)["wsgi_app"] is middleware
 
 
+def test_uninstrument_after_the_program_wrapped_us_again_passes_requests_through(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """``app.wsgi_app = ProxyFix(app.wsgi_app)`` after instrumenting: our wrapper stays in that chain, inert."""
+    app = _app()
+    assert instrument_flask_app(app, telemetry.meter_provider, telemetry.tracer_provider)
+    middleware = app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
+    client = app.test_client()
+    client.get("/items/1")
+    assert uninstrument_flask_app(app)
+    assert vars(app)["wsgi_app"] is middleware  # the program's wrapper is left where it is
+    for _ in range(5):
+        assert client.get("/items/1").json == {"item": 1}
+    assert middleware.calls == 6 and sum(_durations(telemetry).values()) == 1  # nothing recorded after the undo
+    assert telemetry.points(sc.METRIC_HTTP_SERVER_ACTIVE_REQUESTS) == []
+    assert instrument_flask_app(app, telemetry.meter_provider, telemetry.tracer_provider)  # on again: counted once
+    client.get("/items/1")
+    assert sum(_durations(telemetry).values()) == 2
+
+
 def test_uninstrument_leaves_an_app_it_did_not_instrument_alone(telemetry) -> None:  # type: ignore[no-untyped-def]
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 

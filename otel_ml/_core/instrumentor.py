@@ -64,7 +64,8 @@ class Patches:
         >>> patches.patch(module, "answer", lambda f: (lambda: f() + 1))
         >>> module.answer()
         43
-        >>> patches.restore()
+        >>> patches.restore()  # nothing left stranded in anyone else's wrapper
+        []
         >>> module.answer is original
         True
     """
@@ -106,17 +107,25 @@ class Patches:
         """:meth:`patch` with a wrapt wrapper ``wrapper(wrapped, instance, args, kwargs)``."""
         self.patch(owner, name, lambda original: wrapt.FunctionWrapper(original, wrapper))
 
-    def restore(self) -> None:
-        """Put every original back where our replacement still stands, newest patch first; then forget them."""
+    def restore(self) -> list[Any]:
+        """Put every original back where our replacement still stands, newest patch first; then forget them.
+
+        Returns the replacements that could not be taken out: someone wrapped
+        them again since (e.g. ``app.wsgi_app = ProxyFix(app.wsgi_app)``), so
+        they stay in that chain, and the caller makes them pass calls through.
+        """
+        stranded = []
         for owner, name, own, replacement in reversed(self._done):
             if vars(owner).get(name) is not replacement:
                 _LOG.debug("otel_ml: %s.%s was replaced by someone else; left as it is", owner, name)
+                stranded.append(replacement)
             elif own is _ABSENT:
                 delattr(owner, name)
             else:
                 setattr(owner, name, own)
         self._done.clear()
         self._replacements.clear()
+        return stranded
 
 
 def installed_alternative(alternatives: Collection[str]) -> Collection[str]:

@@ -98,9 +98,18 @@ class HttpServerTelemetry:
                 description="Number of active HTTP server requests.",
             )
 
-        live_set(meter_provider, sc.METRIC_HTTP_SERVER_ACTIVE_REQUESTS, create).add(self)
+        self._live = live_set(meter_provider, sc.METRIC_HTTP_SERVER_ACTIVE_REQUESTS, create)
+        self._live.add(self)
+        self._enabled = True
+
+    def disable(self) -> None:
+        """Pass every request straight through and report nothing more (undone, but still in a chain)."""
+        self._enabled = False
+        self._live.discard(self)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not self._enabled:
+            return self._app(environ, start_response)
         try:
             request = _Request(self, environ, start_response)
         except Exception as exc:  # noqa: BLE001 - our failure must not fail the request
@@ -269,7 +278,9 @@ def uninstrument_flask_app(app: Any) -> bool:
 
     Returns False, changing nothing, when this function did not instrument
     the app (or has undone it already). A ``wsgi_app`` wrapped again by
-    someone else since is left as it is.
+    someone else since (``app.wsgi_app = ProxyFix(app.wsgi_app)``) is left as
+    it is, and otel_ml's wrapper inside it passes every request straight
+    through and records nothing more.
 
     Example:
         >>> from flask import Flask
@@ -283,7 +294,9 @@ def uninstrument_flask_app(app: Any) -> bool:
         patches = _apps.pop(app, None)
     if patches is None:
         return False
-    patches.restore()
+    for stranded in patches.restore():
+        if isinstance(stranded, HttpServerTelemetry):
+            stranded.disable()
     return True
 
 
