@@ -110,6 +110,27 @@ run_pytest --python .venv-oldest/bin/python -p no:cacheprovider \
   tests/test_serving.py tests/test_serving_http.py tests/test_process.py tests/test_gpu.py \
   tests/test_auto_instrumentation.py tests/test_keras_safety.py::test_uninstrument_restores_the_exact_originals \
   -k "$OLDEST_SDK_DESELECTED" "$@"
+# The newest OpenTelemetry release (requirements/newest-sdk.txt: SDK 1.45.2, whose
+# delta collections replace a view's aggregations), beside which otel_ml must go
+# and stay exact; no framework there, so the framework-free OpenTelemetry tests.
+if [ ! -x .venv-newest-sdk/bin/python ] || ! cmp -s requirements/newest-sdk.txt .venv-newest-sdk/installed.txt; then
+  echo "==> creating .venv-newest-sdk (requirements/newest-sdk.txt)"
+  rm -rf .venv-newest-sdk
+  "$PY" -m venv .venv-newest-sdk
+  grep -iE "$OTEL_DISTS_RE" requirements/newest-sdk.txt | sed 's/==.*//' \
+    | xargs .venv-newest-sdk/bin/pip install -q --disable-pip-version-check -c requirements/newest-sdk.txt
+  installs_beside .venv-newest-sdk "newest release"
+  .venv-newest-sdk/bin/pip install -q --disable-pip-version-check -c requirements/newest-sdk.txt \
+    pytest flask nvidia-ml-py psutil -e .
+  cp requirements/newest-sdk.txt .venv-newest-sdk/installed.txt
+else
+  installs_beside .venv-newest-sdk "newest release"
+fi
+echo "==> pytest (newest OpenTelemetry release: $(.venv-newest-sdk/bin/python -c 'import importlib.metadata as m; print(*(d + " " + m.version(d) for d in ("opentelemetry-sdk", "opentelemetry-instrumentation")), sep=", ")'))"
+run_pytest --python .venv-newest-sdk/bin/python -p no:cacheprovider \
+  tests/test_sdk_setup.py tests/test_aggregate.py tests/test_exporter.py \
+  tests/test_sdk_fallbacks.py tests/test_layers.py tests/faults/test_env_values.py tests/test_serving.py \
+  tests/test_process.py tests/test_gpu.py "$@"
 if [ -d tests/paddle ]; then
   echo "==> pytest (Paddle, separate process)"
   run_pytest tests/paddle "$@"
