@@ -83,6 +83,12 @@ def runs(stack: tuple[Collector, Prometheus]) -> dict[str, Any]:
         30,
         "the healthy run's final step count in Prometheus",
     )
+    # The two runs export independently: one's final count can reach a scrape after the other's.
+    wait_for(
+        lambda: prometheus.value('ml_train_steps_total{ml_run_name="nan"}') == 8,
+        30,
+        "the NaN run's final step count in Prometheus",
+    )
     return results
 
 
