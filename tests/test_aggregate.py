@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from opentelemetry import metrics
@@ -148,3 +149,23 @@ def test_delta_collections_racing_the_batches_lose_and_double_nothing(kind: str)
     assert totals["sum"] == 10_000
     if kind == "histogram":
         assert totals["count"] == 10_000
+
+
+def test_a_feed_that_fails_hands_the_batch_to_the_public_api_and_gives_up_the_fast_path(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    reader = InMemoryMetricReader()
+    histogram = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("h")
+    record_many = record_many_for(histogram)
+    record_many(VALUES, ATTRS, NO_EXEMPLAR)  # the fast path, warmed up
+
+    def broken(target: Any, write: Any) -> None:
+        raise AttributeError("_get_or_create_aggregation")
+
+    monkeypatch.setattr(_sdk_internals.BatchInternals, "feed", staticmethod(broken))
+    try:
+        record_many(VALUES, ATTRS, NO_EXEMPLAR)
+        assert _sdk_internals.batch_internals() is None  # given up: the public API from now on
+        [point] = _points(reader)
+        assert point.count == 2 * len(VALUES)
+    finally:
+        with _sdk_internals.forced_fallbacks():
+            pass  # probe afresh for the next tests

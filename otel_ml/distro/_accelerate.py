@@ -80,8 +80,15 @@ def record_many_for(instrument: Any) -> RecordMany | None:
                 measurement.value = value
                 aggregation.aggregate(measurement, False)  # no exemplar: the batch belongs to no span
 
-        for target in targets:
-            internals.feed(target, write)
+        for index, target in enumerate(targets):
+            try:
+                internals.feed(target, write)
+            except Exception as exc:  # noqa: BLE001 - an SDK whose aggregations work otherwise than probed
+                _sdk_internals.give_up(_sdk_internals.BATCH, exc)
+                if index == 0:  # nothing fed yet: the public API takes the whole batch
+                    for value in rest:
+                        record(value, attrs, context=context)
+                return
 
     return record_many
 

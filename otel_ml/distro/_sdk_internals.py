@@ -20,8 +20,11 @@ with the fast path's.
   aggregation's ``_boundaries``, ``_lock``, ``_value``, ``_sum``, ``_min``,
   ``_max``, ``_record_min_max`` and ``_get_empty_bucket_counts``; and calls
   an aggregation's ``aggregate(measurement, False)`` with a stand-in for the
-  SDK's internal ``Measurement``.
-  Fallback: the public ``Histogram.record`` / ``Counter.add`` per value.
+  SDK's internal ``Measurement``; where a match has ``_reset_on_collect``
+  (1.45.2: delta collections replace its aggregations), its ``_lock`` and
+  ``_get_or_create_aggregation``.
+  Fallback: the public ``Histogram.record`` / ``Counter.add`` per value, also
+  from the first batch whose hand-over fails, for the rest of the process.
 - A ``MeterProvider``'s ``_shutdown`` flag (:mod:`otel_ml.distro._exit`): a
   provider the program already shut down is not shut down again at exit (the
   SDK would log a warning). Fallback: ``shutdown()`` again, one SDK warning.
