@@ -76,7 +76,8 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     scalars = _points(reader, "ml.tensorboard.scalar")
     assert scalars[("run_b", "loss")] == 100.0 + STEPS - 1
     assert _points(reader, "ml.tensorboard.writes")[("run_a", "loss", "scalar")] == STEPS
-    assert _points(reader, "ml.train.loss")[("tensorboard", "run_a", "train")] == STEPS - 1
+    # No phase in "run_a" nor in "loss": the phase is unknown, never guessed (issue 22).
+    assert _points(reader, "ml.train.loss")[("tensorboard", "unknown", "run_a", "unknown")] == STEPS - 1
     stats = {k[-1]: v for k, v in _points(reader, "ml.tensorboard.distribution").items() if k[0] == "run_a"}
     assert stats == {"count": 2.0, "min": 1.0, "max": 3.0, "mean": 2.0}
 
@@ -148,7 +149,7 @@ def test_step_is_the_highest_per_run_and_eval_runs_are_not_train(tmp_path: Path)
     bridge, reader = _bridge(logs, tmp_path / "state")
     assert bridge.poll(final=True) == 9
     assert _points(reader, "ml.tensorboard.step") == {("train",): 10, ("test",): 10, ("eval",): 10}
-    phases = {k[1:]: v for k, v in _points(reader, "ml.train.loss").items()}
+    phases = {k[2:]: v for k, v in _points(reader, "ml.train.loss").items()}  # (run, phase)
     assert phases == {("train", "train"): 0.5, ("test", "test"): 0.5, ("eval", "validation"): 0.5}
 
 

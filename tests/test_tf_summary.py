@@ -46,8 +46,10 @@ def test_eager_loop_exports_each_write_of_three_tags(telemetry: Any, tmp_path: P
         assert _value(telemetry, "ml.tensorboard.writes", **attrs, **{"ml.summary.kind": "scalar"}) == N
         assert _value(telemetry, "ml.tensorboard.scalar", **attrs) == pytest.approx(last, rel=1e-6)
     assert _value(telemetry, "ml.tensorboard.step", **{"ml.run.name": "logs/eager"}) == N - 1
-    # Well-known tags also feed the training metrics, with the Keras path's names.
-    assert _value(telemetry, "ml.train.loss", **{"ml.phase": "train"}) == pytest.approx(1.0 / N, rel=1e-6)
+    # Well-known tags also feed the training metrics, with the Keras path's names and label keys; neither
+    # "logs/eager" nor "loss" names a phase, so it is "unknown", never guessed.
+    loss = {"ml.phase": "unknown", "ml.model.name": "unknown", "ml.framework": "tf_summary"}
+    assert _value(telemetry, "ml.train.loss", **loss) == pytest.approx(1.0 / N, rel=1e-6)
     assert _value(telemetry, "ml.train.metric", **{"ml.metric.name": "accuracy"}) == pytest.approx(0.5)
     assert len(telemetry.points("ml.tensorboard.scalar")) == 3
 

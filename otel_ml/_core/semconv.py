@@ -242,3 +242,13 @@ METRIC_SUMMARY_BRIDGE_BAD_FILES: Final = "ml.tensorboard.bridge.bad_files"
 UNIT_WRITE: Final = "{write}"
 UNIT_EVENT: Final = "{event}"
 UNIT_FILE: Final = "{file}"
+# What a tf.summary or bridged scalar feeding ml.train.* cannot know: said as such, never guessed, so that
+# every ml.train.* series carries the same label keys whichever path recorded it (docs/tf_summary.md).
+PHASE_UNKNOWN: Final = "unknown"
+"""``ml.phase`` of a well-known tag when neither its tag nor its run's path names a phase."""
+MODEL_NAME_UNKNOWN: Final = "unknown"
+"""``ml.model.name`` of ml.train.* series fed by tf.summary or the bridge: an event file names no model."""
+OPTIMIZER_NAME_UNKNOWN: Final = "unknown"
+"""``ml.optimizer.name`` of ml.train.learning_rate fed by tf.summary or the bridge."""
+TRAINING_SCOPE: Final = "otel_ml.training"
+"""The one instrumentation scope (meter) of every ml.train.* instrument, whichever instrumentor records into it."""

@@ -6,7 +6,8 @@ change between two writes of a tag (attribute dicts, which training metric
 the tag feeds) is worked out once. Image, text and audio writes are only
 counted: their content never reaches telemetry. Non-finite values never
 reach a gauge (the SDK would warn on every one): they are counted in
-``ml.tensorboard.nonfinite``.
+``ml.tensorboard.nonfinite``, and a non-finite loss in
+``ml.train.anomalies{ml.anomaly.kind="nan_loss"}`` as well.
 
 :class:`SummaryExporter` keeps the per-run tag tables, with their cap: where
 a write finds its entry.
@@ -24,15 +25,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import struct
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core import semconv as sc
 from otel_ml._summary._files import FileFollower
 from otel_ml._summary._instruments import SummaryInstruments
-from otel_ml._summary._runs import run_phase
+from otel_ml._summary._runs import PHASE_WORDS, run_phase
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,36 +50,51 @@ PLUGIN_KINDS: dict[str, str] = {
 CONTENT_KINDS = frozenset({sc.SUMMARY_KIND_SCALAR, sc.SUMMARY_KIND_HISTOGRAM})
 """The kinds whose value is exported; the others are only counted."""
 
-_PHASE_PREFIXES = (
-    ("train/", sc.PHASE_TRAIN),
-    ("val/", sc.PHASE_VALIDATION),
-    ("validation/", sc.PHASE_VALIDATION),
-    ("eval/", sc.PHASE_VALIDATION),
-    ("test/", sc.PHASE_TEST),
-    ("val_", sc.PHASE_VALIDATION),
-)
 _STEP_PREFIXES = ("epoch_", "batch_")
 _WELL_KNOWN = {"loss": "loss", "accuracy": "metric", "learning_rate": "learning_rate"}
+_NO_PHASE = ("learning_rate",)  # its series carry ml.optimizer.name, not ml.phase
+
+
+def _base(name: str) -> str:
+    for prefix in _STEP_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
-    """``(instrument, phase, base name)`` when ``tag`` is loss/accuracy/learning_rate or a variant.
+    """``(instrument, phase, base name)`` when ``tag`` is loss/accuracy/learning_rate in an accepted form.
+
+    Accepted, case-insensitively (docs/tf_summary.md lists them): ``<name>``,
+    ``epoch_<name>``, ``batch_<name>``, ``val_<name>``, ``<phase>/<name>``
+    (``train/loss``) and ``<name>/<phase>`` (PyTorch's ``Loss/train``). The
+    phase comes from the tag, else from the run's last path part (Keras's
+    ``train``/``validation`` runs), else it is ``unknown``: never guessed.
 
     Example:
         >>> well_known("epoch_loss", "logs/validation")
         ('loss', 'validation', 'loss')
-        >>> well_known("accuracy", "logs/test")
+        >>> well_known("Accuracy/test", "runs/Jan01")
         ('metric', 'test', 'accuracy')
+        >>> well_known("accuracy", "logs/hparam_tuning/run-0")
+        ('metric', 'unknown', 'accuracy')
     """
-    name, phase = tag, None
-    for prefix, prefix_phase in _PHASE_PREFIXES:
-        if name.startswith(prefix):
-            name, phase = name[len(prefix) :], prefix_phase
-            break
-    for prefix in _STEP_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix) :]
-            break
+    parts = tag.lower().split("/")
+    phase: str | None = None
+    if len(parts) == 2:
+        first, second = parts
+        if first in PHASE_WORDS:
+            phase, name = PHASE_WORDS[first], _base(second)
+        elif second in PHASE_WORDS:
+            phase, name = PHASE_WORDS[second], _base(first)
+        else:
+            return None
+    elif len(parts) == 1:
+        name = _base(parts[0])
+        if name.startswith("val_"):
+            phase, name = sc.PHASE_VALIDATION, _base(name[len("val_") :])
+    else:
+        return None
     instrument = _WELL_KNOWN.get(name)
     if instrument is None:
         return None
@@ -94,11 +112,32 @@ class RunState:
 
 
 class TagEntry:
-    """One (run, tag) pair: its cached attributes and how to record a value."""
+    """One (run, tag) pair: its cached attributes and how to record a value.
 
-    __slots__ = ("_attrs", "_hist_attrs", "_m", "_run", "_train", "_train_attrs", "_writes_attrs", "kind")
+    A well-known tag (:func:`well_known`) also feeds ``ml.train.*`` with the
+    Keras path's label keys (``ml.model.name`` and ``ml.optimizer.name`` are
+    ``unknown``: an event file names neither), and a non-finite loss outside
+    validation and test counts ``ml.train.anomalies{nan_loss}``, as on the
+    Keras path, so ``TrainingLossNaN`` fires. Unless ``reported`` (a Keras
+    ``TensorBoard`` callback's logdir in a fit the Keras instrumentor reports):
+    then the tag stays in ``ml.tensorboard.*`` only.
+    """
 
-    def __init__(self, m: SummaryInstruments, run: RunState, tag: str, kind: str, framework: str) -> None:
+    __slots__ = (
+        "_anomaly_attrs",
+        "_attrs",
+        "_hist_attrs",
+        "_m",
+        "_run",
+        "_train",
+        "_train_attrs",
+        "_writes_attrs",
+        "kind",
+    )
+
+    def __init__(
+        self, m: SummaryInstruments, run: RunState, tag: str, kind: str, framework: str, reported: bool = False
+    ) -> None:
         self._m = m
         self.kind = kind
         self._run = run
@@ -110,15 +149,21 @@ class TagEntry:
         )
         self._train: Any = None
         self._train_attrs: dict[str, Any] = {}
-        known = well_known(tag, name) if kind == sc.SUMMARY_KIND_SCALAR else None
+        self._anomaly_attrs: dict[str, Any] | None = None
+        known = well_known(tag, name) if kind == sc.SUMMARY_KIND_SCALAR and not reported else None
         if known is not None:
             instrument, phase, base = known
             self._train = getattr(m.train, instrument)
-            self._train_attrs = {sc.ML_FRAMEWORK: framework, sc.ML_RUN_NAME: name}
-            if instrument != "learning_rate":
-                self._train_attrs[sc.ML_PHASE] = phase
+            # The very keys of the Keras path's series of the same name (one name, one key set).
+            common = {sc.ML_FRAMEWORK: framework, sc.ML_MODEL_NAME: sc.MODEL_NAME_UNKNOWN, sc.ML_RUN_NAME: name}
+            if instrument == "learning_rate":
+                self._train_attrs = {**common, sc.ML_OPTIMIZER_NAME: sc.OPTIMIZER_NAME_UNKNOWN}
+            else:
+                self._train_attrs = {**common, sc.ML_PHASE: phase}
             if instrument == "metric":
                 self._train_attrs[sc.ML_METRIC_NAME] = base
+            if instrument == "loss" and phase in (sc.PHASE_TRAIN, sc.PHASE_UNKNOWN):
+                self._anomaly_attrs = {**common, sc.ML_ANOMALY_KIND: sc.ANOMALY_NAN}
 
     def record(self, value: Any, step: int | None) -> None:
         """Export one write of ``value`` (a NumPy value; ignored for image/text/audio).
@@ -153,6 +198,8 @@ class TagEntry:
                 self._histogram(last)
         if nonfinite:
             m.nonfinite.add(nonfinite, self._attrs)
+            if self._anomaly_attrs is not None:
+                m.train.anomalies.add(nonfinite, self._anomaly_attrs)
         m.writes.add(writes, self._writes_attrs)
         run = self._run
         if step is not None and (run.step is None or step > run.step):
@@ -207,8 +254,12 @@ class SummaryExporter:
         self._drop_attrs: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def entry(self, run: str, tag: str, kind: str) -> TagEntry | None:
-        """The entry of (run, tag), created if the run is under its cap; None if dropped."""
+    def entry(self, run: str, tag: str, kind: str, logdir: str | None = None) -> TagEntry | None:
+        """The entry of (run, tag), created if the run is under its cap; None if dropped.
+
+        ``logdir``: where the run's files are, when known; a logdir whose values the Keras
+        instrumentor already reports (:mod:`otel_ml._core.reported_logdirs`) feeds no ``ml.train.*``.
+        """
         tags = self._runs.get(run)
         if tags is not None:
             found = tags.get(tag)
@@ -225,7 +276,8 @@ class SummaryExporter:
             if state is None:
                 state = self._run_states[run] = RunState(run)
             # A tag reused with another kind replaces its entry; it is still one tag.
-            created = TagEntry(self.m, state, tag, kind, self._framework)
+            reported = logdir is not None and reported_logdirs.claimed(logdir)
+            created = TagEntry(self.m, state, tag, kind, self._framework, reported)
             tags[tag] = created
             return created
 
@@ -247,7 +299,7 @@ class SummaryExporter:
                 )
         self.m.dropped.add(1, attrs)
 
-    def record(self, run: str, tag: str, kind: str, value: Any, step: int | None) -> bool:
+    def record(self, run: str, tag: str, kind: str, value: Any, step: int | None, logdir: str | None = None) -> bool:
         """Export one write.
 
         Returns:
@@ -256,7 +308,7 @@ class SummaryExporter:
         Raises:
             ValueError, TypeError: the value does not fit its kind (see :meth:`TagEntry.record`).
         """
-        found = self.entry(run, tag, kind)
+        found = self.entry(run, tag, kind, logdir)
         if found is None:
             self.drop(run, kind)
             return False
@@ -279,6 +331,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
     """
     pending: dict[TagEntry, list[Any]] = {}  # entry -> [writes, last, nonfinite, highest step]
     kinds = follower.kinds
+    logdir = os.path.dirname(follower.path)
     for event in events:
         step = int(event.step)
         for value in event.summary.value:
@@ -286,7 +339,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
                 continue  # not a v2 summary after migration (e.g. a graph def): nothing to export
             plugin = value.metadata.plugin_data.plugin_name or kinds.get(value.tag, "")
             kind = PLUGIN_KINDS.get(plugin, sc.SUMMARY_KIND_OTHER)
-            entry = exporter.entry(run, value.tag, kind)
+            entry = exporter.entry(run, value.tag, kind, logdir)
             if entry is None:
                 exporter.drop(run, kind)
                 continue

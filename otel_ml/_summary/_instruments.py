@@ -24,8 +24,16 @@ class SummaryInstruments:
     train: TrainingInstruments
 
     @classmethod
-    def create(cls, meter: Meter) -> SummaryInstruments:
-        """Create the instruments on ``meter``; the training ones exactly as the Keras path names them."""
+    def create(cls, meter: Meter, training: TrainingInstruments | None = None) -> SummaryInstruments:
+        """Create the instruments on ``meter``; the training ones are the Keras path's own.
+
+        Args:
+            meter: The meter of the ``ml.tensorboard.*`` instruments.
+            training: The ``ml.train.*`` instruments well-known tags feed: the tf.summary
+                instrumentor passes :meth:`TrainingInstruments.shared`, the very ones the Keras
+                instrumentors record into. None: they are created on ``meter`` (a process
+                with no Keras instrumentor, such as the bridge's).
+        """
         return cls(
             scalar=meter.create_gauge(
                 sc.METRIC_SUMMARY_SCALAR,
@@ -58,5 +66,5 @@ class SummaryInstruments:
                 unit=sc.UNIT_STEP,
                 description="The highest step of the summaries written in a run.",
             ),
-            train=TrainingInstruments.create(meter),
+            train=training or TrainingInstruments.create(meter),
         )

@@ -7,11 +7,15 @@ import re
 
 from otel_ml._core import semconv as sc
 
-# The last path part of a run -> its phase. Keras writes <log_dir>/train and
-# <log_dir>/validation; TensorBoard's get-started guide writes .../train and .../test.
-_RUN_PHASES = {
+# A word that names a phase (lower case) -> the phase: a run's last path part (Keras writes
+# <log_dir>/train and <log_dir>/validation; TensorBoard's get-started guide .../train and
+# .../test) or one part of a tag (train/loss, PyTorch's Loss/test).
+PHASE_WORDS = {
+    "train": sc.PHASE_TRAIN,
+    "training": sc.PHASE_TRAIN,
     "validation": sc.PHASE_VALIDATION,
     "val": sc.PHASE_VALIDATION,
+    "valid": sc.PHASE_VALIDATION,
     "eval": sc.PHASE_VALIDATION,
     "test": sc.PHASE_TEST,
 }
@@ -60,11 +64,16 @@ class RunNamer:
 
 
 def run_phase(run: str) -> str:
-    """``ml.phase`` of the tags of ``run`` that carry no phase prefix themselves.
+    """``ml.phase`` of the tags of ``run`` that name no phase themselves: ``unknown`` unless the run's path does.
+
+    Nothing is guessed: the hparams tutorial's ``logs/hparam_tuning/run-0``
+    holds a test accuracy, which is not a training one.
 
     Example:
-        >>> run_phase("logs/fit/validation"), run_phase("logs/test"), run_phase("logs/train")
+        >>> run_phase("logs/fit/validation"), run_phase("logs/Test"), run_phase("logs/train")
         ('validation', 'test', 'train')
+        >>> run_phase("logs/hparam_tuning/run-0")
+        'unknown'
     """
     last = run.rstrip("/").rsplit("/", 1)[-1].lower()
-    return _RUN_PHASES.get(last, sc.PHASE_TRAIN)
+    return PHASE_WORDS.get(last, sc.PHASE_UNKNOWN)

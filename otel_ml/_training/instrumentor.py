@@ -40,7 +40,7 @@ class TrainingInstrumentor(OtelMLInstrumentor):
     _wrappers: TrainingWrappers | None = None
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
-        instruments = TrainingInstruments.create(meter)
+        instruments = TrainingInstruments.shared(kwargs.get("meter_provider"))
         self._wrappers = TrainingWrappers(instruments, tracer, TrainingOptions(**options), self._flavour)
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:

@@ -2,17 +2,23 @@
 
 The Keras 3 and Keras 2 (``tf_keras``) instrumentors record into them per
 step, and the tf.summary instrumentor mirrors scalars into the same names.
+All of them take the instruments from one meter, :data:`~otel_ml._core.semconv.TRAINING_SCOPE`
+(:meth:`TrainingInstruments.shared`): one name created in two scopes makes the
+SDK warn ("conflicting metrics identities") and Prometheus's translation
+merge the two into one family.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry import metrics
+from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
 from otel_ml._core.gauge import Gauge
+from otel_ml.version import __version__
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,16 @@ class TrainingInstruments:
     metric: Gauge
     learning_rate: Gauge
     anomalies: Counter
+
+    @classmethod
+    def shared(cls, meter_provider: MeterProvider | None = None) -> TrainingInstruments:
+        """The instruments on the one training meter of ``meter_provider`` (default: the global one).
+
+        The SDK hands back the instruments already created under the same name,
+        kind, unit and description, so every instrumentor that calls this records
+        into the same ones.
+        """
+        return cls.create(metrics.get_meter(sc.TRAINING_SCOPE, __version__, meter_provider))
 
     @classmethod
     def create(cls, meter: Meter) -> TrainingInstruments:

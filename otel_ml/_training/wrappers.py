@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 from otel_ml._core import semconv as sc
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import guarded, report
+from otel_ml._core.reported_logdirs import claim_keras_tensorboard
 from otel_ml._core.run_name import current_run_name
 from otel_ml._training.fit import FitRun, end_span, start_span
 from otel_ml._training.flavour import Flavour
@@ -109,6 +110,8 @@ class TrainingWrappers:
         if isinstance(replicas, int):
             attributes[sc.ML_REPLICA_COUNT] = replicas
         span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
+        # This fit is reported here: its TensorBoard callback's values stay in ml.tensorboard.* (one fact, one series).
+        claim_keras_tensorboard(_arg(args, kwargs, _CALLBACKS_POS, "callbacks"))
         callback = _fit_callback_class(self._flavour)
         return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour)  # type: ignore[no-any-return]
 

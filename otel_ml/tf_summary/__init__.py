@@ -44,6 +44,7 @@ from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._summary import RunNamer, SummaryExporter, SummaryInstruments
+from otel_ml._training.instruments import TrainingInstruments
 from otel_ml.tf_summary._options import OPTIONS, SummaryOptions
 from otel_ml.tf_summary._patch import SummaryWrappers
 from otel_ml.tf_summary._watch import LogdirWatcher
@@ -79,7 +80,8 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
         opts = self._options = SummaryOptions(**options)
-        instruments = SummaryInstruments.create(meter)
+        # The ml.train.* instruments are the Keras instrumentors' own (one scope for one name).
+        instruments = SummaryInstruments.create(meter, TrainingInstruments.shared(kwargs.get("meter_provider")))
         self._exporter = SummaryExporter(instruments, opts.summary_max_tags, sc.FRAMEWORK_TF_SUMMARY)
         self._writers = WriterRegistry(RunNamer(opts.summary_logdir_root, opts.summary_run_name_pattern))
         self._watcher = None

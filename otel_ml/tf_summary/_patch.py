@@ -92,8 +92,9 @@ class SummaryWrappers:
 
     def _export(self, value: Any, tag: str, kind: str, step: Any) -> Any:
         try:
-            run = self._writers.run_of(self._ops._summary_state.writer)
-            entry = self._exporter.entry(run, tag, kind)
+            writer = self._ops._summary_state.writer
+            run = self._writers.run_of(writer)
+            entry = self._exporter.entry(run, tag, kind, self._writers.logdir_of(writer))
             if step is None:
                 step = self._ops.get_step()
             if self._tf.executing_eagerly():
