@@ -128,7 +128,8 @@ def main() -> None:
     if "keras" in parts:
         import keras
 
-        callbacks = [keras.callbacks.TensorBoard(log_dir=str(workdir / "logs" / "fit"))] if "tensorboard" in parts else []
+        board = keras.callbacks.TensorBoard(log_dir=str(workdir / "logs" / "fit"))
+        callbacks = [board] if "tensorboard" in parts else []
         facts["keras"] = fit(keras, "shapes_mlp", "shapes", callbacks)
     if "tf_keras" in parts:
         import tf_keras

@@ -66,7 +66,7 @@ class Scrape:
     stdout: str = ""
 
     def series(self, name: str, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """Samples of ``name`` whose labels include ``labels``: (their own labels, sorted, minus the resource's) -> value."""
+        """Samples of ``name`` whose labels include ``labels``: their own labels (sorted, no resource's) -> value."""
         found = {}
         for family in self.families.values():
             for sample in family.samples:
