@@ -240,3 +240,108 @@ def test_a_warning_through_our_wrappers_points_at_the_callers_line(hook: str) ->
         line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
     (warning,) = caught
     assert (warning.filename, warning.lineno) == (__file__, line)
+
+
+# --- well-known tags: the accepted forms, the phase, NaN losses (docs/tf_summary.md) ----------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "run", "expected"),
+    [
+        ("loss", "logs/gradient_tape/train", ("loss", "train", "loss")),
+        ("epoch_loss", "logs/fit/validation", ("loss", "validation", "loss")),
+        ("batch_loss", "logs/fit/train", ("loss", "train", "loss")),
+        ("val_loss", "logs/x", ("loss", "validation", "loss")),
+        ("train/loss", "logs/x", ("loss", "train", "loss")),
+        ("eval/accuracy", "logs/x", ("metric", "validation", "accuracy")),
+        # PyTorch's documented tags, <name>/<phase>, any case
+        ("Loss/train", "runs/Jan01_12-00-00_host", ("loss", "train", "loss")),
+        ("Loss/test", "runs/Jan01_12-00-00_host", ("loss", "test", "loss")),
+        ("Accuracy/train", "runs/x", ("metric", "train", "accuracy")),
+        ("Accuracy/TEST", "runs/x", ("metric", "test", "accuracy")),
+        ("LOSS", "logs/x/Validation", ("loss", "validation", "loss")),
+        # the tag's phase beats the run's
+        ("Loss/test", "logs/train", ("loss", "test", "loss")),
+        # nothing names a phase: unknown, never train (the hparams tutorial's test accuracy)
+        ("accuracy", "logs/hparam_tuning/run-0", ("metric", "unknown", "accuracy")),
+        ("loss", "runs/Jan01_12-00-00_host", ("loss", "unknown", "loss")),
+        ("learning_rate", "logs/x", ("learning_rate", "unknown", "learning_rate")),
+        ("epoch_learning_rate", "logs/fit/train", ("learning_rate", "train", "learning_rate")),
+        # not well-known
+        ("loss/extra/train", "logs/train", None),
+        ("Loss/other", "logs/train", None),
+        ("grad_norm", "logs/train", None),
+        ("losses", "logs/train", None),
+    ],
+)
+def test_well_known_tag_forms(tag: str, run: str, expected: tuple[str, str, str] | None) -> None:
+    from otel_ml._summary._export import well_known
+
+    assert well_known(tag, run) == expected
+
+
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_a_non_finite_loss_counts_a_nan_loss_anomaly_as_on_the_keras_path(
+    telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    _instrument(telemetry, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    train = tf.summary.create_file_writer(str(tmp_path / "tape" / "train"))
+    test = tf.summary.create_file_writer(str(tmp_path / "tape" / "test"))
+    plain = tf.summary.create_file_writer(str(tmp_path / "plain"))
+    with train.as_default():
+        for step, value in enumerate([1.0, float("nan"), float("inf"), 0.5]):
+            tf.summary.scalar("loss", value, step=step)
+            tf.summary.scalar("accuracy", float("nan"), step=step)  # not a loss: no anomaly
+    with test.as_default():
+        tf.summary.scalar("loss", float("nan"), step=0)  # evaluation mirrors training: not counted twice
+    with plain.as_default():
+        tf.summary.scalar("Loss/train", float("nan"), step=0)
+        tf.summary.scalar("loss", float("-inf"), step=0)  # no phase: could be training, so counted
+    for writer in (train, test, plain):
+        writer.close()
+    anomalies = {tuple(sorted(p.attributes.items())): p.value for p in telemetry.points("ml.train.anomalies")}
+
+    def key(run: str) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            sorted(
+                {
+                    "ml.anomaly.kind": "nan_loss",
+                    "ml.framework": "tf_summary",
+                    "ml.model.name": "unknown",
+                    "ml.run.name": run,
+                }.items()
+            )
+        )
+
+    assert anomalies == {key("tape/train"): 2, key("plain"): 2}
+    nonfinite = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.nonfinite")
+    }
+    assert nonfinite == {
+        ("tape/train", "loss"): 2,
+        ("tape/train", "accuracy"): 4,
+        ("tape/test", "loss"): 1,
+        ("plain", "Loss/train"): 1,
+        ("plain", "loss"): 1,
+    }
+    # The gauge keeps the last finite loss.
+    assert _value(telemetry, "ml.train.loss", **{"ml.run.name": "tape/train"}) == 0.5
+
+
+def test_hparams_shape_no_phase_anywhere_is_unknown_never_train(telemetry: Any, tmp_path: Path) -> None:
+    """The hparams tutorial: each run writes its test accuracy once, at step 1, with no phase in path or tag."""
+    _instrument(telemetry, summary_logdir_root=str(tmp_path / "logs"))
+    for session, accuracy in enumerate((0.8125, 0.875)):
+        writer = tf.summary.create_file_writer(str(tmp_path / "logs" / "hparam_tuning" / f"run-{session}"))
+        with writer.as_default():
+            tf.summary.scalar("accuracy", accuracy, step=1)
+        writer.close()
+    metrics = {
+        (p.attributes["ml.run.name"], p.attributes["ml.phase"], p.attributes["ml.model.name"]): p.value
+        for p in telemetry.points("ml.train.metric")
+    }
+    assert metrics == {
+        ("hparam_tuning/run-0", "unknown", "unknown"): 0.8125,
+        ("hparam_tuning/run-1", "unknown", "unknown"): 0.875,
+    }

@@ -95,3 +95,77 @@ def test_patch_survives_import_tensorflow_summary(tmp_path: Path) -> None:
     writes = {(p["ml.run.name"], p["ml.summary.tag"], p["ml.summary.kind"]): v for p, v in result["points"]}
     # The writer made by the new module's create_file_writer is known too: its run is named, not "unknown".
     assert writes == {("run", "before", "scalar"): 1, ("run", "after", "scalar"): 2, ("run", "direct", "other"): 1}
+
+
+# --- one fact, one series: the rule for Keras's own TensorBoard callback (docs/tf_summary.md) ---------
+
+
+@pytest.fixture
+def _no_claims() -> Any:
+    from otel_ml._core import reported_logdirs
+
+    reported_logdirs.clear()
+    yield
+    reported_logdirs.clear()
+
+
+@pytest.mark.usefixtures("_no_claims")
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_a_fit_the_keras_instrumentor_reports_keeps_its_tensorboard_callback_in_tensorboard_metrics(
+    kit: Any, telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    from otel_ml.keras import KerasInstrumentor
+    from otel_ml.tf_keras import TfKerasInstrumentor
+
+    telemetry.instrument(KerasInstrumentor if kit.name == "keras" else TfKerasInstrumentor)
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    model = kit.sequential(name="reported")
+    callback = kit.keras.callbacks.TensorBoard(log_dir=str(tmp_path / "fit"))
+    history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), callbacks=[callback], verbose=0)
+
+    # ml.train.*: the Keras path alone, one series per phase.
+    for name in ("ml.train.loss", "ml.train.learning_rate", "ml.train.epochs"):
+        points = telemetry.points(name)
+        assert {p.attributes["ml.framework"] for p in points} == {kit.framework}, name
+        assert {p.attributes["ml.run.name"] for p in points} == {"reported"}, name
+    losses = {p.attributes["ml.phase"]: p.value for p in telemetry.points("ml.train.loss")}
+    assert sorted(losses) == ["train", "validation"]
+    assert losses["validation"] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
+    # The callback's writes: all there, in ml.tensorboard.*.
+    writes = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.writes")
+    }
+    assert writes[("fit/train", "epoch_loss")] == 2
+    assert writes[("fit/validation", "epoch_loss")] == 2
+    scalars = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.scalar")
+    }
+    assert scalars[("fit/train", "epoch_loss")] == pytest.approx(history.history["loss"][-1], rel=1e-6)
+
+
+@pytest.mark.usefixtures("_no_claims")
+def test_the_rule_follows_the_fit_not_the_directory_name(telemetry: Any, tmp_path: Path) -> None:
+    """A tf.summary program writing under the same root, outside any claimed logdir, still feeds ml.train.*."""
+    from otel_ml.keras import KerasInstrumentor
+
+    telemetry.instrument(KerasInstrumentor)
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name="m")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "fit"))], verbose=0)
+    writer = tf.summary.create_file_writer(str(tmp_path / "custom" / "train"))
+    with writer.as_default():
+        tf.summary.scalar("loss", 0.25, step=3)
+    writer.close()
+    by_framework = {
+        (p.attributes["ml.framework"], p.attributes["ml.run.name"], p.attributes["ml.phase"]): p.value
+        for p in telemetry.points("ml.train.loss")
+    }
+    assert by_framework[("tf_summary", "custom/train", "train")] == 0.25
+    assert {k for k in by_framework if k[0] == "tf_summary"} == {("tf_summary", "custom/train", "train")}
