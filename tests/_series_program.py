@@ -12,7 +12,10 @@ Parts (any combination, run in this order in one process, after ``otel_ml.instru
 - ``tf_summary``: the TensorBoard guide's ``GradientTape`` loop (runs ``logs/gradient_tape/train``
   and ``.../test``, tags ``loss`` and ``accuracy``), the hparams tutorial's run
   (``logs/hparam_tuning/run-0``, tag ``accuracy``, no phase anywhere) and PyTorch's tags
-  (``Loss/train``, ``Accuracy/test`` in ``logs/torch_style``);
+  (``Loss/train``, ``Accuracy/test`` in ``logs/torch_style``), a histogram, and eight tags in
+  ``logs/many`` (over a small ``OTEL_ML_TF_SUMMARY_MAX_TAGS``, some are dropped);
+- ``nan``: a Keras fit whose loss turns NaN (run ``shapes_nan``) and a tf.summary loop whose ``loss``
+  does (run ``logs/nan_tape/train``): ``ml.train.anomalies`` from both paths;
 - ``gpu``: nothing to do here: the test sets ``OTEL_ML_GPU_NVML_MODULE=tests.fake_nvml``;
 - ``serving``: a Flask app with ``instrument_flask_app``, ``ModelQuality`` and ``QueueTimer``,
   four requests (two 200, one 400, one 500 from an exception) through its WSGI path.
@@ -73,6 +76,7 @@ def tf_summary(workdir: Path) -> dict[str, Any]:
         with train_writer.as_default():
             tf.summary.scalar("loss", loss, step=epoch)
             tf.summary.scalar("accuracy", 0.5 + epoch / 10, step=epoch)
+            tf.summary.histogram("weights", [0.5, 1.5, 2.5], step=epoch)
         with test_writer.as_default():
             tf.summary.scalar("loss", loss * 2, step=epoch)
             tf.summary.scalar("accuracy", 0.4 + epoch / 10, step=epoch)
@@ -84,9 +88,29 @@ def tf_summary(workdir: Path) -> dict[str, Any]:
         for step in range(4):
             tf.summary.scalar("Loss/train", 2.0 - step / 4, step=step)
             tf.summary.scalar("Accuracy/test", step / 8, step=step)
-    for writer in (train_writer, test_writer, hparams, torch_style):
+    many = tf.summary.create_file_writer(str(logs / "many"))
+    with many.as_default():
+        for tag in range(8):
+            tf.summary.scalar(f"t{tag}", float(tag), step=0)
+    for writer in (train_writer, test_writer, hparams, torch_style, many):
         writer.close()  # the follower reads each closed writer's files once more
     return {"gradient_tape_loss": losses[-1]}
+
+
+def nan(keras: Any, workdir: Path) -> None:
+    import tensorflow as tf
+
+    x, y = _data()
+    y[20] = np.nan
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name="shapes_nan_mlp")
+    model.compile(optimizer="sgd", loss="mse")
+    with otel_ml.run("shapes_nan"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    writer = tf.summary.create_file_writer(str(workdir / "logs" / "nan_tape" / "train"))
+    with writer.as_default():
+        for step, value in enumerate([1.0, float("nan")]):
+            tf.summary.scalar("loss", value, step=step)
+    writer.close()
 
 
 def serving() -> dict[str, Any]:
@@ -140,6 +164,10 @@ def main() -> None:
         facts["tf_keras"] = fit(tf_keras, "shapes_mlp2", "shapes2", callbacks)
     if "tf_summary" in parts:
         facts["tf_summary"] = tf_summary(workdir)
+    if "nan" in parts:
+        import keras
+
+        nan(keras, workdir)
     if "serving" in parts:
         facts["serving"] = serving()
     print("READY " + json.dumps(facts), flush=True)
