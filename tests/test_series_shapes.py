@@ -357,8 +357,8 @@ def test_every_instrumentor_at_once_one_scope_one_key_set_per_name_and_no_sdk_wa
     sdk = re.findall(r"^LOG opentelemetry\S* (?:WARNING|ERROR|CRITICAL) .*$", scrape.stderr, re.M)
     assert sdk == [], sdk
     assert "conflicting metrics identities" not in scrape.stderr
-    ours = re.findall(r"^LOG (otel_ml\S*) (WARNING|ERROR|CRITICAL) otel_ml: (.{30})", scrape.stderr, re.M)
-    assert sorted(ours) == [
+    own = re.findall(r"^LOG (otel_ml\S*) (WARNING|ERROR|CRITICAL) otel_ml: (.{30})", scrape.stderr, re.M)
+    assert sorted(own) == [
         ("otel_ml._summary._export", "WARNING", "run 'many' wrote more than 4 d"),
         ("otel_ml._training.fit", "WARNING", "nan_loss at step 1 of run 'sha"),
-    ], ours
+    ], own
