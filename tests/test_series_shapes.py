@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,26 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests import _net
+from tests._scrape import CONDITIONAL_KEYS, check_scrape, recorded_key_sets
 
 pytestmark = pytest.mark.slow
 
 PROGRAM = _net.ROOT / "tests" / "_series_program.py"
 STEPS = 8  # tests/_series_program.py: 2 epochs of 64 samples in batches of 16
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-# Keys a point carries only when they hold, as the OpenTelemetry conventions say (error.type on a
-# failed request or load, ml.model.version when known). The endpoint renders them as "" elsewhere.
-CONDITIONAL_KEYS = frozenset({"error.type", "ml.model.version"})
-# Upstream opentelemetry-instrumentation-system-metrics names these; promtool's linter dislikes "_count".
-UPSTREAM_LINT = frozenset(
-    {
-        'process_open_file_descriptor_count non-histogram and non-summary metrics should not have "_count" suffix',
-        'process_thread_count non-histogram and non-summary metrics should not have "_count" suffix',
-    }
-)
 TRAIN_KEYS = {"ml_framework", "ml_model_name", "ml_run_name", "ml_phase"}
 SDK_WARNING = re.compile(r"^LOG (opentelemetry\S*|otel_ml\S*) (WARNING|ERROR|CRITICAL) ", re.M)
 
@@ -82,40 +70,6 @@ class Scrape:
         found = self.series(name, **labels)
         assert len(found) == 1, (name, labels, found)
         return next(iter(found.values()))
-
-
-def _promtool_problems(text: str) -> set[str]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; scripts/test.sh installs it)")
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-    problems = {line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()}
-    assert proc.returncode == 0 or problems, proc
-    return problems
-
-
-def check_scrape(text: str, openmetrics: str) -> dict[str, Any]:
-    """The properties every scrape must have; returns the classic text's families by name."""
-    families = {family.name: family for family in parse_text(text)}
-    om_families = {family.name: family for family in parse_openmetrics(openmetrics)}
-    # The OpenMetrics rendering (what Prometheus asks for first) holds the very same series and values.
-    om = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in om_families.values() for s in f.samples}
-    classic = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
-    assert om.keys() == classic.keys(), sorted(om.keys() ^ classic.keys())[:10]
-    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-    for family in families.values():
-        keys: dict[str, set[frozenset[str]]] = {}
-        for sample in family.samples:
-            key = (sample.name, tuple(sorted(sample.labels.items())))
-            assert key not in seen, f"series twice in one scrape: {key}"
-            seen.add(key)
-            keys.setdefault(sample.name, set()).add(frozenset(sample.labels) - {"le"})
-            if family.name != "target_info":
-                assert sample.labels.get("service_name"), f"{sample.name} without service_name: {sample.labels}"
-        assert all(len(sets) == 1 for sets in keys.values()), f"{family.name}: label keys differ: {keys}"
-    # promtool's linter passes, but for two names upstream gives the process metrics.
-    assert _promtool_problems(text) <= UPSTREAM_LINT
-    return families
 
 
 @contextmanager
@@ -280,27 +234,6 @@ def test_serving_request_path(tmp_path: Path) -> None:
 # --- everything at once: one scope and one key set per name, and a quiet stderr -------------------
 
 
-def _recorded_key_sets(stdout: str) -> dict[str, dict[str, set[frozenset[str]]]]:
-    """metric name -> scope -> attribute-key sets, from the console exporter's JSON documents."""
-    decoder = json.JSONDecoder()
-    found: dict[str, dict[str, set[frozenset[str]]]] = {}
-    position = stdout.find('{\n    "resource_metrics"')
-    assert position >= 0, "no console export in the program's output"
-    documents = 0
-    while position >= 0:
-        document, end = decoder.raw_decode(stdout, position)
-        documents += 1
-        for rm in document["resource_metrics"]:
-            for sm in rm["scope_metrics"]:
-                for metric in sm["metrics"]:
-                    for point in metric["data"]["data_points"]:
-                        scopes = found.setdefault(metric["name"], {})
-                        scopes.setdefault(sm["scope"]["name"], set()).add(frozenset(point["attributes"]))
-        position = stdout.find('{\n    "resource_metrics"', end)
-    assert documents >= 1
-    return found
-
-
 # Every metric otel_ml declares is recorded by the all-at-once program, but these (each tested elsewhere).
 NOT_RECORDED_HERE = {
     "ml.inference.duration": "Paddle: never in a process with TensorFlow (tests/paddle)",
@@ -335,7 +268,7 @@ def test_every_instrumentor_at_once_one_scope_one_key_set_per_name_and_no_sdk_wa
         assert trains == {"shapes", "shapes2", "gradient_tape/train", "torch_style", "shapes_nan", "nan_tape/train"}
         stdout = tmp_path / "stdout.txt"
         _net.wait_for(lambda: '"name": "hw.power"' in stdout.read_text(), 30, "a console export with the GPU's")
-    recorded = _recorded_key_sets(scrape.stdout)
+    recorded = recorded_key_sets(scrape.stdout)
     ours = {name: scopes for name, scopes in recorded.items() if name.startswith(("ml.", "hw.", "http."))}
     # Every family of the combination was recorded (the check below is over real recordings).
     for name in ("ml.train.loss", "ml.train.metric", "ml.train.learning_rate", "ml.tensorboard.scalar", "hw.power"):
