@@ -52,7 +52,6 @@ CONTENT_KINDS = frozenset({sc.SUMMARY_KIND_SCALAR, sc.SUMMARY_KIND_HISTOGRAM})
 
 _STEP_PREFIXES = ("epoch_", "batch_")
 _WELL_KNOWN = {"loss": "loss", "accuracy": "metric", "learning_rate": "learning_rate"}
-_NO_PHASE = ("learning_rate",)  # its series carry ml.optimizer.name, not ml.phase
 
 
 def _base(name: str) -> str:
