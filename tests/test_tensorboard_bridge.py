@@ -81,6 +81,7 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     assert stats == {"count": 2.0, "min": 1.0, "max": 3.0, "mean": 2.0}
 
     # Restart with the same state: nothing is exported again.
+    bridge.close()
     again, reader2 = _bridge(logs, state)
     assert again.poll(final=True) == 0
     assert _points(reader2, "ml.tensorboard.bridge.events") == {}
@@ -89,6 +90,7 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     # A new run and new events in an old run: exactly those are exported.
     _write_run(logs / "run_c")
     _write_run(logs / "run_a", start=STEPS)  # a second event file in run_a
+    again.close()
     third, reader3 = _bridge(logs, state)
     assert third.poll(final=True) == 2 * 3 * STEPS
     assert _points(reader3, "ml.tensorboard.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}

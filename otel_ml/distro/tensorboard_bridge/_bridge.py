@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics
 
@@ -20,7 +20,7 @@ from otel_ml._summary import (
     SummaryInstruments,
     export_events,
 )
-from otel_ml.distro.tensorboard_bridge._state import BridgeState
+from otel_ml.distro.tensorboard_bridge._state import BridgeState, Progress
 from otel_ml.version import __version__
 
 _LOG = logging.getLogger(__name__)
@@ -57,10 +57,17 @@ class Bridge:
         meter_provider: Where metrics go; default the global one.
         max_tags: Distinct tags exported per run.
         run_name_pattern: Optional regex that picks ``ml.run.name`` out of the run's path.
+        follow_symlinks: Follow symbolic links (to real paths under the logdirs only).
 
     Raises:
         ValueError: a logdir that is not an existing directory.
-        StateError: the state directory cannot be written, or its file is unreadable.
+        StateError: the state directory cannot be written, or its file is unreadable;
+            ``StateInUse`` when another bridge holds it.
+
+    Reading and saving are apart: :meth:`poll` reads and exports to the
+    instruments, :meth:`save` records how far, and the caller saves only once
+    the values were delivered (so a bridge killed in between sends them again
+    after a restart, rather than never).
 
     Example:
         >>> Bridge(["logs"], ".bridge-state").poll(final=True)  # doctest: +SKIP
@@ -74,6 +81,7 @@ class Bridge:
         meter_provider: metrics.MeterProvider | None = None,
         max_tags: int = 100,
         run_name_pattern: re.Pattern[str] | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         check_logdirs(logdirs)
         self.logdirs = [os.path.abspath(d) for d in logdirs]
@@ -94,18 +102,60 @@ class Bridge:
             description="Event files with a corrupt record, a corrupt or truncated tail; what could be read was "
             "exported.",
         )
-        self._finder = EventFileFinder(self.logdirs)
+        self.pending = 0  # values read since the last delivery
+        self._collected = threading.Condition()
+        self._collections = 0
+        meter.create_observable_gauge(
+            sc.METRIC_SUMMARY_BRIDGE_PENDING,
+            [self._observe],
+            unit=sc.UNIT_EVENT,
+            description="Summary values read from event files but not yet delivered (the state is saved at 0).",
+        )
+        self._finder = EventFileFinder(self.logdirs, follow_symlinks, "otel-ml tensorboard")
         self._watched: dict[str, _Watched] = {}
         self._save_failed = False
 
+    def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        # Runs at every collection of every reader: for a scrape of /metrics, that is the delivery.
+        with self._collected:
+            self._collections += 1
+            self._collected.notify_all()
+        return [metrics.Observation(self.pending)]
+
+    def collected_within(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Whether a collection (a scrape) happens within ``timeout`` seconds from now (or until ``stop``)."""
+        with self._collected:
+            start = self._collections
+            waited = 0.0
+            while self._collections == start and waited < timeout and not (stop is not None and stop.is_set()):
+                step = min(0.2, timeout - waited)
+                self._collected.wait(step)
+                waited += step
+            return self._collections != start
+
+    def close(self) -> None:
+        """Release the state directory's lock."""
+        self.state.close()
+
     def _discover(self) -> None:
         for path, directory in self._finder.new_files():
-            records, offset = self.state.exported(path)
-            if offset is None:  # an older state: counts only, so skip that many records
-                follower = FileFollower(path, skip=records)
+            known = self.state.exported(path)
+            if known.offset is None:  # an older state: counts only, so skip that many records
+                follower = FileFollower(path, skip=known.records)
             else:
-                follower = FileFollower(path, offset, records)
+                follower = FileFollower(path, known.offset, known.records, inode=known.inode, head=known.head)
             self._watched[path] = _Watched(follower, self._namer.name(directory))
+
+    def _gone(self, path: str) -> None:
+        """``path`` was deleted: forget it, and its run once no file of that run is left."""
+        watched = self._watched.pop(path)
+        self.state.forget(path)
+        self._finder.forget(path)
+        if not any(other.run == watched.run for other in self._watched.values()):
+            _LOG.warning(
+                "otel-ml tensorboard: the event files of run %r are gone; the run is forgotten and no longer exported",
+                watched.run,
+            )
 
     def poll(self, final: bool = False, save: bool = True) -> int:
         """Find new files, export what was appended since the last poll, save the state.
@@ -119,10 +169,13 @@ class Bridge:
         """
         self._discover()
         total = 0
-        for path, watched in self._watched.items():
+        for path, watched in list(self._watched.items()):
             follower = watched.follower
             try:
                 events = follower.read()
+            except FileNotFoundError:
+                self._gone(path)
+                continue
             except OSError as exc:
                 if not watched.unreadable:
                     watched.unreadable = True
@@ -134,7 +187,7 @@ class Bridge:
             if exported:
                 self._events.add(exported, watched.attrs)
                 total += exported
-            self.state.update(path, follower.records, follower.offset)
+            self.state.update(path, Progress(follower.records, follower.offset, follower.inode, follower.head or None))
         if save:
             self.save()
         return total
@@ -167,9 +220,25 @@ class Bridge:
         self._save_failed = False
         return True
 
-    def run_forever(self, interval: float) -> None:
-        """Poll every ``interval`` seconds until interrupted (Ctrl-C or SIGTERM)."""
+    def run_forever(self, interval: float, deliver: Callable[[], bool], stop: threading.Event) -> int:
+        """Poll every ``interval`` seconds until ``stop`` is set; returns the values left undelivered.
+
+        After each poll that read something, ``deliver`` (the exporters' flush)
+        must succeed before the state is saved: values read but not delivered
+        stay unsaved, are delivered by a later flush (the metrics are
+        cumulative), and, if the bridge is killed first, are read again by the
+        next bridge on this state.
+        """
         while True:
-            started = time.monotonic()
-            self.poll()
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            self.pending += self.poll(save=False)
+            if self.state.dirty and deliver():
+                self.pending = 0
+                self.save()
+            if stop.wait(interval):
+                break
+        # The last values: read, deliver, save, once more.
+        self.pending += self.poll(final=True, save=False)
+        if self.state.dirty and deliver():
+            self.pending = 0
+            self.save()
+        return self.pending
