@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +21,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml.distro import cli
 from otel_ml.distro.tensorboard_bridge import register
 from otel_ml.distro.tensorboard_bridge._bridge import Bridge
+from tests._net import ROOT, free_port, get, stop, wait_for
+from tests._otlp_receiver import OtlpReceiver
 from tests._telemetry import Telemetry
 from tests.faults._records import frame, scalar, string_under_scalars, write_run
 
@@ -241,3 +249,192 @@ def test_reads_of_any_size_frame_the_same_records(budget: int) -> None:
                 break
         assert (found, chunk.tail) == (expected, tail)
         assert reads <= len(data) // min(budget, len(data)) + 2
+
+
+# --- delivery, restarts, signals (real bridge processes, a real OTLP/HTTP receiver) -------------------
+
+
+def _bridge_argv(logs: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "otel_ml.distro.cli", "tensorboard", str(logs), "--state-dir", str(state), *extra]
+
+
+def _start_bridge(logs: Path, state: Path, env: dict[str, str], err: Path) -> subprocess.Popen[bytes]:
+    full = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    full.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    with err.open("wb") as handle:
+        return subprocess.Popen(
+            _bridge_argv(logs, state, "--interval", "0.2"), cwd=ROOT, env=full, stdout=handle, stderr=handle
+        )
+
+
+def _once(logs: Path, state: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env}
+    full.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    return subprocess.run(
+        _bridge_argv(logs, state, "--once"), cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
+    )
+
+
+def _saved_records(state: Path) -> dict[str, int]:
+    path = state / "bridge_state.json"
+    if not path.exists():
+        return {}
+    files = json.loads(path.read_text())["files"]
+    return {os.path.basename(os.path.dirname(name)): entry["records"] for name, entry in files.items()}
+
+
+def _append(path: Path, values: list[float], start: int) -> None:
+    with path.open("ab") as handle:
+        handle.write(b"".join(frame(scalar("loss", value, start + n)) for n, value in enumerate(values)))
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    found = OtlpReceiver()
+    yield found
+    found.close()
+
+
+def _events(receiver: OtlpReceiver) -> dict[str, int]:
+    return {dict(key)["ml.run.name"]: value for key, value in receiver.last("ml.tensorboard.bridge.events").items()}
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_collector_is_down_exits_1_and_a_restart_sends_the_values(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    state = tmp_path / "state"
+    receiver.down = True
+    proc = _start_bridge(tmp_path / "logs", state, receiver.env(), tmp_path / "err")
+    try:
+        wait_for(lambda: receiver.refused >= 1 or None, 60, "an export attempt")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 1
+    finally:
+        stop(proc)
+    err = (tmp_path / "err").read_text()
+    line = (
+        "otel-ml tensorboard: stopped with 3 summary values read but not delivered; the state keeps them "
+        f"unexported, so a restart with --state-dir {state} sends them"
+    )
+    assert err.count(line) == 1 and "Traceback" not in err
+    assert _saved_records(state) == {}  # nothing marked exported
+    receiver.down = False
+    first = _once(tmp_path / "logs", state, receiver.env())
+    assert first.returncode == 0, first.stderr
+    assert _events(receiver) == {"run": 3}
+    assert [v for _, v in receiver.last("ml.tensorboard.scalar").items()] == [0.125]
+    receiver.requests.clear()
+    again = _once(tmp_path / "logs", state, receiver.env())
+    assert again.returncode == 0, again.stderr
+    assert _events(receiver) == {}  # delivered once, never twice
+
+
+@pytest.mark.slow
+def test_sigkill_before_delivery_loses_nothing_and_repeats_nothing(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    path = write_run(tmp_path / "logs" / "run", VALUES)
+    state = tmp_path / "state"
+    proc = _start_bridge(tmp_path / "logs", state, receiver.env(), tmp_path / "err")
+    try:
+        wait_for(lambda: _events(receiver) == {"run": 3} or None, 60, "the first 3 values delivered")
+        wait_for(lambda: _saved_records(state) == {"run": 3} or None, 30, "the state saved after delivery")
+        receiver.down = True
+        _append(path, [4.0, 5.0], start=3)
+        wait_for(lambda: receiver.refused >= 1 or None, 60, "the appended values' export attempt")
+        proc.kill()
+        proc.wait(30)
+    finally:
+        stop(proc)
+    assert _saved_records(state) == {"run": 3}  # read, not delivered: not saved
+    receiver.down = False
+    receiver.requests.clear()
+    restarted = _once(tmp_path / "logs", state, receiver.env())
+    assert restarted.returncode == 0, restarted.stderr
+    assert _events(receiver) == {"run": 2}  # exactly the two undelivered values
+    assert [v for _, v in receiver.last("ml.tensorboard.scalar").items()] == [5.0]
+    assert _saved_records(state) == {"run": 5}
+
+
+@pytest.mark.slow
+def test_embedded_endpoint_saves_after_a_scrape_and_sigterm_says_what_was_not_scraped(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "logs" / "run", VALUES)
+    state, port = tmp_path / "state", free_port()
+    env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_METRICS_EXPORTER": "otel_ml_prometheus"}
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def scraped_events() -> float | None:
+        try:
+            _, _, text = get(url)
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ml_tensorboard_bridge_events_total" and sample.labels["ml_run_name"] == "run":
+                    return sample.value
+        return None
+
+    proc = _start_bridge(tmp_path / "logs", state, env, tmp_path / "err")
+    try:
+        assert wait_for(scraped_events, 60, "a scrape with the first values") == 3
+        wait_for(lambda: _saved_records(state) == {"run": 3} or None, 30, "the state saved after the scrape")
+        _append(path, [4.0, 5.0], start=3)  # read, but nobody scrapes before SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 1
+    finally:
+        stop(proc)
+    assert "stopped with 2 summary values read but not delivered" in (tmp_path / "err").read_text()
+    assert _saved_records(state) == {"run": 3}
+    proc = _start_bridge(tmp_path / "logs", state, env, tmp_path / "err2")
+    try:
+        assert wait_for(scraped_events, 60, "a scrape after the restart") == 2
+        wait_for(lambda: _saved_records(state) == {"run": 5} or None, 30, "the state saved after the scrape")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # everything read was scraped
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_port_taken_exits_4_with_one_line_and_marks_nothing(tmp_path: Path) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(taken.getsockname()[1]), "OTEL_METRICS_EXPORTER": ""}
+        full = {**os.environ, **env}
+        done = subprocess.run(
+            _bridge_argv(tmp_path / "logs", tmp_path / "state"),
+            cwd=ROOT,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "otel-ml tensorboard: nowhere to deliver the values: cannot serve /metrics on 127.0.0.1:"
+    )
+    assert "Address already in use" in lines[0] and "OTEL_EXPORTER_PROMETHEUS_PORT" in lines[0]
+    assert not (tmp_path / "state").exists()
+
+
+def test_second_bridge_on_one_state_dir_exits_3_with_one_line(
+    telemetry: Telemetry, tmp_path: Path, capsys: Any
+) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    first = _bridge(telemetry, tmp_path / "logs", tmp_path / "state")
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    argv = ["tensorboard", str(tmp_path / "logs"), "--once", "--state-dir", str(tmp_path / "state")]
+    try:
+        assert _run_cli(argv, provider) == 3
+    finally:
+        first.close()
+    assert capsys.readouterr().err == (
+        f"otel-ml tensorboard: state directory {tmp_path / 'state'} is in use by another otel-ml tensorboard "
+        f"(pid {os.getpid()}); two bridges on one state would export every value twice: stop the other one, or "
+        "give this one its own --state-dir\n"
+    )
+    assert _run_cli(argv, provider) == 0  # released: the next one runs
