@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -438,3 +439,136 @@ def test_second_bridge_on_one_state_dir_exits_3_with_one_line(
         "give this one its own --state-dir\n"
     )
     assert _run_cli(argv, provider) == 0  # released: the next one runs
+
+
+# --- what the logdir holds: links, deleted runs, rewritten files, names in other encodings -----------
+
+
+def test_symlinks_are_not_followed_by_default(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+    logs = tmp_path / "logs"
+    write_run(logs / "run", VALUES)
+    write_run(tmp_path / "elsewhere" / "theirs", [9.0, 9.0])  # another user's runs
+    (logs / "escape").symlink_to(tmp_path / "elsewhere")
+    (logs / "disk").symlink_to("/")
+    (logs / "alias").symlink_to(logs / "run")
+    bridge = _bridge(telemetry, logs, tmp_path / "state")
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll(final=True) == 3
+        assert bridge.poll(final=True) == 0
+    assert _exported(telemetry) == {"run": 3}
+    assert _warnings(caplog, "is a symbolic link; it is not followed (pass --follow-symlinks") == 3  # once each
+
+
+def test_followed_symlinks_stay_under_the_logdirs(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+    logs = tmp_path / "logs"
+    write_run(logs / "real" / "run", VALUES)
+    write_run(tmp_path / "elsewhere" / "theirs", [9.0, 9.0])
+    (logs / "escape").symlink_to(tmp_path / "elsewhere")
+    (logs / "disk").symlink_to("/")  # followed, this would walk the whole disk at every poll
+    (logs / "inside").symlink_to(logs / "real")  # a link that stays inside is followed
+    write_run(tmp_path / "kept" / "linked", [1.0])
+    (logs / "real" / "file_link").mkdir()
+    (logs / "real" / "file_link" / "events.out.tfevents.2.host").symlink_to(
+        tmp_path / "elsewhere" / "theirs" / "events.out.tfevents.1.host"
+    )
+    bridge = Bridge([str(logs)], str(tmp_path / "state"), telemetry.meter_provider, follow_symlinks=True)
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll(final=True) == 3
+        assert bridge.poll(final=True) == 0
+    bridge.close()
+    assert _exported(telemetry) == {"real/run": 3}  # the run reached twice is named by its real path
+    assert _warnings(caplog, "outside the logdirs; it is not followed") == 3
+    # A directory listed as a LOGDIR is inside: links into it are followed.
+    both = Bridge(
+        [str(logs), str(tmp_path / "elsewhere")], str(tmp_path / "state2"), MeterProvider(), follow_symlinks=True
+    )
+    assert both.poll(final=True) == 3 + 2 + 0  # the file link reaches a file already found: once
+    both.close()
+
+
+def test_deleted_run_is_forgotten_and_logged_once(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    write_run(logs / "kept", VALUES)
+    write_run(logs / "gone", VALUES)
+    bridge = _bridge(telemetry, logs, state)
+    assert bridge.poll() == 6
+    shutil.rmtree(logs / "gone")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert bridge.poll() == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "otel-ml tensorboard: the event files of run 'gone' are gone; the run is forgotten and no longer exported"
+    ]
+    assert _saved_records(state) == {"kept": 3}
+    write_run(logs / "gone", [7.0])  # a new run of that name is a new run
+    assert bridge.poll() == 1
+    bridge.close()
+
+
+def _values(telemetry: Telemetry) -> list[float]:
+    return [p.value for p in telemetry.points("ml.tensorboard.scalar")]
+
+
+@pytest.mark.parametrize("how", ["shorter", "replaced", "rewritten_in_place", "after_restart"])
+def test_rewritten_event_file_is_read_from_the_start(
+    telemetry: Telemetry, tmp_path: Path, caplog: Any, how: str
+) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    path = write_run(logs / "run", VALUES)
+    bridge = _bridge(telemetry, logs, state)
+    assert bridge.poll() == 3
+    new = {"shorter": [7.0, 8.0], "replaced": [7.0, 8.0, 9.0, 10.0]}.get(how, [7.0, 8.0, 9.0, 10.0, 11.0])
+    raw = b"".join(frame(scalar("loss", value, step)) for step, value in enumerate(new))
+    if how == "replaced":  # a new file put in its place: another inode
+        (logs / "run" / "tmp").write_bytes(raw)
+        os.replace(logs / "run" / "tmp", path)
+    else:
+        with path.open("r+b") as handle:  # same inode
+            handle.truncate(0)
+            handle.write(raw)
+    if how == "after_restart":
+        bridge.close()
+        telemetry.reader.get_metrics_data()
+        bridge = _bridge(telemetry, logs, state)
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll() == len(new)
+        assert bridge.poll() == 0
+    bridge.close()
+    assert _values(telemetry) == [new[-1]]
+    assert _warnings(caplog, "was rewritten") == 1
+    assert _saved_records(state) == {"run": len(new)}
+
+
+@pytest.mark.slow
+def test_latin1_run_directory_keeps_its_run_name_over_otlp_and_on_metrics(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    logs = tmp_path / "logs"
+    write_run(Path(os.fsdecode(bytes(logs) + b"/caf\xe9")), VALUES)
+    write_run(logs / "plain", VALUES)
+    done = _once(logs, tmp_path / "state", receiver.env())
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    points = [p for request in receiver.requests for p in request if p[0].startswith("ml.tensorboard")]
+    runs = {attrs.get("ml.run.name") for name, attrs, _ in points if name != "ml.tensorboard.bridge.pending"}
+    assert runs == {"caf\\xe9", "plain"}  # the undecodable byte as an escape, on every point
+    assert _events(receiver) == {"caf\\xe9": 3, "plain": 3}
+
+    from otel_ml.distro.endpoint._reader import OtelMLPrometheusMetricReader
+
+    prom = OtelMLPrometheusMetricReader(host="127.0.0.1", port=0)
+    try:
+        bridge = Bridge([str(logs)], str(tmp_path / "state2"), MeterProvider(metric_readers=[prom]))
+        assert bridge.poll(final=True) == 6
+        bridge.close()
+        status, _, text = get(prom.url)
+    finally:
+        prom.shutdown()
+    assert status == 200
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ml_tensorboard_bridge_events_total"
+    ]
+    assert {s.labels["ml_run_name"]: s.value for s in samples} == {"caf\\xe9": 3.0, "plain": 3.0}
