@@ -105,6 +105,7 @@ class Bridge:
         self.pending = 0  # values read since the last delivery
         self._collected = threading.Condition()
         self._collections = 0
+        self._read_mark = 0  # collections counted when values were last read
         meter.create_observable_gauge(
             sc.METRIC_SUMMARY_BRIDGE_PENDING,
             [self._observe],
@@ -123,15 +124,14 @@ class Bridge:
         return [metrics.Observation(self.pending)]
 
     def collected_within(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Whether a collection (a scrape) happens within ``timeout`` seconds from now (or until ``stop``)."""
+        """Whether a collection (a scrape) took everything read so far; waits ``timeout`` s at most."""
         with self._collected:
-            start = self._collections
             waited = 0.0
-            while self._collections == start and waited < timeout and not (stop is not None and stop.is_set()):
+            while self._collections <= self._read_mark and waited < timeout and not (stop and stop.is_set()):
                 step = min(0.2, timeout - waited)
                 self._collected.wait(step)
                 waited += step
-            return self._collections != start
+            return self._collections > self._read_mark
 
     def close(self) -> None:
         """Release the state directory's lock."""
@@ -188,6 +188,9 @@ class Bridge:
                 self._events.add(exported, watched.attrs)
                 total += exported
             self.state.update(path, Progress(follower.records, follower.offset, follower.inode, follower.head or None))
+        if self.state.dirty:
+            with self._collected:
+                self._read_mark = self._collections
         if save:
             self.save()
         return total
