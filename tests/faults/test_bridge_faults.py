@@ -242,7 +242,8 @@ def test_reads_of_any_size_frame_the_same_records(budget: int) -> None:
     records = [bytes([n]) * size for n, size in enumerate((5, 100, 3000, 7, 50))]
     raw = b"".join(frame(r) for r in records)
     for data, expected, tail in ((raw, records, "end"), (raw[:-60], records[:-1], "partial")):
-        handle, offset, found, reads = io.BytesIO(data), 0, [], 0
+        found: list[bytes] = []
+        handle, offset, reads = io.BytesIO(data), 0, 0
         while True:
             chunk = read_records(handle, offset, budget)
             found, offset, reads = found + chunk.records, chunk.offset, reads + 1
