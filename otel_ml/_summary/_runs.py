@@ -71,11 +71,14 @@ class RunNamer:
         cached = self._cache.get(logdir)
         if cached is not None:
             return cached
-        full = os.path.abspath(logdir)
-        relative = os.path.relpath(full, self._root)
-        if relative.startswith(os.pardir):
-            relative = full
-        relative = relative.replace(os.sep, "/")
+        if "://" in logdir:  # ram://, gs://, s3://: the URL, as TensorBoard shows it
+            relative = logdir.rstrip("/")
+        else:
+            full = os.path.abspath(logdir)
+            relative = os.path.relpath(full, self._root)
+            if relative.startswith(os.pardir):
+                relative = full
+            relative = relative.replace(os.sep, "/")
         if self._pattern is not None:
             match = self._pattern.search(relative)
             if match is not None:
