@@ -216,8 +216,8 @@ class LogdirWatcher:
                     self._files[path] = (self._follower(path), run)
 
     def _not_followed(self, logdir: str, exc: BaseException) -> None:
-        if type(exc).__name__ == "NotFoundError":
-            return  # tf.io.gfile's "not created yet"
+        # The writer was made, so its logdir exists: tf.io.gfile's NotFoundError here is a file system it cannot
+        # reach (an unknown scheme reads as "Could not find directory").
         if logdir not in self._unlisted:
             self._unlisted.add(logdir)
             _LOG.warning(

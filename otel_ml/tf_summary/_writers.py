@@ -91,7 +91,8 @@ class WriterHooks:
         flush_millis: Given to writers created without ``flush_millis``; None leaves them alone.
         on_writer: Called with (run, logdir, names in logdir before) for every new writer (the follower
             starts watching).
-        on_close: Called with the logdir of a closed writer (the follower reads it once more).
+        on_close: Called with the logdir of a closed writer (the follower reads it once more); None when
+            the writer was made before instrumenting.
         list_names: Lists a logdir before a writer is created there (None: not listed).
     """
 
@@ -100,7 +101,7 @@ class WriterHooks:
         writers: WriterRegistry,
         flush_millis: int | None,
         on_writer: Callable[[str, str, frozenset[str] | None], None] | None,
-        on_close: Callable[[str], object] | None,
+        on_close: Callable[[str | None], object] | None,
         list_names: Callable[[str], frozenset[str] | None] | None = None,
     ) -> None:
         self._writers = writers
@@ -143,6 +144,5 @@ class WriterHooks:
             self._closed(state[0])
 
     def _after_close(self, writer: object) -> None:
-        logdir = self._writers.logdir_of(writer)
-        if logdir is not None and self._on_close is not None:
-            self._on_close(logdir)
+        if self._on_close is not None:  # a writer made before instrumenting: every followed file is read
+            self._on_close(self._writers.logdir_of(writer))
