@@ -21,6 +21,8 @@ the v2 (tensor) form by its ``data_compat``, so files from other writers
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -34,6 +36,39 @@ _LOG = logging.getLogger(__name__)
 def is_event_file(name: str) -> bool:
     """TensorBoard's rule: an event file's name contains ``tfevents``."""
     return "tfevents" in name
+
+
+# --- "reported in-process" markers ---------------------------------------------------------------
+# An instrumented program reports its own event files; `otel-ml tensorboard` on the same logdir must not
+# report them a second time. The program leaves a small marker beside each file it follows (a name without
+# "tfevents", so TensorBoard ignores it); the bridge skips a file that has one, and says so once per run.
+
+
+def marker_path(path: str) -> str:
+    """The marker of event file ``path``: ``.otel_ml-<hash of its name>.reported`` in its directory."""
+    directory, name = os.path.split(path)
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(directory, f".otel_ml-{digest}.reported")
+
+
+def write_marker(path: str, info: dict[str, object]) -> None:
+    """Mark ``path`` as reported by this process.
+
+    Raises:
+        OSError: the directory cannot be written (the caller logs it once).
+    """
+    with open(marker_path(path), "w", encoding="utf-8") as handle:
+        json.dump({"file": os.path.basename(path), **info}, handle)
+
+
+def read_marker(path: str) -> dict[str, object] | None:
+    """What the marker of ``path`` says, or None when there is none (or it is unreadable)."""
+    try:
+        with open(marker_path(path), encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 class EventFileFinder:

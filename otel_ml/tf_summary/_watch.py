@@ -21,6 +21,11 @@ file is ours when it carries this host and PID *and* was not there before
 instrumenting are found by the event files this process holds open
 (``/proc/self/fd``), so their files are followed too.
 
+Beside each file it follows, the follower leaves a marker
+(``.otel_ml-<hash>.reported``, see :func:`otel_ml._summary._files.marker_path`):
+an ``otel-ml tensorboard`` bridge on the same logdir skips marked files, so
+running both never counts a value twice.
+
 Logdirs on other file systems (``ram://``, ``gs://``, ``s3://``,
 ``hdfs://``) are read through ``tf.io.gfile``, TensorFlow's own file API;
 one that it cannot list is logged once, saying it is not followed.
@@ -39,7 +44,7 @@ from typing import BinaryIO
 
 from otel_ml._core.guard import guarded
 from otel_ml._summary import FileFollower, SummaryExporter, export_events, is_event_file
-from otel_ml._summary._files import LocalFiles
+from otel_ml._summary._files import LocalFiles, write_marker
 
 _LOG = logging.getLogger(__name__)
 _MAX_INTERVAL = 1.0
@@ -125,6 +130,7 @@ class LogdirWatcher:
         self._logdirs: dict[str, str] = {}  # absolute logdir -> run
         self._before: dict[str, set[str]] = {}  # logdir -> names that were there before our writers: not ours
         self._unlisted: set[str] = set()  # logdirs whose "not followed" line was logged
+        self._marker_failed = False
         self._files: dict[str, tuple[FileFollower, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -134,7 +140,9 @@ class LogdirWatcher:
         """The names in ``logdir`` now (just before a writer is created there); None if it cannot be listed."""
         try:
             return frozenset(_listdir(logdir))
-        except Exception:  # noqa: BLE001 - not created yet (the writer creates it), or not listable
+        except FileNotFoundError:
+            return frozenset()  # not created yet: the writer creates it, and everything in it is ours
+        except Exception:  # noqa: BLE001 - not listable (tf.io.gfile's NotFoundError included)
             return None
 
     def watch(self, run: str, logdir: str, before: frozenset[str] | None = None, path: str | None = None) -> None:
@@ -155,6 +163,9 @@ class LogdirWatcher:
                 self._before.setdefault(logdir, set()).update(before - mine)
             if path is not None and path not in self._files:
                 self._files[path] = (self._follower(path), run)
+                self._mark(path, run)
+            # Claim (and mark) the writer's new file now, before the program writes a value to it.
+            self._discover(logdir)
         if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._loop, name="otel_ml-tf_summary-follower", daemon=True)
             self._thread.start()
@@ -214,6 +225,23 @@ class LogdirWatcher:
                 path = logdir.rstrip("/") + "/" + name if is_remote(logdir) else os.path.join(logdir, name)
                 if path not in self._files and is_event_file(name) and self._own.search(name) and name not in before:
                     self._files[path] = (self._follower(path), run)
+                    self._mark(path, run)
+
+    def _mark(self, path: str, run: str) -> None:
+        """Leave the marker that tells ``otel-ml tensorboard`` on this logdir that the file is reported here."""
+        if is_remote(path):
+            return
+        try:
+            write_marker(path, {"host": socket.gethostname(), "pid": self._pid, "run": run})
+        except OSError as exc:
+            if not self._marker_failed:
+                self._marker_failed = True
+                _LOG.warning(
+                    "otel_ml: cannot leave the reported-here marker beside %s (%s); an otel-ml tensorboard bridge "
+                    "on this logdir would export its values a second time. Logged once.",
+                    path,
+                    exc.strerror or exc,
+                )
 
     def _not_followed(self, logdir: str, exc: BaseException) -> None:
         # The writer was made, so its logdir exists: tf.io.gfile's NotFoundError here is a file system it cannot

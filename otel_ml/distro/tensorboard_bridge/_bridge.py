@@ -20,6 +20,7 @@ from otel_ml._summary import (
     SummaryInstruments,
     export_events,
 )
+from otel_ml._summary._files import read_marker
 from otel_ml.distro.tensorboard_bridge._state import BridgeState, Progress
 from otel_ml.version import __version__
 
@@ -38,7 +39,7 @@ def check_logdirs(logdirs: Sequence[str]) -> None:
 class _Watched:
     """A followed file, its run and what was reported about it."""
 
-    __slots__ = ("attrs", "bad", "follower", "run", "unreadable")
+    __slots__ = ("attrs", "bad", "elsewhere", "exported", "follower", "run", "unreadable")
 
     def __init__(self, follower: FileFollower, run: str) -> None:
         self.follower = follower
@@ -46,6 +47,8 @@ class _Watched:
         self.attrs = {sc.ML_RUN_NAME: run}
         self.bad = False  # counted once in ml.tensorboard.bridge.bad_files
         self.unreadable = False  # the one "cannot read" warning was logged
+        self.exported = False  # values of this file were exported here: it is this bridge's to report
+        self.elsewhere = False  # an instrumented process reports this file itself (its marker says so)
 
 
 class Bridge:
@@ -115,6 +118,7 @@ class Bridge:
         self._finder = EventFileFinder(self.logdirs, follow_symlinks, "otel-ml tensorboard")
         self._watched: dict[str, _Watched] = {}
         self._save_failed = False
+        self._elsewhere_logged: set[str] = set()
 
     def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
         # Runs at every collection of every reader: for a scrape of /metrics, that is the delivery.
@@ -182,7 +186,13 @@ class Bridge:
                     _LOG.warning("otel-ml tensorboard: cannot read %s (%s); tried again each poll", path, exc)
                 continue
             watched.unreadable = False
+            if watched.elsewhere or (events and not watched.exported and self._reported_elsewhere(path, watched)):
+                self.state.update(
+                    path, Progress(follower.records, follower.offset, follower.inode, follower.head or None)
+                )
+                continue
             exported = export_events(self._exporter, follower, watched.run, events)
+            watched.exported = watched.exported or exported > 0
             self._check(watched, final)
             if exported:
                 self._events.add(exported, watched.attrs)
@@ -194,6 +204,25 @@ class Bridge:
         if save:
             self.save()
         return total
+
+    def _reported_elsewhere(self, path: str, watched: _Watched) -> bool:
+        """Whether the instrumented process writing ``path`` reports it itself (then this bridge does not)."""
+        marker = read_marker(path)
+        if marker is None:
+            return False
+        watched.elsewhere = True
+        if watched.run not in self._elsewhere_logged:
+            self._elsewhere_logged.add(watched.run)
+            _LOG.warning(
+                "otel-ml tensorboard: run %r is reported by the instrumented process that writes it (host %s, "
+                "pid %s, as ml.run.name=%r); the bridge does not export its event files, so no value is counted "
+                "twice. Logged once per run.",
+                watched.run,
+                marker.get("host"),
+                marker.get("pid"),
+                marker.get("run"),
+            )
+        return True
 
     def _check(self, watched: _Watched, final: bool) -> None:
         follower = watched.follower
