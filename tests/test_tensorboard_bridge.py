@@ -45,7 +45,7 @@ def _points(reader: InMemoryMetricReader, name: str) -> dict[tuple[str, ...], fl
             for metric in sm.metrics:
                 if metric.name == name:
                     for p in metric.data.data_points:
-                        found[tuple(str(v) for v in p.attributes.values())] = p.value
+                        found[tuple(str(v) for v in (p.attributes or {}).values())] = p.value  # type: ignore[union-attr]
     return found
 
 

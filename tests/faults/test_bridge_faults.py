@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_ml.distro import cli
+from otel_ml.distro import _sdk_internals, cli
 from otel_ml.distro.tensorboard_bridge import register
 from otel_ml.distro.tensorboard_bridge._bridge import Bridge
 from tests._net import ROOT, free_port, get, stop, wait_for
@@ -488,20 +488,31 @@ def test_followed_symlinks_stay_under_the_logdirs(telemetry: Telemetry, tmp_path
     both.close()
 
 
-def test_deleted_run_is_forgotten_and_logged_once(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+@pytest.mark.parametrize("forced", [False, True], ids=["sdk_internals", "public_api_fallback"])
+def test_deleted_run_is_forgotten_and_logged_once(
+    telemetry: Telemetry, tmp_path: Path, caplog: Any, forced: bool
+) -> None:
     logs, state = tmp_path / "logs", tmp_path / "state"
     write_run(logs / "kept", VALUES)
     write_run(logs / "gone", VALUES)
     bridge = _bridge(telemetry, logs, state)
     assert bridge.poll() == 6
     shutil.rmtree(logs / "gone")
+    if forced:  # an SDK whose storage cannot be read: the run is forgotten, its series stay until a restart
+        with _sdk_internals.forced_fallbacks(_sdk_internals.FORGET_SERIES):
+            assert bridge.poll() == 0
+        assert {p.attributes["ml.run.name"] for p in telemetry.points("ml.tensorboard.scalar")} == {"kept", "gone"}
+        bridge.close()
+        return
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             assert bridge.poll() == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
-        "otel-ml tensorboard: the event files of run 'gone' are gone; the run is forgotten and no longer exported"
+        "otel-ml tensorboard: the event files of run 'gone' are gone; the run is forgotten and its series stop"
     ]
     assert _saved_records(state) == {"kept": 3}
+    for name in ("ml.tensorboard.scalar", "ml.tensorboard.writes", "ml.tensorboard.bridge.events"):
+        assert {p.attributes["ml.run.name"] for p in telemetry.points(name)} == {"kept"}, name
     write_run(logs / "gone", [7.0])  # a new run of that name is a new run
     assert bridge.poll() == 1
     bridge.close()

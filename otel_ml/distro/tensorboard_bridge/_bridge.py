@@ -21,6 +21,8 @@ from otel_ml._summary import (
     export_events,
 )
 from otel_ml._summary._files import read_marker
+from otel_ml.distro._sdk import is_sdk_meter_provider
+from otel_ml.distro._sdk_internals import FORGET_SERIES, give_up, series_forgetting
 from otel_ml.distro.tensorboard_bridge._state import BridgeState, Progress
 from otel_ml.version import __version__
 
@@ -92,6 +94,7 @@ class Bridge:
         root = self.logdirs[0] if len(self.logdirs) == 1 else os.path.commonpath(self.logdirs)
         self._namer = RunNamer(root, run_name_pattern)
         self.state = BridgeState(state_dir)
+        self._provider = meter_provider or metrics.get_meter_provider()
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         self._exporter = SummaryExporter(SummaryInstruments.create(meter), max_tags, sc.FRAMEWORK_TENSORBOARD)
         self._events = meter.create_counter(
@@ -157,9 +160,20 @@ class Bridge:
         self._finder.forget(path)
         if not any(other.run == watched.run for other in self._watched.values()):
             _LOG.warning(
-                "otel-ml tensorboard: the event files of run %r are gone; the run is forgotten and no longer exported",
+                "otel-ml tensorboard: the event files of run %r are gone; the run is forgotten and its series stop",
                 watched.run,
             )
+            self._withdraw(watched.run)
+
+    def _withdraw(self, run: str) -> None:
+        """Stop the series of a forgotten run (through the SDK's internals; without them they stay)."""
+        forget = series_forgetting() if is_sdk_meter_provider(self._provider) else None
+        if forget is None:
+            return
+        try:
+            forget(self._provider, sc.ML_RUN_NAME, run)
+        except Exception as exc:  # noqa: BLE001 - an SDK whose storage is shaped otherwise than probed
+            give_up(FORGET_SERIES, exc)
 
     def poll(self, final: bool = False, save: bool = True) -> int:
         """Find new files, export what was appended since the last poll, save the state.
