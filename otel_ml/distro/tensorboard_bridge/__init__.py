@@ -165,19 +165,20 @@ def _endpoint_errors() -> Iterator[list[str]]:
         logger.removeFilter(keep)
 
 
-def _delivery(bridge: Any, meter_provider: Any, pull: bool, interval: float) -> Callable[[], bool]:
-    """A function that delivers what was read and says whether it was delivered.
+def _delivery(bridge: Any, meter_provider: Any, pull: bool, interval: float) -> Callable[[bool], bool]:
+    """``deliver(final)``: delivers what was read and says whether it was delivered.
 
     Push exporters: a flush, then no export may have failed (a flush's own
     result says nothing about the export). The embedded ``/metrics`` alone: a
-    scrape must collect after the read (waited for, at most one interval).
+    scrape must have collected after the latest read (the last time, on
+    stopping, one interval is waited for it).
     """
     from otel_ml.distro._exit import delivery
 
     if pull:
-        return lambda: bool(bridge.collected_within(interval, _stop))
+        return lambda final: bool(bridge.collected_within(interval if final else 0.0))
 
-    def flush() -> bool:
+    def flush(final: bool) -> bool:
         failed = delivery.metric_exports_failed
         flushed = getattr(meter_provider, "force_flush", None)
         ok = flushed is None or flushed() is not False
@@ -189,10 +190,10 @@ def _delivery(bridge: Any, meter_provider: Any, pull: bool, interval: float) -> 
 _stop = threading.Event()
 
 
-def _once(bridge: Any, deliver: Callable[[], bool]) -> int:
+def _once(bridge: Any, deliver: Callable[[bool], bool]) -> int:
     """Export everything, deliver it, and only then save the state."""
     count = bridge.poll(final=True, save=False)
-    if not deliver():
+    if not deliver(True):
         sys.stderr.write(
             f"otel-ml tensorboard: {count} summary values could not be delivered by the metrics exporter; "
             "the state is not saved, so the next run exports them again\n"
@@ -204,7 +205,7 @@ def _once(bridge: Any, deliver: Callable[[], bool]) -> int:
     return 0
 
 
-def _follow(bridge: Any, deliver: Callable[[], bool], interval: float) -> int:
+def _follow(bridge: Any, deliver: Callable[[bool], bool], interval: float) -> int:
     """Follow until SIGTERM or Ctrl-C; non-zero when values read were not delivered by then."""
     _stop.clear()
     previous = {sig: signal.signal(sig, _on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -122,6 +122,7 @@ class Bridge:
         self._watched: dict[str, _Watched] = {}
         self._save_failed = False
         self._elsewhere_logged: set[str] = set()
+        self._forgot = False
 
     def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
         # Runs at every collection of every reader: for a scrape of /metrics, that is the delivery.
@@ -157,6 +158,7 @@ class Bridge:
         """``path`` was deleted: forget it, and its run once no file of that run is left."""
         watched = self._watched.pop(path)
         self.state.forget(path)
+        self._forgot = True
         self._finder.forget(path)
         if not any(other.run == watched.run for other in self._watched.values()):
             _LOG.warning(
@@ -187,6 +189,8 @@ class Bridge:
         """
         self._discover()
         total = 0
+        changed = self._forgot
+        self._forgot = False
         for path, watched in list(self._watched.items()):
             follower = watched.follower
             try:
@@ -201,7 +205,7 @@ class Bridge:
                 continue
             watched.unreadable = False
             if watched.elsewhere or (events and not watched.exported and self._reported_elsewhere(path, watched)):
-                self.state.update(
+                changed |= self.state.update(
                     path, Progress(follower.records, follower.offset, follower.inode, follower.head or None)
                 )
                 continue
@@ -211,8 +215,10 @@ class Bridge:
             if exported:
                 self._events.add(exported, watched.attrs)
                 total += exported
-            self.state.update(path, Progress(follower.records, follower.offset, follower.inode, follower.head or None))
-        if self.state.dirty:
+            changed |= self.state.update(
+                path, Progress(follower.records, follower.offset, follower.inode, follower.head or None)
+            )
+        if changed:  # a collection must come after this read to deliver it
             with self._collected:
                 self._read_mark = self._collections
         if save:
@@ -266,25 +272,25 @@ class Bridge:
         self._save_failed = False
         return True
 
-    def run_forever(self, interval: float, deliver: Callable[[], bool], stop: threading.Event) -> int:
+    def run_forever(self, interval: float, deliver: Callable[[bool], bool], stop: threading.Event) -> int:
         """Poll every ``interval`` seconds until ``stop`` is set; returns the values left undelivered.
 
-        After each poll that read something, ``deliver`` (the exporters' flush)
-        must succeed before the state is saved: values read but not delivered
-        stay unsaved, are delivered by a later flush (the metrics are
-        cumulative), and, if the bridge is killed first, are read again by the
-        next bridge on this state.
+        After each poll that read something, ``deliver(final)`` (the exporters'
+        flush, or a scrape since the read) must succeed before the state is
+        saved: values read but not delivered stay unsaved, are delivered by a
+        later flush or scrape (the metrics are cumulative), and, if the bridge
+        is killed first, are read again by the next bridge on this state.
         """
         while True:
             self.pending += self.poll(save=False)
-            if self.state.dirty and deliver():
+            if self.state.dirty and deliver(False):
                 self.pending = 0
                 self.save()
             if stop.wait(interval):
                 break
         # The last values: read, deliver, save, once more.
         self.pending += self.poll(final=True, save=False)
-        if self.state.dirty and deliver():
+        if self.state.dirty and deliver(True):
             self.pending = 0
             self.save()
         return self.pending

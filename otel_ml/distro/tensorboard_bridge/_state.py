@@ -140,11 +140,13 @@ class BridgeState:
         """What was already exported from ``path``; offset None when only the count is known."""
         return self.files.get(path, Progress(0, 0))
 
-    def update(self, path: str, progress: Progress) -> None:
-        """Note that ``path`` is exported as far as ``progress`` says."""
-        if self.files.get(path) != progress:
-            self.files[path] = progress
-            self.dirty = True
+    def update(self, path: str, progress: Progress) -> bool:
+        """Note that ``path`` is exported as far as ``progress`` says; returns whether that is news."""
+        if self.files.get(path) == progress:
+            return False
+        self.files[path] = progress
+        self.dirty = True
+        return True
 
     def forget(self, path: str) -> None:
         """``path`` is gone: drop its entry."""
