@@ -193,9 +193,12 @@ class LogdirWatcher:
             Their logdirs.
         """
         logdirs = []
+        if self._pid != os.getpid():
+            self._reset()
         for path in open_event_files():
             logdir = os.path.dirname(path)
-            if path not in self._files:
+            # TensorFlow's own files only (tensorboardX and PyTorch writers hold theirs open too).
+            if path not in self._files and self._own.search(os.path.basename(path)):
                 self.watch(name_run(logdir), logdir, path=path)
                 logdirs.append(logdir)
         return logdirs
