@@ -234,8 +234,8 @@ class Bridge:
         if watched.run not in self._elsewhere_logged:
             self._elsewhere_logged.add(watched.run)
             _LOG.warning(
-                "otel-ml tensorboard: run %r is reported by the instrumented process that writes it (host %s, "
-                "pid %s, as ml.run.name=%r); the bridge does not export its event files, so no value is counted "
+                "otel-ml tensorboard: run %r is reported by the instrumented process that writes it (host %r, "
+                "pid %r, as ml.run.name=%r); the bridge does not export its event files, so no value is counted "
                 "twice. Logged once per run.",
                 watched.run,
                 marker.get("host"),
