@@ -234,7 +234,7 @@ writer.close()
 @pytest.mark.slow
 def test_instrumented_program_and_bridge_on_one_logdir_count_each_value_once(tmp_path: Path) -> None:
     from tests._net import stop, wait_for
-    from tests._otlp_receiver import OtlpReceiver
+    from tests._otlp_sink import OtlpReceiver
 
     write_run(tmp_path / "runs" / "plain", [0.5, 0.25, 0.125])  # written by a program that is not instrumented
     program_receiver, bridge_receiver = OtlpReceiver(), OtlpReceiver()

@@ -28,7 +28,7 @@ from otel_ml.distro import _sdk_internals, cli
 from otel_ml.distro.tensorboard_bridge import register
 from otel_ml.distro.tensorboard_bridge._bridge import Bridge
 from tests._net import ROOT, free_port, get, stop, wait_for
-from tests._otlp_receiver import OtlpReceiver
+from tests._otlp_sink import OtlpReceiver
 from tests._telemetry import Telemetry
 from tests.faults._records import frame, scalar, string_under_scalars, write_run
 

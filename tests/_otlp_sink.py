@@ -1,4 +1,4 @@
-"""A minimal OTLP/HTTP metrics receiver on 127.0.0.1: what a collector would be given, decoded.
+"""A minimal OTLP/HTTP metrics sink on 127.0.0.1 that can play a collector that is down: what it was given, decoded.
 
 It answers ``POST /v1/metrics`` as the collector does (an empty
 ``ExportMetricsServiceResponse``), or 503 while ``down`` is set (a collector
