@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -44,7 +45,7 @@ def _points(reader: InMemoryMetricReader, name: str) -> dict[tuple[str, ...], fl
             for metric in sm.metrics:
                 if metric.name == name:
                     for p in metric.data.data_points:
-                        found[tuple(str(v) for v in p.attributes.values())] = p.value
+                        found[tuple(str(v) for v in (p.attributes or {}).values())] = p.value  # type: ignore[union-attr]
     return found
 
 
@@ -82,6 +83,7 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     assert stats == {"count": 2.0, "min": 1.0, "max": 3.0, "mean": 2.0}
 
     # Restart with the same state: nothing is exported again.
+    bridge.close()
     again, reader2 = _bridge(logs, state)
     assert again.poll(final=True) == 0
     assert _points(reader2, "ml.tensorboard.bridge.events") == {}
@@ -90,6 +92,7 @@ def test_bridge_exports_once_skips_truncated_and_never_twice(tmp_path: Path, cap
     # A new run and new events in an old run: exactly those are exported.
     _write_run(logs / "run_c")
     _write_run(logs / "run_a", start=STEPS)  # a second event file in run_a
+    again.close()
     third, reader3 = _bridge(logs, state)
     assert third.poll(final=True) == 2 * 3 * STEPS
     assert _points(reader3, "ml.tensorboard.bridge.events") == {("run_a",): 3 * STEPS, ("run_c",): 3 * STEPS}
@@ -212,3 +215,65 @@ def test_once_delivers_to_a_push_exporter_before_saving(tmp_path: Path) -> None:
     assert '"ml.tensorboard.bridge.events"' in first.stdout and '"value": 2' in first.stdout
     again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=True)
     assert '"ml.tensorboard.bridge.events"' not in again.stdout  # saved after delivery: nothing twice
+
+
+_INSTRUMENTED = """
+import time
+import otel_ml
+otel_ml.instrument(summary_flush_seconds=0.2)
+import tensorflow as tf
+writer = tf.summary.create_file_writer("runs/run_tf")
+with writer.as_default():
+    for step in range(3):
+        tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+        writer.flush()
+        time.sleep(0.5)
+writer.close()
+"""
+
+
+@pytest.mark.slow
+def test_instrumented_program_and_bridge_on_one_logdir_count_each_value_once(tmp_path: Path) -> None:
+    from tests._net import stop, wait_for
+    from tests._otlp_sink import OtlpReceiver
+
+    write_run(tmp_path / "runs" / "plain", [0.5, 0.25, 0.125])  # written by a program that is not instrumented
+    program_receiver, bridge_receiver = OtlpReceiver(), OtlpReceiver()
+    state, err = tmp_path / "state", tmp_path / "bridge.err"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    argv = [sys.executable, "-m", "otel_ml.distro.cli", "tensorboard", str(tmp_path / "runs"), "--interval", "0.2"]
+    root = Path(__file__).resolve().parent.parent
+    with err.open("wb") as handle:
+        bridge = subprocess.Popen(
+            [*argv, "--state-dir", str(state)], cwd=root, env={**base, **bridge_receiver.env()}, stderr=handle
+        )
+    try:
+        env = {**base, **program_receiver.env(), "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        program = subprocess.run(
+            [sys.executable, "-c", _INSTRUMENTED], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert program.returncode == 0, program.stderr
+        (event_file,) = (tmp_path / "runs" / "run_tf").glob("*tfevents*")
+
+        def read_to_the_end() -> bool:
+            path = state / "bridge_state.json"
+            files = json.loads(path.read_text())["files"] if path.exists() else {}
+            return files.get(str(event_file), {}).get("offset") == event_file.stat().st_size
+
+        wait_for(read_to_the_end, 60, "the bridge to read the program's file to its end")
+        bridge.send_signal(15)
+        assert bridge.wait(30) == 0
+    finally:
+        stop(bridge)
+        program_receiver.close()
+        bridge_receiver.close()
+
+    def writes(receiver: OtlpReceiver) -> dict[str, int]:
+        return {dict(k)["ml.run.name"]: v for k, v in receiver.last("ml.tensorboard.writes").items()}
+
+    assert writes(program_receiver) == {"runs/run_tf": 3}  # the program reports its own values
+    assert writes(bridge_receiver) == {"plain": 3}  # the bridge reports the rest, never run_tf a second time
+    lines = [line for line in err.read_text().splitlines() if "reported by the instrumented process" in line]
+    assert len(lines) == 1, err.read_text()
+    assert lines[0].startswith("otel-ml tensorboard: run 'run_tf' is reported by the instrumented process")
+    assert "as ml.run.name='runs/run_tf'" in lines[0]

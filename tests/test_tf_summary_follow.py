@@ -212,7 +212,7 @@ def test_metrics_endpoint_is_fresh_and_nothing_is_missing_at_exit(tmp_path: Path
         elapsed = time.monotonic() - written
         out, _ = proc.communicate("go\n", timeout=120)
     finally:
-        _net.stop(proc)
+        _net.stop(proc)  # type: ignore[arg-type]  # text mode: stop() only signals and waits
     # Documented bound: flush (0.2 s) + one read interval (0.2 s); 1.6 s more for a loaded machine and the scrape.
     assert elapsed < 2.0, elapsed
     assert proc.returncode == 0

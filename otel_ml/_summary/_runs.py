@@ -21,6 +21,33 @@ PHASE_WORDS = {
 }
 
 
+def valid_text(value: str) -> str:
+    """``value`` made valid UTF-8, undecodable bytes of a path as ``\\xNN`` escapes.
+
+    A directory named in latin-1 reaches Python as lone surrogates
+    (``os.fsdecode(b"caf\\xe9") == "caf\\udce9"``), which no exporter can
+    encode: the OTLP exporter drops the attribute, a scrape fails. The run
+    name is made valid once, here, where it enters. (The same rule as
+    ``otel_ml._core.text.valid_label``; escapes keep two names that differ
+    only in such bytes two runs.)
+
+    Example:
+        >>> valid_text("caf\\udce9"), valid_text("café")
+        ('caf\\\\xe9', 'café')
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RunNamer:
     """Turns a logdir into ``ml.run.name``: relative to ``root``, then ``pattern``.
 
@@ -48,17 +75,21 @@ class RunNamer:
         cached = self._cache.get(logdir)
         if cached is not None:
             return cached
-        full = os.path.abspath(logdir)
-        relative = os.path.relpath(full, self._root)
-        if relative.startswith(os.pardir):
-            relative = full
-        relative = relative.replace(os.sep, "/")
+        if "://" in logdir:  # ram://, gs://, s3://: the URL, as TensorBoard shows it
+            relative = logdir.rstrip("/")
+        else:
+            full = os.path.abspath(logdir)
+            relative = os.path.relpath(full, self._root)
+            if relative.startswith(os.pardir):
+                relative = full
+            relative = relative.replace(os.sep, "/")
         if self._pattern is not None:
             match = self._pattern.search(relative)
             if match is not None:
                 picked = match.group(1) if match.re.groups else match.group(0)
                 if picked:  # an optional group that matched nothing must not erase the name
                     relative = picked
+        relative = valid_text(relative)
         self._cache[logdir] = relative
         return relative
 

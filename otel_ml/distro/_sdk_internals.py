@@ -412,3 +412,66 @@ def exporter_modules_drawing_from_random() -> list[ModuleType]:
         for name, module in list(sys.modules.items())
         if name.startswith("opentelemetry.exporter.") and getattr(module, "random", None) is random
     ]
+
+
+# --- Withdrawing the series of a deleted run (otel_ml.distro.tensorboard_bridge) ------------------
+
+FORGET_SERIES = "per-attribute metric state (to withdraw the series of a deleted run)"
+
+
+def _find_series_forgetting() -> Callable[[Any, str, str], int]:
+    """A function that drops, in every reader's storage, the aggregations whose ``key`` attribute is ``value``.
+
+    The OpenTelemetry API cannot withdraw a series: a synchronous gauge or
+    counter is reported until the process ends. The bridge forgets a run
+    whose files are gone, so its series must stop. Read here: the provider's
+    ``_measurement_consumer._reader_storages`` -> each storage's
+    ``_instrument_view_instrument_matches`` -> each match's
+    ``_attributes_aggregation`` (under its ``_lock``), each aggregation's
+    ``_attributes`` (1.40 to 1.45).
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    def forget(provider: Any, key: str, value: str) -> int:
+        removed = 0
+        for storage in list(provider._measurement_consumer._reader_storages.values()):
+            for matches in list(storage._instrument_view_instrument_matches.values()):
+                for match in matches:
+                    with match._lock:
+                        table = match._attributes_aggregation
+                        for aggregation_key, aggregation in list(table.items()):
+                            if (aggregation._attributes or {}).get(key) == value:
+                                del table[aggregation_key]
+                                removed += 1
+        return removed
+
+    # The shape must be what this reads: two series, one withdrawn, one collected.
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], **_probe_provider_keywords())
+    counter = provider.get_meter("otel_ml.probe").create_counter("otel_ml.probe")
+    counter.add(1, {"k": "gone"})
+    counter.add(1, {"k": "kept"})
+    reader.get_metrics_data()
+    removed = forget(provider, "k", "gone")
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    left = [
+        dict(p.attributes or {})
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    ]
+    if removed != 1 or left != [{"k": "kept"}]:
+        raise AttributeError(f"withdrew {removed}, left {left}")
+    return forget
+
+
+def series_forgetting() -> Callable[[Any, str, str], int] | None:
+    """``forget(provider, key, value) -> series withdrawn``, or None (the series then stay until a restart)."""
+    return _probe(  # type: ignore[no-any-return]
+        FORGET_SERIES,
+        _find_series_forgetting,
+        "the series of a deleted run keep their last values until otel-ml tensorboard restarts",
+    )

@@ -34,6 +34,7 @@ afresh), is wrapped in each; a post-import hook covers aliases imported later.
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 from typing import Any
 
@@ -48,7 +49,7 @@ from otel_ml._training.instruments import TrainingInstruments
 from otel_ml.tf_summary._options import OPTIONS, SummaryOptions
 from otel_ml.tf_summary._patch import SummaryWrappers
 from otel_ml.tf_summary._watch import LogdirWatcher
-from otel_ml.tf_summary._writers import WriterHooks, WriterRegistry
+from otel_ml.tf_summary._writers import UNKNOWN_RUN, WriterHooks, WriterRegistry
 from otel_ml.tf_summary.package import _instruments_all, _instruments_any
 
 _SOURCE = "tensorflow.python.ops.summary_ops_v2"
@@ -56,6 +57,7 @@ _SOURCE = "tensorflow.python.ops.summary_ops_v2"
 _ALIASES = {"write": ("write",), "create_file_writer_v2": ("create_file_writer_v2", "create_file_writer")}
 
 __all__ = ["TfSummaryInstrumentor"]
+_LOG = logging.getLogger(__name__)
 
 
 class TfSummaryInstrumentor(OtelMLInstrumentor):
@@ -98,7 +100,7 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
             per_write = SummaryWrappers(self._exporter, self._writers, self._options.summary_graph_mode)
             return {"create_file_writer_v2": writer_hooks.create_file_writer, "write": per_write.write}
         flush_millis = round(self._options.summary_flush_seconds * 1000)
-        writer_hooks = WriterHooks(self._writers, flush_millis, watcher.watch, watcher.read)
+        writer_hooks = WriterHooks(self._writers, flush_millis, watcher.watch, watcher.read, watcher.names)
         return {"create_file_writer_v2": writer_hooks.create_file_writer, "close": writer_hooks.close}
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
@@ -109,6 +111,8 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
             # Run our exit hook before TensorFlow's, which were registered when it was imported.
             self._exit_first()
         source = module if module_name == _SOURCE else importlib.import_module(_SOURCE)
+        if module_name == _SOURCE:
+            guarded("tf_summary.earlier_writers")(self._earlier_writers)(source)
         close = self._hooks.get("close")
         if close is not None:
             self._wrap(source._ResourceSummaryWriter, "close", close)
@@ -124,6 +128,36 @@ class TfSummaryInstrumentor(OtelMLInstrumentor):
                 current = module.__dict__.get(name)
                 if current is not None and (current is original or current is replacement):
                     self._wrap(module, name, wrapper)
+
+    def _earlier_writers(self, source: ModuleType) -> None:
+        """Writers created before instrumenting: follow their files, or say once that they are not followed."""
+        watcher, writers = self._watcher, self._writers
+        if writers is None:
+            return
+        if watcher is not None:
+            logdirs = watcher.adopt_open_writers(writers.namer.name)
+            if logdirs:
+                _LOG.info(
+                    "otel_ml: following %d event file(s) of tf.summary writers created before instrumenting, in %s",
+                    len(logdirs),
+                    ", ".join(sorted(set(logdirs))),
+                )
+                return
+        default = getattr(getattr(source, "_summary_state", None), "writer", None)
+        if default is None or writers.logdir_of(default) is not None:
+            return
+        if watcher is not None:
+            _LOG.warning(
+                "otel_ml: the default tf.summary writer was created before instrumenting and its event file is not "
+                "a local file this process holds open, so its logdir is unknown and its values are not exported. "
+                "Instrument before creating writers."
+            )
+        else:
+            _LOG.warning(
+                "otel_ml: the default tf.summary writer was created before instrumenting; its logdir is unknown, "
+                "so its writes are exported under ml.run.name=%r. Instrument before creating writers.",
+                UNKNOWN_RUN,
+            )
 
     def _flush_writers(self) -> None:
         """Flush the writers the program still holds (a closed one returns at once)."""

@@ -7,7 +7,9 @@ program drops is forgotten with it). When the program gave no
 ``flush_millis``, the writer gets the shorter ``summary_flush_seconds``, so
 the event file, and so the metrics, lag the training by at most that much.
 Closing a writer reads its logdir once more, so nothing written before
-``close()`` waits for the next read.
+``close()`` waits for the next read. The logdir is listed just before the
+writer is created, so the follower can tell the writer's new file from
+files that were there already (another container's with the same PID).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class WriterRegistry:
         text = _logdir_text(logdir)
         if text is None:
             return None
-        known = (self.namer.name(text), os.path.abspath(text))
+        known = (self.namer.name(text), text.rstrip("/") if "://" in text else os.path.abspath(text))
         with self._lock:
             try:
                 self._writers[writer] = known
@@ -87,21 +89,26 @@ class WriterHooks:
     Args:
         writers: Where writers are remembered.
         flush_millis: Given to writers created without ``flush_millis``; None leaves them alone.
-        on_writer: Called with (run, logdir) for every new writer (the follower starts watching).
-        on_close: Called with the logdir of a closed writer (the follower reads it once more).
+        on_writer: Called with (run, logdir, names in logdir before) for every new writer (the follower
+            starts watching).
+        on_close: Called with the logdir of a closed writer (the follower reads it once more); None when
+            the writer was made before instrumenting.
+        list_names: Lists a logdir before a writer is created there (None: not listed).
     """
 
     def __init__(
         self,
         writers: WriterRegistry,
         flush_millis: int | None,
-        on_writer: Callable[[str, str], None] | None,
-        on_close: Callable[[str], object] | None,
+        on_writer: Callable[[str, str, frozenset[str] | None], None] | None,
+        on_close: Callable[[str | None], object] | None,
+        list_names: Callable[[str], frozenset[str] | None] | None = None,
     ) -> None:
         self._writers = writers
         self._flush_millis = flush_millis
         self._on_writer = on_writer
         self._on_close = on_close
+        self._list = guarded("tf_summary.create_file_writer")(list_names) if list_names is not None else None
         self._register = guarded("tf_summary.create_file_writer")(self._register_writer)
         self._closed = guarded("tf_summary.writer_close")(self._after_close)
         self.create_file_writer = passthrough(self._create_enter, self._create_leave)
@@ -111,16 +118,22 @@ class WriterHooks:
         # flush_millis is the third parameter: (logdir, max_queue, flush_millis, ...).
         if self._flush_millis is not None and len(args) < 3 and kwargs.get("flush_millis") is None:
             kwargs = {**kwargs, "flush_millis": self._flush_millis}
-        return (args[0] if args else kwargs.get("logdir"),), args, kwargs
+        logdir = args[0] if args else kwargs.get("logdir")
+        before = None
+        if self._list is not None:
+            text = _logdir_text(logdir) if isinstance(logdir, (str, os.PathLike)) else None
+            if text is not None:
+                before = self._list(text.rstrip("/") if "://" in text else os.path.abspath(text))
+        return (logdir, before), args, kwargs
 
     def _create_leave(self, state: Any, error: BaseException | None, writer: Any) -> None:
         if error is None:
-            self._register(writer, state[0])
+            self._register(writer, state[0], state[1])
 
-    def _register_writer(self, writer: object, logdir: object) -> None:
+    def _register_writer(self, writer: object, logdir: object, before: frozenset[str] | None = None) -> None:
         known = self._writers.add(writer, logdir)
         if known is not None and self._on_writer is not None:
-            self._on_writer(*known)
+            self._on_writer(*known, before)
 
     @staticmethod
     def _close_enter(instance: Any, args: Any, kwargs: Any) -> Any:
@@ -131,6 +144,5 @@ class WriterHooks:
             self._closed(state[0])
 
     def _after_close(self, writer: object) -> None:
-        logdir = self._writers.logdir_of(writer)
-        if logdir is not None and self._on_close is not None:
-            self._on_close(logdir)
+        if self._on_close is not None:  # a writer made before instrumenting: every followed file is read
+            self._on_close(self._writers.logdir_of(writer))

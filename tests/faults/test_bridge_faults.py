@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
+import shutil
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +22,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
 
-from otel_ml.distro import cli
+from otel_ml.distro import _sdk_internals, cli
 from otel_ml.distro.tensorboard_bridge import register
 from otel_ml.distro.tensorboard_bridge._bridge import Bridge
+from tests._net import ROOT, free_port, get, stop, wait_for
+from tests._otlp_sink import OtlpReceiver
 from tests._telemetry import Telemetry
 from tests.faults._records import frame, scalar, string_under_scalars, write_run
 
@@ -233,7 +242,8 @@ def test_reads_of_any_size_frame_the_same_records(budget: int) -> None:
     records = [bytes([n]) * size for n, size in enumerate((5, 100, 3000, 7, 50))]
     raw = b"".join(frame(r) for r in records)
     for data, expected, tail in ((raw, records, "end"), (raw[:-60], records[:-1], "partial")):
-        handle, offset, found, reads = io.BytesIO(data), 0, [], 0
+        found: list[bytes] = []
+        handle, offset, reads = io.BytesIO(data), 0, 0
         while True:
             chunk = read_records(handle, offset, budget)
             found, offset, reads = found + chunk.records, chunk.offset, reads + 1
@@ -241,3 +251,337 @@ def test_reads_of_any_size_frame_the_same_records(budget: int) -> None:
                 break
         assert (found, chunk.tail) == (expected, tail)
         assert reads <= len(data) // min(budget, len(data)) + 2
+
+
+# --- delivery, restarts, signals (real bridge processes, a real OTLP/HTTP receiver) -------------------
+
+
+def _bridge_argv(logs: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "otel_ml.distro.cli", "tensorboard", str(logs), "--state-dir", str(state), *extra]
+
+
+def _start_bridge(logs: Path, state: Path, env: dict[str, str], err: Path) -> subprocess.Popen[bytes]:
+    full = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    full.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    with err.open("wb") as handle:
+        return subprocess.Popen(
+            _bridge_argv(logs, state, "--interval", "0.2"), cwd=ROOT, env=full, stdout=handle, stderr=handle
+        )
+
+
+def _once(logs: Path, state: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env}
+    full.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    return subprocess.run(
+        _bridge_argv(logs, state, "--once"), cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
+    )
+
+
+def _saved_records(state: Path) -> dict[str, int]:
+    path = state / "bridge_state.json"
+    if not path.exists():
+        return {}
+    files = json.loads(path.read_text())["files"]
+    return {os.path.basename(os.path.dirname(name)): entry["records"] for name, entry in files.items()}
+
+
+def _append(path: Path, values: list[float], start: int) -> None:
+    with path.open("ab") as handle:
+        handle.write(b"".join(frame(scalar("loss", value, start + n)) for n, value in enumerate(values)))
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    found = OtlpReceiver()
+    yield found
+    found.close()
+
+
+def _events(receiver: OtlpReceiver) -> dict[str, int]:
+    return {dict(key)["ml.run.name"]: value for key, value in receiver.last("ml.tensorboard.bridge.events").items()}
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_collector_is_down_exits_1_and_a_restart_sends_the_values(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    state = tmp_path / "state"
+    receiver.down = True
+    proc = _start_bridge(tmp_path / "logs", state, receiver.env(), tmp_path / "err")
+    try:
+        wait_for(lambda: receiver.refused >= 1 or None, 60, "an export attempt")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 1
+    finally:
+        stop(proc)
+    err = (tmp_path / "err").read_text()
+    line = (
+        "otel-ml tensorboard: stopped with 3 summary values read but not delivered; the state keeps them "
+        f"unexported, so a restart with --state-dir {state} sends them"
+    )
+    assert err.count(line) == 1 and "Traceback" not in err
+    assert _saved_records(state) == {}  # nothing marked exported
+    receiver.down = False
+    first = _once(tmp_path / "logs", state, receiver.env())
+    assert first.returncode == 0, first.stderr
+    assert _events(receiver) == {"run": 3}
+    assert [v for _, v in receiver.last("ml.tensorboard.scalar").items()] == [0.125]
+    receiver.requests.clear()
+    again = _once(tmp_path / "logs", state, receiver.env())
+    assert again.returncode == 0, again.stderr
+    assert _events(receiver) == {}  # delivered once, never twice
+
+
+@pytest.mark.slow
+def test_sigkill_before_delivery_loses_nothing_and_repeats_nothing(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    path = write_run(tmp_path / "logs" / "run", VALUES)
+    state = tmp_path / "state"
+    proc = _start_bridge(tmp_path / "logs", state, receiver.env(), tmp_path / "err")
+    try:
+        wait_for(lambda: _events(receiver) == {"run": 3} or None, 60, "the first 3 values delivered")
+        wait_for(lambda: _saved_records(state) == {"run": 3} or None, 30, "the state saved after delivery")
+        receiver.down = True
+        _append(path, [4.0, 5.0], start=3)
+        wait_for(lambda: receiver.refused >= 1 or None, 60, "the appended values' export attempt")
+        proc.kill()
+        proc.wait(30)
+    finally:
+        stop(proc)
+    assert _saved_records(state) == {"run": 3}  # read, not delivered: not saved
+    receiver.down = False
+    receiver.requests.clear()
+    restarted = _once(tmp_path / "logs", state, receiver.env())
+    assert restarted.returncode == 0, restarted.stderr
+    assert _events(receiver) == {"run": 2}  # exactly the two undelivered values
+    assert [v for _, v in receiver.last("ml.tensorboard.scalar").items()] == [5.0]
+    assert _saved_records(state) == {"run": 5}
+
+
+@pytest.mark.slow
+def test_embedded_endpoint_saves_after_a_scrape_and_sigterm_says_what_was_not_scraped(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "logs" / "run", VALUES)
+    state, port = tmp_path / "state", free_port()
+    env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_METRICS_EXPORTER": "otel_ml_prometheus"}
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def scraped_events() -> float | None:
+        try:
+            _, _, text = get(url)
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ml_tensorboard_bridge_events_total" and sample.labels["ml_run_name"] == "run":
+                    return sample.value
+        return None
+
+    proc = _start_bridge(tmp_path / "logs", state, env, tmp_path / "err")
+    try:
+        assert wait_for(scraped_events, 60, "a scrape with the first values") == 3
+        # Prometheus goes on scraping: a scrape after the read is the delivery that saves the state.
+        wait_for(lambda: scraped_events() and _saved_records(state) == {"run": 3}, 30, "the state saved")
+        _append(path, [4.0, 5.0], start=3)  # read, but nobody scrapes before SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 1
+    finally:
+        stop(proc)
+    assert "stopped with 2 summary values read but not delivered" in (tmp_path / "err").read_text()
+    assert _saved_records(state) == {"run": 3}
+    proc = _start_bridge(tmp_path / "logs", state, env, tmp_path / "err2")
+    try:
+        assert wait_for(scraped_events, 60, "a scrape after the restart") == 2
+        wait_for(lambda: scraped_events() and _saved_records(state) == {"run": 5}, 30, "the state saved")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # everything read was scraped
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_port_taken_exits_4_with_one_line_and_marks_nothing(tmp_path: Path) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(taken.getsockname()[1]), "OTEL_METRICS_EXPORTER": ""}
+        full = {**os.environ, **env}
+        done = subprocess.run(
+            _bridge_argv(tmp_path / "logs", tmp_path / "state"),
+            cwd=ROOT,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 4
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "otel-ml tensorboard: nowhere to deliver the values: cannot serve /metrics on 127.0.0.1:"
+    )
+    assert "Address already in use" in lines[0] and "OTEL_EXPORTER_PROMETHEUS_PORT" in lines[0]
+    assert not (tmp_path / "state").exists()
+
+
+def test_second_bridge_on_one_state_dir_exits_3_with_one_line(
+    telemetry: Telemetry, tmp_path: Path, capsys: Any
+) -> None:
+    write_run(tmp_path / "logs" / "run", VALUES)
+    first = _bridge(telemetry, tmp_path / "logs", tmp_path / "state")
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    argv = ["tensorboard", str(tmp_path / "logs"), "--once", "--state-dir", str(tmp_path / "state")]
+    try:
+        assert _run_cli(argv, provider) == 3
+    finally:
+        first.close()
+    assert capsys.readouterr().err == (
+        f"otel-ml tensorboard: state directory {tmp_path / 'state'} is in use by another otel-ml tensorboard "
+        f"(pid {os.getpid()}); two bridges on one state would export every value twice: stop the other one, or "
+        "give this one its own --state-dir\n"
+    )
+    assert _run_cli(argv, provider) == 0  # released: the next one runs
+
+
+# --- what the logdir holds: links, deleted runs, rewritten files, names in other encodings -----------
+
+
+def test_symlinks_are_not_followed_by_default(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+    logs = tmp_path / "logs"
+    write_run(logs / "run", VALUES)
+    write_run(tmp_path / "elsewhere" / "theirs", [9.0, 9.0])  # another user's runs
+    (logs / "escape").symlink_to(tmp_path / "elsewhere")
+    (logs / "disk").symlink_to("/")
+    (logs / "alias").symlink_to(logs / "run")
+    bridge = _bridge(telemetry, logs, tmp_path / "state")
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll(final=True) == 3
+        assert bridge.poll(final=True) == 0
+    assert _exported(telemetry) == {"run": 3}
+    assert _warnings(caplog, "is a symbolic link; it is not followed (pass --follow-symlinks") == 3  # once each
+
+
+def test_followed_symlinks_stay_under_the_logdirs(telemetry: Telemetry, tmp_path: Path, caplog: Any) -> None:
+    logs = tmp_path / "logs"
+    write_run(logs / "real" / "run", VALUES)
+    write_run(tmp_path / "elsewhere" / "theirs", [9.0, 9.0])
+    (logs / "escape").symlink_to(tmp_path / "elsewhere")
+    (logs / "disk").symlink_to("/")  # followed, this would walk the whole disk at every poll
+    (logs / "inside").symlink_to(logs / "real")  # a link that stays inside is followed
+    write_run(tmp_path / "kept" / "linked", [1.0])
+    (logs / "real" / "file_link").mkdir()
+    (logs / "real" / "file_link" / "events.out.tfevents.2.host").symlink_to(
+        tmp_path / "elsewhere" / "theirs" / "events.out.tfevents.1.host"
+    )
+    bridge = Bridge([str(logs)], str(tmp_path / "state"), telemetry.meter_provider, follow_symlinks=True)
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll(final=True) == 3
+        assert bridge.poll(final=True) == 0
+    bridge.close()
+    assert _exported(telemetry) == {"real/run": 3}  # the run reached twice is named by its real path
+    assert _warnings(caplog, "outside the logdirs; it is not followed") == 3
+    # A directory listed as a LOGDIR is inside: links into it are followed.
+    both = Bridge(
+        [str(logs), str(tmp_path / "elsewhere")], str(tmp_path / "state2"), MeterProvider(), follow_symlinks=True
+    )
+    assert both.poll(final=True) == 3 + 2 + 0  # the file link reaches a file already found: once
+    both.close()
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["sdk_internals", "public_api_fallback"])
+def test_deleted_run_is_forgotten_and_logged_once(
+    telemetry: Telemetry, tmp_path: Path, caplog: Any, forced: bool
+) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    write_run(logs / "kept", VALUES)
+    write_run(logs / "gone", VALUES)
+    bridge = _bridge(telemetry, logs, state)
+    assert bridge.poll() == 6
+    shutil.rmtree(logs / "gone")
+    if forced:  # an SDK whose storage cannot be read: the run is forgotten, its series stay until a restart
+        with _sdk_internals.forced_fallbacks(_sdk_internals.FORGET_SERIES):
+            assert bridge.poll() == 0
+        assert {p.attributes["ml.run.name"] for p in telemetry.points("ml.tensorboard.scalar")} == {"kept", "gone"}
+        bridge.close()
+        return
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert bridge.poll() == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "otel-ml tensorboard: the event files of run 'gone' are gone; the run is forgotten and its series stop"
+    ]
+    assert _saved_records(state) == {"kept": 3}
+    for name in ("ml.tensorboard.scalar", "ml.tensorboard.writes", "ml.tensorboard.bridge.events"):
+        assert {p.attributes["ml.run.name"] for p in telemetry.points(name)} == {"kept"}, name
+    write_run(logs / "gone", [7.0])  # a new run of that name is a new run
+    assert bridge.poll() == 1
+    bridge.close()
+
+
+def _values(telemetry: Telemetry) -> list[float]:
+    return [p.value for p in telemetry.points("ml.tensorboard.scalar")]
+
+
+@pytest.mark.parametrize("how", ["shorter", "replaced", "rewritten_in_place", "after_restart"])
+def test_rewritten_event_file_is_read_from_the_start(
+    telemetry: Telemetry, tmp_path: Path, caplog: Any, how: str
+) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    path = write_run(logs / "run", VALUES)
+    bridge = _bridge(telemetry, logs, state)
+    assert bridge.poll() == 3
+    new = {"shorter": [7.0, 8.0], "replaced": [7.0, 8.0, 9.0, 10.0]}.get(how, [7.0, 8.0, 9.0, 10.0, 11.0])
+    raw = b"".join(frame(scalar("loss", value, step)) for step, value in enumerate(new))
+    if how == "replaced":  # a new file put in its place: another inode
+        (logs / "run" / "tmp").write_bytes(raw)
+        os.replace(logs / "run" / "tmp", path)
+    else:
+        with path.open("r+b") as handle:  # same inode
+            handle.truncate(0)
+            handle.write(raw)
+    if how == "after_restart":
+        bridge.close()
+        telemetry.reader.get_metrics_data()
+        bridge = _bridge(telemetry, logs, state)
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll() == len(new)
+        assert bridge.poll() == 0
+    bridge.close()
+    assert _values(telemetry) == [new[-1]]
+    assert _warnings(caplog, "was rewritten") == 1
+    assert _saved_records(state) == {"run": len(new)}
+
+
+@pytest.mark.slow
+def test_latin1_run_directory_keeps_its_run_name_over_otlp_and_on_metrics(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    logs = tmp_path / "logs"
+    write_run(Path(os.fsdecode(bytes(logs) + b"/caf\xe9")), VALUES)
+    write_run(logs / "plain", VALUES)
+    done = _once(logs, tmp_path / "state", receiver.env())
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    points = [p for request in receiver.requests for p in request if p[0].startswith("ml.tensorboard")]
+    runs = {attrs.get("ml.run.name") for name, attrs, _ in points if name != "ml.tensorboard.bridge.pending"}
+    assert runs == {"caf\\xe9", "plain"}  # the undecodable byte as an escape, on every point
+    assert _events(receiver) == {"caf\\xe9": 3, "plain": 3}
+
+    from otel_ml.distro.endpoint._reader import OtelMLPrometheusMetricReader
+
+    prom = OtelMLPrometheusMetricReader(host="127.0.0.1", port=0)
+    try:
+        bridge = Bridge([str(logs)], str(tmp_path / "state2"), MeterProvider(metric_readers=[prom]))
+        assert bridge.poll(final=True) == 6
+        bridge.close()
+        status, _, text = get(prom.url)
+    finally:
+        prom.shutdown()
+    assert status == 200
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ml_tensorboard_bridge_events_total"
+    ]
+    assert {s.labels["ml_run_name"]: s.value for s in samples} == {"caf\\xe9": 3.0, "plain": 3.0}
