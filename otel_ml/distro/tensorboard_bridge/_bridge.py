@@ -21,6 +21,7 @@ from otel_ml._summary import (
     export_events,
 )
 from otel_ml._summary._files import read_marker
+from otel_ml._training.instruments import TrainingInstruments
 from otel_ml.distro._sdk import is_sdk_meter_provider
 from otel_ml.distro._sdk_internals import FORGET_SERIES, give_up, series_forgetting
 from otel_ml.distro.tensorboard_bridge._state import BridgeState, Progress
@@ -96,7 +97,9 @@ class Bridge:
         self.state = BridgeState(state_dir)
         self._provider = meter_provider or metrics.get_meter_provider()
         meter = metrics.get_meter(__name__, __version__, meter_provider)
-        self._exporter = SummaryExporter(SummaryInstruments.create(meter), max_tags, sc.FRAMEWORK_TENSORBOARD)
+        # ml.train.* in the one training scope, as in an instrumented program: one scope per metric name everywhere.
+        training = TrainingInstruments.shared(meter_provider)
+        self._exporter = SummaryExporter(SummaryInstruments.create(meter, training), max_tags, sc.FRAMEWORK_TENSORBOARD)
         self._events = meter.create_counter(
             sc.METRIC_SUMMARY_BRIDGE_EVENTS,
             unit=sc.UNIT_EVENT,
