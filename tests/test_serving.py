@@ -198,3 +198,55 @@ def test_bad_arguments_name_what_is_accepted(kwargs, message) -> None:  # type: 
     assert str(caught.value).startswith(message)
     with pytest.raises(ValueError, match="observed\\(\\) needs token="):
         ModelQuality("m", classes=[0]).observed(0)
+
+
+@pytest.mark.parametrize(
+    ("header", "stamp"),
+    [
+        ("X-Request-Start", lambda t: f"t={t:.3f}"),  # nginx: t=${msec}
+        ("X-Request-Start", lambda t: str(int(t * 1e3))),  # Heroku's router: milliseconds
+        ("X-Queue-Start", lambda t: f"t={int(t * 1e6)}"),  # Apache: t=%t, microseconds
+        ("X-Request-Start", lambda t: str(int(t * 1e9))),  # nanoseconds
+        ("X-Queue-Start", lambda t: f"{t:.6f}"),  # seconds, no prefix
+    ],
+)
+def test_time_before_the_app_is_read_from_the_proxys_stamp(telemetry, header, stamp) -> None:  # type: ignore[no-untyped-def]
+    from flask import Flask
+
+    from otel_ml.serving import instrument_flask_app
+
+    app = Flask("queued")
+    app.add_url_rule("/predict", "predict", lambda: "ok", methods=["POST"])
+    instrument_flask_app(app, meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
+    client = app.test_client()
+    before = time.time()
+    assert client.post("/predict", headers={header: stamp(before - 0.25)}).status_code == 200
+    after = time.time()
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert point.count == 1
+    # The stamp's own rounding (1 ms at most) on one side, the request's own time on the other.
+    assert 0.249 <= point.sum <= 0.25 + (after - before) + 1e-6
+    assert dict(point.attributes) == {sc.HTTP_REQUEST_METHOD: "POST", sc.URL_SCHEME: "http"}
+    assert client.post("/predict").status_code == 200  # no stamp: nothing recorded
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert point.count == 1
+
+
+def test_a_stamp_that_is_not_one_is_ignored_and_a_slightly_early_one_is_zero(telemetry) -> None:  # type: ignore[no-untyped-def]
+    from flask import Flask
+
+    from otel_ml.serving import instrument_flask_app
+
+    app = Flask("queued")
+    app.add_url_rule("/", "index", lambda: "ok")
+    instrument_flask_app(app, meter_provider=telemetry.meter_provider)
+    client = app.test_client()
+    now = time.time()
+    for bad in ("soon", "t=", "nan", "inf", "t=-5", "12", str(now + 10), str(now - 7200), "t=1e400", "\u00e9"):
+        assert client.get("/", headers={"X-Request-Start": bad}).status_code == 200
+    assert telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION) == []
+    assert client.get("/", headers={"X-Request-Start": f"t={now + 0.5:.3f}"}).status_code == 200  # skew
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert (point.count, point.sum) == (1, 0.0)
+    [http] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_DURATION)
+    assert http.count == 11  # every request still answered and counted
