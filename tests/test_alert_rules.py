@@ -17,7 +17,6 @@ import yaml
 
 from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
 from otel_ml.serving._http import DURATION_BUCKETS as HTTP_DURATION_BUCKETS
-
 from tests._collector_procs import COLLECTOR_DIR, REQUIRE_ENV, RULES
 
 RULE_TESTS = RULES.with_name("otel-ml.tests.yml")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import itertools
 import os
@@ -142,7 +141,7 @@ class ModelQuality:
         self._outcomes = m.create_counter(
             sc.METRIC_MODEL_OUTCOMES,
             unit=sc.UNIT_OUTCOME,
-            description="Predictions whose true class arrived, by true class, predicted class and whether it was right.",
+            description="Predictions whose true class arrived, by true and predicted class and whether it was right.",
         )
         self._false_positives = m.create_counter(
             sc.METRIC_MODEL_FALSE_POSITIVES,
@@ -195,7 +194,7 @@ class ModelQuality:
 
     def observe(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Predictions so far per label (read at collection), every declared one from 0."""
-        for tally, attrs in zip(self._tallies, self._predicted_attrs):
+        for tally, attrs in zip(self._tallies, self._predicted_attrs, strict=True):
             yield tally.value(), attrs
 
     def observed(

@@ -48,12 +48,14 @@ def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) 
     status, refused = post(port, b'{"request_id": "x", "labels": [3]}', "/feedback")
     assert (status, refused["error"]) == (400, "labels[0] is 3; expected a class 0 to 2")
     outcomes = {
-        (p.attributes[sc.ML_TRUTH_LABEL], p.attributes[sc.ML_PREDICTION_CORRECT]): p.value
+        tuple(p.attributes[k] for k in (sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL, sc.ML_PREDICTION_CORRECT)): p.value
         for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)
     }
-    assert outcomes == {(str(truth[0]), True): 1, (str(truth[1]), False): 1}
+    right, wrong = (str(truth[0]), str(predicted[0]), True), (str(truth[1]), str(predicted[1]), False)
+    assert {k: v for k, v in outcomes.items() if v} == {right: 1, wrong: 1}
+    assert len(outcomes) == 4 * 4  # the confusion matrix of 3 classes and _OTHER, every cell from 0
     predictions = {p.attributes[sc.ML_PREDICTION_LABEL]: p.value for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS)}
-    assert sum(predictions.values()) == 2 and set(predictions) == {str(c) for c in predicted}
+    assert sum(predictions.values()) == 2 and {k for k, v in predictions.items() if v} == {str(c) for c in predicted}
     [wait] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
     assert wait.count == 1
     [waiting] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
