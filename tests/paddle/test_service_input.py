@@ -60,3 +60,24 @@ def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) 
     assert wait.count == 1
     [waiting] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
     assert waiting.value == 0
+
+
+def test_feedback_tokens_count_on_another_worker(telemetry, server, model_prefix, service_module) -> None:  # type: ignore[no-untyped-def]
+    """/feedback on a worker that did not predict (pre-fork servers): the token carries the predicted class."""
+    port = server.server_port
+    status, answer = post(port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [1, 1, 1, 1]]}')
+    assert status == 200 and len(answer["feedback"]) == 3
+    predicted = answer["classes"]
+    truth = [predicted[0], (predicted[1] + 1) % 3, predicted[2]]
+    other = service_module.create_app(model_prefix, meter_provider=telemetry.meter_provider, pool_size=1)
+    client = other.test_client()  # another app: its own ModelQuality, no memory of the prediction
+    reply = client.post("/feedback", json={"feedback": answer["feedback"], "labels": truth})
+    assert (reply.status_code, reply.get_json()) == (200, {"counted": 3})
+    reply = client.post("/feedback", json={"feedback": answer["feedback"], "labels": truth})
+    assert (reply.status_code, reply.get_json()) == (404, {"error": "no feedback token is valid and unused"})
+    reply = client.post("/feedback", json={"feedback": answer["feedback"][:2], "labels": truth})
+    assert reply.status_code == 400 and "2 tokens" in reply.get_json()["error"]
+    outcomes = Counter()  # type: ignore[var-annotated]
+    for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES):
+        outcomes[p.attributes[sc.ML_PREDICTION_CORRECT]] += p.value
+    assert outcomes == {True: 2, False: 1}
