@@ -81,6 +81,12 @@ def start(name: str, tmp: str, sinks: dict[str, tuple[subprocess.Popen[str], int
     return _start(cmd, env, "serving on http://127.0.0.1:")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat``, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -90,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("hey") is None:
         raise SystemExit("needs hey (apt-get install hey)")
-    results: dict[str, dict[str, list[float]]] = {n: {"p50": [], "p99": [], "rps": []} for n in SERVICES}
+    results: dict[str, dict[str, list[float]]] = {n: {"p50": [], "p99": [], "rps": [], "cpu_ms": []} for n in SERVICES}
     served = dict.fromkeys(SERVICES, 0)
     sinks: dict[str, tuple[subprocess.Popen[str], int]] = {}
     spans: dict[str, int] = {}
@@ -100,7 +106,11 @@ def main() -> None:
 
             def variant(name: str) -> Any:
                 def once() -> float:
+                    before = cpu_seconds(procs[name][0].pid)
                     sample = hey(procs[name][1], args.requests, args.connections)
+                    # CPU time per request (the service process, its exporting thread included): unlike
+                    # requests/s it does not move with what the machine's other processes do.
+                    sample["cpu_ms"] = (cpu_seconds(procs[name][0].pid) - before) / args.requests * 1e3
                     served[name] += args.requests
                     for key, value in sample.items():
                         results[name][key].append(value)
@@ -131,9 +141,9 @@ def main() -> None:
     med = {name: {k: _common.median(v) for k, v in r.items()} for name, r in results.items()}
     pfe, plain = med["prometheus-flask-exporter"], med["otel_ml"]
     rows = [
-        "| service | requests/s | p50 ms | p99 ms | vs prometheus-flask-exporter | p99 vs pfe | vs otel_ml "
-        "without traces | spans received / requests served |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| service | CPU ms per request | CPU vs pfe | requests/s | p50 ms | p99 ms | throughput vs pfe | p99 vs pfe "
+        "| throughput vs otel_ml without traces | spans received / requests served |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, m in med.items():
         got = (
@@ -142,15 +152,19 @@ def main() -> None:
             else ""
         )
         rows.append(
-            f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['rps'] / pfe['rps']:.3f} | "
+            f"| {name} | {m['cpu_ms']:.3f} | {m['cpu_ms'] / pfe['cpu_ms']:.3f} | "
+            f"{m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['rps'] / pfe['rps']:.3f} | "
             f"{m['p99'] / pfe['p99']:.3f} | {m['rps'] / plain['rps']:.3f} | {got} |"
         )
     rounds = {name: [round(v) for v in r["rps"]] for name, r in results.items()}
+    cpu = {name: [f"{v:.2f}" for v in r["cpu_ms"]] for name, r in results.items()}
     body = (
         f"`hey -n {args.requests} -c {args.connections}`, {args.rounds} interleaved rounds, medians; "
         f"load average at the end: {os.getloadavg()[0]:.1f}.\n\n" + "\n".join(rows) + "\n\n"
         "Requests/s of every round, in order:\n\n"
         + "\n".join(f"- {name}: {', '.join(map(str, v))}" for name, v in rounds.items())
+        + "\n\nCPU ms per request of every round:\n\n"
+        + "\n".join(f"- {name}: {', '.join(v)}" for name, v in cpu.items())
         + "\n"
     )
     print(body)
