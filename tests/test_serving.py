@@ -250,3 +250,46 @@ def test_a_stamp_that_is_not_one_is_ignored_and_a_slightly_early_one_is_zero(tel
     assert (point.count, point.sum) == (1, 0.0)
     [http] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_DURATION)
     assert http.count == 11  # every request still answered and counted
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_sees_a_feedback_burst_whole_and_a_class_never_right_at_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The documented queries on a real scrape: increase() counts the burst's first outcomes, recall keeps 0."""
+    import re
+    from pathlib import Path
+
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
+    from tests import _net
+    from tests._prometheus import prometheus, require_prometheus
+
+    require_prometheus()
+    reader = OtelMLPrometheusMetricReader(port=0)
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        quality = ModelQuality("iris", classes=["a", "b", "c"], meter_provider=provider)
+        with prometheus(tmp_path, [reader.url.removeprefix("http://").removesuffix("/metrics")]) as prom:
+            # Scraped at 0 before any feedback: 16 outcome series (the 4 x 4 matrix with _OTHER).
+            _net.wait_for(
+                lambda: len(prom.query('ml_model_outcomes_total{ml_model_name="iris"}')) == 16, 30, "the zero series"
+            )
+            burst = [("a", "a")] * 10 + [("b", "b")] * 5 + [("b", "a")] * 5 + [("c", "b")] * 10  # (truth, predicted)
+            for truth, guess in burst:
+                assert quality.observed(truth, token=quality.predicted(guess)) is True
+
+            def scraped_total() -> float | None:
+                return prom.value('sum(ml_model_outcomes_total{ml_model_name="iris"})') == 30 or None
+
+            _net.wait_for(scraped_total, 30, "Prometheus to scrape the burst")
+            increase = prom.value('sum(increase(ml_model_outcomes_total{ml_model_name="iris"}[1h]))')
+            # Every outcome is seen (a lazily created series would hide its first increment): 30, plus
+            # increase()'s extrapolation towards the window's end (at most half a scrape interval's worth).
+            assert increase is not None and 30 <= increase < 36
+            doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+            recall_query = re.findall(r"```promql\n(.*?)\n", doc.split("## Model quality")[1])[0]
+            recall = {r["metric"]["ml_truth_label"]: float(r["value"][1]) for r in prom.query(recall_query)}
+            # "c", never right, is there at 0; _OTHER, with no outcome at all, has no recall (not 0/0).
+            assert recall == {"a": 1.0, "b": 0.5, "c": 0.0}
+    finally:
+        provider.shutdown()
