@@ -283,9 +283,10 @@ def test_a_real_prometheus_sees_a_feedback_burst_whole_and_a_class_never_right_a
 
             _net.wait_for(scraped_total, 30, "Prometheus to scrape the burst")
             increase = prom.value('sum(increase(ml_model_outcomes_total{ml_model_name="iris"}[1h]))')
-            # Every outcome is seen (a lazily created series would hide its first increment): 30, plus
-            # increase()'s extrapolation towards the window's end (at most half a scrape interval's worth).
-            assert increase is not None and 30 <= increase < 36
+            # Every outcome is seen: a series created lazily, first scraped at its value already, would add 0
+            # here. Above 30 only by increase()'s extrapolation to the window's end, which over a few seconds
+            # of samples can be a quarter or more (38 was seen); ratios (below) are exact.
+            assert increase is not None and 30 <= increase < 60
             doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
             recall_query = re.findall(r"```promql\n(.*?)\n", doc.split("## Model quality")[1])[0]
             recall = {r["metric"]["ml_truth_label"]: float(r["value"][1]) for r in prom.query(recall_query)}
