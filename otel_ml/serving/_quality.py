@@ -52,7 +52,7 @@ MAX_CLASSES: Final = 1000
 MAX_CONFUSION_CLASSES: Final = 20
 """Up to this many classes, wrong outcomes carry the predicted class too (a confusion matrix, (n+1)² series);
 beyond it, per-class true positives, false negatives (``ml.model.outcomes``) and false positives
-(``ml.model.false_positives``) only, 3(n+1) series."""
+(``ml.model.false_positives``) only: 2n+1 and n+1 series."""
 _TOKEN_VERSION: Final = 1
 _TOKEN: Final = struct.Struct(">BIQ")  # version, predicted class index, nonce
 _MAC_BYTES: Final = 11
