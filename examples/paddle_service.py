@@ -3,9 +3,13 @@
 ``POST /predict`` takes ``{"instances": [[f0, f1, f2, f3], ...]}`` (1 to 64
 rows of 4 finite float32 numbers, ``Content-Type: application/json``) and
 answers ``{"predictions": [[p0, p1, p2], ...], "classes": [...], "request_id":
-"..."}``. ``POST /feedback`` takes ``{"request_id": "...", "labels": [c0,
-...]}``, the true class of each row once it is known, and feeds the model
-quality counters (``otel_ml.serving.ModelQuality``). ``GET /health`` answers
+"...", "feedback": ["<token>", ...]}``. ``POST /feedback`` takes ``{"feedback":
+["<token>", ...], "labels": [c0, ...]}``, the true class of each row once it
+is known, and feeds the model quality counters
+(``otel_ml.serving.ModelQuality``): a token carries its row's predicted class,
+signed (key: ``FEEDBACK_SECRET``, the same in every worker), so any worker
+counts it, however late. ``{"request_id": ..., "labels": ...}`` works too,
+on the worker that predicted, for its last 10,000 predictions. ``GET /health`` answers
 ``{"status": "ok", "runs": N}``, where ``runs`` counts the predictor runs the
 service made (a figure the load test compares with otel_ml's). Bad input of
 any kind (an empty, over-long or chunked-and-huge body, the wrong content
@@ -128,7 +132,8 @@ def create_app(
 
     app = Flask(__name__)
     pool = PredictorPool(prefix, pool_size, meter_provider)
-    quality = ModelQuality(MODEL_NAME, classes=range(CLASSES), meter_provider=meter_provider)
+    secret = os.environ.get("FEEDBACK_SECRET") or None
+    quality = ModelQuality(MODEL_NAME, classes=range(CLASSES), meter_provider=meter_provider, secret=secret)
     app.extensions["predictor_pool"] = pool
 
     @app.post("/predict")
@@ -139,13 +144,17 @@ def create_app(
             raise BadRequest("the model's output for these values is not finite; send smaller magnitudes", 422)
         classes = [max(range(CLASSES), key=p.__getitem__) for p in probabilities]
         request_id = uuid.uuid4().hex
-        for i, label in enumerate(classes):
-            quality.predicted(label, request_id=(request_id, i))
-        return jsonify(predictions=probabilities, classes=classes, request_id=request_id)
+        tokens = [quality.predicted(label, request_id=(request_id, i)) for i, label in enumerate(classes)]
+        return jsonify(predictions=probabilities, classes=classes, request_id=request_id, feedback=tokens)
 
     @app.post("/feedback")
     def feedback() -> Any:
-        request_id, labels = parse_feedback(read_json("see POST /feedback"))
+        request_id, tokens, labels = parse_feedback(read_json("see POST /feedback"))
+        if tokens is not None:
+            counted = sum(quality.observed(label, token=token) for token, label in zip(tokens, labels, strict=True))
+            if not counted:
+                raise BadRequest("no feedback token is valid and unused", 404)
+            return jsonify(counted=counted)
         counted = sum(quality.observed(label, request_id=(request_id, i)) for i, label in enumerate(labels))
         if not counted:
             raise BadRequest(f"request_id {request_id[:40]!r} is unknown or already has its feedback", 404)

@@ -83,15 +83,22 @@ def parse_instances(payload: Any) -> list[list[float]]:
     return rows
 
 
-def parse_feedback(payload: Any) -> tuple[str, list[int]]:
-    """Validate a ``/feedback`` payload: ``{"request_id": str, "labels": [class per row]}``."""
-    usage = f'send {{"request_id": "<from /predict>", "labels": [class 0 to {CLASSES - 1} per row]}}'
-    if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str):
-        raise BadRequest(f'expected a JSON object with a "request_id" string: {usage}')
+def parse_feedback(payload: Any) -> tuple[str, list[str] | None, list[int]]:
+    """Validate a ``/feedback`` payload: ``{"feedback": [token per row] or "request_id": str, "labels": [...]}``."""
+    usage = f'send {{"feedback": [<tokens from /predict>], "labels": [class 0 to {CLASSES - 1} per row]}}'
+    tokens = payload.get("feedback") if isinstance(payload, dict) else None
+    if tokens is not None and (
+        not isinstance(tokens, list) or not all(isinstance(t, str) and len(t) <= 64 for t in tokens)
+    ):
+        raise BadRequest(f'"feedback" must be the list of tokens /predict answered: {usage}')
+    if not isinstance(payload, dict) or (tokens is None and not isinstance(payload.get("request_id"), str)):
+        raise BadRequest(f'expected a JSON object with a "feedback" list (or a "request_id" string): {usage}')
     labels = payload.get("labels")
     if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_ROWS:
         raise BadRequest(f'"labels" must be a list of 1 to {MAX_ROWS} classes: {usage}')
+    if tokens is not None and len(tokens) != len(labels):
+        raise BadRequest(f'"feedback" has {len(tokens)} tokens and "labels" {len(labels)} classes: one per row')
     for i, label in enumerate(labels):
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < CLASSES:
             raise BadRequest(f"labels[{i}] is {json.dumps(label)[:40]}; expected a class 0 to {CLASSES - 1}")
-    return payload["request_id"], labels
+    return str(payload.get("request_id", "")), tokens, labels

@@ -13,7 +13,10 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
+from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
+from otel_ml.serving._http import DURATION_BUCKETS as HTTP_DURATION_BUCKETS
 from tests._collector_procs import COLLECTOR_DIR, REQUIRE_ENV, RULES
 
 RULE_TESTS = RULES.with_name("otel-ml.tests.yml")
@@ -31,7 +34,10 @@ ALERTS = (
     "GPUMemoryNearFull",
     "GPUThrottled",
     "ModelAccuracyLow",
+    "HttpServerErrorRateHigh",
+    "HttpClientErrorRateHigh",
 )
+THRESHOLDS = 15
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,7 @@ def test_rules_are_valid(promtool: str) -> None:
     # Every threshold constant and every alert of the file, none dropped.
     rules = RULES.read_text()
     count = len(re.findall(r"^\s+- record: ", rules, re.M)) + len(re.findall(r"^\s+- alert: ", rules, re.M))
-    assert count == 12 + len(ALERTS)  # 12 threshold constants
+    assert count == THRESHOLDS + len(ALERTS)
     assert f"SUCCESS: {count} rules found" in out
 
 
@@ -80,7 +86,7 @@ def test_alert_names_and_annotations_are_the_documented_ones() -> None:
     assert rules.count("description:") == len(ALERTS)
     # Thresholds are recorded constants: the first group's, and the GPU-health group's own.
     thresholds = re.findall(r"record: otel_ml:threshold:(\w+)", rules)
-    assert len(thresholds) == 12
+    assert len(thresholds) == THRESHOLDS
     for name in thresholds:
         assert f"scalar(otel_ml:threshold:{name})" in rules, name
 
@@ -112,6 +118,8 @@ def test_for_durations_follow_the_documented_review() -> None:
         "GPUMemoryNearFull": "5m",
         "GPUThrottled": "5m",
         "ModelAccuracyLow": "10m",
+        "HttpServerErrorRateHigh": "5m",
+        "HttpClientErrorRateHigh": "5m",
     }
 
 
@@ -132,3 +140,72 @@ def test_the_documented_gpu_identity_joins_are_the_promtool_tested_ones() -> Non
     tests = RULE_TESTS.read_text()
     for query in queries:
         assert f"- expr: {query}\n" in tests, query
+
+
+# The bucket boundaries otel_ml declares for each histogram a rule may read, by Prometheus name.
+DECLARED_BUCKETS = {
+    "ml_inference_duration_seconds": DURATION_BUCKETS_SECONDS,
+    "ml_inference_queue_duration_seconds": DURATION_BUCKETS_SECONDS,
+    "ml_model_load_duration_seconds": DURATION_BUCKETS_SECONDS,
+    "ml_train_step_duration_seconds": DURATION_BUCKETS_SECONDS,
+    "http_server_request_duration_seconds": HTTP_DURATION_BUCKETS,
+    "http_server_request_queue_duration_seconds": DURATION_BUCKETS_SECONDS,
+}
+
+
+def test_every_latency_threshold_is_a_bucket_boundary_of_the_histogram_it_reads() -> None:
+    """Inside a bucket histogram_quantile interpolates: a 2 s threshold in the 1-2.5 s bucket fired on 1.2 s runs."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    constants = {
+        r["record"].split(":")[-1]: float(re.fullmatch(r"vector\((.+)\)", r["expr"].strip()).group(1))  # type: ignore[union-attr]
+        for g in groups
+        for r in g["rules"]
+        if "record" in r
+    }
+    checked = []
+    for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+        expr = rule["expr"]
+        histograms = set(re.findall(r"(\w+)_bucket\b", expr))
+        if "histogram_quantile" not in expr:
+            continue
+        # An absolute threshold: a *_seconds constant, or a literal number compared with a quantile.
+        used = [constants[n] for n in re.findall(r"scalar\(otel_ml:threshold:(\w+_seconds)\)", expr)]
+        used += [float(v) for v in re.findall(r"\)\s*[<>]=?\s*([0-9.]+)\b", expr)]
+        for histogram in histograms:
+            assert histogram in DECLARED_BUCKETS, (rule["alert"], histogram)
+            for value in used:
+                assert value in DECLARED_BUCKETS[histogram], (rule["alert"], histogram, value)
+                checked.append((rule["alert"], value))
+    assert checked == [("InferenceLatencyHigh", 2.5)]
+
+
+def _tested_exprs() -> set[str]:
+    return set(re.findall(r"^\s+- expr: (.+)$", RULE_TESTS.read_text(), re.M))
+
+
+def test_the_documented_quality_and_http_queries_are_the_promtool_tested_ones() -> None:
+    """docs/serving.md's queries (recall with a 0-recall class, precision, confusion, HTTP errors) run in promtool."""
+    doc = (COLLECTOR_DIR.parent / "docs" / "serving.md").read_text()
+    queries = [q for block in re.findall(r"```promql\n(.*?)```", doc, re.S) for q in block.splitlines() if q.strip()]
+    assert len(queries) == 4
+    # The tested forms are the dashboard's, with its variables at "All": the documented ones leave those out.
+    tested = set()
+    for expr in _tested_exprs():
+        for variable in ('job=~".*", ', 'ml_model_name=~".*", ', '{ml_model_name=~".*"}', '{job=~".*"}'):
+            expr = expr.replace(variable, "")
+        tested.add(expr)
+    for query in queries:
+        assert query in tested, query
+
+
+def test_the_dashboards_quality_and_http_panels_are_the_promtool_tested_queries() -> None:
+    """Each panel's query, with its variables at "All", is one that promtool evaluates on a 0-recall class."""
+    import json
+
+    dashboard = json.loads((COLLECTOR_DIR / "grafana" / "dashboards" / "otel-ml.json").read_text())
+    titles = {p["title"]: p for p in dashboard["panels"]}
+    tested = _tested_exprs()
+    for title in ("Recall per class (1h)", "Precision per class (1h)", "HTTP error ratio by route (4xx and 5xx)"):
+        [target] = titles[title]["targets"]
+        expr = target["expr"].replace("$job", ".*").replace("$model", ".*").replace("$__rate_interval", "5m")
+        assert expr in tested, title

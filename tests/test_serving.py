@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 import time
 
@@ -66,11 +68,106 @@ def test_predictions_and_outcomes_give_accuracy_recall_and_distribution(telemetr
     assert quality.observed("versicolor", predicted="versicolor") is True  # given directly
     predictions = _by(telemetry, sc.METRIC_MODEL_PREDICTIONS, sc.ML_PREDICTION_LABEL)
     assert predictions == {("setosa",): 2, ("versicolor",): 1, ("_OTHER",): 1}
-    outcomes = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_CORRECT)
-    assert outcomes == {("setosa", True): 1, ("versicolor", False): 1, ("versicolor", True): 1}
+    outcomes = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL)
+    # The whole confusion matrix (3 x 3 with _OTHER), every cell from 0.
+    expected = {(t, p): 0 for t in ("setosa", "versicolor", "_OTHER") for p in ("setosa", "versicolor", "_OTHER")}
+    expected |= {("setosa", "setosa"): 1, ("versicolor", "setosa"): 1, ("versicolor", "versicolor"): 1}
+    assert outcomes == expected
+    correct = {
+        (p.attributes[sc.ML_TRUTH_LABEL], p.attributes[sc.ML_PREDICTION_LABEL]): p.attributes[sc.ML_PREDICTION_CORRECT]
+        for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)
+    }
+    assert all(flag is (t == p != "_OTHER") for (t, p), flag in correct.items())
+    false_positives = _by(telemetry, sc.METRIC_MODEL_FALSE_POSITIVES, sc.ML_PREDICTION_LABEL)
+    assert false_positives == {("setosa",): 1, ("versicolor",): 0, ("_OTHER",): 0}
     names = {p.attributes[sc.ML_MODEL_NAME] for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)}
     assert names == {"iris"}  # and no request id in any attribute
     assert all("r0" not in map(str, p.attributes.values()) for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS))
+
+
+def test_every_declared_series_exists_at_zero_before_the_first_prediction(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """increase() cannot see the first increment of a series that appears with it: all start at 0."""
+    quality = ModelQuality("m", classes=["a", "b"], version=1, meter_provider=telemetry.meter_provider)
+    assert _by(telemetry, sc.METRIC_MODEL_PREDICTIONS, sc.ML_PREDICTION_LABEL) == {("a",): 0, ("b",): 0, ("_OTHER",): 0}
+    outcomes = telemetry.points(sc.METRIC_MODEL_OUTCOMES)
+    assert len(outcomes) == 9 and {p.value for p in outcomes} == {0}
+    assert {p.attributes[sc.ML_MODEL_VERSION] for p in outcomes} == {"1"}
+    assert len(telemetry.points(sc.METRIC_MODEL_FALSE_POSITIVES)) == 3
+    assert quality.label("a") == "a"  # (held: a collected helper is no longer read)
+
+
+def test_a_feedback_token_counts_in_another_process_and_only_once(telemetry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The token carries the predicted class: the process that counts the outcome need not have predicted."""
+    script = (
+        "import sys\n"
+        "from otel_ml.serving import ModelQuality\n"
+        "q = ModelQuality('m', classes=['cat', 'dog'], secret='s3cret')\n"
+        "print(q.predicted('dog'), q.predicted('cat'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    dog_token, cat_token = proc.stdout.split()
+    quality = ModelQuality("m", classes=["cat", "dog"], secret="s3cret", meter_provider=telemetry.meter_provider)
+    assert quality.observed("cat", token=dog_token) is True  # wrong: predicted dog
+    assert quality.observed("cat", token=dog_token) is False  # replayed
+    assert quality.observed("cat", token=cat_token) is True  # right
+    outcomes = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL)
+    assert {k: v for k, v in outcomes.items() if v} == {("cat", "dog"): 1, ("cat", "cat"): 1}
+    # Another secret, another model or another class list does not accept it; nor does a forged or garbled one.
+    for other in (
+        ModelQuality("m", classes=["cat", "dog"], secret="other"),
+        ModelQuality("m", classes=["cat", "dog"]),
+        ModelQuality("m2", classes=["cat", "dog"], secret="s3cret"),
+        ModelQuality("m", classes=["cat", "dog", "cow"], secret="s3cret"),
+    ):
+        assert other.observed("cat", token=cat_token) is False
+    fresh = ModelQuality("m", classes=["cat", "dog"], secret="s3cret")
+    flipped = cat_token[:5] + ("B" if cat_token[5] != "B" else "C") + cat_token[6:]
+    for bad in (flipped, cat_token[:-1], "é" * 32, "=" * 32, "", 42):
+        assert fresh.observed("cat", token=bad) is False  # type: ignore[arg-type]
+    assert fresh.observed("cat", token=cat_token) is True  # a fresh process has not seen it used
+
+
+def test_feedback_days_later_still_counts_and_memory_stays_bounded(telemetry) -> None:  # type: ignore[no-untyped-def]
+    quality = ModelQuality("m", classes=[0, 1], max_pending=100, meter_provider=telemetry.meter_provider)
+    first = quality.predicted(1)
+    tokens = [quality.predicted(i % 2) for i in range(50_000)]  # far more than max_pending
+    for token in tokens[:1000]:
+        assert quality.observed(0, token=token) is True
+    assert len(quality._used) == 100 and not quality._pending  # bounded: no per-prediction state
+    assert quality.observed(1, token=first) is True  # 51,000 predictions later
+    outcomes = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL)
+    assert outcomes[("0", "0")] == 500 and outcomes[("0", "1")] == 500 and outcomes[("1", "1")] == 1
+
+
+def test_a_thousand_classes_and_long_labels_compared_whole(telemetry) -> None:  # type: ignore[no-untyped-def]
+    imagenet = ModelQuality("resnet", classes=range(1000), meter_provider=telemetry.meter_provider)
+    imagenet.observed(7, token=imagenet.predicted(7))
+    imagenet.observed(7, token=imagenet.predicted(3))
+    imagenet.observed(7, predicted=1234)  # undeclared: _OTHER
+    # Beyond 20 classes: per-class true positives and false negatives, false positives apart; no matrix.
+    outcomes = telemetry.points(sc.METRIC_MODEL_OUTCOMES)
+    assert len(outcomes) == 2 * 1000 + 1  # an undeclared truth is never right: one series
+    counted = {
+        tuple(sorted((k, v) for k, v in p.attributes.items() if k != sc.ML_MODEL_NAME)): p.value
+        for p in outcomes
+        if p.value
+    }
+    assert counted == {
+        ((sc.ML_PREDICTION_CORRECT, True), (sc.ML_PREDICTION_LABEL, "7"), (sc.ML_TRUTH_LABEL, "7")): 1,
+        ((sc.ML_PREDICTION_CORRECT, False), (sc.ML_TRUTH_LABEL, "7")): 2,
+    }
+    false_positives = _by(telemetry, sc.METRIC_MODEL_FALSE_POSITIVES, sc.ML_MODEL_NAME, sc.ML_PREDICTION_LABEL)
+    assert {k: v for k, v in false_positives.items() if v} == {("resnet", "3"): 1, ("resnet", "_OTHER"): 1}
+    assert len(false_positives) == 1001
+    # Two labels alike for their first 128 characters are two classes, rendered apart and within 128.
+    long_a, long_b = "x" * 130 + "a", "x" * 130 + "b"
+    labels = ModelQuality("long", classes=[long_a, long_b], meter_provider=telemetry.meter_provider)
+    labels.observed(long_b, token=labels.predicted(long_a))
+    [wrong] = [p for p in telemetry.model_points(sc.METRIC_MODEL_OUTCOMES, "long") if p.value]
+    assert wrong.attributes[sc.ML_PREDICTION_CORRECT] is False
+    assert wrong.attributes[sc.ML_TRUTH_LABEL] != wrong.attributes[sc.ML_PREDICTION_LABEL]
+    assert {len(wrong.attributes[sc.ML_TRUTH_LABEL]), len(wrong.attributes[sc.ML_PREDICTION_LABEL])} == {128}
+    assert labels.label(long_a) == wrong.attributes[sc.ML_PREDICTION_LABEL]
 
 
 def test_pending_predictions_are_bounded_oldest_first(telemetry) -> None:  # type: ignore[no-untyped-def]
@@ -85,8 +182,10 @@ def test_pending_predictions_are_bounded_oldest_first(telemetry) -> None:  # typ
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"classes": []}, "classes has 0 distinct labels: expected 1 to 100"),
-        ({"classes": range(101)}, "classes has 101 distinct labels: expected 1 to 100"),
+        ({"classes": []}, "classes has 0 distinct labels: expected 1 to 1000"),
+        ({"classes": range(1001)}, "classes has 1001 distinct labels: expected 1 to 1000"),
+        ({"classes": ["a", "_OTHER"]}, "classes are invalid: two render alike, or one is '_OTHER'"),
+        ({"classes": [0], "secret": b""}, "secret is invalid: expected a non-empty string or bytes"),
         ({"classes": [0], "max_pending": -1}, "max_pending=-1 is invalid: expected a whole number >= 0"),
         ({"classes": [0], "model_name": ""}, "model_name '' is invalid: expected a non-empty string of at most 128"),
         ({"classes": [0], "version": 1.5}, "version 1.5 is invalid: expected a non-empty string, a whole number"),
@@ -97,5 +196,101 @@ def test_bad_arguments_name_what_is_accepted(kwargs, message) -> None:  # type: 
     with pytest.raises(ValueError) as caught:
         ModelQuality(**kwargs)
     assert str(caught.value).startswith(message)
-    with pytest.raises(ValueError, match="observed\\(\\) needs request_id="):
+    with pytest.raises(ValueError, match="observed\\(\\) needs token="):
         ModelQuality("m", classes=[0]).observed(0)
+
+
+@pytest.mark.parametrize(
+    ("header", "stamp"),
+    [
+        ("X-Request-Start", lambda t: f"t={t:.3f}"),  # nginx: t=${msec}
+        ("X-Request-Start", lambda t: str(int(t * 1e3))),  # Heroku's router: milliseconds
+        ("X-Queue-Start", lambda t: f"t={int(t * 1e6)}"),  # Apache: t=%t, microseconds
+        ("X-Request-Start", lambda t: str(int(t * 1e9))),  # nanoseconds
+        ("X-Queue-Start", lambda t: f"{t:.6f}"),  # seconds, no prefix
+    ],
+)
+def test_time_before_the_app_is_read_from_the_proxys_stamp(telemetry, header, stamp) -> None:  # type: ignore[no-untyped-def]
+    from flask import Flask
+
+    from otel_ml.serving import instrument_flask_app
+
+    app = Flask("queued")
+    app.add_url_rule("/predict", "predict", lambda: "ok", methods=["POST"])
+    instrument_flask_app(app, meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
+    client = app.test_client()
+    before = time.time()
+    assert client.post("/predict", headers={header: stamp(before - 0.25)}).status_code == 200
+    after = time.time()
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert point.count == 1
+    # The stamp's own rounding (1 ms at most, either way), and the request's own time.
+    assert 0.249 <= point.sum <= 0.251 + (after - before)
+    assert dict(point.attributes) == {sc.HTTP_REQUEST_METHOD: "POST", sc.URL_SCHEME: "http"}
+    assert client.post("/predict").status_code == 200  # no stamp: nothing recorded
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert point.count == 1
+
+
+def test_a_stamp_that_is_not_one_is_ignored_and_a_slightly_early_one_is_zero(telemetry) -> None:  # type: ignore[no-untyped-def]
+    from flask import Flask
+
+    from otel_ml.serving import instrument_flask_app
+
+    app = Flask("queued")
+    app.add_url_rule("/", "index", lambda: "ok")
+    instrument_flask_app(app, meter_provider=telemetry.meter_provider)
+    client = app.test_client()
+    now = time.time()
+    for bad in ("soon", "t=", "nan", "inf", "t=-5", "12", str(now + 10), str(now - 7200), "t=1e400", "\u00e9"):
+        assert client.get("/", headers={"X-Request-Start": bad}).status_code == 200
+    assert telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION) == []
+    assert client.get("/", headers={"X-Request-Start": f"t={now + 0.5:.3f}"}).status_code == 200  # skew
+    [point] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION)
+    assert (point.count, point.sum) == (1, 0.0)
+    [http] = telemetry.points(sc.METRIC_HTTP_SERVER_REQUEST_DURATION)
+    assert http.count == 11  # every request still answered and counted
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_sees_a_feedback_burst_whole_and_a_class_never_right_at_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The documented queries on a real scrape: increase() counts the burst's first outcomes, recall keeps 0."""
+    import re
+    from pathlib import Path
+
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
+    from tests import _net
+    from tests._prometheus import prometheus, require_prometheus
+
+    require_prometheus()
+    reader = OtelMLPrometheusMetricReader(port=0)
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        quality = ModelQuality("iris", classes=["a", "b", "c"], meter_provider=provider)
+        with prometheus(tmp_path, [reader.url.removeprefix("http://").removesuffix("/metrics")]) as prom:
+            # Scraped at 0 before any feedback: 16 outcome series (the 4 x 4 matrix with _OTHER).
+            _net.wait_for(
+                lambda: len(prom.query('ml_model_outcomes_total{ml_model_name="iris"}')) == 16, 30, "the zero series"
+            )
+            burst = [("a", "a")] * 10 + [("b", "b")] * 5 + [("b", "a")] * 5 + [("c", "b")] * 10  # (truth, predicted)
+            for truth, guess in burst:
+                assert quality.observed(truth, token=quality.predicted(guess)) is True
+
+            def scraped_total() -> float | None:
+                return prom.value('sum(ml_model_outcomes_total{ml_model_name="iris"})') == 30 or None
+
+            _net.wait_for(scraped_total, 30, "Prometheus to scrape the burst")
+            increase = prom.value('sum(increase(ml_model_outcomes_total{ml_model_name="iris"}[1h]))')
+            # Every outcome is seen: a series created lazily, first scraped at its value already, would add 0
+            # here. Above 30 only by increase()'s extrapolation to the window's end, which over a few seconds
+            # of samples can be a quarter or more (38 was seen); ratios (below) are exact.
+            assert increase is not None and 30 <= increase < 60
+            doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+            recall_query = re.findall(r"```promql\n(.*?)\n", doc.split("## Model quality")[1])[0]
+            recall = {r["metric"]["ml_truth_label"]: float(r["value"][1]) for r in prom.query(recall_query)}
+            # "c", never right, is there at 0; _OTHER, with no outcome at all, has no recall (not 0/0).
+            assert recall == {"a": 1.0, "b": 0.5, "c": 0.0}
+    finally:
+        provider.shutdown()

@@ -125,6 +125,7 @@ METRIC_INFERENCE_QUEUE_DURATION: Final = "ml.inference.queue.duration"
 METRIC_INFERENCE_QUEUE_WAITING: Final = "ml.inference.queue.waiting"
 METRIC_MODEL_PREDICTIONS: Final = "ml.model.predictions"
 METRIC_MODEL_OUTCOMES: Final = "ml.model.outcomes"
+METRIC_MODEL_FALSE_POSITIVES: Final = "ml.model.false_positives"
 ML_PREDICTION_LABEL: Final = "ml.prediction.label"
 """The predicted class, one of the classes declared to ``ModelQuality`` (others: ``_OTHER``)."""
 ML_TRUTH_LABEL: Final = "ml.truth.label"
@@ -136,6 +137,8 @@ UNIT_OUTCOME: Final = "{outcome}"
 # on server spans only, as the conventions require, never on a metric); active requests is still incubating.
 METRIC_HTTP_SERVER_REQUEST_DURATION: Final = _http_metrics.HTTP_SERVER_REQUEST_DURATION
 METRIC_HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
+METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION: Final = "http.server.request.queue.duration"
+"""Time a request waited between the front proxy (``X-Request-Start``/``X-Queue-Start``) and the app; no semconv yet."""
 
 # --- GPU (NVML), OpenTelemetry hardware conventions -----------------------------
 METRIC_HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"

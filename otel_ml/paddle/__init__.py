@@ -40,7 +40,7 @@ from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._core.observe import Binding, binding_for
 from otel_ml.paddle._identity import set_identity
 from otel_ml.paddle._instruments import PaddleInstruments
-from otel_ml.paddle._loading import LoadTimer, make_clone, make_create_predictor
+from otel_ml.paddle._loading import LoadTimer, make_clone, make_create_predictor, make_pool_init, make_retrieve
 from otel_ml.paddle._options import OPTIONS, PaddleOptions
 from otel_ml.paddle._registry import Registry
 from otel_ml.paddle._run import RunRecorder, make_run
@@ -83,6 +83,10 @@ class PaddleInstrumentor(OtelMLInstrumentor):
         self._patch(predictor_cls, "run", lambda original: make_run(original, hooks))
         self._patch(predictor_cls, "clone", lambda original: make_clone(original, registry, timer))
         self._patch(module, "create_predictor", lambda original: make_create_predictor(original, registry, timer))
+        pool_cls = getattr(module, "PredictorPool", None)
+        if pool_cls is not None:
+            self._patch(pool_cls, "__init__", lambda original: make_pool_init(original, registry, timer))
+            self._patch(pool_cls, "retrieve", lambda original: make_retrieve(original, registry))
 
     def _teardown(self) -> None:
         self._flush()

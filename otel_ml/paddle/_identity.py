@@ -5,7 +5,7 @@ Models are usually exported under generic file names (``inference.json``,
 the same name. The name comes, in this order, from: an explicit
 :func:`otel_ml.paddle.set_model` on the predictor or on its ``Config``; the
 ``model_name`` option (``OTEL_ML_MODEL_NAME``); the Triton-style layout
-``<name>/<version>/<file>``; the file's stem unless it is generic; the
+``<name>/<version>/<file>`` (a version directory: ``3``, ``v2``, ``1.2.0``); the file's stem unless it is generic; the
 directory's name.
 
 What is known about a live predictor is kept here, in a weak map that
@@ -16,6 +16,7 @@ outlives any one instrumentation: after ``uninstrument()`` and
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,6 +24,8 @@ from typing import Any, Final
 UNKNOWN_MODEL: Final = "unknown"
 GENERIC_STEMS: Final = frozenset({"inference", "model", "__model__", "infer", "saved_model", "program", "main"})
 """File stems that say nothing about the model: the directory names it instead."""
+_VERSION: Final = re.compile(r"[vV]?\d+(?:\.\d+)*(?:[-+][0-9A-Za-z.]+)?")
+"""A directory that names a version: ``3``, ``v2``, ``1.2.0``, ``2.0.1-rc1``."""
 MAX_NAME_LENGTH: Final = 128
 MAX_VERSION_LENGTH: Final = 64
 
@@ -37,6 +40,8 @@ class Identity:
     runs: int = 0
     fallback: bool = False
     """Named from the options only (nothing known of its model): the next instrumentation's options apply."""
+    batch_input: int | None = -1
+    """Which input holds the batch (see ``otel_ml.paddle._registry.batch_input_of``); -1: not looked at yet."""
 
 
 _known: weakref.WeakKeyDictionary[Any, Identity] = weakref.WeakKeyDictionary()
@@ -75,6 +80,8 @@ def set_identity(target: Any, name: str, version: str | int | None) -> Identity:
             )
     previous = known(target)
     identity = Identity(name, version, previous.engine if previous else {}, previous.runs if previous else 0)
+    if previous is not None:
+        identity.batch_input = previous.batch_input
     try:
         _known[target] = identity
     except TypeError:
@@ -96,13 +103,18 @@ def identity_of_path(path: str, is_file: bool) -> tuple[str, str | None]:
         ('iris', None)
         >>> identity_of_path("/models/resnet/3", is_file=False)
         ('resnet', '3')
+        >>> identity_of_path("/srv/ocr_det/v2/inference.json", is_file=True)
+        ('ocr_det', 'v2')
+        >>> identity_of_path("/srv/ocr_det/1.2.0/inference.json", is_file=True)
+        ('ocr_det', '1.2.0')
     """
     path = os.path.normpath(path)
     directory = os.path.dirname(path) if is_file else path
     stem = os.path.splitext(os.path.basename(path))[0] if is_file else ""
     parent = os.path.basename(directory)
     grandparent = os.path.basename(os.path.dirname(directory))
-    if parent.isdigit() and grandparent and len(parent) <= MAX_VERSION_LENGTH:
+    named = grandparent and grandparent not in (".", os.sep)
+    if named and _VERSION.fullmatch(parent) and len(parent) <= MAX_VERSION_LENGTH:
         return grandparent[:MAX_NAME_LENGTH], parent
     if stem and stem.lower() not in GENERIC_STEMS:
         return stem[:MAX_NAME_LENGTH], None

@@ -19,7 +19,7 @@ from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded
 from otel_ml._core.pending import NO_EXEMPLAR
 from otel_ml.paddle._identity import Identity
-from otel_ml.paddle._registry import PredictorFacts, Registry
+from otel_ml.paddle._registry import ModelState, PredictorFacts, Registry
 
 MAX_LOAD_ERROR_TYPES: Final = 16
 
@@ -32,7 +32,10 @@ class LoadTimer:
         self._error_names: set[str] = set()
 
     def loaded(self, facts: PredictorFacts, elapsed_ns: int) -> None:
-        self._record(elapsed_ns / 1e9, facts.model.batch_attrs, context=NO_EXEMPLAR)
+        self.loaded_model(facts.model, elapsed_ns)
+
+    def loaded_model(self, model: ModelState, elapsed_ns: int) -> None:
+        self._record(elapsed_ns / 1e9, model.batch_attrs, context=NO_EXEMPLAR)
 
     def failed(self, identity: Identity, elapsed_ns: int, error: BaseException) -> None:
         name = type(error).__qualname__
@@ -99,3 +102,52 @@ def make_clone(original: Callable[..., Any], registry: Registry, timer: LoadTime
         timer.failed(registry.facts(parent).identity, elapsed_ns, error)
 
     return _timed(original, "paddle.Predictor.clone", done, failed)
+
+
+def make_pool_init(original: Callable[..., Any], registry: Registry, timer: LoadTimer) -> Callable[..., Any]:
+    """Wrap ``PredictorPool.__init__(config, size)``: its members are named from ``config``, its load timed.
+
+    Without it a pool's members are made in C++, out of sight of the
+    ``create_predictor`` wrapper: an OCR pipeline's detector and recogniser
+    pools would both be ``unknown``, one series, and record no load time.
+    """
+
+    def done(pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], elapsed_ns: int) -> None:
+        config = args[0] if args else kwargs.get("arg0")
+        size = args[1] if len(args) > 1 else kwargs.get("arg1", 0)
+        timer.loaded_model(registry.pool_created(pool, config, int(size)), elapsed_ns)
+
+    def failed(args: tuple[Any, ...], kwargs: dict[str, Any], elapsed_ns: int, error: BaseException) -> None:
+        config = args[0] if args else kwargs.get("arg0")
+        timer.failed(registry.identity(config), elapsed_ns, error)
+
+    safe_done, safe_failed = guarded("paddle.PredictorPool")(done), guarded("paddle.PredictorPool")(failed)
+    perf = time.perf_counter_ns
+
+    def __init__(pool: Any, *args: Any, **kwargs: Any) -> None:
+        t0 = perf()
+        try:
+            original(pool, *args, **kwargs)
+        except BaseException as exc:
+            safe_failed(args, kwargs, perf() - t0, exc)
+            raise
+        safe_done(pool, args, kwargs, perf() - t0)
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    __init__.__doc__ = getattr(original, "__doc__", None)
+    return __init__
+
+
+def make_retrieve(original: Callable[..., Any], registry: Registry) -> Callable[..., Any]:
+    """Wrap ``PredictorPool.retrieve(index)``: every wrapper of a member gets that member's facts."""
+    safe_retrieved = guarded("paddle.PredictorPool.retrieve")(registry.retrieved)
+
+    def retrieve(pool: Any, *args: Any, **kwargs: Any) -> Any:
+        predictor = original(pool, *args, **kwargs)
+        safe_retrieved(pool, args[0] if args else kwargs.get("arg0"), predictor)
+        return predictor
+
+    retrieve.__wrapped__ = original  # type: ignore[attr-defined]
+    retrieve.__doc__ = getattr(original, "__doc__", None)
+    retrieve.__name__ = "retrieve"
+    return retrieve

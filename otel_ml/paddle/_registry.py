@@ -15,7 +15,9 @@ loads models by user-supplied path cannot grow the label set without limit.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -120,6 +122,69 @@ class ModelState:
         return attrs
 
 
+UNSET: Final = -1
+"""``PredictorFacts.batch_input`` before the first run looked at the predictor's inputs."""
+_MAX_PROGRAM_BYTES: Final = 64 << 20
+
+
+def declared_input_shapes(config: Any) -> dict[str, list[int]] | None:
+    """The shapes a PIR program (``*.json``) declares for its inputs, by name; None when unreadable.
+
+    Read once per model at load: the ``data`` ops of the program carry each
+    input's name and shape (``-1`` for a dimension given at run time). A
+    legacy ``*.pdmodel`` or a model from memory gives None.
+    """
+    try:
+        path = config.prog_file()
+        if not path or not str(path).endswith(".json") or os.path.getsize(path) > _MAX_PROGRAM_BYTES:
+            return None
+        with open(path, "rb") as f:
+            program = json.load(f)
+        shapes: dict[str, list[int]] = {}
+        stack: list[Any] = [program]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if str(node.get("#", "")).endswith(".data"):
+                    found = {a.get("N"): a.get("AT", {}).get("D") for a in node.get("A", []) if isinstance(a, dict)}
+                    if isinstance(found.get("name"), str) and isinstance(found.get("shape"), list):
+                        shapes[found["name"]] = [int(d) for d in found["shape"]]
+                    continue
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return shapes
+    except Exception:  # noqa: BLE001 - a program we cannot read declares nothing we know
+        return None
+
+
+def batch_input_of(predictor: Any, config: Any) -> int | None:
+    """The position of the input whose declared leading dimension is -1; the only input; else None.
+
+    A model whose first input is not batch-major (``(scale[1], x[N, 16])``)
+    must not report the first input's length as its batch size: with several
+    inputs the batch input is the first that declares a variable leading
+    dimension in the program, and none is reported when the program says
+    nothing (a legacy ``.pdmodel``) or no input declares one.
+    """
+    if predictor is None:
+        return UNSET
+    try:
+        names = list(predictor.get_input_names())
+    except Exception:  # noqa: BLE001
+        return None
+    if len(names) <= 1:
+        return 0 if names else None
+    shapes = declared_input_shapes(config)
+    if not shapes:
+        return None
+    for index, name in enumerate(names):
+        shape = shapes.get(name)
+        if shape and shape[0] == -1:
+            return index
+    return None
+
+
 def engine_flags(config: Any) -> dict[str, bool]:
     """Whether the config enabled GPU, TensorRT and MKLDNN (oneDNN); a flag it cannot tell is left out."""
     flags: dict[str, bool] = {}
@@ -138,14 +203,28 @@ def engine_flags(config: Any) -> dict[str, bool]:
 class PredictorFacts:
     """One predictor's model, engine flags, warm-up count and slow-run baseline."""
 
-    __slots__ = ("detector", "engine", "handle", "identity", "input_shape", "model", "runs", "span_attrs")
+    __slots__ = (
+        "batch_input",
+        "detector",
+        "engine",
+        "handle",
+        "identity",
+        "input_shape",
+        "model",
+        "runs",
+        "span_attrs",
+    )
 
     def __init__(self, model: ModelState, identity: Identity, options: PaddleOptions) -> None:
         self.model = model
         self.identity = identity
         self.engine = identity.engine
         self.runs = identity.runs
-        self.handle: Any = None  # the first input handle, once looked up
+        # Which input's leading dimension is the batch size: its position among the inputs, None when
+        # unknown (a model with several inputs and no declared -1 leading dimension), UNSET until the
+        # first run looks (a predictor that no wrapper saw being made).
+        self.batch_input: int | None = identity.batch_input
+        self.handle: Any = None  # the batch input's handle, once looked up
         # Its bound ``shape`` (a live read: later reshapes show), so that a run does no attribute lookup on it.
         self.input_shape: Callable[[], list[int]] | None = None
         self.detector = SlowDetector(options.slow_run_seconds, options.slow_run_factor)
@@ -168,6 +247,7 @@ class Registry:
         self._facts: dict[int, tuple[weakref.ref[Any], PredictorFacts]] = {}
         self._models: dict[tuple[str, str | None], ModelState] = {}
         self._versions: dict[str, int] = {}
+        self._pools: weakref.WeakKeyDictionary[Any, list[PredictorFacts]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def model(self, name: str, version: str | None = None) -> ModelState:
@@ -205,14 +285,46 @@ class Registry:
             version = self.options.model_version
         return Identity(name, version, engine_flags(config))
 
-    def register(self, predictor: Any, config: Any) -> PredictorFacts:
+    def register(self, predictor: Any, config: Any, identity: Identity | None = None) -> PredictorFacts:
         """Record what ``config`` says about ``predictor`` (called by the ``create_predictor`` wrapper)."""
-        return self._attach(predictor, self.identity(config))
+        if identity is None:
+            identity = self.identity(config)
+            identity.batch_input = batch_input_of(predictor, config)
+        return self._attach(predictor, identity)
 
     def derive(self, clone: Any, parent: Any) -> PredictorFacts:
         """Give a ``clone()`` its parent's model and flags, with its own warm-up and baseline."""
         base = self.facts(parent).identity
-        return self._attach(clone, Identity(base.name, base.version, base.engine, fallback=base.fallback))
+        identity = Identity(base.name, base.version, base.engine, fallback=base.fallback)
+        identity.batch_input = base.batch_input
+        return self._attach(clone, identity)
+
+    def pool_created(self, pool: Any, config: Any, size: int) -> ModelState:
+        """Name the members of a ``PredictorPool`` from its ``Config``: each is tracked by its index.
+
+        A member is a new Python object at every ``retrieve()`` (the pool keeps the C++ predictor, not
+        the wrapper), so each index keeps one :class:`PredictorFacts`, handed to every wrapper of it:
+        its warm-up count and slow-run baseline carry over.
+        """
+        identity = self.identity(config)
+        members: list[PredictorFacts] = []
+        for index in range(size):
+            member = Identity(identity.name, identity.version, identity.engine)
+            predictor = pool.retrieve(index) if index == 0 else None
+            member.batch_input = batch_input_of(predictor, config) if index == 0 else members[0].batch_input
+            members.append(PredictorFacts(self.model(member.name, member.version), member, self.options))
+        self._pools[pool] = members
+        return members[0].model if members else self.model(identity.name, identity.version)
+
+    def retrieved(self, pool: Any, index: Any, predictor: Any) -> None:
+        """A ``retrieve()`` result: the member's facts, kept across its wrappers."""
+        members = self._pools.get(pool)
+        if members is None or not isinstance(index, int) or not 0 <= index < len(members):
+            return
+        facts = members[index]
+        remember(predictor, facts.identity)
+        key = id(predictor)
+        self._facts[key] = (_ref(predictor, lambda gone: self._drop(key, gone)), facts)
 
     def facts(self, predictor: Any) -> PredictorFacts:
         """``predictor``'s facts, made on its first run when no wrapper recorded them (a pool member)."""

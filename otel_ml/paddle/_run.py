@@ -30,7 +30,7 @@ from otel_ml._core import semconv as sc
 from otel_ml._core.guard import report
 from otel_ml._core.pending import FLUSH_NS, NO_EXEMPLAR, drain, record_many_for
 from otel_ml.paddle._instruments import PaddleInstruments
-from otel_ml.paddle._registry import ModelState, PredictorFacts, Registry
+from otel_ml.paddle._registry import UNSET, ModelState, PredictorFacts, Registry, batch_input_of
 
 SITE: Final = "paddle.Predictor.run"
 SPAN_KEY: Final = next(iter(NO_EXEMPLAR))
@@ -126,19 +126,30 @@ def make_run(original: Callable[..., Any], recorder: RunRecorder) -> Callable[..
 
 
 def _batch_size(facts: PredictorFacts, predictor: Any, args: tuple[Any, ...]) -> int | None:
-    """The first input's leading dimension when it is cheap to read; never a guess."""
+    """The batch input's leading dimension when it is cheap to read; never a guess.
+
+    The batch input is the only input, or the one whose program declares a
+    variable leading dimension (``batch_input_of``, looked up at load); a
+    predictor that no wrapper saw being made is looked at on its first run,
+    and with several inputs and nothing declared, no batch size is recorded.
+    """
     try:
+        index = facts.batch_input
+        if index == UNSET:
+            index = facts.batch_input = facts.identity.batch_input = batch_input_of(predictor, None)
+        if index is None:
+            return None
         if args:
             inputs = args[0]
-            shape = inputs[0].shape if isinstance(inputs, (list, tuple)) and inputs else None
+            shape = inputs[index].shape if isinstance(inputs, (list, tuple)) and len(inputs) > index else None
         else:
             handle = facts.handle
             if handle is None:
                 names = predictor.get_input_names()
-                if not names:
+                if len(names) <= index:
                     return None
                 # Cached: a handle reads the live input variable, so later reshapes show.
-                handle = facts.handle = predictor.get_input_handle(names[0])
+                handle = facts.handle = predictor.get_input_handle(names[index])
                 facts.input_shape = handle.shape
             shape = handle.shape()
         if not shape:
@@ -244,13 +255,12 @@ class RunRecorder:
     def failed(
         self, facts: PredictorFacts, batch: int | None, span: Span | None, elapsed_ns: int, error: BaseException
     ) -> None:
-        """After a run that raised: counted with ``error.type``, never slow, out of the baseline."""
+        """After a run that raised: counted with ``error.type``, never slow, out of the baseline and the batches."""
         try:
             next(facts.model.finished)
-            runs = facts.runs
-            facts.runs = runs + 1
-            attrs = facts.model.error_attrs(type(error), runs < self.warmup_runs)
-            self._batch(facts, batch)
+            # A failed run neither uses up a warm-up slot (the next run still builds the engine) nor
+            # adds its batch to the batch-size histogram (no sample was served).
+            attrs = facts.model.error_attrs(type(error), facts.runs < self.warmup_runs)
             if span is None:
                 self._record(elapsed_ns / 1e9, attrs, context=NO_EXEMPLAR)
                 return

@@ -11,13 +11,13 @@ Usage::
     with waits.waiting():                      # around the wait for a free predictor
         predictor = free_predictors.get()
 
-    quality = ModelQuality("resnet", classes=["cat", "dog"], version="3")
-    quality.predicted("cat", request_id=rid)   # when answering
-    quality.observed("dog", request_id=rid)    # when the ground truth arrives
+    quality = ModelQuality("resnet", classes=["cat", "dog"], version="3", secret=key)
+    token = quality.predicted("cat")           # when answering: the client keeps the token
+    quality.observed("dog", token=token)       # when the ground truth arrives, in any process
 
 Configuration: arguments only. All three take an optional ``meter_provider``
 (default: the global one, which ``otel_ml.instrument()`` sets up). None puts
-inputs, outputs or request ids into telemetry: labels are the model's name and
+inputs, outputs, request ids or feedback tokens into telemetry: labels are the model's name and
 version, the classes declared up front, and for HTTP the bounded attributes of
 the stable conventions (no ``Host`` header, no URL).
 

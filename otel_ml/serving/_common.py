@@ -9,6 +9,7 @@ drop one) and read every live helper of that provider, held weakly.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import weakref
@@ -99,3 +100,22 @@ def _observe_all(helpers: Any, options: CallbackOptions) -> Iterable[Observation
             previous = totals.get(key)
             totals[key] = ((previous[0] if previous else 0) + value, attrs)
     return [Observation(value, attrs) for value, attrs in totals.values()]
+
+
+def render_label(label: str) -> str:
+    """A class label as a label value: itself up to ``MAX_LABEL_LENGTH``, else cut with a digest of the whole.
+
+    Labels are compared whole; only their rendering is bounded, and two long
+    labels that share a prefix still render apart.
+
+    Example:
+        >>> render_label("cat")
+        'cat'
+        >>> a, b = render_label("x" * 200 + "a"), render_label("x" * 200 + "b")
+        >>> len(a), a == b
+        (128, False)
+    """
+    if len(label) <= MAX_LABEL_LENGTH:
+        return label
+    digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{label[: MAX_LABEL_LENGTH - 13]}~{digest}"

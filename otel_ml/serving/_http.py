@@ -17,6 +17,12 @@ never could, so no span is made, but the W3C ``traceparent`` (the global
 propagator) is still extracted and made current, so spans made inside the
 request (a slow run) join the caller's trace.
 
+Time spent before the app, in the server's accept queue or behind a proxy, is
+invisible to both: when the front proxy stamps the request (``X-Request-Start``
+or ``X-Queue-Start``, as APM agents read them) the wait from that stamp to the
+app is recorded as ``http.server.request.queue.duration`` (see
+:func:`queue_seconds` for the formats).
+
 Every attribute is bounded: the method (``_OTHER`` beyond the nine standard
 ones), the scheme (``http``/``https``, else ``_OTHER``), the protocol version
 (known ones only), the status code, the route (the app's own rules; none when
@@ -36,6 +42,7 @@ from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_ml._core import semconv as sc
+from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
 from otel_ml._core.guard import report
 from otel_ml._core.instrumentor import Patches
 from otel_ml.serving._common import Callback, Tally, live_set, meter
@@ -48,6 +55,47 @@ _OTHER: Final = "_OTHER"
 _MAX_CACHED: Final = 4096
 # The stable conventions' advice for http.server.request.duration.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+_QUEUE_HEADERS: Final = ("HTTP_X_REQUEST_START", "HTTP_X_QUEUE_START")
+_MAX_QUEUE_SECONDS: Final = 3600.0
+_MAX_SKEW_SECONDS: Final = 1.0
+
+
+def queue_seconds(value: str, now: float) -> float | None:
+    """Seconds from a proxy's request-start stamp to ``now`` (epoch seconds); None when it is not one.
+
+    The stamp is a time since the epoch in seconds, milliseconds, microseconds
+    or nanoseconds (told apart by magnitude), with or without a ``t=`` prefix:
+    nginx ``t=${msec}`` (seconds with a fraction), Heroku's router
+    (milliseconds), Apache ``t=%t`` (microseconds). A stamp up to a second in
+    the future (clocks of two hosts) counts as 0; one further ahead, more than
+    an hour old, or not a number is ignored.
+
+    Example:
+        >>> queue_seconds("t=1700000000.250", now=1700000000.5)
+        0.25
+        >>> queue_seconds("1700000000250", now=1700000000.5), queue_seconds("t=1700000000250000", now=1700000000.5)
+        (0.25, 0.25)
+        >>> queue_seconds("soon", now=1700000000.5) is None
+        True
+    """
+    text = value.strip()
+    if text[:2] in ("t=", "T="):
+        text = text[2:]
+    try:
+        stamp = float(text)
+    except ValueError:
+        return None
+    if not 1e8 < stamp < 1e20:  # also NaN and infinities
+        return None
+    for scale in (1.0, 1e3, 1e6, 1e9):
+        if stamp / scale < 1e11:
+            waited = now - stamp / scale
+            break
+    if waited < -_MAX_SKEW_SECONDS or waited > _MAX_QUEUE_SECONDS:
+        return None
+    return round(max(waited, 0.0), 9)
 
 
 class _Getter:
@@ -83,6 +131,12 @@ class HttpServerTelemetry:
             unit=sc.UNIT_SECONDS,
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        ).record
+        self._record_queue = m.create_histogram(
+            sc.METRIC_HTTP_SERVER_REQUEST_QUEUE_DURATION,
+            unit=sc.UNIT_SECONDS,
+            description="Time from the front proxy's X-Request-Start (or X-Queue-Start) stamp to the app.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_SECONDS),
         ).record
         self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer("otel_ml.serving", __version__, tracer_provider)
@@ -182,10 +236,18 @@ class _Request:
         scheme = scheme if scheme in _SCHEMES else _OTHER
         self.key: list[Any] = [method, scheme, _PROTOCOLS.get(environ.get("SERVER_PROTOCOL", "")), None, None, None]
         self.status = 0
-        self._entered, self._left, _ = owner.active(method, scheme)
+        self._entered, self._left, active_attrs = owner.active(method, scheme)
         parent = propagate.extract(environ, getter=_GETTER)  # type: ignore[arg-type]
         self._span = owner.span(method, scheme, environ, parent)
         self._token = context.attach(parent if self._span is None else trace.set_span_in_context(self._span, parent))
+        stamp = environ.get(_QUEUE_HEADERS[0]) or environ.get(_QUEUE_HEADERS[1])
+        if stamp is not None:  # in the request's context: the exemplar names its trace
+            try:
+                waited = queue_seconds(stamp, time.time())
+                if waited is not None:
+                    owner._record_queue(waited, active_attrs)
+            except Exception as exc:  # noqa: BLE001 - after the attach: nothing may leave it attached
+                report("serving.http.queue", exc)
         self._entered.bump()  # these two last: nothing above can leave either without its end
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:

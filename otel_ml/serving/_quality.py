@@ -1,16 +1,42 @@
 """The served model's quality: what it predicts, and how often it was right once the truth is known.
 
-Latency says nothing about a model that answers fast and wrong. Two counters
-let Prometheus compute, over any window: the prediction distribution (from
-``ml.model.predictions`` by ``ml.prediction.label``), accuracy (the share of
-``ml.model.outcomes`` with ``ml.prediction.correct="true"``) and per-class
-recall (the same share by ``ml.truth.label``). Labels are bounded by the
-classes declared up front; the ids that pair a prediction with its truth stay
-in a bounded map in memory and never reach telemetry.
+Latency says nothing about a model that answers fast and wrong. Three
+counters let Prometheus compute, over any window: the prediction
+distribution (``ml.model.predictions`` by ``ml.prediction.label``), accuracy
+(the share of ``ml.model.outcomes`` with ``ml.prediction.correct="true"``),
+per-class recall (the same share by ``ml.truth.label``), per-class precision
+(right outcomes by ``ml.prediction.label`` against ``ml.model.false_positives``)
+and, for up to ``MAX_CONFUSION_CLASSES`` classes, the confusion matrix (every
+outcome carries its predicted class).
+
+Every series of the declared classes exists from the moment the classes are
+declared, at 0: Prometheus's ``increase()`` cannot see the first increment
+of a series that appears with a value already, so lazily created series lose
+a burst of feedback.
+
+Feedback pairs a truth with its prediction in one of three ways:
+
+- a **feedback token** (what :meth:`ModelQuality.predicted` returns): the
+  predicted class, signed, carried by the client and handed back with the
+  truth, in any process of the service and however late. Nothing is
+  remembered per prediction; a bounded set of recently seen tokens turns a
+  replayed token away;
+- ``predicted=``: the caller states the predicted class itself (a pipeline
+  that stored it next to the request);
+- ``request_id=``: a bounded in-memory map, for one process and recent
+  predictions only.
+
+No token, request id or input reaches telemetry or logs.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import itertools
+import os
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator
@@ -19,34 +45,52 @@ from typing import Any, Final
 from opentelemetry import metrics
 
 from otel_ml._core import semconv as sc
-from otel_ml.serving._common import MAX_LABEL_LENGTH, OTHER, Callback, Tally, live_set, meter, model_attributes
+from otel_ml.serving._common import OTHER, Callback, Tally, live_set, meter, model_attributes, render_label
 
-MAX_CLASSES: Final = 100
+MAX_CLASSES: Final = 1000
+"""Declared classes at most (ImageNet's 1,000 fit): every one is a label value on three counters."""
+MAX_CONFUSION_CLASSES: Final = 20
+"""Up to this many classes, wrong outcomes carry the predicted class too (a confusion matrix, (n+1)² series);
+beyond it, per-class true positives, false negatives (``ml.model.outcomes``) and false positives
+(``ml.model.false_positives``) only: 2n+1 and n+1 series."""
+_TOKEN_VERSION: Final = 1
+_TOKEN: Final = struct.Struct(">BIQ")  # version, predicted class index, nonce
+_MAC_BYTES: Final = 11
+_TOKEN_LENGTH: Final = 32  # base64 of 13 + 11 bytes, no padding
+_PUBLIC_KEY: Final = b"otel_ml.serving.ModelQuality feedback token"
 
 
 class ModelQuality:
     """Counts a model's predictions by class and, when the truth arrives, its outcomes.
 
-    A prediction is one atomic counter bump (read at collection), plus a
-    dict entry under a lock when it carries a request id.
+    A prediction is one atomic counter bump (read at collection) and its
+    feedback token (an HMAC-SHA256 of 13 bytes); a dict entry under a lock when it
+    carries a request id.
 
     Args:
         model_name: ``ml.model.name``.
-        classes: Every class the model predicts (at most 100); any other label counts as ``_OTHER``.
+        classes: Every class the model predicts (1 to 1,000, compared whole as ``str()``); any
+            other label counts as ``_OTHER``, and a prediction of ``_OTHER`` is never right.
         version: ``ml.model.version``, or None.
-        max_pending: Predictions remembered by request id for a later truth; the oldest go first.
+        max_pending: Predictions remembered by request id for a later truth, and tokens
+            remembered as already used; the oldest go first.
+        secret: The key that signs feedback tokens, the same in every process of the service
+            (e.g. from a Kubernetes secret). Without it tokens are checksummed, not signed:
+            they survive any process and any delay, but whoever reads this code can forge one.
         meter_provider: Default: the global one.
 
     Raises:
-        ValueError: no classes, too many, or a bad name, version or ``max_pending``.
+        ValueError: no classes, too many, or a bad name, version, ``max_pending`` or ``secret``.
 
     Example:
         >>> quality = ModelQuality("iris_mlp", classes=[0, 1, 2])
-        >>> quality.predicted(2, request_id="r1")
-        >>> quality.observed(2, request_id="r1")
+        >>> token = quality.predicted(2, request_id="r1")
+        >>> quality.observed(2, token=token)
         True
-        >>> quality.observed(1, request_id="unknown")
+        >>> quality.observed(2, token=token)  # used already
         False
+        >>> len(token)
+        32
     """
 
     def __init__(
@@ -56,19 +100,33 @@ class ModelQuality:
         version: str | int | None = None,
         max_pending: int = 10_000,
         meter_provider: metrics.MeterProvider | None = None,
+        secret: str | bytes | None = None,
     ) -> None:
         self._attrs = model_attributes(model_name, version)
-        labels = [str(c)[:MAX_LABEL_LENGTH] for c in classes]
-        if not 1 <= len(set(labels)) <= MAX_CLASSES:
-            raise ValueError(f"classes has {len(set(labels))} distinct labels: expected 1 to {MAX_CLASSES}")
+        labels = list(dict.fromkeys(str(c) for c in classes))
+        if not 1 <= len(labels) <= MAX_CLASSES:
+            raise ValueError(f"classes has {len(labels)} distinct labels: expected 1 to {MAX_CLASSES}")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 0:
             raise ValueError(f"max_pending={max_pending!r} is invalid: expected a whole number >= 0")
-        self._classes = frozenset(labels)
-        self._predicted_attrs = {c: {**self._attrs, sc.ML_PREDICTION_LABEL: c} for c in [*labels, OTHER]}
-        self._tallies = {c: Tally() for c in self._predicted_attrs}
-        self._pending: OrderedDict[Hashable, str] = OrderedDict()
+        if secret is not None and (not isinstance(secret, (str, bytes)) or not secret):
+            raise ValueError("secret is invalid: expected a non-empty string or bytes, or None")
+        rendered = [render_label(label) for label in labels]
+        if len(set(rendered)) != len(rendered) or OTHER in labels:
+            raise ValueError(f"classes are invalid: two render alike, or one is {OTHER!r}")
+        self._index = {label: i for i, label in enumerate(labels)}
+        self._rendered = [*rendered, OTHER]  # index len(labels): any other label
+        self._confusion = len(labels) <= MAX_CONFUSION_CLASSES
+        self._predicted_attrs = [{**self._attrs, sc.ML_PREDICTION_LABEL: r} for r in self._rendered]
+        self._tallies = [Tally() for _ in self._rendered]
+        self._pending: OrderedDict[Hashable, int] = OrderedDict()
+        self._used: OrderedDict[int, None] = OrderedDict()
         self._max_pending = max_pending
         self._lock = threading.Lock()
+        # The key depends on the model and its classes: a token of another model, or of a changed class list, fails.
+        identity = "\0".join([model_name, str(version), *labels]).encode()
+        key = secret.encode() if isinstance(secret, str) else secret or _PUBLIC_KEY
+        self._key = hmac.digest(key, identity, "sha256")
+        self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 16)
         m = meter(meter_provider)
 
         def create(callback: Callback) -> None:
@@ -83,55 +141,117 @@ class ModelQuality:
         self._outcomes = m.create_counter(
             sc.METRIC_MODEL_OUTCOMES,
             unit=sc.UNIT_OUTCOME,
-            description="Predictions whose true class arrived, by true class and whether the prediction was right.",
+            description="Predictions whose true class arrived, by true and predicted class and whether it was right.",
         )
+        self._false_positives = m.create_counter(
+            sc.METRIC_MODEL_FALSE_POSITIVES,
+            unit=sc.UNIT_OUTCOME,
+            description="Wrong predictions whose true class arrived, by the class wrongly predicted.",
+        )
+        self._outcome_attrs: dict[tuple[int, int], dict[str, Any]] = {}
+        for truth in range(len(self._rendered)):  # every series at 0 now: increase() sees the first outcome
+            self._false_positives.add(0, self._predicted_attrs[truth])
+            guesses = range(len(self._rendered)) if self._confusion else (truth, len(labels))
+            for guess in guesses:
+                self._outcomes.add(0, self._outcome(truth, guess))
+
+    def _outcome(self, truth: int, guess: int) -> dict[str, Any]:
+        """The attributes of one outcome; beyond the confusion limit a wrong one does not name its guess."""
+        right = truth == guess != len(self._index)  # an undeclared prediction is never right
+        if not self._confusion and not right:
+            guess = -1
+        key = (truth, guess)
+        attrs = self._outcome_attrs.get(key)
+        if attrs is None:
+            attrs = {**self._attrs, sc.ML_TRUTH_LABEL: self._rendered[truth], sc.ML_PREDICTION_CORRECT: right}
+            if guess >= 0:
+                attrs[sc.ML_PREDICTION_LABEL] = self._rendered[guess]
+            self._outcome_attrs[key] = attrs
+        return attrs
 
     def label(self, value: Any) -> str:
-        """The label ``value`` is counted under: itself if declared, else ``_OTHER``."""
-        text = str(value)[:MAX_LABEL_LENGTH]
-        return text if text in self._classes else OTHER
+        """The label value ``value`` is counted under: its rendering if declared, else ``_OTHER``."""
+        return self._rendered[self._index.get(str(value), -1)]
 
-    def predicted(self, label: Any, request_id: Hashable | None = None) -> None:
-        """Count one prediction; with ``request_id``, remember it for :meth:`observed`."""
-        text = str(label)[:MAX_LABEL_LENGTH]
-        self._tallies[text if text in self._classes else OTHER].bump()
+    def predicted(self, label: Any, request_id: Hashable | None = None) -> str:
+        """Count one prediction; with ``request_id``, remember it for :meth:`observed`.
+
+        Returns:
+            The prediction's feedback token (URL-safe, 32 characters): hand it to the
+            client with the answer, and to :meth:`observed` with the truth.
+        """
+        index = self._index.get(str(label), len(self._index))
+        self._tallies[index].bump()
         if request_id is not None and self._max_pending:
             with self._lock:
-                self._pending[request_id] = text
+                self._pending[request_id] = index
                 self._pending.move_to_end(request_id)
                 while len(self._pending) > self._max_pending:
                     self._pending.popitem(last=False)
+        payload = _TOKEN.pack(_TOKEN_VERSION, index, next(self._nonces) & 0xFFFF_FFFF_FFFF_FFFF)
+        mac = hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]
+        return base64.urlsafe_b64encode(payload + mac).decode("ascii")
 
     def observe(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Predictions so far per label (read at collection); labels never predicted are left out."""
-        for label, tally in self._tallies.items():
-            value = tally.value()
-            if value:
-                yield value, self._predicted_attrs[label]
+        """Predictions so far per label (read at collection), every declared one from 0."""
+        for tally, attrs in zip(self._tallies, self._predicted_attrs, strict=True):
+            yield tally.value(), attrs
 
-    def observed(self, truth: Any, *, request_id: Hashable | None = None, predicted: Any = None) -> bool:
-        """Count the outcome of one prediction, found by ``request_id`` or given as ``predicted``.
+    def observed(
+        self, truth: Any, *, token: str | None = None, request_id: Hashable | None = None, predicted: Any = None
+    ) -> bool:
+        """Count the outcome of one prediction: found by its ``token``, its ``request_id``, or given as ``predicted``.
 
         Returns:
-            True when counted; False for a request id that is unknown (never
-            predicted, already observed, or forgotten as the oldest of more
-            than ``max_pending``).
+            True when counted; False for a token that is malformed, of another model or
+            secret, or used already (among the last ``max_pending``), and for a request id
+            that is unknown (never predicted, already observed, or forgotten as the oldest
+            of more than ``max_pending``).
+
+        Raises:
+            ValueError: none of ``token``, ``request_id`` and ``predicted`` given.
         """
-        if request_id is not None:
-            with self._lock:
-                found = self._pending.pop(request_id, None)
+        if token is not None:
+            found = self._verify(token)
             if found is None:
                 return False
             guess = found
+        elif request_id is not None:
+            with self._lock:
+                pending = self._pending.pop(request_id, None)
+            if pending is None:
+                return False
+            guess = pending
         elif predicted is not None:
-            guess = str(predicted)[:MAX_LABEL_LENGTH]
+            guess = self._index.get(str(predicted), len(self._index))
         else:
-            raise ValueError("observed() needs request_id= (of an earlier predicted()) or predicted=")
-        actual = str(truth)[:MAX_LABEL_LENGTH]
-        attrs = {
-            **self._attrs,
-            sc.ML_TRUTH_LABEL: self.label(actual),
-            sc.ML_PREDICTION_CORRECT: guess == actual,
-        }
+            raise ValueError("observed() needs token= (from predicted()), request_id= or predicted=")
+        actual = self._index.get(str(truth), len(self._index))
+        attrs = self._outcome(actual, guess)
         self._outcomes.add(1, attrs)
+        if not attrs[sc.ML_PREDICTION_CORRECT]:
+            self._false_positives.add(1, self._predicted_attrs[guess])
         return True
+
+    def _verify(self, token: str) -> int | None:
+        """The predicted class index of a genuine, unused token, marked used; None otherwise."""
+        if not isinstance(token, str) or len(token) != _TOKEN_LENGTH:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            return None
+        payload, mac = raw[: _TOKEN.size], raw[_TOKEN.size :]
+        if not hmac.compare_digest(mac, hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]):
+            return None
+        version, index, nonce = _TOKEN.unpack(payload)
+        if version != _TOKEN_VERSION or index >= len(self._rendered):
+            return None
+        with self._lock:
+            if nonce in self._used:
+                return None
+            if self._max_pending:
+                self._used[nonce] = None
+                while len(self._used) > self._max_pending:
+                    self._used.popitem(last=False)
+        return index

@@ -53,6 +53,14 @@ def _series(telemetry, name: str) -> dict[tuple[str, str | None], int]:  # type:
         ("/models/bert/3", False, ("bert", "3")),
         ("/models/bert", False, ("bert", None)),
         ("model.json", True, ("model", None)),
+        # Version directories under a directory that names the model (issue 23).
+        ("/srv/ocr_det/v2/inference.json", True, ("ocr_det", "v2")),
+        ("/srv/ocr_det/1.2.0/inference.json", True, ("ocr_det", "1.2.0")),
+        ("/srv/ocr_det/2.0.1-rc1/inference.pdmodel", True, ("ocr_det", "2.0.1-rc1")),
+        ("/models/bert/V3", False, ("bert", "V3")),
+        ("/srv/v2/inference.json", True, ("srv", "v2")),
+        ("/srv/version2/inference.json", True, ("version2", None)),
+        ("/srv/1.2.x/inference.json", True, ("1.2.x", None)),
     ],
 )
 def test_names_and_versions_from_paths(path: str, is_file: bool, expected: tuple[str, str | None]) -> None:

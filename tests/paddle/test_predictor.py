@@ -82,9 +82,9 @@ def test_a_run_that_raises_reaches_the_caller_and_is_counted(telemetry, model_pr
     assert set(durations) == {error_key, _key(**{sc.ML_INFERENCE_WARMUP: False})}
     assert durations[error_key].count == 1
     assert durations[_key(**{sc.ML_INFERENCE_WARMUP: False})].count == 1
-    # error.type is on the duration only; the batch histogram has the run's input either way.
+    # error.type is on the duration only; the batch histogram has served batches only: not the failed run's 5.
     batches = telemetry.points_by(sc.METRIC_INFERENCE_BATCH_SIZE)
-    assert list(batches) == [_key()] and batches[_key()].count == 2 and batches[_key()].sum == 7
+    assert list(batches) == [_key()] and batches[_key()].count == 1 and batches[_key()].sum == 2
     assert telemetry.points_by(sc.METRIC_INFERENCE_ACTIVE)[_key()].value == 0
 
 
@@ -244,3 +244,118 @@ def test_slow_run_spans_are_capped_per_second_but_every_run_is_counted(telemetry
     per_second = Counter(span.end_time // 1_000_000_000 for span in telemetry.finished(sc.SPAN_PADDLE_RUN))
     assert max(per_second.values()) == MAX_SLOW_SPANS_PER_SECOND  # 30 runs span at most 2 seconds here
     assert all(n <= MAX_SLOW_SPANS_PER_SECOND for n in per_second.values())
+
+
+def _two_input_model(directory: str, scale_shape: list[int | None], name: str = "scaled") -> str:
+    """A model whose first input is not batch-major: ``(scale[...], x[N, 16])``; returns its path prefix."""
+    import paddle
+    from paddle.static import InputSpec
+
+    class ScaledLinear(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = paddle.nn.Linear(16, 3)
+
+        def forward(self, scale, x):  # type: ignore[no-untyped-def]
+            return self.fc(x) * scale.sum()
+
+    paddle.seed(3)
+    net = ScaledLinear()
+    net.eval()
+    prefix = f"{directory}/{name}"
+    specs = [InputSpec(scale_shape, "float32", "scale"), InputSpec([None, 16], "float32", "x")]
+    paddle.jit.save(net, prefix, input_spec=specs)
+    return prefix
+
+
+def _run_two(predictor, rows: int, scale_len: int, listed: bool) -> None:  # type: ignore[no-untyped-def]
+    import paddle
+
+    scale = np.ones((scale_len,), dtype="float32")
+    x = np.full((rows, 16), 0.5, dtype="float32")
+    if listed:
+        [out] = predictor.run([paddle.to_tensor(scale), paddle.to_tensor(x)])
+    else:
+        for name, value in zip(predictor.get_input_names(), (scale, x), strict=True):
+            handle = predictor.get_input_handle(name)
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
+        predictor.run()
+        out = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    assert out.shape == (rows, 3)
+
+
+def test_batch_size_comes_from_the_input_that_declares_a_batch_dimension(telemetry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """(scale[1], x[N,16]) with 35 rows is a batch of 35, not 1; unsure (nothing declared) is no batch at all."""
+    _instrument(telemetry, inference_warmup_runs=0)
+    prefix = _two_input_model(str(tmp_path), [1])
+    predictor = new_predictor(prefix)
+    _run_two(predictor, 35, 1, listed=False)
+    _run_two(predictor, 35, 1, listed=False)
+    _run_two(predictor, 7, 1, listed=True)
+    clone = predictor.clone()
+    _run_two(clone, 9, 1, listed=False)
+    [batch] = telemetry.model_points(sc.METRIC_INFERENCE_BATCH_SIZE, "scaled")
+    assert (batch.count, batch.sum, batch.min, batch.max) == (4, 35 + 35 + 7 + 9, 7, 35)
+    # Both inputs variable in their leading dimension: the first that declares it (here "scale", 5 long).
+    both = _two_input_model(str(tmp_path), [None], name="both")
+    _run_two(new_predictor(both), 12, 5, listed=False)
+    # A predictor made before instrumenting (no program read): several inputs, nothing known, no batch size.
+    PaddleInstrumentor().uninstrument()
+    unseen = new_predictor(prefix)
+    _instrument(telemetry, inference_warmup_runs=0, model_name="unseen")
+    _run_two(unseen, 35, 1, listed=False)
+    points = telemetry.points(sc.METRIC_INFERENCE_BATCH_SIZE)
+    batches = {p.attributes[sc.ML_MODEL_NAME]: (p.count, p.sum) for p in points}
+    assert batches == {"scaled": (4, 86), "both": (1, 5)}
+    runs = {p.attributes[sc.ML_MODEL_NAME]: p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)}
+    assert runs == {"scaled": 4, "both": 1, "unseen": 1}  # runs are counted whatever their batch
+
+
+def test_a_failed_run_neither_counts_its_batch_nor_uses_up_the_warm_up(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry, inference_warmup_runs=1)
+    predictor = new_predictor(model_prefix)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape([6, 5])  # 5 features where the model takes 4: run() raises
+    handle.copy_from_cpu(np.zeros((6, 5), dtype="float32"))
+    with pytest.raises(Exception) as caught:
+        predictor.run()
+    run_zero_copy(predictor, 2)  # the first run that works: still the warm-up
+    run_zero_copy(predictor, 3)
+    durations = telemetry.points_by(sc.METRIC_INFERENCE_DURATION)
+    failed = _key(**{sc.ML_INFERENCE_WARMUP: True, sc.ERROR_TYPE: type(caught.value).__qualname__})
+    assert {k: p.count for k, p in durations.items()} == {
+        failed: 1,
+        _key(**{sc.ML_INFERENCE_WARMUP: True}): 1,
+        _key(**{sc.ML_INFERENCE_WARMUP: False}): 1,
+    }
+    [batch] = telemetry.points(sc.METRIC_INFERENCE_BATCH_SIZE)
+    assert (batch.count, batch.sum) == (2, 5)  # 2 + 3: the failed run's 6 rows are not a served batch
+
+
+def test_pool_members_are_named_from_set_model_and_keep_their_warm_up(telemetry, model_prefix) -> None:  # type: ignore[no-untyped-def]
+    """An OCR pipeline: a detector pool and a recogniser pool of one model file, two series, two loads."""
+    from otel_ml.paddle import set_model
+
+    _instrument(telemetry, inference_warmup_runs=1)
+    pools = {}
+    for name in ("ocr_det", "ocr_rec"):
+        config = pi.Config(model_prefix + ".json", model_prefix + ".pdiparams")
+        config.disable_glog_info()
+        set_model(config, name, version=2)
+        pools[name] = pi.PredictorPool(config, 2)
+    for _ in range(3):  # a fresh Python object per retrieve(): the member's warm-up is not repeated
+        run_zero_copy(pools["ocr_det"].retrieve(0), 2)
+    run_zero_copy(pools["ocr_det"].retrieve(1), 1)
+    run_zero_copy(pools["ocr_rec"].retrieve(1), 4)
+    keys = (sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_INFERENCE_WARMUP)
+    runs = {tuple(p.attributes[k] for k in keys): p.count for p in telemetry.points(sc.METRIC_INFERENCE_DURATION)}
+    assert runs == {("ocr_det", "2", True): 2, ("ocr_det", "2", False): 2, ("ocr_rec", "2", True): 1}
+    loads = {(p.attributes[sc.ML_MODEL_NAME], p.count) for p in telemetry.points(sc.METRIC_MODEL_LOAD_DURATION)}
+    assert loads == {("ocr_det", 1), ("ocr_rec", 1)}
+    assert all(p.sum > 0 for p in telemetry.points(sc.METRIC_MODEL_LOAD_DURATION))
+    batches = {p.attributes[sc.ML_MODEL_NAME]: p.sum for p in telemetry.points(sc.METRIC_INFERENCE_BATCH_SIZE)}
+    assert batches == {"ocr_det": 2 * 3 + 1, "ocr_rec": 4}
+    PaddleInstrumentor().uninstrument()
+    assert not hasattr(pi.PredictorPool.__init__, "__wrapped__")
+    assert not hasattr(pi.PredictorPool.retrieve, "__wrapped__")

@@ -48,13 +48,36 @@ def test_feedback_counts_outcomes_and_the_pool_wait_is_timed(telemetry, server) 
     status, refused = post(port, b'{"request_id": "x", "labels": [3]}', "/feedback")
     assert (status, refused["error"]) == (400, "labels[0] is 3; expected a class 0 to 2")
     outcomes = {
-        (p.attributes[sc.ML_TRUTH_LABEL], p.attributes[sc.ML_PREDICTION_CORRECT]): p.value
+        tuple(p.attributes[k] for k in (sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL, sc.ML_PREDICTION_CORRECT)): p.value
         for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES)
     }
-    assert outcomes == {(str(truth[0]), True): 1, (str(truth[1]), False): 1}
+    right, wrong = (str(truth[0]), str(predicted[0]), True), (str(truth[1]), str(predicted[1]), False)
+    assert {k: v for k, v in outcomes.items() if v} == {right: 1, wrong: 1}
+    assert len(outcomes) == 4 * 4  # the confusion matrix of 3 classes and _OTHER, every cell from 0
     predictions = {p.attributes[sc.ML_PREDICTION_LABEL]: p.value for p in telemetry.points(sc.METRIC_MODEL_PREDICTIONS)}
-    assert sum(predictions.values()) == 2 and set(predictions) == {str(c) for c in predicted}
+    assert sum(predictions.values()) == 2 and {k for k, v in predictions.items() if v} == {str(c) for c in predicted}
     [wait] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_DURATION, MODEL)
     assert wait.count == 1
     [waiting] = telemetry.model_points(sc.METRIC_INFERENCE_QUEUE_WAITING, MODEL)
     assert waiting.value == 0
+
+
+def test_feedback_tokens_count_on_another_worker(telemetry, server, model_prefix, service_module) -> None:  # type: ignore[no-untyped-def]
+    """/feedback on a worker that did not predict (pre-fork servers): the token carries the predicted class."""
+    port = server.server_port
+    status, answer = post(port, b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [1, 1, 1, 1]]}')
+    assert status == 200 and len(answer["feedback"]) == 3
+    predicted = answer["classes"]
+    truth = [predicted[0], (predicted[1] + 1) % 3, predicted[2]]
+    other = service_module.create_app(model_prefix, meter_provider=telemetry.meter_provider, pool_size=1)
+    client = other.test_client()  # another app: its own ModelQuality, no memory of the prediction
+    reply = client.post("/feedback", json={"feedback": answer["feedback"], "labels": truth})
+    assert (reply.status_code, reply.get_json()) == (200, {"counted": 3})
+    reply = client.post("/feedback", json={"feedback": answer["feedback"], "labels": truth})
+    assert (reply.status_code, reply.get_json()) == (404, {"error": "no feedback token is valid and unused"})
+    reply = client.post("/feedback", json={"feedback": answer["feedback"][:2], "labels": truth})
+    assert reply.status_code == 400 and "2 tokens" in reply.get_json()["error"]
+    outcomes = Counter()  # type: ignore[var-annotated]
+    for p in telemetry.points(sc.METRIC_MODEL_OUTCOMES):
+        outcomes[p.attributes[sc.ML_PREDICTION_CORRECT]] += p.value
+    assert outcomes == {True: 2, False: 1}

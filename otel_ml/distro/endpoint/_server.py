@@ -69,7 +69,7 @@ class EmbeddedServer:
         except OSError as exc:
             hint = " (IPv6: is it enabled on this host?)" if family == socket.AF_INET6 else ""
             _LOG.error(
-                "otel_ml: cannot serve /metrics on %s (%s%s). Training continues without the embedded endpoint; "
+                "otel_ml: cannot serve /metrics on %s (%s%s). The program continues without the embedded endpoint; "
                 "choose another address with OTEL_EXPORTER_PROMETHEUS_HOST or port with OTEL_EXPORTER_PROMETHEUS_PORT.",
                 self.url[len("http://") : -len("/metrics")],
                 os.strerror(exc.errno) if exc.errno else exc,
