@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,38 @@ def test_a_nan_run_shows_the_anomaly_mark(tmp_path: Path) -> None:
             assert red is True
             if SCREENSHOTS:
                 driver.save_screenshot(str(Path(SCREENSHOTS) / "page-nan.png"))
+            assert console_errors(driver) == []
+    finally:
+        stop(proc)
+
+
+def test_otel_ml_gpu_serves_the_same_page(tmp_path: Path) -> None:
+    from tests._net import free_port, start
+
+    port = free_port()
+    env = {
+        **PAGE_ENV,
+        "OTEL_ML_GPU_NVML_MODULE": "tests.fake_nvml",  # the test-only seam: the fake instead of pynvml
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "OTEL_METRICS_EXPORTER": "otel_ml_prometheus",
+    }
+    args = [sys.executable, "-m", "otel_ml.distro.cli", "gpu", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start(args, env=env, log=tmp_path / "gpu.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with chromium() as driver:
+            wait_for(lambda: get_json(base + "/page/data")["sections"], 60, "the GPU panel's data")
+            driver.get(base + "/")
+            power = wait_for(lambda: _chart(driver, "Power (W)"), 30, "the power chart")
+            assert power["key"] == "GPUs|all devices|Power (W)"
+            wait_for(lambda: (c := _chart(driver, "Power (W)")) and c["last"] and c, 10, "the chart's values")
+            shown = dict(part.rsplit(" ", 1) for part in _chart(driver, "Power (W)")["last"].split(" · "))
+            assert shown["gpu1"] == "250.5"  # the fake GPU1 power draw, as /metrics serves it
+            titles = set(driver.execute_script("return [...window.otelMl.charts.keys()]"))
+            assert {"GPUs|all devices|Utilisation", "GPUs|all devices|Temperature (°C)"} <= titles
+            assert not [t for t in titles if not t.startswith("GPUs|")]  # only panels with data
+            if SCREENSHOTS:
+                driver.save_screenshot(str(Path(SCREENSHOTS) / "page-gpu.png"))
             assert console_errors(driver) == []
     finally:
         stop(proc)

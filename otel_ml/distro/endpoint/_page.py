@@ -67,12 +67,12 @@ CHARTS: list[tuple[str, str, str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("Training", "Learning rate", "ml_train_learning_rate", "value", _RUN, ("ml_optimizer_name",)),
     ("Training", "Step time (s)", "ml_train_step_duration_seconds", "p50 p95", _RUN, ()),
     ("Training", "Samples per second", "ml_train_samples", "rate", _RUN, ()),
-    ("GPUs", "Utilisation", "hw_gpu_utilization", "value", (), ("hw_id",)),
-    ("GPUs", "SM activity", "hw_gpu_sm_activity", "value", (), ("hw_id",)),
-    ("GPUs", "Memory used (bytes)", "hw_gpu_memory_usage_bytes", "value", (), ("hw_id",)),
-    ("GPUs", "Power (W)", "hw_power_watts", "value", (), ("hw_id",)),
-    ("GPUs", "Temperature (°C)", "hw_temperature_celsius", "value", (), ("hw_id",)),
-    ("GPUs", "Throttling", "hw_gpu_throttle", "value", (), ("hw_id", "hw_gpu_throttle_reason")),
+    ("GPUs", "Utilisation", "hw_gpu_utilization", "value", (), ("hw_name", "hw_gpu_task")),
+    ("GPUs", "SM activity", "hw_gpu_sm_activity", "value", (), ("hw_name",)),
+    ("GPUs", "Memory used (bytes)", "hw_gpu_memory_usage_bytes", "value", (), ("hw_name",)),
+    ("GPUs", "Power (W)", "hw_power_watts", "value", (), ("hw_name",)),
+    ("GPUs", "Temperature (°C)", "hw_temperature_celsius", "value", (), ("hw_name",)),
+    ("GPUs", "Throttling (reasons active)", "hw_gpu_throttle", "nonzero", (), ("hw_name", "hw_gpu_throttle_reason")),
     ("Inference", "Requests per second", "ml_inference_duration_seconds", "rate", _MODEL, ()),
     ("Inference", "Latency (s)", "ml_inference_duration_seconds", "p50 p99", _MODEL, ()),
     ("Inference", "Errors per second", "ml_inference_duration_seconds", "errors", _MODEL, ()),
@@ -244,9 +244,11 @@ def _chart_series(
         elif what in ("rate", "errors"):
             for label, rings_list in sorted(by_label.items()):
                 drawn.append((label if what == "rate" else "errors", _rate(times, _sum(rings_list))))
-        elif what == "value":
+        elif what in ("value", "nonzero"):  # "nonzero": only series that were ever above 0 (throttle reasons)
             for label, rings_list in sorted(by_label.items()):
-                drawn.append((label, rings_list[0][0]))
+                for n, rings in enumerate(rings_list):  # label sets that differ elsewhere: numbered, not hidden
+                    if what == "value" or any(v > 0 for v in rings[0]):
+                        drawn.append((label if n == 0 else f"{label} ({n + 1})", rings[0]))
         else:  # quantiles: the first series of each label (histograms are not summed across label sets)
             for label, rings_list in sorted(by_label.items()):
                 for quantile in what.split():
