@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 from otel_ml.distro.endpoint._history import MetricHistory, _quantiles
@@ -70,7 +70,9 @@ def test_the_page_data_from_a_real_sdk_collection() -> None:
     reader = OtelMLPrometheusMetricReader(port=0, start_server=False)
     provider = MeterProvider(
         metric_readers=[reader],
-        views=[View(instrument_name="ml.train.step.duration", aggregation=ExplicitBucketHistogramAggregation([0.1, 1]))],
+        views=[
+            View(instrument_name="ml.train.step.duration", aggregation=ExplicitBucketHistogramAggregation([0.1, 1]))
+        ],
     )
     try:
         meter = provider.get_meter("otel_ml.keras")
@@ -189,7 +191,11 @@ def test_the_page_is_served_with_a_strict_csp_and_no_inline_script(served: Any) 
         assert not [name for name in attrs if name.startswith("on") or name in ("style", "id")], (tag, attrs)
         for name in ("src", "href"):
             assert "//" not in (attrs.get(name) or ""), (tag, attrs)
-    for name, kind in [("page.js", "text/javascript"), ("uPlot.iife.min.js", "text/javascript"), ("page.css", "text/css")]:
+    for name, kind in [
+        ("page.js", "text/javascript"),
+        ("uPlot.iife.min.js", "text/javascript"),
+        ("page.css", "text/css"),
+    ]:
         status, headers, body = _request(port, "/page/static/" + name)
         assert status == 200 and headers["Content-Type"].startswith(kind) and body == STATIC.joinpath(name).read_bytes()
     assert _request(port, "/page/static/../_page.py")[0] == 404

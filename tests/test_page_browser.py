@@ -27,9 +27,9 @@ PAGE_ENV = {"OTEL_ML_PAGE_INTERVAL": str(INTERVAL), "OTEL_ML_PAGE_POINTS": str(P
 SCREENSHOTS = os.environ.get("PAGE_SCREENSHOT_DIR")  # scripts/page_screenshots.sh: the README's pictures
 
 
-def _chart(driver: Any, title: str) -> dict[str, Any] | None:
+def _chart(driver: Any, title: str) -> Any:
     """The named chart of the first panel as the page holds it: uPlot's data, marks, and the text shown."""
-    return driver.execute_script(  # type: ignore[no-any-return]
+    return driver.execute_script(
         """
         for (const [key, entry] of window.otelMl.charts) {
           if (key.split("|")[2] !== arguments[0]) continue;
@@ -154,15 +154,20 @@ def test_a_nan_run_shows_the_anomaly_mark(tmp_path: Path) -> None:
             wait_for(lambda: "fit finished" in (tmp_path / "fit.log").read_text(), 120, "the fit's end")
             seen = wait_for(lambda: _chart(driver, "Loss"), 20, "the loss chart")["updated"]
             chart = wait_for(
-                lambda: (c := _chart(driver, "Loss")) and c["drawnMarks"] not in (None, "0") and c["updated"] >= seen + 2 and c,
+                lambda: (
+                    (c := _chart(driver, "Loss"))
+                    and c["drawnMarks"] not in (None, "0")
+                    and c["updated"] >= seen + 2
+                    and c
+                ),
                 20,
                 "the anomaly mark",
             )
             counted = _sample(
                 openmetrics(base + "/metrics"), "ml_train_anomalies", ml_anomaly_kind="nan_loss"
             ).value  # the counter's value behind the mark
-            assert "nan_loss ×" in chart["anomalies"]
-            shown = float(chart["anomalies"].split("nan_loss ×")[1].split()[0].rstrip(","))
+            assert "nan_loss \u00d7" in chart["anomalies"]
+            shown = float(chart["anomalies"].split("nan_loss \u00d7")[1].split()[0].rstrip(","))
             # The marks add up the counter's rises the history saw (all of them: it started at 0 in view).
             assert shown == counted, (chart["anomalies"], counted)
             # The mark is drawn: red pixels at its time on the loss chart's canvas.

@@ -53,7 +53,7 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 class _Series:
     """One series' rings: one value a sample (four for a histogram: count, p50, p95, p99)."""
 
-    __slots__ = ("kind", "rings", "buckets")
+    __slots__ = ("buckets", "kind", "rings")
 
     def __init__(self, kind: str, capacity: int) -> None:
         self.kind = kind
@@ -116,12 +116,13 @@ class MetricHistory:
                 for ring in series.rings:
                     ring[slot] = math.nan
             for key, (kind, numbers) in values.items():
-                series = self._series.get(key)
-                if series is None:
+                found = self._series.get(key)
+                if found is None:
                     if len(self._series) >= self.max_series:
                         self.dropped_series += 1
                         continue
-                    series = self._series[key] = _Series(kind, self.capacity)
+                    found = self._series[key] = _Series(kind, self.capacity)
+                series = found
                 if kind == "histogram":
                     buckets = [(numbers[i], numbers[i + 1]) for i in range(1, len(numbers), 2)]
                     series.rings[0][slot] = numbers[0]
@@ -149,9 +150,7 @@ class MetricHistory:
             start = (self._next - self._count) % self.capacity
             order = [(start + i) % self.capacity for i in range(self._count)]
             times = [self._times[i] for i in order]
-            series = {
-                key: (s.kind, [[ring[i] for i in order] for ring in s.rings]) for key, s in self._series.items()
-            }
+            series = {key: (s.kind, [[ring[i] for i in order] for ring in s.rings]) for key, s in self._series.items()}
         return times, series
 
 

@@ -123,7 +123,7 @@ def _answer(start_response: _StartResponse, status: str, content_type: str, body
 
 @cache
 def _static(name: str) -> bytes:
-    return resources.files("otel_ml.distro.endpoint").joinpath("static", name).read_bytes()
+    return resources.files("otel_ml.distro.endpoint").joinpath("static").joinpath(name).read_bytes()
 
 
 # --- the Host check ----------------------------------------------------------------------
@@ -181,7 +181,8 @@ def page_data(history: MetricHistory, slow_steps: SlowStepBuffer, now: float | N
             panel = sections.setdefault(section, {}).setdefault(
                 panel_key, {"title": _panel_title(panel_by, panel_key), "facts": [], "charts": []}
             )
-            chart: dict[str, Any] = {"title": title, "series": drawn, "marks": []}
+            # Durations on a log axis: the first step (tracing, compiling) is often 1000 times the others.
+            chart: dict[str, Any] = {"title": title, "series": drawn, "marks": [], "log": what.startswith("p50")}
             if family == "ml_train_loss":
                 chart["marks"] = _anomaly_marks(times, series, dict(zip(panel_by, panel_key, strict=True)))
             panel["charts"].append(chart)
@@ -196,9 +197,7 @@ def page_data(history: MetricHistory, slow_steps: SlowStepBuffer, now: float | N
         "points": len(times),
         "dropped_series": history.dropped_series,
         "t": [_finite(t) for t in times],
-        "sections": [
-            {"name": name, "panels": list(panels.values())} for name, panels in sections.items() if panels
-        ],
+        "sections": [{"name": name, "panels": list(panels.values())} for name, panels in sections.items() if panels],
         "slow_steps": [_slow_row(span) for span in spans],
         "empty": None if sections else EMPTY_HINT,
     }

@@ -27,6 +27,7 @@
   }
 
   function fmtAxis(v) {
+    if (v === null || v === undefined) return ""; // a log axis leaves some splits unlabelled
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e7)) return v.toExponential(1);
     return String(Number(v.toPrecision(4)));
@@ -85,7 +86,7 @@
       width: chartWidth(box),
       height: 190,
       series: series,
-      scales: { x: { time: true } },
+      scales: chart.log ? { x: { time: true }, y: { distr: 3 } } : { x: { time: true } },
       axes: [{}, { size: 70, values: (u, splits) => splits.map(fmtAxis) }],
       hooks: { draw: [drawMarks] },
     };
