@@ -219,3 +219,30 @@ def test_otel_ml_gpu_serves_the_same_page(tmp_path: Path) -> None:
             assert console_errors(driver) == []
     finally:
         stop(proc)
+
+
+def test_otel_ml_tensorboard_serves_the_same_page(tmp_path: Path) -> None:
+    from tensorboardX import SummaryWriter
+
+    from tests._net import free_port, start
+
+    writer = SummaryWriter(str(tmp_path / "logs" / "run_a"))
+    for step in range(10):
+        writer.add_scalar("reward", step * 1.5, step)
+    writer.close()
+    port = free_port()
+    env = {**PAGE_ENV, "OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_METRICS_EXPORTER": "otel_ml_prometheus"}
+    args = [sys.executable, "-m", "otel_ml.distro.cli", "tensorboard", str(tmp_path / "logs")]
+    args += ["--interval", "0.5", "--state-dir", str(tmp_path / "state")]
+    proc = start(args, env=env, log=tmp_path / "bridge.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with chromium() as driver:
+            wait_for(lambda: get_json(base + "/page/data")["sections"], 60, "the bridge's data")
+            driver.get(base + "/")
+            chart = wait_for(lambda: (c := _chart(driver, "Scalars")) and c["last"] and c, 30, "the scalars chart")
+            assert chart["key"] == "tf.summary|run run_a|Scalars"
+            assert chart["last"] == "reward 13.5"  # the last value written, step 9
+            assert console_errors(driver) == []
+    finally:
+        stop(proc)
