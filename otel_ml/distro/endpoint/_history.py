@@ -203,7 +203,7 @@ class HistorySampler:
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+            thread.join(1.0)  # a collection in progress (a slow NVML call) must not hold up the exit
 
     def sample(self) -> None:
         """One sample now; a failure is one DEBUG line (the page shows a gap), never an error."""
