@@ -255,3 +255,46 @@ def test_uplot_ships_with_its_licence() -> None:
     script = STATIC.joinpath("uPlot.iife.min.js").read_text()
     assert script.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
     assert len(script) < 60_000
+
+
+def test_inference_panels_from_a_real_sdk_collection() -> None:
+    reader = OtelMLPrometheusMetricReader(port=0, start_server=False)
+    provider = MeterProvider(
+        metric_readers=[reader],
+        views=[View(instrument_name="ml.inference.*", aggregation=ExplicitBucketHistogramAggregation([0.01, 0.1]))],
+    )
+    try:
+        meter = provider.get_meter("otel_ml.paddle")
+        model = {"ml.model.name": "resnet", "ml.model.version": "3"}
+        duration = meter.create_histogram("ml.inference.duration", unit="s")
+        queue = meter.create_histogram("ml.inference.queue.duration", unit="s")
+        outcomes = meter.create_counter("ml.model.outcomes")
+        history = MetricHistory(interval=10.0, capacity=8)
+        history.record(reader.registry.collect(), now=0.0)
+        for tick in (1, 2):
+            for _ in range(18):
+                duration.record(0.005, model)
+            duration.record(0.05, {**model, "error.type": "ValueError"})
+            duration.record(0.5, model)
+            for _ in range(10):
+                queue.record(0.05, model)
+            outcomes.add(3, {**model, "ml.prediction.correct": True})
+            outcomes.add(1, {**model, "ml.prediction.correct": False})
+            history.record(reader.registry.collect(), now=10.0 * tick)
+        data = page_data(history, SlowStepBuffer(4), now=21.0)
+    finally:
+        provider.shutdown()
+    [section] = data["sections"]
+    assert section["name"] == "Inference" and data["slow_steps"] == []
+    [panel] = section["panels"]
+    assert panel["title"] == "model resnet · version 3"
+    charts = {chart["title"]: [(s["label"], s["values"]) for s in chart["series"]] for chart in panel["charts"]}
+    # Each series' rate from its second sample on, then summed (Prometheus's sum(rate())): 20 requests
+    # every 10 s, one of them an error; 3 of 4 outcomes correct. Nothing before a series' second sample.
+    assert charts["Requests per second"] == [("per second", [None, None, 2.0])]
+    assert charts["Errors per second"] == [("errors", [None, None, 0.1])]
+    assert charts["Accuracy"] == [("accuracy", [None, None, pytest.approx(0.3 / 0.4)])]
+    # Latency of the answered requests (the error's series is left out): rank 9.5 of 19, 18 in (0, 0.01].
+    assert charts["Latency (s)"][0] == ("p50", [None, 0.01 * 9.5 / 18.0, 0.01 * 9.5 / 18.0])
+    p50, p99 = pytest.approx(0.01 + 0.09 * 5.0 / 10.0), pytest.approx(0.01 + 0.09 * 9.9 / 10.0)  # all in (0.01, 0.1]
+    assert charts["Queue time (s)"] == [("p50", [None, p50, p50]), ("p99", [None, p99, p99])]

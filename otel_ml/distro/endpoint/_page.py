@@ -225,6 +225,8 @@ def _chart_series(
         labelled = dict(labels)
         if what == "errors" and not labelled.get("error_type"):
             continue
+        if what.startswith("p50") and labelled.get("error_type"):
+            continue  # latency quantiles: of the answered requests (histograms cannot be merged here)
         if what == "accuracy":
             tag = "correct" if labelled.get("ml_prediction_correct") == "true" else "all"
             grouped.setdefault(tuple(labelled.get(k, "") for k in panel_by), {}).setdefault(tag, []).append(rings)
@@ -237,12 +239,12 @@ def _chart_series(
     for key, by_label in grouped.items():
         drawn: list[tuple[str, list[float]]] = []
         if what == "accuracy":
-            correct, total = _rate(times, _sum(by_label.get("correct", []))), _rate(times, _sum(by_label["all"]))
+            correct, total = _summed_rate(times, by_label.get("correct", [])), _summed_rate(times, by_label["all"])
             ratio = [c / a if a > 0 and not math.isnan(c) else math.nan for c, a in zip(correct, total, strict=True)]
             drawn.append(("accuracy", ratio))
         elif what in ("rate", "errors"):
             for label, rings_list in sorted(by_label.items()):
-                drawn.append((label if what == "rate" else "errors", _rate(times, _sum(rings_list))))
+                drawn.append((label if what == "rate" else "errors", _summed_rate(times, rings_list)))
         elif what in ("value", "nonzero"):  # "nonzero": only series that were ever above 0 (throttle reasons)
             for label, rings_list in sorted(by_label.items()):
                 for n, rings in enumerate(rings_list):  # label sets that differ elsewhere: numbered, not hidden
@@ -258,13 +260,12 @@ def _chart_series(
     return out
 
 
-def _sum(rings_list: list[list[list[float]]]) -> list[float]:
-    """The first rings (values or counts) of several series, added (NaN where all are missing)."""
-    if not rings_list:
-        return []
-    total = [math.nan] * len(rings_list[0][0])
+def _summed_rate(times: list[float], rings_list: list[list[list[float]]]) -> list[float]:
+    """The sum of the series' per-second rates, as Prometheus's ``sum(rate())``: a series that is new
+    in a sample adds nothing to it yet (its earlier count is unknown), instead of a jump of its whole count."""
+    total = [math.nan] * len(times)
     for rings in rings_list:
-        for i, value in enumerate(rings[0]):
+        for i, value in enumerate(_rate(times, rings[0])):
             if not math.isnan(value):
                 total[i] = value if math.isnan(total[i]) else total[i] + value
     return total
