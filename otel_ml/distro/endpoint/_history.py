@@ -147,10 +147,16 @@ class MetricHistory:
     def snapshot(self) -> tuple[list[float], dict[SeriesKey, tuple[str, list[list[float]]]]]:
         """The samples in time order: (times, {key: (kind, [values per ring])})."""
         with self._lock:
-            start = (self._next - self._count) % self.capacity
-            order = [(start + i) % self.capacity for i in range(self._count)]
-            times = [self._times[i] for i in order]
-            series = {key: (s.kind, [[ring[i] for i in order] for ring in s.rings]) for key, s in self._series.items()}
+            start, count = (self._next - self._count) % self.capacity, self._count
+
+            def ordered(ring: array[float]) -> list[float]:  # slices, copied in C: the lock is held briefly
+                end = start + count
+                return (
+                    ring[start:end] if end <= self.capacity else ring[start:] + ring[: end - self.capacity]
+                ).tolist()
+
+            times = ordered(self._times)
+            series = {key: (s.kind, [ordered(ring) for ring in s.rings]) for key, s in self._series.items()}
         return times, series
 
 

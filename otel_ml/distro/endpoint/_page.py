@@ -196,7 +196,7 @@ def page_data(history: MetricHistory, slow_steps: SlowStepBuffer, now: float | N
         "capacity": history.capacity,
         "points": len(times),
         "dropped_series": history.dropped_series,
-        "t": [_finite(t) for t in times],
+        "t": _finite_list(times),
         "sections": [{"name": name, "panels": list(panels.values())} for name, panels in sections.items() if panels],
         "slow_steps": [_slow_row(span) for span in spans],
         "empty": None if sections else EMPTY_HINT,
@@ -255,7 +255,7 @@ def _chart_series(
                 for quantile in what.split():
                     name = quantile if label == family else f"{label} {quantile}"
                     drawn.append((name, rings_list[0][_QUANTILE_RING[quantile]]))
-        kept = [{"label": lbl, "values": [_finite(v) for v in vals]} for lbl, vals in drawn if _any_number(vals)]
+        kept = [{"label": lbl, "values": _finite_list(vals)} for lbl, vals in drawn if _any_number(vals)]
         out[key] = kept
     return out
 
@@ -360,6 +360,11 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _finite_list(values: list[float]) -> list[float | None]:
+    """``_finite`` over a list, fast: ``v - v`` is 0 for a finite number, NaN for NaN and infinities."""
+    return [v if v - v == 0 else None for v in values]
 
 
 def _any_number(values: list[float]) -> bool:
