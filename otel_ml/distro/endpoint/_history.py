@@ -17,8 +17,8 @@ hour at 5 s) for the time axis and for each of at most ``max_series`` series,
 each an ``array('d')`` of ``capacity`` floats allocated once, so at most
 ``(max_series * 4 + 1) * capacity * 8`` bytes (histograms keep four numbers a
 sample), about 5.9 MB at the defaults; series beyond the cap are counted, not
-kept. Only otel_ml's own families are kept (``ml_*``, ``hw_*``, the HTTP
-server's duration): the program's other metrics stay on ``/metrics``.
+kept. Only otel_ml's own families are kept (``ml_*``, ``hw_*``): the
+program's other metrics (and the HTTP server's) stay on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ DEFAULT_CAPACITY = 720
 PAGE_INTERVAL = Option("page_interval", ev.OTEL_ML_PAGE_INTERVAL, parse_float(0, maximum=3600), DEFAULT_INTERVAL)
 PAGE_POINTS = Option("page_points", ev.OTEL_ML_PAGE_POINTS, parse_int(2, 100_000), DEFAULT_CAPACITY)
 DEFAULT_MAX_SERIES = 256
-KEPT_PREFIXES = ("ml_", "hw_", "http_server_request_duration")
+KEPT_PREFIXES = ("ml_", "hw_")
 QUANTILES = (0.5, 0.95, 0.99)
 # Labels that are the same on every series of a process: left out of the page's keys.
 DROPPED_LABELS = frozenset({"otel_scope_name", "otel_scope_version", "otel_scope_schema_url", "service_instance_id"})
