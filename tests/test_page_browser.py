@@ -24,6 +24,7 @@ INTERVAL = 0.25
 POINTS = 24
 SLOW_SECONDS = 0.4
 PAGE_ENV = {"OTEL_ML_PAGE_INTERVAL": str(INTERVAL), "OTEL_ML_PAGE_POINTS": str(POINTS)}
+HOSTILE = '<b>x</b><img src=x onerror="document.title=1">'
 SCREENSHOTS = os.environ.get("PAGE_SCREENSHOT_DIR")  # scripts/page_screenshots.sh: the README's pictures
 
 
@@ -146,6 +147,7 @@ def test_a_nan_run_shows_the_anomaly_mark(tmp_path: Path) -> None:
         epochs=2,
         samples=512,
         nan_at_step=20,
+        run_name=HOSTILE,
     )
     try:
         with chromium() as driver:
@@ -182,6 +184,12 @@ def test_a_nan_run_shows_the_anomaly_mark(tmp_path: Path) -> None:
                 """
             )
             assert red is True
+            # A run name full of markup is shown as text: no element, no script from it.
+            from selenium.webdriver.common.by import By
+
+            titles = [h.text for h in driver.find_elements(By.CSS_SELECTOR, ".panel > h3")]
+            assert f"model demo_mlp · run {HOSTILE}" in titles, titles
+            assert driver.find_elements(By.CSS_SELECTOR, "main img, main script, h3 b") == []
             if SCREENSHOTS:
                 driver.save_screenshot(str(Path(SCREENSHOTS) / "page-nan.png"))
             assert console_errors(driver) == []
