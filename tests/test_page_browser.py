@@ -147,7 +147,7 @@ def test_a_nan_run_shows_the_anomaly_mark(tmp_path: Path) -> None:
         epochs=2,
         samples=512,
         nan_at_step=20,
-        run_name=HOSTILE,
+        run_name=HOSTILE,  # type: ignore[arg-type]  # start_example passes every flag as text
     )
     try:
         with chromium() as driver:
