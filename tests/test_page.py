@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 from otel_ml.distro.endpoint._history import MetricHistory, _quantiles
@@ -298,3 +298,19 @@ def test_inference_panels_from_a_real_sdk_collection() -> None:
     assert charts["Latency (s)"][0] == ("p50", [None, 0.01 * 9.5 / 18.0, 0.01 * 9.5 / 18.0])
     p50, p99 = pytest.approx(0.01 + 0.09 * 5.0 / 10.0), pytest.approx(0.01 + 0.09 * 9.9 / 10.0)  # all in (0.01, 0.1]
     assert charts["Queue time (s)"] == [("p50", [None, p50, p50]), ("p99", [None, p99, p99])]
+
+
+def test_a_pause_longer_than_the_history_still_ages() -> None:
+    history = MetricHistory(interval=1.0, capacity=4)
+
+    def steps(value: float) -> list[Any]:
+        family = CounterMetricFamily("ml_train_steps", "", labels=["ml_model_name", "ml_run_name"])
+        family.add_metric(["m", "r"], value)
+        return [family, _gauge("ml_train_loss", 0.5, ml_model_name="m", ml_run_name="r", ml_phase="train")]
+
+    history.record(steps(5.0), now=0.0)
+    history.record(steps(9.0), now=1.0)  # the last step
+    for t in range(2, 30):  # the ring (4 samples) forgets the rise long before the page asks
+        history.record(steps(9.0), now=float(t))
+    [panel] = page_data(history, SlowStepBuffer(4), now=61.0)["sections"][0]["panels"]
+    assert panel["facts"] == [["steps", "9"], ["last step", "60 s ago"]]

@@ -53,13 +53,15 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 class _Series:
     """One series' rings: one value a sample (four for a histogram: count, p50, p95, p99)."""
 
-    __slots__ = ("buckets", "kind", "rings")
+    __slots__ = ("buckets", "changed", "kind", "last", "rings")
 
     def __init__(self, kind: str, capacity: int) -> None:
         self.kind = kind
         width = 1 + len(QUANTILES) if kind == "histogram" else 1
         self.rings = [array("d", [math.nan]) * capacity for _ in range(width)]
         self.buckets: list[tuple[float, float]] | None = None  # a histogram's previous cumulative buckets
+        # When the value last changed (kept beyond the rings: a pause longer than the history still ages).
+        self.last, self.changed = math.nan, math.nan
 
 
 class MetricHistory:
@@ -131,6 +133,8 @@ class MetricHistory:
                     series.buckets = buckets
                 else:
                     series.rings[0][slot] = numbers[0]
+                    if numbers[0] != series.last:
+                        series.last, series.changed = numbers[0], now
             self._next = (slot + 1) % self.capacity
             self._count = min(self._count + 1, self.capacity)
 
@@ -158,6 +162,12 @@ class MetricHistory:
             times = ordered(self._times)
             series = {key: (s.kind, [ordered(ring) for ring in s.rings]) for key, s in self._series.items()}
         return times, series
+
+    def changed_at(self, key: SeriesKey) -> float | None:
+        """When the series' value last changed (for a counter: its last rise), or None if unknown."""
+        with self._lock:
+            series = self._series.get(key)
+            return None if series is None or math.isnan(series.changed) else series.changed
 
 
 def _key(name: str, labels: dict[str, str]) -> SeriesKey:

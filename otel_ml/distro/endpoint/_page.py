@@ -188,7 +188,7 @@ def page_data(history: MetricHistory, slow_steps: SlowStepBuffer, now: float | N
             panel["charts"].append(chart)
     training = sections.get("Training", {})
     for panel_key, panel in training.items():
-        panel["facts"] = _training_facts(times, series, dict(zip(_RUN, panel_key, strict=True)), now)
+        panel["facts"] = _training_facts(history, series, dict(zip(_RUN, panel_key, strict=True)), now)
     spans = slow_steps.spans(limit=20) if training else []
     return {
         "now": now,
@@ -303,7 +303,7 @@ def _anomaly_marks(
 
 
 def _training_facts(
-    times: list[float], series: dict[SeriesKey, tuple[str, list[list[float]]]], panel: dict[str, str], now: float
+    history: MetricHistory, series: dict[SeriesKey, tuple[str, list[list[float]]]], panel: dict[str, str], now: float
 ) -> list[list[str]]:
     """Steps, samples and epochs so far, and how long ago the last step was (the time passing in a pause)."""
     facts: list[list[str]] = []
@@ -317,22 +317,11 @@ def _training_facts(
                 continue
             facts.append([label, f"{numbers[-1]:.0f}"])
             if family == "ml_train_steps":
-                changed = _last_change(times, values)
+                changed = history.changed_at((name, labels))
                 if changed is not None:
                     facts.append(["last step", f"{max(0.0, now - changed):.0f} s ago"])
             break
     return facts
-
-
-def _last_change(times: list[float], values: list[float]) -> float | None:
-    """When a counter last rose: the sample time at which it was first seen at its latest value."""
-    last, seen = math.nan, None
-    for t, value in zip(times, values, strict=True):
-        if math.isnan(value):
-            continue
-        if value != last:
-            last, seen = value, t
-    return seen
 
 
 def _slow_row(span: dict[str, Any]) -> dict[str, Any]:
