@@ -129,7 +129,7 @@ OTEL_ML_PAGE_POINTS: Final = "OTEL_ML_PAGE_POINTS"
 How many samples of each series the live page keeps (720 at 5 s: the last hour).
 
 Each of at most 256 series takes this many 8-byte numbers (four for a
-histogram), allocated once: about 5.9 MB at the defaults, whatever the run's length.
+histogram), allocated once: under 7 MB at the defaults, whatever the run's length.
 """
 
 # --- Paddle inference ---------------------------------------------------------------

@@ -314,3 +314,33 @@ def test_a_pause_longer_than_the_history_still_ages() -> None:
         history.record(steps(9.0), now=float(t))
     [panel] = page_data(history, SlowStepBuffer(4), now=61.0)["sections"][0]["panels"]
     assert panel["facts"] == [["steps", "9"], ["last step", "60 s ago"]]
+
+
+def test_the_memory_bound_holds_as_measured() -> None:
+    """The defaults' stated bound, 7 MB, measured: 256 histogram series (13 buckets) fill every ring."""
+    import tracemalloc
+
+    def families(t: int) -> list[Any]:
+        out = []
+        for i in range(300):  # 44 more than are kept
+            family = HistogramMetricFamily(
+                "ml_train_step_duration_seconds", "", labels=["ml_run_name", "ml_model_name"]
+            )
+            bounds = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+            buckets = [(str(b), t * b) for b in bounds] + [("+Inf", t * 100.0)]
+            family.add_metric([f"run-{i}", f"a-model-with-a-rather-long-name-{i}"], buckets=buckets, sum_value=1.0)
+            out.append(family)
+        return out
+
+    prepared = [families(t) for t in range(3)]  # the rings are allocated whole: three samples fill the memory
+    tracemalloc.start()
+    try:
+        history = MetricHistory()
+        for t, sample in enumerate(prepared):
+            history.record(sample, now=float(t))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert history.nbytes() == MetricHistory.max_bytes() == 5_904_000  # the rings
+    assert history.dropped_series == 3 * 44
+    assert used <= 7_000_000, used  # rings and bookkeeping (keys, previous buckets)
