@@ -344,3 +344,26 @@ def test_the_memory_bound_holds_as_measured() -> None:
     assert history.nbytes() == MetricHistory.max_bytes() == 5_904_000  # the rings
     assert history.dropped_series == 3 * 44
     assert used <= 7_000_000, used  # rings and bookkeeping (keys, previous buckets)
+
+
+@pytest.mark.internal_errors_expected
+def test_a_failing_collection_is_reported_and_leaves_a_gap() -> None:
+    from otel_ml._core import guard
+    from otel_ml.distro.endpoint._history import HistorySampler
+
+    calls: Any = iter([RuntimeError("boom"), [_gauge("ml_train_loss", 0.5)]])
+
+    def collect() -> list[Any]:
+        result = next(calls)
+        if isinstance(result, Exception):
+            raise result
+        return list(result)
+
+    history = MetricHistory(interval=1.0, capacity=4)
+    sampler = HistorySampler(collect, history)
+    with guard.recording() as errors:
+        sampler.sample()  # fails: reported, nothing recorded
+        sampler.sample()
+    assert [(site, str(exc)) for site, exc in errors] == [("the live page's history", "boom")]
+    times, series = history.snapshot()
+    assert len(times) == 1 and series[("ml_train_loss", ())][1][0] == [0.5]

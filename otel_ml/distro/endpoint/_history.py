@@ -25,7 +25,6 @@ program's other metrics (and the HTTP server's) stay on ``/metrics``.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -34,9 +33,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from otel_ml import environment_variables as ev
+from otel_ml._core.guard import report
 from otel_ml._core.options import Option, parse_float, parse_int
-
-_LOG = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_CAPACITY = 720
@@ -210,7 +208,6 @@ class HistorySampler:
         self.history = history
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed = False
 
     def start(self) -> HistorySampler:
         self._thread = threading.Thread(target=self._run, name="otel_ml-page-history", daemon=True)
@@ -224,13 +221,11 @@ class HistorySampler:
             thread.join(1.0)  # a collection in progress (a slow NVML call) must not hold up the exit
 
     def sample(self) -> None:
-        """One sample now; a failure is one DEBUG line (the page shows a gap), never an error."""
+        """One sample now; a failure is reported once (otel_ml's internal errors) and leaves a gap."""
         try:
             self.history.record(self._collect())
         except Exception as exc:  # noqa: BLE001 - the page must never hurt the program
-            if not self._failed:
-                self._failed = True
-                _LOG.debug("otel_ml: the page's history could not sample: %s", exc, exc_info=exc)
+            report("the live page's history", exc)
 
     def _run(self) -> None:
         # The first sample one interval after the start: the reader is registered with its provider by then.

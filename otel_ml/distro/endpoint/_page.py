@@ -32,6 +32,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from otel_ml._core.guard import report
 from otel_ml.distro.endpoint._history import MetricHistory, SeriesKey
 from otel_ml.distro.endpoint._slow_steps import SlowStepBuffer
 
@@ -108,7 +109,11 @@ def serve(
     if path == "/":
         return _answer(start_response, "200 OK", "text/html; charset=utf-8", _static("page.html"))
     if path == "/page/data":
-        body = json.dumps(page_data(history, slow_steps), allow_nan=False).encode()
+        try:
+            body = json.dumps(page_data(history, slow_steps), allow_nan=False).encode()
+        except Exception as exc:  # noqa: BLE001 - reported once as otel_ml's own error; the page retries
+            report("the live page's data", exc)
+            return _answer(start_response, "500 Internal Server Error", "text/plain; charset=utf-8", b"error\n")
         return _answer(start_response, "200 OK", "application/json", body)
     name = path[len(STATIC_PREFIX) :]
     if name not in STATIC_FILES:
