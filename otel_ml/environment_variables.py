@@ -111,6 +111,27 @@ collector is down or never answers, the program exits after this long and
 says in one WARNING line what was not delivered.
 """
 
+OTEL_ML_PAGE_INTERVAL: Final = "OTEL_ML_PAGE_INTERVAL"
+"""
+.. envvar:: OTEL_ML_PAGE_INTERVAL
+
+Seconds between two samples of the live page's history (``http://127.0.0.1:9464/``); 0 turns the page off.
+
+The embedded endpoint samples its own ``/metrics`` this often into fixed-size
+rings, so the page can show the last hour without a second measurement path
+and with nothing done per training step.
+"""
+
+OTEL_ML_PAGE_POINTS: Final = "OTEL_ML_PAGE_POINTS"
+"""
+.. envvar:: OTEL_ML_PAGE_POINTS
+
+How many samples of each series the live page keeps (720 at 5 s: the last hour).
+
+Each of at most 256 series takes this many 8-byte numbers (four for a
+histogram), allocated once: under 7 MB at the defaults, whatever the run's length.
+"""
+
 # --- Paddle inference ---------------------------------------------------------------
 
 OTEL_ML_MODEL_NAME: Final = "OTEL_ML_MODEL_NAME"

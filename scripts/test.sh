@@ -15,6 +15,14 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     prometheus prometheus-alertmanager >/dev/null
 fi
+# Chromium and its WebDriver (Debian's chromium, chromium-driver) for the live page's browser tests
+# (tests/test_page_browser.py, driven by Selenium; its own browser download cannot reach its host here).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "==> apt-get install chromium chromium-driver"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver >/dev/null
+fi
 # Debian starts the packaged services; the tests never use them, so stop them to free :9090 and :9093.
 for service in prometheus prometheus-alertmanager; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then

@@ -1,4 +1,4 @@
-"""The embedded endpoint's routes: ``/metrics`` (Prometheus or OpenMetrics) and ``/slow-steps``.
+"""The embedded endpoint's routes: ``/metrics`` (Prometheus or OpenMetrics), ``/slow-steps`` and the live page.
 
 prometheus_client's own WSGI app serves ``/metrics`` and chooses the format
 from the scraper's ``Accept`` header, so no exposition text is written here.
@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from otel_ml.distro.endpoint import _page
+from otel_ml.distro.endpoint._history import MetricHistory
 from otel_ml.distro.endpoint._slow_steps import SlowStepBuffer
 
 _StartResponse = Callable[..., Any]
@@ -22,8 +24,10 @@ _LIMIT_DIGITS = 9
 _LIMIT_ERROR = "limit must be a whole number from 1 to 999999999 (ASCII digits)"
 
 
-def make_app(registry: CollectorRegistry, slow_steps: SlowStepBuffer) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app routing ``/metrics`` to prometheus_client and ``/slow-steps`` to the buffer."""
+def make_app(
+    registry: CollectorRegistry, slow_steps: SlowStepBuffer, history: MetricHistory | None = None
+) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app routing ``/metrics`` to prometheus_client, ``/slow-steps`` to the buffer, the page to ``_page``."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
@@ -32,6 +36,8 @@ def make_app(registry: CollectorRegistry, slow_steps: SlowStepBuffer) -> Callabl
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path in ("/slow-steps", "/slow-steps/"):
             return _slow_steps(slow_steps, environ, start_response)
+        if history is not None and _page.handles(path):
+            return _page.serve(history, slow_steps, environ, start_response)
         if path == "/":
             body = b"otel_ml endpoint: /metrics (Prometheus/OpenMetrics), /slow-steps?trace_id=<hex> (JSON)\n"
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])

@@ -26,6 +26,7 @@ from otel_ml._core import semconv as sc
 from otel_ml._core.options import Option, parse_int, parse_str
 from otel_ml.distro.endpoint._app import make_app
 from otel_ml.distro.endpoint._exemplars import ExemplarCollector
+from otel_ml.distro.endpoint._history import PAGE_INTERVAL, PAGE_POINTS, HistorySampler, MetricHistory
 from otel_ml.distro.endpoint._server import EmbeddedServer
 from otel_ml.distro.endpoint._slow_steps import SlowStepBuffer, default_slow_step_buffer
 
@@ -78,11 +79,21 @@ class OtelMLPrometheusMetricReader(MetricReader):
         self._collector.callback = self.collect
         self.registry.register(self._collector)
         self.slow_steps = slow_steps or default_slow_step_buffer()
-        self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps))
+        # The live page's history: sampled from this registry by one thread, only while the server serves.
+        interval = PAGE_INTERVAL.resolve(None)
+        self.history = MetricHistory(interval, PAGE_POINTS.resolve(None)) if interval > 0 else None
+        self._sampler: HistorySampler | None = None
+        self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps, self.history))
         if start_server and self.server.start():
             _live.append(self)
+            if self.history is not None:
+                self._sampler = HistorySampler(self.registry.collect, self.history).start()
+            base = self.url[: -len("/metrics")]
             _LOG.info(
-                "otel_ml: metrics on %s, slow steps on %s", self.url, self.url[: -len("/metrics")] + "/slow-steps"
+                "otel_ml: %smetrics on %s, slow steps on %s/slow-steps",
+                f"live page on {base}/, " if self.history is not None else "",
+                self.url,
+                base,
             )
 
     @property
@@ -95,7 +106,14 @@ class OtelMLPrometheusMetricReader(MetricReader):
         if metrics_data is not None:
             self._collector.add_metrics_data(metrics_data)
 
+    @property
+    def page_url(self) -> str | None:
+        """The live page's URL, or None when it is off (``OTEL_ML_PAGE_INTERVAL=0``)."""
+        return self.url[: -len("metrics")] if self.history is not None else None
+
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
         self.server.stop()
         if self in _live:
             _live.remove(self)
