@@ -38,7 +38,11 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     (
         "Embedded endpoint and exit",
         "the providers and the `/metrics` endpoint otel_ml sets up",
-        ["otel_ml.distro.endpoint._slow_steps:SLOW_STEP_BUFFER", "otel_ml.distro._exit:EXIT_TIMEOUT"],
+        [
+            "otel_ml.distro.endpoint._slow_steps:SLOW_STEP_BUFFER",
+            "otel_ml.distro._exit:EXIT_TIMEOUT",
+            "otel_ml.distro.endpoint._reader:ALLOWED_HOSTS",
+        ],
     ),
 ]
 
