@@ -231,7 +231,7 @@ class ExemplarCollector:
         # join the family already there, each with its own labels, never under that family's
         # label names (which would shift every value to another label).
         own: Any = kind(name=name, documentation=description, labels=label_keys, unit=unit)
-        family: Any = families.setdefault(fid, own)
+        family: Any = families.get(fid)  # joined at the end: a metric that fails half-way adds nothing
         with_exemplars = kind is not GaugeMetricFamily and (
             fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in points)
         )
@@ -254,7 +254,9 @@ class ExemplarCollector:
                     kept = self._exemplars.get(key)
                     if kept is not None:
                         own.samples[start] = own.samples[start]._replace(exemplar=kept)
-        if family is not own:
+        if family is None:
+            families[fid] = own
+        else:
             family.samples.extend(own.samples)
 
     def _attach_histogram(
