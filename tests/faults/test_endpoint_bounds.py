@@ -16,6 +16,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -66,16 +67,16 @@ def flood(port: int, count: int, *, close_after_send: bool) -> list[socket.socke
     pending, deadline = len(sockets), time.monotonic() + 60
     while pending and time.monotonic() < deadline:
         for key, _ in selector.select(0.5):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            selector.unregister(sock)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            selector.unregister(ready)
             pending -= 1
             try:
-                sock.send(REQUEST)
+                ready.send(REQUEST)
             except OSError:
                 pass
             if close_after_send:
-                sock.close()
+                ready.close()
     selector.close()
     return sockets
 
@@ -139,7 +140,7 @@ def test_1500_unread_scrapes_hold_at_most_256_descriptors_and_the_program_keeps_
     before = child.fds()
     clients = flood(child.port, 1500, close_after_send=False)
     try:
-        peak, opened = 0, []
+        peak, opened = 0, list[str]()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             peak = max(peak, child.fds() - before)
@@ -337,6 +338,7 @@ def test_the_standard_prometheus_name_serves_the_hardened_endpoint(names, monkey
     try:
         assert [type(reader) for reader in readers] == [OtelMLPrometheusMetricReader]
         (reader,) = readers
+        assert isinstance(reader, OtelMLPrometheusMetricReader)
         assert _net.get(reader.url.removesuffix("/metrics") + "/slow-steps")[0] == 200
     finally:
         for reader in readers:
@@ -384,3 +386,38 @@ def test_otel_ml_gpu_on_a_taken_port_exits_1_with_one_line() -> None:
         "address or port (--host/--port, OTEL_EXPORTER_PROMETHEUS_HOST/OTEL_EXPORTER_PROMETHEUS_PORT)"
     )
     assert "serving" not in done.stderr and time.monotonic() - started < 30
+
+
+def test_ensure_providers_inside_serving_only_raises_on_a_taken_port_and_installs_nothing() -> None:
+    """What ``otel-ml tensorboard`` calls (in a fresh process: the global provider can be set only once)."""
+    program = textwrap.dedent(
+        """
+        from opentelemetry import metrics
+        from otel_ml.distro import _sdk
+        from otel_ml.distro.endpoint import EndpointUnavailable, serving_only
+
+        try:
+            with serving_only("otel-ml tensorboard"):
+                _sdk.ensure_providers()
+        except EndpointUnavailable as exc:
+            print(exc)
+        print(type(metrics.get_meter_provider()).__name__)
+        """
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OTEL_METRICS_EXPORTER": "otel_ml_prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        }
+        done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"otel-ml tensorboard: cannot serve /metrics on 127.0.0.1:{port} (Address already in use); choose another "
+        "address or port (--host/--port, OTEL_EXPORTER_PROMETHEUS_HOST/OTEL_EXPORTER_PROMETHEUS_PORT)",
+        "_ProxyMeterProvider",
+    ]
+    assert done.stderr == ""
