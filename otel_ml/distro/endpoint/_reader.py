@@ -46,11 +46,11 @@ def _host_names(value: object) -> tuple[str, ...]:
     return names
 
 
-ALLOWED_HOSTS = Option(
+ALLOWED_HOSTS: Option[tuple[str, ...] | None] = Option(
     "allowed_hosts",
     ev.OTEL_ML_ENDPOINT_ALLOWED_HOSTS,
     Parser("comma-separated host names (no spaces, /, @, ? or #), or *", _host_names),
-    (),
+    None,
 )
 
 # Resource attributes that identify a worker become labels, as the bundled
@@ -100,7 +100,7 @@ class OtelMLPrometheusMetricReader(MetricReader):
         self._collector.callback = self.collect
         self.registry.register(self._collector)
         self.slow_steps = slow_steps or default_slow_step_buffer()
-        allowed = ALLOWED_HOSTS.resolve(allowed_hosts)
+        allowed = ALLOWED_HOSTS.resolve(allowed_hosts) or ()
         self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps), allowed)
         if start_server and self.server.start():
             _live.append(self)
