@@ -105,8 +105,8 @@ OTEL_ML_ENDPOINT_ALLOWED_HOSTS: Final = "OTEL_ML_ENDPOINT_ALLOWED_HOSTS"
 
 Other host names the embedded endpoint answers to (comma-separated; ``*``: any).
 
-By default it answers requests whose ``Host`` is its own address, a loopback
-name (``localhost``) or an IP literal.
+By default it answers requests whose ``Host`` is its own address, this
+machine's host name, a loopback name (``localhost``) or an IP literal.
 
 A request whose ``Host`` header names another host is refused with 403: a
 web page open in the user's browser cannot read ``/metrics`` or

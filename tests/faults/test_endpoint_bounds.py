@@ -225,7 +225,7 @@ def test_host_names_other_than_loopback_or_an_ip_are_refused_unless_allowed(endp
     reader, _ = endpoint
     port = reader.server.port
     answered = ["127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", "[::1]:9", "10.1.2.3:80"]
-    answered += ["a.localhost", "ip6-localhost"]
+    answered += ["a.localhost", "ip6-localhost", f"{socket.gethostname()}:{port}"]
     assert [_status_for_host(port, host) for host in answered] == [200] * len(answered)
     refused = ["rebind.attacker.example", f"rebind.attacker.example:{port}", "127.0.0.1.nip.io", "[::1"]
     assert [_status_for_host(port, host) for host in refused] == [403] * len(refused)

@@ -26,8 +26,8 @@ runs on a few daemon threads. The limits, whatever the clients do:
   :data:`ANSWER_BURST`), far above what Prometheus servers ask: 8 clients scraping in a tight loop cost the training
   loop a bounded share of the interpreter, not most of it.
 
-Requests whose ``Host`` header names neither the bound address, a loopback
-name nor an IP literal are refused (``403``): a web page the user opens cannot
+Requests whose ``Host`` header names neither the bound address, this
+machine's host name, a loopback name nor an IP literal are refused (``403``): a web page the user opens cannot
 read ``/metrics`` or ``/slow-steps`` through DNS rebinding.
 ``OTEL_ML_ENDPOINT_ALLOWED_HOSTS`` names others (``*`` for any).
 
@@ -69,7 +69,7 @@ _STOP_WAIT = 2.0
 _IDLE_GRACE = 0.1
 _EVICT_BATCH = 16  # idle connections dropped at once when full: a flood of them is cleared 16 times faster
 _CACHED_PATHS = frozenset({"/metrics"})
-_MAX_CACHE_KEYS = 32
+_MAX_CACHE_KEYS = 8  # kinds of /metrics request (format, compression, name[] filter) kept at once
 _MAX_HEAD = 16 * 1024
 _FORBIDDEN = b"host not allowed: use the endpoint's address, or name this host in OTEL_ML_ENDPOINT_ALLOWED_HOSTS\n"
 _App = Callable[..., Iterable[bytes]]
@@ -154,7 +154,9 @@ class EmbeddedServer:
             return self._cannot_serve(f"{self.address} ({os.strerror(exc.errno) if exc.errno else exc}{hint})")
         sock.setblocking(False)
         self._sock, self.port = sock, sock.getsockname()[1]
-        self._allowed |= {address.lower(), name.strip().lower().strip("[]").rstrip(".")}
+        # This machine's own name too: a scraper configured with it (``gpu-node-1:9464``) is no rebinding page.
+        own = socket.gethostname().lower()
+        self._allowed |= {address.lower(), name.strip().lower().strip("[]").rstrip("."), own, own.split(".")[0]}
         if not ipaddress.ip_address(address).is_loopback:
             _LOG.warning(
                 "otel_ml: /metrics and /slow-steps are served on %s, which other machines can reach: /slow-steps "
