@@ -286,11 +286,15 @@ class EmbeddedServer:
         loop = asyncio.get_running_loop()
         while self._sock is not None and self._room is not None:
             self._room.clear()
-            if not self._make_room():
+            room = self._make_room()
+            if room is not True:
                 # Full: the next connections wait in the kernel's backlog (no descriptor of ours) until
                 # one held is done or, having sent nothing for a while, is dropped.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), _IDLE_GRACE)
+                if room:  # some were dropped: their closing makes room
+                    await self._room.wait()
+                else:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), _IDLE_GRACE)
                 continue
             try:
                 conn, _ = await loop.sock_accept(self._sock)
@@ -306,12 +310,13 @@ class EmbeddedServer:
                 self._since[conn] = loop.time()
             await asyncio.sleep(0)  # let the connections' tasks run between accepts
 
-    def _make_room(self) -> bool:
+    def _make_room(self) -> bool | int:
         """Whether one more connection may be held; at :data:`MAX_HELD`, drops the oldest ones that sent nothing.
 
         A dropped connection counts until its socket is closed, so the bound is
         on descriptors, not on bookkeeping; one that was accepted less than
-        :data:`_IDLE_GRACE` ago is given the time to send its request.
+        :data:`_IDLE_GRACE` ago is given the time to send its request. Returns
+        True when there is room, else how many were dropped to make some.
         """
         victims: list[asyncio.Task[None]] = []
         with self._held_lock:
@@ -326,7 +331,7 @@ class EmbeddedServer:
                         break
         for victim in victims:
             victim.cancel()  # its done callback closes the connection and makes room
-        return False
+        return len(victims)
 
     def _release(self, conn: socket.socket, _task: object = None) -> None:
         with self._held_lock:
@@ -346,7 +351,9 @@ class EmbeddedServer:
                     self._held[conn] = None
             if reader.at_eof() or _gone(conn):
                 return  # the client sent its request and left: nobody to answer, nothing to queue or render
-            answer = await self._answer(environ_from(head, self.host, self.port))
+            answer = await self._answer(environ_from(head, self.host, self.port), conn)
+            if answer is None:
+                return  # the client left while waiting for its turn
             writer.write(answer)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
@@ -362,12 +369,13 @@ class EmbeddedServer:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT)  # the answer is flushed
 
-    async def _answer(self, environ: dict[str, Any] | None) -> bytes:
+    async def _answer(self, environ: dict[str, Any] | None, conn: socket.socket) -> bytes | None:
         if environ is None:
             return response("400 Bad Request", [], b"bad request\n")
         if not (host_allowed(environ.get("HTTP_HOST"), self._allowed)):
             return response("403 Forbidden", [], _FORBIDDEN)
-        await self._pace()
+        if not await self._pace(conn):
+            return None
         head = environ["REQUEST_METHOD"] == "HEAD"
         if head:
             environ["REQUEST_METHOD"] = "GET"  # the app answers GET; the body is left out here
@@ -418,11 +426,13 @@ class EmbeddedServer:
                 self._cache.clear()  # many kinds of request: keep the bound, not the hits
             self._cache[key] = (asyncio.get_running_loop().time() + CACHE_SECONDS, get, head)
 
-    async def _pace(self) -> None:
+    async def _pace(self, conn: socket.socket) -> bool:
         """Wait for one of :data:`ANSWERS_PER_SECOND` (a token bucket of :data:`ANSWER_BURST`), first come first served.
 
         One waiter sleeps at a time (the lock is fair): eight clients in a loop
-        do not wake eight tasks for every token.
+        do not wake eight tasks for every token. False, without taking a token,
+        when the client left while it waited: a pile of clients that gave up
+        does not delay the next real scrape.
         """
         if self._pace_lock is None:
             self._pace_lock = asyncio.Lock()
@@ -432,9 +442,11 @@ class EmbeddedServer:
                 now = loop.time()
                 self._tokens = min(float(ANSWER_BURST), self._tokens + (now - self._tokens_at) * ANSWERS_PER_SECOND)
                 self._tokens_at = now
+                if _gone(conn):
+                    return False
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
-                    return
+                    return True
                 await asyncio.sleep((1.0 - self._tokens) / ANSWERS_PER_SECOND)
 
 
