@@ -99,6 +99,22 @@ exemplar's ``trace_id`` would lead nowhere; ``/slow-steps`` shows the spans
 themselves as JSON, the oldest falling out first.
 """
 
+OTEL_ML_ENDPOINT_ALLOWED_HOSTS: Final = "OTEL_ML_ENDPOINT_ALLOWED_HOSTS"
+"""
+.. envvar:: OTEL_ML_ENDPOINT_ALLOWED_HOSTS
+
+Other host names the embedded endpoint answers to (comma-separated; ``*``: any).
+
+By default it answers requests whose ``Host`` is its own address, this
+machine's host name, a loopback name (``localhost``) or an IP literal.
+
+A request whose ``Host`` header names another host is refused with 403: a
+web page open in the user's browser cannot read ``/metrics`` or
+``/slow-steps`` by pointing a name it owns at 127.0.0.1 (DNS rebinding).
+Prometheus scrapes by IP address and is always answered; name here the DNS
+names a scraper uses, e.g. a Kubernetes Service (``trainer.ml.svc``).
+"""
+
 OTEL_ML_EXIT_TIMEOUT: Final = "OTEL_ML_EXIT_TIMEOUT"
 """
 .. envvar:: OTEL_ML_EXIT_TIMEOUT

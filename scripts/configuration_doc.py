@@ -43,6 +43,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
             "otel_ml.distro._exit:EXIT_TIMEOUT",
             "otel_ml.distro.endpoint._history:PAGE_INTERVAL",
             "otel_ml.distro.endpoint._history:PAGE_POINTS",
+            "otel_ml.distro.endpoint._reader:ALLOWED_HOSTS",
         ],
     ),
 ]

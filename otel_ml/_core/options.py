@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
+from otel_ml._core.text import valid_label
+
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -152,11 +154,11 @@ def _to_str(value: object) -> str:
     text = str(value).strip()
     if not text or len(text) > _MAX_TEXT:
         raise ValueError(value)
-    return text
+    return valid_label(text)  # an environment value may hold bytes that are not UTF-8
 
 
 parse_str = Parser(f"a non-empty string of at most {_MAX_TEXT} characters", _to_str)
-"""Accept a non-empty string of at most 1,000 characters (it may become a label value)."""
+"""Accept a non-empty string of at most 1,000 characters (it may become a label value: made valid UTF-8)."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+from otel_ml._core.text import valid_label
+
 _RUN_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_ml_run_name", default=None)
 
 
@@ -18,7 +20,8 @@ def run(name: str) -> Iterator[None]:
     """Set ``ml.run.name`` for the training calls made inside the block.
 
     Args:
-        name: The run name, e.g. ``"lr-0.01"``; a non-empty string.
+        name: The run name, e.g. ``"lr-0.01"``; a non-empty string. Bytes that are not UTF-8
+            (``os.fsdecode`` of a latin-1 directory name) are kept as ``\\xNN`` escapes.
 
     Raises:
         ValueError: ``name`` is empty or not a string.
@@ -30,7 +33,7 @@ def run(name: str) -> Iterator[None]:
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"otel_ml.run() needs a non-empty string name, got {name!r}")
-    token = _RUN_NAME.set(name)
+    token = _RUN_NAME.set(valid_label(name))
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.options import parse_int, parse_str
+from otel_ml._core.text import valid_label
 
 _LOG = logging.getLogger(__name__)
 _MAX_WORKER_INDEX = 1_000_000
@@ -49,5 +50,15 @@ def worker_resource_attributes(environ: dict[str, str] | None = None) -> dict[st
 
 
 def build_resource() -> Resource:
-    """The SDK resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) plus worker identity."""
-    return Resource.create(worker_resource_attributes())
+    """The SDK resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) plus worker identity.
+
+    Its strings are made valid UTF-8 here, once: ``OTEL_SERVICE_NAME=$'\\xff'``
+    reaches Python as a lone surrogate, which no exporter can encode (every
+    scrape was a 500, every OTLP export dropped it).
+    """
+    resource = Resource.create(worker_resource_attributes())
+    attributes = resource.attributes
+    if all(isinstance(v, str) and v.isascii() and k.isascii() for k, v in attributes.items()):
+        return resource
+    valid = {valid_label(k): valid_label(v) if isinstance(v, str) else v for k, v in attributes.items()}
+    return Resource(valid, resource.schema_url)

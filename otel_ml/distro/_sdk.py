@@ -7,6 +7,10 @@ Used both by the ``opentelemetry-instrument`` configurator and by
 - ``OTEL_METRICS_EXPORTER`` defaults to ``otel_ml_prometheus``, the embedded
   ``/metrics`` endpoint on 127.0.0.1:9464; ``otlp``, ``console`` or any other
   installed exporter name selects those instead.
+- ``OTEL_METRICS_EXPORTER=prometheus``, the standard name users type, selects
+  the same hardened endpoint: upstream's server (one thread per connection, no
+  exemplars, no ``/slow-steps``) is what this endpoint was built to replace.
+  A program that builds its own ``PrometheusMetricReader`` keeps it.
 - ``OTEL_TRACES_EXPORTER`` defaults to ``otlp`` when an OTLP endpoint is
   configured and to ``none`` otherwise: a training job without a trace backend
   should not log connection errors for every span batch.
@@ -47,6 +51,7 @@ _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 DEFAULT_METRICS_EXPORTER = "otel_ml_prometheus"
+_STANDARD_PROMETHEUS = "prometheus"  # OTEL_METRICS_EXPORTER's standard name, served by DEFAULT_METRICS_EXPORTER
 _MAX_NAMES_TEXT = 1_000
 _Signal = Literal["traces", "metrics"]
 
@@ -79,9 +84,10 @@ def _exporter_names(signal: _Signal) -> list[str]:
             raw = "otlp"
         else:
             raw = "none"
-    names = list(
-        dict.fromkeys(n.strip() for n in raw[:_MAX_NAMES_TEXT].split(",") if n.strip() and n.strip() != "none")
-    )
+    names = [n.strip() for n in raw[:_MAX_NAMES_TEXT].split(",") if n.strip() and n.strip() != "none"]
+    if signal == "metrics":
+        names = [DEFAULT_METRICS_EXPORTER if n == _STANDARD_PROMETHEUS else n for n in names]
+    names = list(dict.fromkeys(names))
     accepted = {ep.name for ep in entry_points(group=f"opentelemetry_{signal}_exporter")} | {"otlp"}
     unknown = [n for n in names if n not in accepted]
     if unknown or len(raw) > _MAX_NAMES_TEXT:
@@ -120,7 +126,11 @@ def _build(name: str, signal: _Signal, make: Callable[[type], object]) -> object
         built = None if cls is None else make(cls)
         private_retry_jitter()
         return built
-    except Exception as exc:  # noqa: BLE001 - third-party exporters read their own settings
+    except Exception as exc:  # third-party exporters read their own settings
+        from otel_ml.distro.endpoint._server import EndpointUnavailable
+
+        if isinstance(exc, EndpointUnavailable):
+            raise  # a command whose only job is to serve stops with its one line (endpoint.serving_only)
         _LOG.error(
             "otel_ml: cannot create the %r %s exporter (%s: %s); it is skipped", name, signal, type(exc).__name__, exc
         )

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when there is no GPU or no exporter."""
+    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when there is no GPU, no exporter or the port is taken."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.port is not None and not 0 <= args.port <= 65535:
         _LOG.error("otel-ml gpu: --port %s is invalid: expected a whole number from 0 to 65535", args.port)
@@ -61,7 +61,14 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["OTEL_EXPORTER_PROMETHEUS_HOST"] = args.host
     if args.port is not None:
         os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
-    readers = metric_readers()
+    from otel_ml.distro.endpoint import EndpointUnavailable, serving_only
+
+    try:
+        with serving_only("otel-ml gpu"):
+            readers = metric_readers()
+    except EndpointUnavailable as exc:
+        _LOG.error("%s", exc)  # the one line: the port is taken (or the address wrong); serving nothing is no use
+        return 1
     if not readers:
         _LOG.error(
             "otel-ml gpu: no metrics exporter (OTEL_METRICS_EXPORTER=%r); nothing to do",

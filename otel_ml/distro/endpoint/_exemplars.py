@@ -49,6 +49,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.samples import Exemplar
 
+from otel_ml._core.text import valid_label
+
 _LOG = logging.getLogger(__name__)
 
 # (family id, label values, bucket index or -1 for a counter) -> exemplar
@@ -104,7 +106,9 @@ def unit_suffix(unit: str) -> str:
 
 
 def _label_value(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value, default=str)
+    # valid_label: a string the SDK took from outside may not be valid UTF-8 (see otel_ml._core.text);
+    # JSON escapes non-ASCII itself.
+    return valid_label(value) if isinstance(value, str) else dumps(value, default=str)
 
 
 def _as_gauge(metric: Metric) -> bool:
@@ -137,6 +141,7 @@ class ExemplarCollector:
         self._exemplars: dict[_Key, Exemplar] = {}
         self._fids_with_exemplars: set[str] = set()
         self._scrape_lock = threading.Lock()
+        self._failed: set[str] = set()  # metrics already reported as not rendered
 
     def add_metrics_data(self, metrics_data: MetricsData) -> None:
         """Queue one collection for the scrape in progress."""
@@ -182,7 +187,17 @@ class ExemplarCollector:
                 scope_labels[_SCOPE_VERSION] = scope.version or ""
                 scope_labels[_SCOPE_SCHEMA_URL] = scope.schema_url or ""
                 for metric in scope_metrics.metrics:
-                    self._translate_metric(metric, chain(resource_labels.items(), scope_labels.items()), families)
+                    try:
+                        self._translate_metric(metric, chain(resource_labels.items(), scope_labels.items()), families)
+                    except Exception as exc:  # noqa: BLE001 - one metric that cannot be rendered, not every one
+                        if metric.name not in self._failed:
+                            self._failed.add(metric.name)
+                            _LOG.warning(
+                                "otel_ml: /metrics leaves out %r, which cannot be rendered (%s: %s)",
+                                valid_label(metric.name),
+                                type(exc).__name__,
+                                exc,
+                            )
 
     def _translate_metric(
         self, metric: Metric, shared: Iterable[tuple[str, Any]], families: dict[str, PrometheusMetric]
@@ -199,7 +214,8 @@ class ExemplarCollector:
         else:
             _LOG.warning("Unsupported metric data. %s", type(data))
             return
-        name, description, unit = metric_name(metric.name), metric.description or "", unit_suffix(metric.unit or "")
+        name, unit = metric_name(metric.name), unit_suffix(metric.unit or "")
+        description = valid_label(metric.description or "")
         shared = list(shared)
         keys: set[str] = set()
         rows: list[dict[str, str]] = []
@@ -215,7 +231,7 @@ class ExemplarCollector:
         # join the family already there, each with its own labels, never under that family's
         # label names (which would shift every value to another label).
         own: Any = kind(name=name, documentation=description, labels=label_keys, unit=unit)
-        family: Any = families.setdefault(fid, own)
+        family: Any = families.get(fid)  # joined at the end: a metric that fails half-way adds nothing
         with_exemplars = kind is not GaugeMetricFamily and (
             fid in self._fids_with_exemplars or any(getattr(p, "exemplars", None) for p in points)
         )
@@ -238,7 +254,9 @@ class ExemplarCollector:
                     kept = self._exemplars.get(key)
                     if kept is not None:
                         own.samples[start] = own.samples[start]._replace(exemplar=kept)
-        if family is not own:
+        if family is None:
+            families[fid] = own
+        else:
             family.samples.extend(own.samples)
 
     def _attach_histogram(

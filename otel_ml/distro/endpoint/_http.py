@@ -7,8 +7,12 @@ head parser does not recognise is answered 400 by the server.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import unquote
+
+# Names that mean this machine wherever they are used: a page cannot rebind them to another address.
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 
 def environ_from(head: bytes, host: str, port: int) -> dict[str, Any] | None:
@@ -35,8 +39,37 @@ def environ_from(head: bytes, host: str, port: int) -> dict[str, Any] | None:
     return environ
 
 
-def response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` names this endpoint: an allowed name, a loopback name or an IP literal.
+
+    DNS rebinding points a name the attacker owns at 127.0.0.1, so a page in
+    the user's browser sends ``Host: evil.example``: refusing names other than
+    these keeps that page from reading ``/metrics`` and ``/slow-steps``. A
+    request without ``Host`` (HTTP/1.0 tools) is no browser's and is answered.
+    """
+    if header is None or "*" in allowed:
+        return True
+    host = header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        if end < 0:
+            return False
+        name = host[1:end]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    name = name.rstrip(".")
+    if name in allowed or name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def response(status: str, headers: list[tuple[str, str]], body: bytes, head: bool = False) -> bytes:
+    """The bytes of one response; ``head`` leaves the body out (``Content-Length`` still says its length)."""
     lines = [f"HTTP/1.1 {status}"]
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in ("content-length", "connection")]
     lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-    return "\r\n".join(lines).encode("latin-1") + body
+    return "\r\n".join(lines).encode("latin-1") + (b"" if head else body)

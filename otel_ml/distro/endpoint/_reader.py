@@ -22,8 +22,9 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 from prometheus_client import CollectorRegistry
 
+from otel_ml import environment_variables as ev
 from otel_ml._core import semconv as sc
-from otel_ml._core.options import Option, parse_int, parse_str
+from otel_ml._core.options import Option, Parser, parse_int, parse_str
 from otel_ml.distro.endpoint._app import make_app
 from otel_ml.distro.endpoint._exemplars import ExemplarCollector
 from otel_ml.distro.endpoint._history import PAGE_INTERVAL, PAGE_POINTS, HistorySampler, MetricHistory
@@ -37,6 +38,22 @@ _LOG = logging.getLogger(__name__)
 HOST = Option("host", "OTEL_EXPORTER_PROMETHEUS_HOST", parse_str, "127.0.0.1")
 PORT = Option("port", "OTEL_EXPORTER_PROMETHEUS_PORT", parse_int(0, 65_535), 9464)
 
+
+def _host_names(value: object) -> tuple[str, ...]:
+    given = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    names = tuple(str(name).strip() for name in given if str(name).strip())
+    if not names or any(len(name) > 253 or any(c.isspace() or c in "/@?#" for c in name) for name in names):
+        raise ValueError(value)
+    return names
+
+
+ALLOWED_HOSTS: Option[tuple[str, ...] | None] = Option(
+    "allowed_hosts",
+    ev.OTEL_ML_ENDPOINT_ALLOWED_HOSTS,
+    Parser("comma-separated host names (no spaces, /, @, ? or #), or *", _host_names),
+    None,
+)
+
 # Resource attributes that identify a worker become labels, as the bundled
 # collector config does, so both paths give the same label names.
 WORKER_RESOURCE_ATTRIBUTES = frozenset({"service.name", "service.instance.id", sc.ML_WORKER_TYPE, sc.ML_WORKER_INDEX})
@@ -46,13 +63,17 @@ class OtelMLPrometheusMetricReader(MetricReader):
     """Serves ``/metrics`` (with exemplars in OpenMetrics) and ``/slow-steps`` on 127.0.0.1:9464.
 
     Selected by ``OTEL_METRICS_EXPORTER=otel_ml_prometheus``, which is also the
-    default of ``otel_ml.instrument()`` and ``opentelemetry-instrument`` with otel_ml.
+    default of ``otel_ml.instrument()`` and ``opentelemetry-instrument`` with otel_ml;
+    when otel_ml sets up the SDK, the standard name ``prometheus`` selects it too.
 
     Args:
-        host: Interface to bind; default ``OTEL_EXPORTER_PROMETHEUS_HOST`` or ``127.0.0.1``.
+        host: Interface to bind: an IPv4 or IPv6 address (``[::1]`` too) or a host name; default
+            ``OTEL_EXPORTER_PROMETHEUS_HOST`` or ``127.0.0.1``.
         port: Port; default ``OTEL_EXPORTER_PROMETHEUS_PORT`` or ``9464``; ``0`` picks a free one.
         slow_steps: The slow-step buffer to serve; default the process-wide one.
         start_server: False to only build the registry (for tests and benchmarks).
+        allowed_hosts: ``Host`` names answered besides the bound address, loopback names and IP
+            literals; default ``OTEL_ML_ENDPOINT_ALLOWED_HOSTS``; ``("*",)`` answers any.
 
     Example:
         >>> from opentelemetry.sdk.metrics import MeterProvider
@@ -67,6 +88,7 @@ class OtelMLPrometheusMetricReader(MetricReader):
         *,
         slow_steps: SlowStepBuffer | None = None,
         start_server: bool = True,
+        allowed_hosts: tuple[str, ...] | None = None,
     ) -> None:
         host = HOST.resolve(host)
         port = PORT.resolve(port)
@@ -83,7 +105,8 @@ class OtelMLPrometheusMetricReader(MetricReader):
         interval = PAGE_INTERVAL.resolve(None)
         self.history = MetricHistory(interval, PAGE_POINTS.resolve(None)) if interval > 0 else None
         self._sampler: HistorySampler | None = None
-        self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps, self.history))
+        allowed = ALLOWED_HOSTS.resolve(allowed_hosts) or ()
+        self.server = EmbeddedServer(host, port, make_app(self.registry, self.slow_steps, self.history), allowed)
         if start_server and self.server.start():
             _live.append(self)
             if self.history is not None:
