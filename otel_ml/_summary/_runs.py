@@ -6,6 +6,7 @@ import os
 import re
 
 from otel_ml._core import semconv as sc
+from otel_ml._core.text import valid_label
 
 # A word that names a phase (lower case) -> the phase: a run's last path part (Keras writes
 # <log_dir>/train and <log_dir>/validation; TensorBoard's get-started guide .../train and
@@ -19,33 +20,6 @@ PHASE_WORDS = {
     "eval": sc.PHASE_VALIDATION,
     "test": sc.PHASE_TEST,
 }
-
-
-def valid_text(value: str) -> str:
-    """``value`` made valid UTF-8, undecodable bytes of a path as ``\\xNN`` escapes.
-
-    A directory named in latin-1 reaches Python as lone surrogates
-    (``os.fsdecode(b"caf\\xe9") == "caf\\udce9"``), which no exporter can
-    encode: the OTLP exporter drops the attribute, a scrape fails. The run
-    name is made valid once, here, where it enters. (The same rule as
-    ``otel_ml._core.text.valid_label``; escapes keep two names that differ
-    only in such bytes two runs.)
-
-    Example:
-        >>> valid_text("caf\\udce9"), valid_text("café")
-        ('caf\\\\xe9', 'café')
-    """
-    if value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        pass
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class RunNamer:
@@ -89,7 +63,7 @@ class RunNamer:
                 picked = match.group(1) if match.re.groups else match.group(0)
                 if picked:  # an optional group that matched nothing must not erase the name
                     relative = picked
-        relative = valid_text(relative)
+        relative = valid_label(relative)
         self._cache[logdir] = relative
         return relative
 
