@@ -129,7 +129,9 @@ def _build(name: str, signal: _Signal, make: Callable[[type], object]) -> object
 
 def _metric_reader(cls: type) -> MetricReader | None:
     if issubclass(cls, MetricReader):
-        return cls()
+        from otel_ml.distro.multiprocess import reader_for  # a pre-fork server's worker publishes instead
+
+        return reader_for(cls) or cls()
     if issubclass(cls, MetricExporter):
         exporter = delivery.track(cls(**_sdk_env.otlp_exporter(cls, "metrics")), "metrics")
         return PeriodicExportingMetricReader(exporter, **_sdk_env.periodic_reader())
