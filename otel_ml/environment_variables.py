@@ -314,7 +314,7 @@ The directory where the processes of a pre-fork deployment publish their telemet
 Unset: a private directory in the temporary directory, named after the
 server's master process and removed when it exits. Set it to share one
 endpoint between processes that no server starts together (for example
-``multiprocessing`` workers); files of an earlier deployment are ignored and
+``multiprocessing`` workers forked from one parent); files of an earlier deployment are ignored and
 removed.
 """
 

@@ -40,6 +40,15 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "the providers and the `/metrics` endpoint otel_ml sets up",
         ["otel_ml.distro.endpoint._slow_steps:SLOW_STEP_BUFFER", "otel_ml.distro._exit:EXIT_TIMEOUT"],
     ),
+    (
+        "Pre-fork servers",
+        "gunicorn, uWSGI and other deployments whose processes share one endpoint",
+        [
+            "otel_ml.distro.multiprocess._mode:MULTIPROCESS",
+            "otel_ml.distro.multiprocess._mode:DIRECTORY",
+            "otel_ml.distro.multiprocess._mode:INTERVAL",
+        ],
+    ),
 ]
 
 

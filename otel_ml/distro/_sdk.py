@@ -134,6 +134,9 @@ def _metric_reader(cls: type) -> MetricReader | None:
         return reader_for(cls) or cls()
     if issubclass(cls, MetricExporter):
         exporter = delivery.track(cls(**_sdk_env.otlp_exporter(cls, "metrics")), "metrics")
+        from otel_ml.distro.multiprocess import exporter_for  # a pre-fork worker exports as its slot
+
+        exporter = exporter_for(exporter)
         return PeriodicExportingMetricReader(exporter, **_sdk_env.periodic_reader())
     return None
 

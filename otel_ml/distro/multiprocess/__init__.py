@@ -10,7 +10,7 @@ publishing one when this process is part of such a deployment (:mod:`._mode`).
 
 from __future__ import annotations
 
-from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 
 from otel_ml.distro.multiprocess._mode import Deployment, deployment, server_name
 
@@ -29,4 +29,14 @@ def reader_for(cls: type) -> MetricReader | None:
     return PublishingReader(found)
 
 
-__all__ = ["Deployment", "deployment", "reader_for", "server_name"]
+def exporter_for(exporter: MetricExporter) -> MetricExporter:
+    """``exporter`` as it is, or with per-slot identity when this process is part of a pre-fork deployment."""
+    found = deployment()
+    if found is None:
+        return exporter
+    from otel_ml.distro.multiprocess._slot import identified
+
+    return identified(exporter, found)
+
+
+__all__ = ["Deployment", "deployment", "exporter_for", "reader_for", "server_name"]

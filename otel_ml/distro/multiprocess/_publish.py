@@ -286,7 +286,7 @@ def _metric(scope: str, version: str, metric: Any, baseline: dict[_Key, Any]) ->
                     "e": list(histogram_point.explicit_bounds),
                     "min": histogram_point.min,
                     "max": histogram_point.max,
-                    "x": _exemplars(point),
+                    "x": _exemplars(histogram_point),
                 }
             )
     else:
