@@ -137,13 +137,13 @@ def gunicorn(
             wait_for(lambda: get(server.metrics_url, timeout=2)[0] == 200, 30, f"the endpoint to serve (log: {log})")
         yield server
     finally:
-        endpoint = None
+        serving: int | None = None
         if (server.directory / "endpoint.lock").exists():
-            endpoint = server.endpoint_pid()
+            serving = server.endpoint_pid()
         stop(proc)
-        if endpoint is not None:
+        if serving is not None:
             # The endpoint process leaves by itself once the master is gone (and removes the directory).
-            wait_for(lambda: not _alive(endpoint), 10, "the endpoint process to exit")
+            wait_for(lambda: not _alive(serving), 10, "the endpoint process to exit")
             assert not server.directory.exists()
 
 

@@ -27,7 +27,6 @@ from opentelemetry.sdk.metrics._internal import measurement_consumer
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 from otel_ml.distro.multiprocess._mode import Deployment
 from otel_ml.distro.multiprocess._publish import PublishingReader
-
 from tests._gunicorn import REQUESTS_SERIES, gunicorn, load, post
 
 COUNT = REQUESTS_SERIES + "_count"
