@@ -103,7 +103,7 @@ def gunicorn(
     endpoint: bool = True,
 ) -> Iterator[Gunicorn]:
     """``gunicorn -w N ... app`` (under ``opentelemetry-instrument`` if asked), serving once every worker is up."""
-    port, metrics_port = free_port(), free_port()
+    port = free_port()
     prefix = [str(BIN / "opentelemetry-instrument")] if instrument else []
     command = [
         *prefix,
@@ -120,6 +120,32 @@ def gunicorn(
         *args,
         app,
     ]
+    with serve(tmp, command, port, env=env, ready_path=ready_path, endpoint=endpoint) as server:
+        yield server
+
+
+@contextmanager
+def uwsgi(tmp: Path, module: str, *args: str, processes: int = 3, chdir: str = "tests") -> Iterator[Gunicorn]:
+    """``uwsgi --master --processes N --enable-threads ... --module MODULE``, once it serves."""
+    port = free_port()
+    command = [str(BIN / "uwsgi"), "--master", "--processes", str(processes), "--enable-threads", "--die-on-term"]
+    command += ["--http-socket", f"127.0.0.1:{port}", "--chdir", str(ROOT / chdir), "--disable-logging", *args]
+    with serve(tmp, [*command, "--module", module], port) as server:
+        yield server
+
+
+@contextmanager
+def serve(
+    tmp: Path,
+    command: list[str],
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/health",
+    endpoint: bool = True,
+) -> Iterator[Gunicorn]:
+    """Run a pre-fork server's ``command`` listening on ``port``; stop it and check its endpoint process left."""
+    metrics_port = free_port()
     environment = {
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
@@ -128,7 +154,7 @@ def gunicorn(
         **(env or {}),
     }
     environment.pop("OTEL_ML_TEST_MODE", None)
-    log = tmp / "gunicorn.log"
+    log = tmp / "server.log"
     proc = start(command, env=environment, log=log)
     server = Gunicorn(proc, port, metrics_port, tmp, log)
     try:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics._internal import measurement_consumer
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
 from otel_ml.distro.multiprocess._mode import Deployment
 from otel_ml.distro.multiprocess._publish import PublishingReader
-from tests._gunicorn import REQUESTS_SERIES, gunicorn, load, post
+from tests._gunicorn import REQUESTS_SERIES, gunicorn, load, post, uwsgi
 
 COUNT = REQUESTS_SERIES + "_count"
 
@@ -117,3 +117,11 @@ def test_observable_readings_never_accumulate_when_collection_outlasts_the_sdk_t
             assert values == [2]
     finally:
         provider.shutdown()
+
+
+def test_uwsgi_workers_and_recycled_workers_on_one_endpoint(tmp_path: Path) -> None:
+    # uWSGI loads the app in the master and forks in C (no Python fork hooks): otel_ml joins its post-fork hook.
+    with uwsgi(tmp_path, "_busy_app:app", "--max-requests", "15") as server:
+        load(server.port, 90, clients=3)
+        server.wait_total(COUNT, 90, http_route="/predict")
+        assert server.total("http_server_active_requests") == 0

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -94,9 +95,13 @@ class PublishingReader(MetricReader):
         self._pid = os.getpid()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._forking = False
         _readers.append(self)
         atexit.register(self.publish)
-        self._start()
+        if _uwsgi_master():
+            _hook_uwsgi_fork()  # uWSGI forks in C: the workers start publishing from its post-fork hook
+        else:
+            self._start()
 
     @property
     def path(self) -> str:
@@ -143,6 +148,7 @@ class PublishingReader(MetricReader):
 
     def _before_fork(self) -> None:
         self._lock.acquire()
+        self._forking = True
         try:
             self.collect(timeout_millis=math.inf)
             data, self._latest = self._latest, None
@@ -152,10 +158,19 @@ class PublishingReader(MetricReader):
             report("multiprocess.fork", exc)
 
     def _after_fork_in_parent(self) -> None:
-        self._at_fork = {}
+        self._at_fork, self._forking = {}, False
         self._lock.release()
 
     def _after_fork_in_child(self) -> None:
+        if os.getpid() == self._pid:
+            return  # uWSGI's post-fork hook after Python's own
+        if not self._forking:
+            # A fork without the before-fork hook (uWSGI's, in C): the master ran no publishing thread,
+            # so no lock is held; what this process inherited is the baseline.
+            self.collect(timeout_millis=math.inf)
+            data, self._latest = self._latest, None
+            self._at_fork = baseline_of(data)
+        self._forking = False
         self._lock = threading.Lock()
         self._baseline, self._at_fork = self._at_fork, {}
         self._pid = os.getpid()
@@ -182,6 +197,31 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+def _uwsgi_master() -> bool:
+    """Whether this is a uWSGI master before its fork (``uwsgi.worker_id()`` is 0 there)."""
+    uwsgi: Any = sys.modules.get("uwsgi")
+    try:
+        return uwsgi is not None and int(uwsgi.worker_id()) == 0
+    except Exception:  # noqa: BLE001 - an unusual uWSGI: treated as a plain process
+        return False
+
+
+_uwsgi_hooked: list[bool] = []
+
+
+def _hook_uwsgi_fork() -> None:
+    """Run :func:`_after_fork_in_child` in every uWSGI worker (through uwsgidecorators' post-fork chain)."""
+    if _uwsgi_hooked:
+        return
+    _uwsgi_hooked.append(True)
+    try:
+        import uwsgidecorators  # sets uwsgi.post_fork_hook to its chain; the user's @postfork functions join it
+
+        uwsgidecorators.postfork_chain.append(_after_fork_in_child)
+    except Exception as exc:  # noqa: BLE001
+        report("multiprocess.uwsgi", exc)
 
 
 def _write(path: str, document: dict[str, Any]) -> None:
