@@ -23,8 +23,11 @@ import pytest
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics._internal import measurement_consumer
+from opentelemetry.sdk.trace import TracerProvider
 
 from otel_ml.distro.endpoint import OtelMLPrometheusMetricReader
+from otel_ml.distro.endpoint._exemplars import ExemplarCollector
+from otel_ml.distro.multiprocess._merge import Directory
 from otel_ml.distro.multiprocess._mode import Deployment
 from otel_ml.distro.multiprocess._publish import PublishingReader
 from tests._gunicorn import REQUESTS_SERIES, gunicorn, load, post, uwsgi
@@ -125,3 +128,59 @@ def test_uwsgi_workers_and_recycled_workers_on_one_endpoint(tmp_path: Path) -> N
         load(server.port, 90, clients=3)
         server.wait_total(COUNT, 90, http_route="/predict")
         assert server.total("http_server_active_requests") == 0
+
+
+def _merged_samples(directory: Path) -> list[Any]:
+    collector = ExemplarCollector()
+    collector.add_metrics_data(Directory(str(directory), os.getpid()).merged().metrics_data())
+    return [sample for family in collector.collect() for sample in family.samples]
+
+
+def test_exemplars_survive_publication_and_merging(tmp_path: Path) -> None:
+    reader = PublishingReader(Deployment(str(tmp_path), os.getpid(), False, 3600.0), serve=False)
+    provider = MeterProvider(metric_readers=[reader])  # the SDK's default: exemplars of sampled spans
+    tracer = TracerProvider().get_tracer("test")
+    latency = provider.get_meter("test").create_histogram("latency", unit="s")
+    try:
+        with tracer.start_as_current_span("request") as span:
+            latency.record(0.3, {"route": "/predict"})
+        reader.publish()
+        samples = _merged_samples(tmp_path)
+    finally:
+        provider.shutdown()
+    [bucket] = [s for s in samples if s.exemplar is not None]
+    assert bucket.name == "latency_seconds_bucket" and bucket.labels["le"] == "5.0"
+    assert bucket.exemplar.labels["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert bucket.exemplar.value == 0.3
+
+
+def test_a_forked_child_publishes_only_its_own_counts_and_its_totals_outlive_it(tmp_path: Path) -> None:
+    # As under gunicorn --preload: the parent measured before the fork; the child inherits those totals.
+    reader = PublishingReader(Deployment(str(tmp_path), os.getpid(), False, 3600.0), serve=False)
+    provider = MeterProvider(metric_readers=[reader])
+    meter = provider.get_meter("test")
+    requests, in_flight = meter.create_counter("requests"), meter.create_up_down_counter("in_flight")
+    try:
+        requests.add(2)
+        in_flight.add(1)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child process
+            code = 1
+            try:
+                requests.add(5)
+                in_flight.add(3)
+                reader.publish()
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(child, 0)[1] == 0
+        requests.add(1)
+        reader.publish()
+        samples = _merged_samples(tmp_path)
+    finally:
+        provider.shutdown()
+    values = {s.name: s.value for s in samples if s.name in ("requests_total", "in_flight")}
+    # 3 in the parent, 5 in the (dead) child, each counted once; the dead child's 3 in flight are dropped.
+    assert values == {"requests_total": 8, "in_flight": 1}
+    assert not (tmp_path / f"otel_ml-{child}.json").exists()  # folded into the archive
+    assert json.loads((tmp_path / "archive.json").read_text())["owner"] == os.getpid()

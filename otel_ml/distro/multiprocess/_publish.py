@@ -141,8 +141,11 @@ class PublishingReader(MetricReader):
             report("multiprocess.publish", exc)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.publish()
+        self.publish()  # a recycled worker's last requests
         self._stopped.set()
+        atexit.unregister(self.publish)
+        if self in _readers:
+            _readers.remove(self)
 
     # --- fork ------------------------------------------------------------------------------
 
