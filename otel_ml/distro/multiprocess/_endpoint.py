@@ -8,7 +8,8 @@ it serves to ``<directory>/endpoint.url``. A scrape reads the published files
 and never waits for a worker: a worker busy in a model, or holding its GIL in
 a long run, only makes its own numbers up to one publication interval old.
 It exits within a second once the deployment's owner (the server's master)
-is gone, removing the directory when otel_ml made it.
+and every process that published are gone, removing the directory when
+otel_ml made it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 
 from prometheus_client import CollectorRegistry
 
@@ -33,6 +35,7 @@ from otel_ml.distro.multiprocess._spawn import LOCK_NAME
 
 _LOG = logging.getLogger("otel_ml.distro.multiprocess")
 URL_FILE = "endpoint.url"
+ORPHAN_GRACE = 10.0  # seconds with neither the owner nor any publishing process alive
 
 
 def serve(directory: str, owner: int, remove_directory: bool) -> int:
@@ -67,8 +70,21 @@ def serve(directory: str, owner: int, remove_directory: bool) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    owner_seen = alive(owner, "")
+    orphaned_since: float | None = None
     while not stopped.wait(0.5):
-        if not alive(owner, ""):
+        # The owner is the master. A master that daemonized after otel_ml started (gunicorn --daemon) has
+        # another pid: its deployment lives on while any of its processes publishes, and across the short
+        # gap of a recycled worker.
+        if alive(owner, ""):
+            owner_seen, orphaned_since = True, None
+        elif source.any_live():
+            orphaned_since = None
+        elif owner_seen:
+            break
+        elif orphaned_since is None:
+            orphaned_since = time.monotonic()
+        elif time.monotonic() - orphaned_since > ORPHAN_GRACE:
             break
     server.stop()
     with contextlib.suppress(OSError):

@@ -251,6 +251,14 @@ class Directory:
             return []
         return [os.path.join(self.directory, n) for n in names if n.startswith(PREFIX) and n.endswith(SUFFIX)]
 
+    def any_live(self) -> bool:
+        """Whether any process that publishes here is running (by the pids in the file names)."""
+        for path in self._files():
+            name = os.path.basename(path)[len(PREFIX) : -len(SUFFIX)]
+            if name.isdigit() and alive(int(name), ""):
+                return True
+        return False
+
     def merged(self) -> Merged:
         """Every process's points merged; dead processes' files folded into the archive first."""
         live: list[dict[str, Any]] = []
