@@ -8,12 +8,14 @@ the sums are compared with the requests sent (each answered 200).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests._gunicorn import REQUESTS_SERIES, gunicorn, kill, load
+from tests._gunicorn import REQUESTS_SERIES, gunicorn, kill, load, post
 from tests._net import wait_for
 
 APP = "paddle_service:wsgi_app()"
@@ -92,3 +94,35 @@ def test_under_opentelemetry_instrument(tmp_path: Path, model_env) -> None:  # t
         server.wait_total(RUNS, 200)
         time.sleep(0.3)
         assert server.total(COUNT, http_route="/predict") == 200
+
+
+def test_a_run_in_progress_is_seen_while_it_holds_the_gil(tmp_path: Path) -> None:
+    # While Paddle's run() holds the worker's GIL nothing else in the worker runs: the run is published as
+    # started (ml_inference_active 1) before it begins, and the endpoint process answers meanwhile.
+    import paddle
+
+    paddle.seed(3)
+    layers: list[Any] = []
+    for _ in range(6):
+        layers += [paddle.nn.Linear(1024, 1024), paddle.nn.ReLU()]
+    prefix = str(tmp_path / "model" / "long")
+    spec = [paddle.static.InputSpec([None, 1024], "float32", "x")]
+    paddle.jit.save(paddle.nn.Sequential(*layers), prefix, input_spec=spec)
+    env = {"LONG_MODEL_PREFIX": prefix}
+    with gunicorn(tmp_path, "_long_run_app:app", workers=1, env=env, chdir="tests/paddle") as server:
+        assert post(server.port, "/run?rows=1", b"") == 200
+        assert post(server.port, "/run?rows=8192", b"") == 200  # a long run (~1 s): the next one is announced
+        server.wait_total(RUNS, 2)
+        statuses: list[int] = []
+        thread = threading.Thread(target=lambda: statuses.append(post(server.port, "/run?rows=8192", b"")))
+        thread.start()
+        seen: list[float] = []
+        while thread.is_alive():
+            seen.append(server.total("ml_inference_active", server.samples()))
+            time.sleep(0.05)
+        thread.join()
+        assert statuses == [200]
+        assert 1 in seen, seen  # scraped during the run, as Prometheus would
+        assert max(seen) == 1
+        server.wait_total("ml_inference_active", 0)
+        server.wait_total(RUNS, 3)

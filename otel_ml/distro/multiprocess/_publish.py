@@ -45,6 +45,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
+from otel_ml._core import announce
 from otel_ml._core.guard import report
 from otel_ml.distro.multiprocess._mode import Deployment
 from otel_ml.distro.multiprocess._spawn import ensure_endpoint
@@ -98,6 +99,7 @@ class PublishingReader(MetricReader):
         self._forking = False
         _readers.append(self)
         atexit.register(self.publish)
+        announce.listen(self.publish)  # a long model run is published as started before it holds the GIL
         if _uwsgi_master():
             _hook_uwsgi_fork()  # uWSGI forks in C: the workers start publishing from its post-fork hook
         else:
@@ -144,6 +146,7 @@ class PublishingReader(MetricReader):
         self.publish()  # a recycled worker's last requests
         self._stopped.set()
         atexit.unregister(self.publish)
+        announce.forget(self.publish)
         if self in _readers:
             _readers.remove(self)
 
