@@ -189,6 +189,22 @@ def make_threaded_server(app: Flask, host: str = "127.0.0.1", port: int = 0) -> 
     return make_server(host, port, app, threaded=True)
 
 
+def wsgi_app() -> Flask:
+    """The app for a pre-fork server, e.g. ``gunicorn -w 4 --chdir examples 'paddle_service:wsgi_app()'``.
+
+    Every worker's telemetry reaches one ``/metrics`` (otel_ml detects the
+    server); the model is saved once in ``PADDLE_SERVICE_MODEL_DIR`` if that is set.
+    """
+    import otel_ml
+
+    otel_ml.instrument()  # a no-op under opentelemetry-instrument, which did it already
+    model_dir = os.environ.get("PADDLE_SERVICE_MODEL_DIR") or tempfile.mkdtemp(prefix="paddle_service_")
+    prefix = os.path.join(model_dir, MODEL_NAME)
+    if not os.path.exists(prefix + ".pdiparams"):
+        prefix = save_model(model_dir)
+    return create_app(prefix)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")

@@ -324,3 +324,44 @@ They are exported on every step through a ``tf.py_function`` added when the
 function is traced. The default file-following path reads graph-mode writes
 from the event files like any other.
 """
+
+# --- Pre-fork servers (gunicorn, uWSGI) ------------------------------------------------
+
+OTEL_ML_MULTIPROCESS: Final = "OTEL_ML_MULTIPROCESS"
+"""
+.. envvar:: OTEL_ML_MULTIPROCESS
+
+Whether the processes of a pre-fork server share one embedded ``/metrics`` that sums them.
+
+``auto`` (the default) turns it on under gunicorn and uWSGI, and wherever
+:envvar:`OTEL_ML_MULTIPROCESS_DIR` is set. Each process then publishes its
+points into a shared directory and one small endpoint process per deployment
+serves their sum on ``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT``: exact counts
+whatever worker served a request, a recycled or crashed worker's totals kept,
+and a scrape never waits for a busy worker. ``off``: each process serves its
+own endpoint (the first to bind the port wins), as a plain program does.
+"""
+
+OTEL_ML_MULTIPROCESS_DIR: Final = "OTEL_ML_MULTIPROCESS_DIR"
+"""
+.. envvar:: OTEL_ML_MULTIPROCESS_DIR
+
+The directory where the processes of a pre-fork deployment publish their telemetry.
+
+Unset: a private directory in the temporary directory, named after the
+server's master process and removed when it exits. Set it to share one
+endpoint between processes that no server starts together (for example
+``multiprocessing`` workers forked from one parent); files of an earlier deployment are ignored and
+removed.
+"""
+
+OTEL_ML_MULTIPROCESS_INTERVAL: Final = "OTEL_ML_MULTIPROCESS_INTERVAL"
+"""
+.. envvar:: OTEL_ML_MULTIPROCESS_INTERVAL
+
+Seconds between two publications of one process's telemetry in multiprocess mode.
+
+A scrape sees each worker's measurements at most this old (and a worker's
+final ones when it exits, including when it is recycled). A worker killed
+with ``SIGKILL`` loses what it measured since its last publication.
+"""

@@ -46,6 +46,15 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
             "otel_ml.distro.endpoint._reader:ALLOWED_HOSTS",
         ],
     ),
+    (
+        "Pre-fork servers",
+        "gunicorn, uWSGI and other deployments whose processes share one endpoint",
+        [
+            "otel_ml.distro.multiprocess._mode:MULTIPROCESS",
+            "otel_ml.distro.multiprocess._mode:DIRECTORY",
+            "otel_ml.distro.multiprocess._mode:INTERVAL",
+        ],
+    ),
 ]
 
 

@@ -136,7 +136,7 @@ def test_a_row_of_the_reference_reads_as_declared() -> None:
 
 # --- resolution, on every declared option --------------------------------------------
 
-_CANDIDATES = ("7", "2", "yes", "no", "exp-1", "0.5", "16", "32")
+_CANDIDATES = ("7", "2", "yes", "no", "exp-1", "0.5", "16", "32", "on", "off")
 
 
 def _valid_other_than(option: Option[Any], *others: object) -> tuple[str, Any]:

@@ -139,9 +139,14 @@ def _build(name: str, signal: _Signal, make: Callable[[type], object]) -> object
 
 def _metric_reader(cls: type) -> MetricReader | None:
     if issubclass(cls, MetricReader):
-        return cls()
+        from otel_ml.distro.multiprocess import reader_for  # a pre-fork server's worker publishes instead
+
+        return reader_for(cls) or cls()
     if issubclass(cls, MetricExporter):
         exporter = delivery.track(cls(**_sdk_env.otlp_exporter(cls, "metrics")), "metrics")
+        from otel_ml.distro.multiprocess import exporter_for  # a pre-fork worker exports as its slot
+
+        exporter = exporter_for(exporter)
         return PeriodicExportingMetricReader(exporter, **_sdk_env.periodic_reader())
     return None
 

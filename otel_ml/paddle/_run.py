@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from otel_ml._core import announce
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import report
 from otel_ml._core.pending import FLUSH_NS, NO_EXEMPLAR, drain, record_many_for
@@ -69,6 +70,12 @@ def make_run(original: Callable[..., Any], recorder: RunRecorder) -> Callable[..
     warmup, slow_run, in_span, failed = recorder.warmup, recorder.slow, recorder.in_span, recorder.failed
     perf, get_current, batch_size = time.perf_counter_ns, otel_context.get_current, _batch_size
     warmup_runs = recorder.warmup_runs
+    announce_to, long_call_starting, long_ns = (
+        announce.listeners,
+        announce.long_call_starting,
+        announce.LONG_SECONDS * 1e9,
+    )
+    long_models: set[ModelState] = set()  # models whose last run was long: their next one is announced
 
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -85,6 +92,8 @@ def make_run(original: Callable[..., Any], recorder: RunRecorder) -> Callable[..
             span = start_child(facts, batch) if parent is not None and parent.is_recording() else None
             model: ModelState = facts.model
             next(model.started)
+            if announce_to and model in long_models:
+                long_call_starting()  # published now: while the run holds the GIL nothing else runs
         except Exception as exc:  # noqa: BLE001 - run uninstrumented rather than not at all
             report(SITE, exc)
             return original(self, *args, **kwargs)
@@ -98,6 +107,8 @@ def make_run(original: Callable[..., Any], recorder: RunRecorder) -> Callable[..
         t1 = perf()
         try:
             next(model.finished)
+            if announce_to:
+                (long_models.add if t1 - t0 > long_ns else long_models.discard)(model)
             runs = facts.runs
             facts.runs = runs + 1
             if runs < warmup_runs:  # warm-up runs stay out of the baseline and are never "slow"

@@ -8,7 +8,9 @@ releases otel_ml supports and keeps its collector in a private attribute.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 from typing import Any
 
 from opentelemetry.sdk.metrics import (
@@ -98,7 +100,9 @@ class OtelMLPrometheusMetricReader(MetricReader):
         super().__init__(preferred_temporality=dict.fromkeys(kinds, cumulative))
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = ExemplarCollector(resource_attribute_filter=WORKER_RESOURCE_ATTRIBUTES.__contains__)
-        self._collector.callback = self.collect
+        # No deadline: a scrape that waited for the GIL (a model's run) would otherwise time out after the
+        # SDK took some observable readings and before it reset them, and the next scrape would add them again.
+        self._collector.callback = functools.partial(self.collect, timeout_millis=math.inf)
         self.registry.register(self._collector)
         self.slow_steps = slow_steps or default_slow_step_buffer()
         # The live page's history: sampled from this registry by one thread, only while the server serves.
