@@ -21,8 +21,9 @@ from typing import Any, Final
 from opentelemetry import metrics, trace
 
 from otel_ml._core.guard import report
-from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.instrumentor import OtelMLInstrumentor, sdk_disabled
 from otel_ml._core.options import PARSED, forget_reported
+from otel_ml.distro._env_check import check_unknown_variables
 from otel_ml.distro._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
@@ -94,7 +95,12 @@ def instrument(
     Example:
         >>> import otel_ml
         >>> otel_ml.instrument(run_name="baseline")  # doctest: +SKIP
+
+    With ``OTEL_SDK_DISABLED=true`` it does nothing at all: no patch, no thread, no socket.
     """
+    if sdk_disabled():
+        return
+    check_unknown_variables()
     instrumentors = _instrumentors()
     known: set[str] = set()
     for inst in instrumentors.values():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_ml._core.instrumentor import sdk_disabled
+from otel_ml.distro._env_check import check_unknown_variables
 from otel_ml.distro._sdk import ensure_providers
 
 
@@ -25,5 +27,8 @@ class OtelMLConfigurator:
     """
 
     def configure(self, **kwargs: Any) -> None:
-        """Install SDK providers unless there are some already (idempotent)."""
+        """Install SDK providers unless there are some already (idempotent); nothing with ``OTEL_SDK_DISABLED``."""
+        if sdk_disabled():
+            return
+        check_unknown_variables()
         ensure_providers()
