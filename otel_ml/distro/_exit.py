@@ -44,6 +44,7 @@ from otel_ml import environment_variables as ev
 from otel_ml._core.guard import guarded
 from otel_ml._core.options import Option, parse_float
 from otel_ml._core.pending import hand_over_now
+from otel_ml.distro._redact import redact
 from otel_ml.distro._sdk_internals import already_shut_down
 
 _LOG = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ def _at_exit() -> None:
 
 
 def _endpoint() -> str:
-    return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "the OTLP endpoint"
+    """The OTLP endpoint as a log line may show it: without user info or other credentials."""
+    return redact(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()) or "the OTLP endpoint"
 
 
 def flush(reason: str) -> None:

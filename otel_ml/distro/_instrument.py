@@ -24,6 +24,7 @@ from otel_ml._core.guard import report
 from otel_ml._core.instrumentor import OtelMLInstrumentor, sdk_disabled
 from otel_ml._core.options import PARSED, forget_reported
 from otel_ml.distro._env_check import check_unknown_variables
+from otel_ml.distro._redact import install as install_redaction
 from otel_ml.distro._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def instrument(
     """
     if sdk_disabled():
         return
+    install_redaction()
     check_unknown_variables()
     instrumentors = _instrumentors()
     known: set[str] = set()

@@ -14,6 +14,7 @@ from typing import Any
 
 from otel_ml._core.instrumentor import sdk_disabled
 from otel_ml.distro._env_check import check_unknown_variables
+from otel_ml.distro._redact import install as install_redaction
 from otel_ml.distro._sdk import ensure_providers
 
 
@@ -30,5 +31,6 @@ class OtelMLConfigurator:
         """Install SDK providers unless there are some already (idempotent); nothing with ``OTEL_SDK_DISABLED``."""
         if sdk_disabled():
             return
+        install_redaction()
         check_unknown_variables()
         ensure_providers()
