@@ -23,6 +23,7 @@ from opentelemetry import metrics, trace
 from otel_ml._core.guard import report
 from otel_ml._core.instrumentor import OtelMLInstrumentor, sdk_disabled
 from otel_ml._core.options import PARSED, forget_reported
+from otel_ml.distro import _children
 from otel_ml.distro._env_check import check_unknown_variables
 from otel_ml.distro._redact import install as install_redaction
 from otel_ml.distro._sdk import ensure_providers
@@ -101,6 +102,10 @@ def instrument(
     """
     if sdk_disabled():
         return
+    if meter_provider is None and tracer_provider is None and _children.stays_off():
+        # A spawn worker re-importing a main module that instruments at top level: as a forked child.
+        _LOG.debug("otel_ml: not instrumenting a multiprocessing worker whose telemetry has nowhere to go")
+        return
     install_redaction()
     check_unknown_variables()
     instrumentors = _instrumentors()
@@ -126,7 +131,8 @@ def instrument(
     _not_applied(already)
     if not pending:
         return
-    meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
+    with _children.push_only():
+        meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
     for name, inst in pending.items():
         conflict = inst.dependency_conflict()
         if conflict is not None:
