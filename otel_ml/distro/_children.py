@@ -5,7 +5,7 @@ environment runs the auto-instrumentation again: each ``spawn`` pool worker
 built its own providers and tried to serve ``/metrics`` on the parent's port
 (one ERROR line per worker, and ``Pool(4)`` took 5.9 s instead of 0.9 s). The
 same happens when the main module calls ``otel_ml.instrument()`` at top level,
-since spawn imports it again in every worker. A forked child does not serve
+since spawn imports it again in every worker (as ``__mp_main__``). A forked child does not serve
 the embedded endpoint (the port is the parent's) and keeps the push exporters;
 so does a ``multiprocessing`` worker here:
 
@@ -18,6 +18,11 @@ so does a ``multiprocessing`` worker here:
   embedded endpoint;
 - ``multiprocessing``'s own helper processes (the resource tracker, the
   forkserver) are never instrumented.
+
+A worker function that calls ``otel_ml.instrument()`` itself (training in a
+``Process``) is instrumented as asked, endpoint included: only the
+auto-instrumentation and the main module's top level, which the worker did
+not ask for, make the forked child's choice.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Final
 
 PULL: Final = frozenset({"otel_ml_prometheus", "prometheus"})
@@ -44,17 +50,17 @@ def is_helper() -> bool:
 
 
 def is_worker() -> bool:
-    """A process ``multiprocessing`` started with spawn (or forked from a forkserver), not a plain fork.
-
-    Known from the command line before ``spawn_main`` runs (as in
-    ``sitecustomize``), and from ``multiprocessing.parent_process()`` after:
-    a forked child is one too, but it inherits the parent's providers.
-    """
+    """A process ``multiprocessing`` started with spawn, known from its command line (as in ``sitecustomize``)."""
     argv = _argv()
-    if "--multiprocessing-fork" in argv or any(arg.startswith(_WORKER) for arg in argv):
-        return True
-    mp = sys.modules.get("multiprocessing")
-    return mp is not None and mp.parent_process() is not None
+    return "--multiprocessing-fork" in argv or any(arg.startswith(_WORKER) for arg in argv)
+
+
+def reimported_main(caller: FrameType) -> bool:
+    """Whether ``caller`` is the main module's top level, imported again by spawn in a worker.
+
+    Not a function of that module (a ``Process`` target) that the worker runs: it asked.
+    """
+    return caller.f_globals.get("__name__") == "__mp_main__" and caller.f_code.co_name == "<module>"
 
 
 def _names(variable: str, default: str) -> list[str]:
@@ -73,15 +79,15 @@ def pushes() -> bool:
     return bool(push_metric_exporters() or _names("OTEL_TRACES_EXPORTER", "otlp" if otlp else "none"))
 
 
-def stays_off() -> bool:
-    """Whether otel_ml stays off in this process: a helper, or a worker whose telemetry could go nowhere."""
-    return is_helper() or (is_worker() and not pushes())
+def stays_off(worker: bool) -> bool:
+    """Whether otel_ml stays off: a helper, or a ``worker`` whose telemetry could go nowhere."""
+    return is_helper() or (worker and not pushes())
 
 
 @contextmanager
-def push_only() -> Iterator[None]:
-    """In a worker: the providers are built with the push exporters only (no embedded endpoint)."""
-    if not is_worker():
+def push_only(worker: bool) -> Iterator[None]:
+    """For a ``worker``: the providers are built with the push exporters only (no embedded endpoint)."""
+    if not worker:
         yield
         return
     variable = "OTEL_METRICS_EXPORTER"

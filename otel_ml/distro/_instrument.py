@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from typing import Any, Final
 
@@ -102,8 +103,10 @@ def instrument(
     """
     if sdk_disabled():
         return
-    if meter_provider is None and tracer_provider is None and _children.stays_off():
-        # A spawn worker re-importing a main module that instruments at top level: as a forked child.
+    # A spawn worker importing again a main module that instruments at its top level: as a forked child.
+    caller = sys._getframe(1)
+    worker = meter_provider is None and tracer_provider is None and _children.reimported_main(caller)
+    if _children.stays_off(worker):
         _LOG.debug("otel_ml: not instrumenting a multiprocessing worker whose telemetry has nowhere to go")
         return
     install_redaction()
@@ -131,7 +134,7 @@ def instrument(
     _not_applied(already)
     if not pending:
         return
-    with _children.push_only():
+    with _children.push_only(worker):
         meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
     for name, inst in pending.items():
         conflict = inst.dependency_conflict()

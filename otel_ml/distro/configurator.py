@@ -33,7 +33,8 @@ class OtelMLConfigurator:
         """Install SDK providers unless there are some already (idempotent); nothing with ``OTEL_SDK_DISABLED``."""
         if sdk_disabled():
             return
-        if _children.stays_off():  # a multiprocessing worker with nowhere to send telemetry: quick and quiet
+        worker = _children.is_worker()
+        if _children.stays_off(worker):  # a multiprocessing worker with nowhere to send telemetry: quick and quiet
             stay_off_in_this_process()
             return
         # Imported here: a process otel_ml stays out of does not pay for the SDK's import.
@@ -43,5 +44,5 @@ class OtelMLConfigurator:
 
         install_redaction()
         check_unknown_variables()
-        with _children.push_only():
+        with _children.push_only(worker):
             ensure_providers()

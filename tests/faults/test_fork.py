@@ -183,3 +183,30 @@ def test_spawn_pool_workers_keep_push_exporters_like_a_forked_child(tmp_path) ->
     # Each worker exports over OTLP (an SDK provider) but serves no endpoint.
     assert all(w["sdk"] is True and "otel_ml-metrics" not in w["threads"] for w in facts["workers"])
     assert "cannot serve /metrics" not in done.stderr
+
+
+PROCESS = """
+import json, multiprocessing, threading
+
+def train(queue):
+    import otel_ml
+    otel_ml.instrument()  # asked for by the worker itself: instrumented, endpoint included
+    queue.put(sorted(t.name for t in threading.enumerate() if t.name.startswith("otel_ml")))
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=train, args=(queue,))
+    process.start()
+    print(json.dumps(queue.get(timeout=60)))
+    process.join(30)
+"""
+
+
+def test_a_spawned_process_that_instruments_itself_is_instrumented(tmp_path) -> None:
+    program = tmp_path / "process.py"
+    program.write_text(PROCESS)
+    env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "OTEL_EXPORTER_PROMETHEUS_PORT": str(_net.free_port())}
+    done = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "otel_ml-metrics" in json.loads(done.stdout.strip().splitlines()[-1])
