@@ -118,3 +118,18 @@ def test_uninstrumented_before_nvml_answers_stays_off_and_shuts_nvml_down(teleme
         done.wait(0.01)
     assert inst.sampler is None and collect(telemetry.reader) == {}
     assert fake_nvml.state.initialised == 0  # the late start was undone: init, then shutdown
+
+
+def test_the_nvml_thread_ends_when_idle_and_starts_again_on_the_next_call(monkeypatch) -> None:
+    from otel_ml.gpu import _driver
+
+    monkeypatch.setattr(_driver, "IDLE_EXIT", 0.05)
+    own = _driver.Driver(name="otel_ml-nvml-test")
+    assert own.call("a call", lambda: 1, 2.0) == 1
+    deadline = time.monotonic() + 5
+    while any(t.name == "otel_ml-nvml-test" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "otel_ml-nvml-test" for t in threading.enumerate())
+    assert own.call("another call", lambda: 2, 2.0) == 2
+    with pytest.raises(ZeroDivisionError):  # the call's own error reaches the caller
+        own.call("a failing call", lambda: 1 / 0, 2.0)

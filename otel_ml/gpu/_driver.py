@@ -38,6 +38,8 @@ START_WAIT: Final = 2.0
 """Seconds ``instrument()`` waits for ``nvmlInit`` and the device listing before going on without them."""
 CLOSE_WAIT: Final = 1.0
 """Seconds uninstrument and exit wait for NVML's frees and ``nvmlShutdown``."""
+IDLE_EXIT: Final = 30.0
+"""Seconds without a call after which the thread ends (the next call starts it again): no GPU, no thread."""
 
 
 class Stuck(Exception):
@@ -116,7 +118,14 @@ class Driver:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:  # submit() queues under this lock: nothing can slip in unseen
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
             with self._lock:
                 if job.abandoned:
                     job.done.set()
