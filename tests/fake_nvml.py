@@ -10,6 +10,11 @@ NVML answers for a MIG instance's power or temperature.
 Imported fresh in a subprocess (``OTEL_ML_GPU_NVML_MODULE=tests.fake_nvml``), it
 starts with :func:`default_gpus` (or fails ``nvmlInit`` with the
 error code in ``FAKE_NVML_INIT_ERROR``). Used by the tests and the benchmark only.
+
+A wedged driver: :func:`block` (or ``FAKE_NVML_BLOCK=<function>`` and
+``FAKE_NVML_BLOCK_AFTER=<n>`` in a subprocess) makes every call of that
+function after its first ``n`` block until :func:`release`, as a real NVML
+call does when the driver hangs.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import string
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -124,6 +130,9 @@ class _State:
         self.event_sets: list[Any]  # the _fake_nvml_dcgm event sets = []
         self.gpm_samples = 0  # allocated and not freed
         self.event_waits = 0
+        self.blocked: dict[str, int] = {}  # function name -> calls that answer before it blocks
+        self.released = threading.Event()
+        self.blocking = 0  # calls blocked right now
 
 
 state = _State()
@@ -138,6 +147,8 @@ def reset(gpus: list[FakeGpu], *, init_error: BaseException | None = None, drive
     state.calls.clear()
     state.event_sets = []
     state.gpm_samples = 0
+    release()  # a call still blocked from an earlier test returns
+    state.released.clear()
     return state
 
 
@@ -156,8 +167,30 @@ def default_gpus() -> list[FakeGpu]:
     ]
 
 
+def block(name: str, after: int = 0) -> None:
+    """Make the calls of ``name`` after its first ``after`` (counted from now) hang until :func:`release`."""
+    state.released.clear()
+    state.blocked[name] = state.calls[name] + after
+
+
+def release() -> None:
+    """Let every blocked call return (and later ones not block)."""
+    state.blocked.clear()
+    state.released.set()
+
+
+def _hang(name: str) -> None:
+    if name in state.blocked and state.calls[name] > state.blocked[name]:
+        state.blocking += 1
+        try:
+            state.released.wait()
+        finally:
+            state.blocking -= 1
+
+
 def _call(name: str, handle: FakeGpu | None = None) -> None:
     state.calls[name] += 1
+    _hang(name)
     if not state.initialised:
         raise NVMLError(C.NVML_ERROR_UNINITIALIZED)
     if handle is not None:
@@ -175,6 +208,7 @@ def _value(value: Any) -> Any:
 
 def nvmlInit() -> None:
     state.calls["nvmlInit"] += 1
+    _hang("nvmlInit")
     if state.init_error is not None:
         raise state.init_error
     state.initialised += 1
@@ -279,3 +313,5 @@ reset(
     default_gpus(),
     init_error=NVMLError(int(os.environ["FAKE_NVML_INIT_ERROR"])) if os.environ.get("FAKE_NVML_INIT_ERROR") else None,
 )
+if os.environ.get("FAKE_NVML_BLOCK"):
+    block(os.environ["FAKE_NVML_BLOCK"], int(os.environ.get("FAKE_NVML_BLOCK_AFTER", "0")))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Collection
@@ -202,6 +203,8 @@ class OtelMLInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             wrapt.register_post_import_hook(_Unsupported(type(self).__name__, supported), name)
 
     def _instrument(self, **kwargs: Any) -> None:
+        if sdk_disabled() or _off_in_this_process:
+            return  # OTEL_SDK_DISABLED (or a process otel_ml stays out of): no patch, no thread, no socket
         # opentelemetry-instrument skips BaseInstrumentor's check (skip_dep_check): an installed
         # version we do not support must stay unpatched here too; a missing framework is never imported.
         conflict = guarded("checking framework versions")(self.dependency_conflict)()
@@ -271,6 +274,20 @@ class OtelMLInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         """:meth:`_patch` with a wrapt wrapper ``wrapper(wrapped, instance, args, kwargs)``."""
         if self._patches is not None:
             self._patches.wrap(owner, name, wrapper)
+
+
+_off_in_this_process = False
+
+
+def stay_off_in_this_process() -> None:
+    """No instrumentor instruments in this process (a ``multiprocessing`` worker whose telemetry has nowhere to go)."""
+    global _off_in_this_process
+    _off_in_this_process = True
+
+
+def sdk_disabled() -> bool:
+    """``OTEL_SDK_DISABLED=true`` (as the SDK reads it): otel_ml is off, not merely exporting nothing."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
 class _Trampoline:

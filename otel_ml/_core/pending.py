@@ -11,6 +11,7 @@ no span of ours is recorded in :data:`NO_EXEMPLAR`, buffered or not.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Final
@@ -135,3 +136,26 @@ def record_many_for(instrument: Any) -> RecordMany:
             record(value, attrs, context=context)
 
     return record_many
+
+
+# --- hand-over on demand (SIGTERM) ---------------------------------------------------------
+
+_on_demand: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def hand_over_on_demand(owner: Any) -> None:
+    """Register ``owner`` (weakly): :func:`hand_over_now` calls its ``hand_over()``.
+
+    For what is buffered between flushes in the program's own thread (a fit's
+    steps): a SIGTERM that ends the process must not lose it.
+    """
+    _on_demand.add(owner)
+
+
+def hand_over_now() -> None:
+    """Hand every registered owner's pending measurements to the SDK (before a last export)."""
+    for owner in list(_on_demand):
+        try:
+            owner.hand_over()
+        except Exception as exc:  # noqa: BLE001 - one owner's failure must not stop the others
+            report("handing pending measurements over", exc)

@@ -41,6 +41,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.guard import guarded, report
+from otel_ml._core.pending import hand_over_on_demand
 from otel_ml._core.slow import SlowDetector
 from otel_ml._training.flavour import Flavour, as_float, positive_int, read_attribute
 from otel_ml._training.instruments import TrainingInstruments
@@ -88,6 +89,7 @@ class FitRun:
         self._loss: LossReader | None = None
         self._optimizers: Optimizers | None = None
         self._read = flavour.read_scalar  # replaced at fit start by the flavour's reader for this model
+        hand_over_on_demand(self)  # SIGTERM mid-fit: the steps since the last flush still reach the SDK
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._spe = 1  # the model's steps_per_execution
@@ -185,6 +187,10 @@ class FitRun:
     @guarded("keras.on_epoch_end flush")
     def _flush(self) -> None:
         self._pending.flush(time.perf_counter_ns())
+
+    def hand_over(self) -> None:
+        """Hand the pending steps to the SDK now (:func:`otel_ml._core.pending.hand_over_now`)."""
+        self._flush()
 
     @guarded("keras.on_epoch_end epoch")
     def _count_epoch(self, seconds: float) -> None:

@@ -8,6 +8,22 @@ one instead: both providers shut down side by side in daemon threads, the
 program waits for them at most ``OTEL_ML_EXIT_TIMEOUT`` seconds, and one
 WARNING line says what was not delivered. The export threads are the SDK's
 own, so the training loop never waits for the collector.
+
+SIGTERM (how Kubernetes, Slurm and every job runner stop a job) runs no exit
+hook by default: the process dies with whatever the push exporters had not
+sent yet (up to a whole export interval). So when otel_ml built a push
+exporter (OTLP, console), SIGTERM first flushes both providers, bounded by the
+same ``OTEL_ML_EXIT_TIMEOUT``, then does exactly what the program asked for:
+
+- nothing asked (the default): the default is restored and the signal raised
+  again, so the process dies by SIGTERM, as it would have without otel_ml;
+- a handler the program installed, before or after ``instrument()``: it is
+  called after the flush (``signal.signal`` and ``signal.getsignal`` still
+  set and return the program's own handler);
+- ignored (``SIG_IGN``): otel_ml installs nothing, and the signal stays ignored.
+
+The flush runs where Python runs signal handlers, in the main thread between
+two bytecodes: in ``fit`` that is at once (between steps).
 """
 
 from __future__ import annotations
@@ -15,8 +31,10 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 import time
+from types import FrameType
 from typing import Any
 
 from opentelemetry.context import Context
@@ -25,6 +43,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_ml import environment_variables as ev
 from otel_ml._core.guard import guarded
 from otel_ml._core.options import Option, parse_float
+from otel_ml._core.pending import hand_over_now
+from otel_ml.distro._redact import redact
 from otel_ml.distro._sdk_internals import already_shut_down
 
 _LOG = logging.getLogger(__name__)
@@ -43,6 +63,7 @@ class Delivery(SpanProcessor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.span_exporters = 0  # spans that no exporter was meant to deliver are not "lost"
+        self.exporters = 0  # push exporters of either signal (what a SIGTERM flush is for)
         self.reset()
 
     def reset(self) -> None:
@@ -61,8 +82,9 @@ class Delivery(SpanProcessor):
     def track(self, exporter: Any, signal: str) -> Any:
         """Count the outcome of each of ``exporter``'s exports; returns ``exporter``."""
         export = exporter.export
-        if signal == "traces":
-            with self._lock:
+        with self._lock:
+            self.exporters += 1
+            if signal == "traces":
                 self.span_exporters += 1
 
         def counted(batch: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,6 +127,8 @@ def shut_down_at_exit(provider: Any) -> None:
             _timeout.append(EXIT_TIMEOUT.resolve(None))
             atexit.register(_at_exit)
         _providers.append(provider)
+    if delivery.exporters:
+        install_sigterm_flush()
 
 
 def _at_exit() -> None:
@@ -138,7 +162,103 @@ def _at_exit() -> None:
 
 
 def _endpoint() -> str:
-    return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "the OTLP endpoint"
+    """The OTLP endpoint as a log line may show it: without user info or other credentials."""
+    return redact(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()) or "the OTLP endpoint"
+
+
+def flush(reason: str) -> None:
+    """Export what the providers otel_ml built hold, waiting at most ``OTEL_ML_EXIT_TIMEOUT``."""
+    with _lock:
+        providers, timeout = list(_providers), (_timeout[0] if _timeout else EXIT_TIMEOUT.default)
+    threads: list[threading.Thread] = []
+    for provider in providers:
+        if already_shut_down(provider):
+            continue
+        name = type(provider).__name__
+        flush_one = guarded(f"flushing the {name} on {reason}")(provider.force_flush)
+        thread = threading.Thread(
+            target=flush_one, kwargs={"timeout_millis": int(timeout * 1000)}, name=f"otel_ml-flush-{name}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        _LOG.warning(
+            "otel_ml: on %s, the export did not finish within %g s (is the collector at %s down?); "
+            "OTEL_ML_EXIT_TIMEOUT=%g s bounds the wait",
+            reason,
+            timeout,
+            _endpoint(),
+            timeout,
+        )
+
+
+# --- SIGTERM: flush, then what the program asked for ---------------------------------------
+
+_TERM = signal.SIGTERM
+_signal = signal.signal
+_getsignal = signal.getsignal
+_asked: dict[int, Any] = {}  # what the program set for SIGTERM (returned by signal.getsignal)
+_flushing = threading.Event()
+
+
+def install_sigterm_flush() -> None:
+    """Flush on SIGTERM, then do what the program asked; idempotent, main thread only."""
+    if _TERM in _asked:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        _LOG.debug("otel_ml: instrumented outside the main thread: SIGTERM does not flush the exporters")
+        return
+    current = _getsignal(_TERM)
+    if current is signal.SIG_IGN or current is None:
+        return  # ignored (kept ignored, also across exec) or a handler not set from Python: left alone
+    _asked[_TERM] = current
+    _signal(_TERM, _on_sigterm)
+    signal.signal = _program_sets  # type: ignore[assignment]
+    signal.getsignal = _program_reads  # type: ignore[assignment]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    asked = _asked.get(signum, signal.SIG_DFL)
+    if not _flushing.is_set():  # a second SIGTERM during the flush goes straight on
+        _flushing.set()
+        try:
+            hand_over_now()  # what a fit buffered since its last hand-over (at most 100 ms of steps)
+            flush("SIGTERM")
+        except Exception as exc:  # noqa: BLE001 - the program's own handling must still happen
+            _LOG.debug("otel_ml: flushing on SIGTERM failed: %s", exc)
+        finally:
+            _flushing.clear()
+    if asked is signal.SIG_DFL or asked is None:
+        _signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)  # dies by SIGTERM, exactly as without otel_ml
+        _signal(signum, _on_sigterm)  # only reached where the signal is blocked: keep flushing next time
+    elif callable(asked):
+        asked(signum, frame)
+
+
+def _program_sets(signalnum: Any, handler: Any) -> Any:
+    """``signal.signal``: for SIGTERM, the program's handler is called after otel_ml's flush."""
+    if signalnum != _TERM or _TERM not in _asked or threading.current_thread() is not threading.main_thread():
+        return _signal(signalnum, handler)
+    if handler is signal.SIG_IGN:
+        _signal(signalnum, handler)
+    elif handler is signal.SIG_DFL or callable(handler):
+        _signal(signalnum, _on_sigterm)
+    else:
+        return _signal(signalnum, handler)  # the TypeError the program would get
+    previous, _asked[_TERM] = _asked[_TERM], handler
+    return previous
+
+
+def _program_reads(signalnum: Any) -> Any:
+    """``signal.getsignal``: SIGTERM's handler as the program set it (not otel_ml's)."""
+    current = _getsignal(signalnum)
+    if current is _on_sigterm:
+        return _asked.get(signalnum, signal.SIG_DFL)
+    return current
 
 
 def _after_fork_in_child() -> None:

@@ -15,14 +15,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
 
 from otel_ml._core.guard import report
-from otel_ml._core.instrumentor import OtelMLInstrumentor
+from otel_ml._core.instrumentor import OtelMLInstrumentor, sdk_disabled
 from otel_ml._core.options import PARSED, forget_reported
+from otel_ml.distro import _children
+from otel_ml.distro._env_check import check_unknown_variables
+from otel_ml.distro._redact import install as install_redaction
 from otel_ml.distro._sdk import ensure_providers
 
 _LOG = logging.getLogger(__name__)
@@ -94,7 +98,19 @@ def instrument(
     Example:
         >>> import otel_ml
         >>> otel_ml.instrument(run_name="baseline")  # doctest: +SKIP
+
+    With ``OTEL_SDK_DISABLED=true`` it does nothing at all: no patch, no thread, no socket.
     """
+    if sdk_disabled():
+        return
+    # A spawn worker importing again a main module that instruments at its top level: as a forked child.
+    caller = sys._getframe(1)
+    worker = meter_provider is None and tracer_provider is None and _children.reimported_main(caller)
+    if _children.stays_off(worker):
+        _LOG.debug("otel_ml: not instrumenting a multiprocessing worker whose telemetry has nowhere to go")
+        return
+    install_redaction()
+    check_unknown_variables()
     instrumentors = _instrumentors()
     known: set[str] = set()
     for inst in instrumentors.values():
@@ -118,7 +134,8 @@ def instrument(
     _not_applied(already)
     if not pending:
         return
-    meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
+    with _children.push_only(worker):
+        meter_provider, tracer_provider = ensure_providers(meter_provider, tracer_provider)
     for name, inst in pending.items():
         conflict = inst.dependency_conflict()
         if conflict is not None:

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 
+from otel_ml.distro import _redact
 from otel_ml.distro._sdk_internals import EXPORT_LOGGERS
 
 
@@ -26,7 +27,7 @@ class RepeatFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, str(getattr(record, "otel_ml_template", record.msg)))
         now = time.monotonic()
         with self._lock:
             last, dropped = self._last.get(key, (-self.interval - 1.0, 0))
@@ -44,8 +45,9 @@ _lock = threading.Lock()
 
 
 def limit_export_logs(interval: float = 300.0) -> None:
-    """Install one :class:`RepeatFilter` on the export loggers (idempotent)."""
+    """Install one :class:`RepeatFilter` on the export loggers, and credential redaction (idempotent)."""
     global _installed
+    _redact.install()
     with _lock:
         if _installed:
             return

@@ -20,7 +20,10 @@ drop, are made once per meter provider and report nothing while
 uninstrumented).
 
 Without a GPU (``nvmlInit`` fails with ``LibraryNotFound``) one INFO line is
-logged and nothing is registered. ``pynvml`` (from ``nvidia-ml-py``) is
+logged and nothing is registered. Every NVML call runs on one NVML thread
+(:mod:`otel_ml.gpu._driver`) with a deadline: a wedged driver holds neither
+``instrument()`` (at most 2 s, then GPU metrics start whenever NVML answers),
+nor a scrape, nor the exit. ``pynvml`` (from ``nvidia-ml-py``) is
 imported when instrumenting, never at ``import otel_ml``.
 """
 
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +44,7 @@ from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._core.observe import Binding
 from otel_ml.gpu import _nvml
 from otel_ml.gpu._devices import discover
+from otel_ml.gpu._driver import CLOSE_WAIT, START_WAIT, Stuck, driver
 from otel_ml.gpu._instruments import GpuState, binding
 from otel_ml.gpu._options import OPTIONS, GpuOptions
 from otel_ml.gpu._sampler import Sampler
@@ -67,6 +73,8 @@ class GpuInstrumentor(OtelMLInstrumentor):
     _nvml: ModuleType | None = None
     _xid: XidWatcher | None = None
     _binding: Binding[GpuState] | None = None
+    _generation: object | None = None
+    _state_lock = threading.Lock()  # one instrumentor per class (BaseInstrumentor is a singleton)
 
     @property
     def sampler(self) -> Sampler | None:
@@ -75,7 +83,26 @@ class GpuInstrumentor(OtelMLInstrumentor):
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> bool:
         opts = GpuOptions(**options)
-        nvml = _nvml.load(kwargs.get("nvml"))
+        provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
+        with self._state_lock:
+            generation = self._generation = object()
+        start = partial(self._start, generation, opts, kwargs.get("nvml"), provider, meter)
+        try:
+            # nvmlInit and the listing run on the NVML thread: a wedged driver cannot hold instrument().
+            return driver.call("nvmlInit and listing the GPUs", start, START_WAIT, log=False)
+        except Stuck:
+            _LOG.warning(
+                "otel_ml: NVML has not answered within %g s (nvmlInit or listing the GPUs); the program goes on "
+                "and GPU metrics start when NVML answers",
+                START_WAIT,
+            )
+            return True  # _start binds the GPU state when NVML answers, unless uninstrumented by then
+
+    def _start(
+        self, generation: object, opts: GpuOptions, given: ModuleType | None, provider: Any, meter: Meter
+    ) -> bool:
+        """Load NVML, list the devices, probe them and bind the instruments (on the NVML thread)."""
+        nvml = _nvml.load(given)
         if nvml is None:
             return False
         try:
@@ -97,33 +124,55 @@ class GpuInstrumentor(OtelMLInstrumentor):
             )
             _nvml.shutdown(nvml)
             return False
-        provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
-        self._nvml = nvml
-        self._sampler = Sampler(nvml, devices)
-        self._xid = _start_xid(nvml, self._sampler)
-        state = GpuState(nvml, self._sampler, self._xid, all_processes=opts.gpu_all_processes)
-        self._binding = binding(provider, meter)
-        self._binding.bind(state)
-        _LOG.info("otel_ml: GPU metrics for %s", ", ".join(f"{d.name} ({d.uuid})" for d in self._sampler.devices))
+        sampler = Sampler(nvml, devices)
+        xid = _start_xid(nvml, sampler)
+        state = GpuState(nvml, sampler, xid, all_processes=opts.gpu_all_processes)
+        with self._state_lock:
+            current = self._generation is generation
+            if current:
+                self._nvml, self._sampler, self._xid = nvml, sampler, xid
+                self._binding = binding(provider, meter)
+                self._binding.bind(state)
+        if not current:  # uninstrumented while NVML was starting
+            _close(nvml, sampler, xid)
+            return False
+        _LOG.info("otel_ml: GPU metrics for %s", ", ".join(f"{d.name} ({d.uuid})" for d in sampler.devices))
         return True
 
     def _teardown(self) -> None:
-        if self._binding is not None:
-            self._binding.unbind()
-            self._binding = None
-        if self._xid is not None:
-            self._xid.stop()
-            self._xid = None
-        if self._sampler is not None:
-            self._sampler.close()
-            self._sampler = None
-        if self._nvml is not None:
-            _nvml.shutdown(self._nvml)
-            self._nvml = None
+        # Also at interpreter exit, when still instrumented (_at_exit): the XID thread is waited for
+        # at most 0.8 s and nvmlShutdown at most CLOSE_WAIT, and neither at all while NVML is stuck.
+        self._stop()
 
     def _at_exit(self) -> None:
-        # The XID thread stopped and nvmlShutdown called at interpreter exit, when still instrumented.
-        self._teardown()
+        self._stop()
+
+    def _stop(self) -> None:
+        with self._state_lock:
+            self._generation = None
+            binding_, nvml, sampler, xid = self._binding, self._nvml, self._sampler, self._xid
+            self._binding = self._nvml = self._sampler = self._xid = None
+        if binding_ is not None:
+            binding_.unbind()
+        if sampler is not None:
+            sampler.close()
+        if xid is not None:
+            xid.stop(join=not driver.stuck)
+        if nvml is not None:
+            try:
+                driver.call("freeing GPU samples and nvmlShutdown", partial(_close, nvml, sampler, None), CLOSE_WAIT)
+            except Stuck:
+                pass  # left to the process's end: nothing waits for a wedged driver
+
+
+def _close(nvml: ModuleType, sampler: Sampler | None, xid: XidWatcher | None) -> None:
+    """Stop what a start built and shut NVML down (NVML calls: on the NVML thread)."""
+    if xid is not None:
+        xid.stop(join=False)
+    if sampler is not None:
+        sampler.close()
+        sampler.free()
+    _nvml.shutdown(nvml)
 
 
 def _start_xid(nvml: ModuleType, sampler: Sampler) -> XidWatcher | None:

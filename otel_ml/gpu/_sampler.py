@@ -16,6 +16,12 @@ must not look like an idle GPU). ``NotSupported`` (or ``FunctionNotFound``, a
 driver older than the call) turns that read off for that device, found by a
 probe at instrument time. ``GpuIsLost`` stops the device
 with one WARNING. Every other error is logged once per device, read and type.
+
+The reads run on the NVML thread (:mod:`otel_ml.gpu._driver`), never on the
+collecting thread: a collection waits at most
+:data:`~otel_ml.gpu._driver.READ_DEADLINE` for them, and one that misses it
+(a wedged driver) observes no GPU points, as do the collections after it
+until NVML answers again, without waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Final, NamedTuple
 
 from otel_ml.gpu import _gpm
 from otel_ml.gpu._devices import Device
+from otel_ml.gpu._driver import READ_DEADLINE, Driver, Stuck, driver
 from otel_ml.gpu._gpm import read_gpm
 from otel_ml.gpu._nvml import is_error
 
@@ -229,10 +236,14 @@ Snapshot = list[tuple[Device, list[Any]]]
 
 
 class Sampler:
-    """Reads the chosen devices; ``snapshot(bit)`` is what each instrument callback calls."""
+    """Reads the chosen devices; ``snapshot(bit)`` is what each instrument callback calls.
 
-    def __init__(self, nvml: ModuleType, devices: list[Device]) -> None:
+    Built on the NVML thread (its probe reads NVML); ``snapshot`` may be called from any thread.
+    """
+
+    def __init__(self, nvml: ModuleType, devices: list[Device], nvml_thread: Driver = driver) -> None:
         self._nvml = nvml
+        self._driver = nvml_thread
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str, str]] = set()
         self._snapshot: Snapshot = []
@@ -252,23 +263,38 @@ class Sampler:
         return any(d is device and slot in slots for d, slots in self._reads)
 
     def snapshot(self, bit: int) -> Snapshot:
-        """The current snapshot, read anew if the caller (``bit``) already had this one."""
-        with self._lock:
+        """The current snapshot, read anew if the caller (``bit``) already had this one.
+
+        Empty when NVML misses :data:`READ_DEADLINE` (or still has not answered an earlier read).
+        """
+        # A second collection waits here at most for the first one's deadline.
+        if not self._lock.acquire(timeout=READ_DEADLINE + 1.0):
+            return []
+        try:
             if self._closed:
                 return []
             if self._consumed & bit:
-                self._snapshot = self._read()
+                self._snapshot = []
                 self._consumed = 0
+                try:
+                    self._snapshot = self._driver.call("reading the GPUs", self._read, READ_DEADLINE)
+                except Stuck:
+                    pass  # logged once by the driver; this collection has no GPU points
             self._consumed |= bit
             return self._snapshot
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
-        """Stop reading (later callbacks observe nothing) and free what the reads hold."""
+        """Stop reading (later callbacks observe nothing); :meth:`free` then frees what the reads hold."""
         with self._lock:
             self._closed = True
             self._snapshot = []
-            for device, _slots in self._reads:
-                _gpm.free(self._nvml, device)
+
+    def free(self) -> None:
+        """Free what the reads hold (NVML calls: made on the NVML thread, after :meth:`close`)."""
+        for device, _slots in self._reads:
+            _gpm.free(self._nvml, device)
 
     def _read(self) -> Snapshot:
         nvml = self._nvml

@@ -69,11 +69,11 @@ class XidWatcher:
         self._thread.start()
         return True
 
-    def stop(self) -> None:
-        """Stop the thread; returns within about ``WAIT_MS`` (the thread frees the event set)."""
+    def stop(self, *, join: bool = True) -> None:
+        """Stop the thread; waits at most ``4 * WAIT_MS`` for it with ``join`` (the thread frees the event set)."""
         self._stop.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if join and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=4 * WAIT_MS / 1000)
 
     def counts(self) -> list[tuple[Device, str, int]]:

@@ -239,3 +239,35 @@ def test_all_bad_values_at_once_keep_telemetry_on(entry, tmp_path) -> None:
     for variable in BAD_VALUES:
         start = "TF_CONFIG is not valid" if variable == "TF_CONFIG" else f"{variable}="
         assert len([line for line in lines if line.startswith(start)]) == 1, (variable, done.stderr)
+
+
+def test_a_misspelt_otel_ml_variable_is_one_warning_naming_the_closest(telemetry, monkeypatch, caplog) -> None:
+    import otel_ml
+    from otel_ml.distro import _env_check
+
+    monkeypatch.setenv("OTEL_ML_SLOW_STEP_SECOND", "0.5")
+    monkeypatch.setenv("OTEL_ML_EXIT_TIMOUT", "1")
+    monkeypatch.setenv("OTEL_ML_REQUIRE_COLLECTOR", "1")  # a CI script's own: close to none of otel_ml's
+    monkeypatch.setattr(_env_check, "_checked", False)
+    providers = {"meter_provider": telemetry.meter_provider, "tracer_provider": telemetry.tracer_provider}
+    with caplog.at_level(logging.WARNING):
+        otel_ml.instrument(**providers)
+        otel_ml.uninstrument()
+        otel_ml.instrument(**providers)  # once per process, not once per call
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "otel_ml: OTEL_ML_EXIT_TIMOUT is set but is not a variable otel_ml reads; did you mean OTEL_ML_EXIT_TIMEOUT?",
+        "otel_ml: OTEL_ML_SLOW_STEP_SECOND is set but is not a variable otel_ml reads; did you mean "
+        "OTEL_ML_SLOW_STEP_SECONDS?",
+    ]
+
+
+def test_every_variable_otel_ml_reads_is_known_to_the_check() -> None:
+    """The check's list is environment_variables.py, which test_options ties to every Option: no false warning."""
+    from otel_ml.distro._env_check import known
+
+    read = set()
+    for path in _net.ROOT.joinpath("otel_ml").rglob("*.py"):
+        if path.name == "_env_check.py":
+            continue  # its docstring's examples are misspelt on purpose
+        read |= set(__import__("re").findall(r"\bOTEL_ML_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    assert read - {"OTEL_ML_NOT_SET_ANYWHERE"} <= known()

@@ -112,3 +112,101 @@ def test_a_forked_child_exits_at_once_and_does_not_serve(mode) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the scrape left a TIME_WAIT, not a listener
         sock.bind(("127.0.0.1", port))
         sock.listen()
+
+
+POOL = """
+import json, multiprocessing, os, sys, threading, urllib.request
+if sys.argv[1] == "top-level":
+    import otel_ml
+    otel_ml.instrument()  # at top level: spawn runs it again in every worker
+
+def facts(_):
+    from opentelemetry import metrics
+    provider = metrics.get_meter_provider()
+    return {
+        "pid": os.getpid(),
+        "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("otel_ml")),
+        "sdk": type(provider).__module__.startswith("opentelemetry.sdk"),
+    }
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        workers = pool.map(facts, range(16), chunksize=1)
+    port = os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"]
+    try:
+        status = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).status
+    except OSError:
+        status = None
+    print(json.dumps({"workers": list({w["pid"]: w for w in workers}.values()), "parent": facts(0), "scrape": status}))
+"""
+
+
+@pytest.mark.parametrize("how", ["opentelemetry-instrument", "top-level"])
+def test_spawn_pool_workers_start_quietly_without_the_endpoint(tmp_path, how) -> None:
+    """The forked child's choice for spawn workers: no endpoint, no ERROR; nothing at all when nothing pushes."""
+    program = tmp_path / "pool.py"
+    program.write_text(POOL)
+    env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "OTEL_EXPORTER_PROMETHEUS_PORT": str(_net.free_port())}
+    command = [sys.executable, str(program), how]
+    if how == "opentelemetry-instrument":
+        command = [str(_net.BIN / "opentelemetry-instrument"), *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["parent"]["sdk"] is True and "otel_ml-metrics" in facts["parent"]["threads"]
+    assert facts["scrape"] == 200  # the parent serves
+    assert 1 <= len(facts["workers"]) <= 4
+    # Each worker: no provider, no thread (so no bind attempt): its telemetry had nowhere to go.
+    assert all((w["sdk"], w["threads"]) == (False, []) for w in facts["workers"])
+    assert "otel_ml" not in done.stderr and "ERROR" not in done.stderr
+
+
+def test_spawn_pool_workers_keep_push_exporters_like_a_forked_child(tmp_path) -> None:
+    program = tmp_path / "pool.py"
+    program.write_text(POOL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(_net.ROOT),
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(_net.free_port()),
+        "OTEL_METRICS_EXPORTER": "otlp,otel_ml_prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_net.free_port()}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        "OTEL_ML_EXIT_TIMEOUT": "0.5",
+    }
+    command = [str(_net.BIN / "opentelemetry-instrument"), sys.executable, str(program), "auto"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["scrape"] == 200 and "otel_ml-metrics" in facts["parent"]["threads"]
+    # Each worker exports over OTLP (an SDK provider) but serves no endpoint.
+    assert all(w["sdk"] is True and "otel_ml-metrics" not in w["threads"] for w in facts["workers"])
+    assert "cannot serve /metrics" not in done.stderr
+
+
+PROCESS = """
+import json, multiprocessing, threading
+
+def train(queue):
+    import otel_ml
+    otel_ml.instrument()  # asked for by the worker itself: instrumented, endpoint included
+    queue.put(sorted(t.name for t in threading.enumerate() if t.name.startswith("otel_ml")))
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=train, args=(queue,))
+    process.start()
+    print(json.dumps(queue.get(timeout=60)))
+    process.join(30)
+"""
+
+
+def test_a_spawned_process_that_instruments_itself_is_instrumented(tmp_path) -> None:
+    program = tmp_path / "process.py"
+    program.write_text(PROCESS)
+    env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "OTEL_EXPORTER_PROMETHEUS_PORT": str(_net.free_port())}
+    done = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "otel_ml-metrics" in json.loads(done.stdout.strip().splitlines()[-1])

@@ -111,3 +111,60 @@ def test_the_patch_record_shares_one_replacement_and_restores_each_name_exactly(
     assert source.f is original and alias.f is original
     assert "method" not in vars(obj) and obj.method() == 2
     patches.restore()  # twice is harmless
+
+
+DISABLED_PROGRAM = """
+import json, os, socket, sys, threading
+framework, how = sys.argv[1], sys.argv[2]
+import otel_ml
+if how == "instrument":
+    otel_ml.instrument()
+if framework == "keras":
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer as owner
+    names = ("fit", "evaluate", "predict")
+else:
+    from paddle.inference import Predictor as owner
+    names = ("run", "clone")
+import wrapt
+def ours(f):  # a wrapt wrapper, or a function whose code is otel_ml's
+    code = getattr(f, "__code__", None)
+    return isinstance(f, wrapt.FunctionWrapper) or (code is not None and "otel_ml" in code.co_filename)
+patched = [n for n in names if ours(owner.__dict__[n])]
+with socket.socket() as probe:
+    bound = probe.connect_ex(("127.0.0.1", int(os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"]))) == 0
+threads = sorted(t.name for t in threading.enumerate() if "otel" in t.name.lower())
+print(json.dumps({"patched": patched, "bound": bound, "threads": threads}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["keras", "paddle"])
+@pytest.mark.parametrize(("how", "disabled"), [("instrument", "true"), ("auto", " TRUE "), ("instrument", "false")])
+def test_otel_sdk_disabled_means_no_patch_no_thread_no_socket(framework, how, disabled) -> None:
+    """``OTEL_SDK_DISABLED=true``: otel_ml is off under instrument() and opentelemetry-instrument alike."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests import _net
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(_net.ROOT),
+        "OTEL_SDK_DISABLED": disabled,
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(_net.free_port()),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    command = [sys.executable, "-c", DISABLED_PROGRAM, framework, how]
+    if how == "auto":
+        command = [str(_net.BIN / "opentelemetry-instrument"), *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    if disabled.strip().lower() == "true":
+        assert facts == {"patched": [], "bound": False, "threads": []}
+        assert "otel_ml" not in done.stderr
+    else:  # the control: the same checks see otel_ml when it is on
+        assert facts["patched"] == (["fit", "evaluate", "predict"] if framework == "keras" else ["run", "clone"])
+        assert facts["bound"] is True and "otel_ml-metrics" in facts["threads"]
