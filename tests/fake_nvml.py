@@ -14,7 +14,8 @@ error code in ``FAKE_NVML_INIT_ERROR``). Used by the tests and the benchmark onl
 A wedged driver: :func:`block` (or ``FAKE_NVML_BLOCK=<function>`` and
 ``FAKE_NVML_BLOCK_AFTER=<n>`` in a subprocess) makes every call of that
 function after its first ``n`` block until :func:`release`, as a real NVML
-call does when the driver hangs.
+call does when the driver hangs (``FAKE_NVML_RELEASE_AFTER=<s>``: released
+after that many seconds, a slow driver).
 """
 
 from __future__ import annotations
@@ -315,3 +316,7 @@ reset(
 )
 if os.environ.get("FAKE_NVML_BLOCK"):
     block(os.environ["FAKE_NVML_BLOCK"], int(os.environ.get("FAKE_NVML_BLOCK_AFTER", "0")))
+    if os.environ.get("FAKE_NVML_RELEASE_AFTER"):  # a slow driver rather than a wedged one: answers after N s
+        _timer = threading.Timer(float(os.environ["FAKE_NVML_RELEASE_AFTER"]), release)
+        _timer.daemon = True
+        _timer.start()

@@ -83,8 +83,9 @@ def test_prometheus_names_follow_the_upstream_unit_mapping(monkeypatch) -> None:
 
 
 @pytest.fixture
-def command() -> Iterator[subprocess.Popen[str]]:
+def command(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
     env = {
+        **getattr(request, "param", {}),
         **os.environ,
         "OTEL_ML_GPU_NVML_MODULE": "tests.fake_nvml",  # the test-only seam: the fake instead of pynvml
         "PYTHONPATH": str(ROOT),
@@ -105,6 +106,17 @@ def command() -> Iterator[subprocess.Popen[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [
+        {},
+        # nvmlInit answers after 4 s, past instrument()'s 2 s wait (a large host without persistence mode):
+        # the command waits for NVML rather than exiting "no GPU".
+        {"FAKE_NVML_BLOCK": "nvmlInit", "FAKE_NVML_RELEASE_AFTER": "4"},
+    ],
+    indirect=True,
+    ids=["nvml-answers", "nvml-init-slower-than-instrument-waits"],
+)
 def test_otel_ml_gpu_serves_the_gauges_until_sigterm(command) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 60
     url = None

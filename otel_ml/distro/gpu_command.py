@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -81,6 +82,10 @@ def serve(args: argparse.Namespace) -> int:
     instrumentor = GpuInstrumentor()
     instrumentor.instrument(meter_provider=provider, gpu_all_devices=not args.visible_only, gpu_all_processes=True)
     try:
+        # A driver whose nvmlInit takes longer than instrument() waits (large hosts without persistence
+        # mode): this command exists to report GPUs, so it waits for NVML's answer before deciding.
+        while instrumentor.sampler is None and instrumentor.starting:
+            time.sleep(0.2)
         if instrumentor.sampler is None:
             _LOG.error("otel-ml gpu: no GPU to report (see the line above); exiting")
             return 1

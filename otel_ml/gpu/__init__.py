@@ -75,17 +75,24 @@ class GpuInstrumentor(OtelMLInstrumentor):
     _binding: Binding[GpuState] | None = None
     _generation: object | None = None
     _state_lock = threading.Lock()  # one instrumentor per class (BaseInstrumentor is a singleton)
+    _starting: object | None = None  # the generation whose start still runs on the NVML thread
 
     @property
     def sampler(self) -> Sampler | None:
         """The current sampler (None when uninstrumented or without a GPU)."""
         return self._sampler
 
+    @property
+    def starting(self) -> bool:
+        """Whether NVML has not answered the start yet (a slow or wedged ``nvmlInit``): GPUs may still come."""
+        starting = self._starting
+        return starting is not None and starting is self._generation
+
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> bool:
         opts = GpuOptions(**options)
         provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
         with self._state_lock:
-            generation = self._generation = object()
+            generation = self._generation = self._starting = object()
         start = partial(self._start, generation, opts, kwargs.get("nvml"), provider, meter)
         try:
             # nvmlInit and the listing run on the NVML thread: a wedged driver cannot hold instrument().
@@ -102,6 +109,16 @@ class GpuInstrumentor(OtelMLInstrumentor):
         self, generation: object, opts: GpuOptions, given: ModuleType | None, provider: Any, meter: Meter
     ) -> bool:
         """Load NVML, list the devices, probe them and bind the instruments (on the NVML thread)."""
+        try:
+            return self._start_nvml(generation, opts, given, provider, meter)
+        finally:
+            with self._state_lock:
+                if self._starting is generation:
+                    self._starting = None
+
+    def _start_nvml(
+        self, generation: object, opts: GpuOptions, given: ModuleType | None, provider: Any, meter: Meter
+    ) -> bool:
         nvml = _nvml.load(given)
         if nvml is None:
             return False
