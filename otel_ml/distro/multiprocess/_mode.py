@@ -79,7 +79,9 @@ def _master_pid() -> int:
 
 
 _current: list[Deployment | None] = []  # a forked child inherits it: decided once, with the master as owner
-ENDPOINT_MARK = "OTEL_ML_MULTIPROCESS_ENDPOINT_PROCESS"  # set in the endpoint process's environment
+# Set by otel_ml in the endpoint process's environment, never by a user: outside the OTEL_ML_ names (no "unknown
+# variable" warning, not a setting to document).
+ENDPOINT_MARK = "_OTEL_ML_MULTIPROCESS_ENDPOINT_PROCESS"
 
 
 def deployment() -> Deployment | None:
