@@ -113,10 +113,18 @@ class FitRun:
         if self.adapter is not None:
             size, num, partial = (positive_int(value) for value in self._flavour.read_data(self.adapter))
         steps = positive_int((read_attribute(self, "params") or {}).get("steps"))
-        if steps is not None and steps != num:
-            num, partial = steps, None  # steps_per_epoch cut the epoch short: no partial batch
-        self._index.declare(size, num, partial)
         self._spe = positive_int(read_attribute(self._fit_model, "steps_per_execution")) or 1
+        cycle = None
+        if steps is not None and steps != num:
+            # steps_per_epoch is not one pass over the data: the short batch comes where the data runs out.
+            cycle, num = num, steps
+            if cycle is None:
+                partial = None
+            elif self._spe > 1:
+                # Keras 3 ends an execution early where the data runs out, past the index it reports:
+                # samples are left to the loss Mean's count.
+                size = partial = cycle = None
+        self._index.declare(size, num, partial, cycle)
         self._know_length(num)
         if num is not None:
             self.spans.fit.set_attribute(sc.ML_STEPS_PER_EPOCH, num)

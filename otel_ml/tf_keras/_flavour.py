@@ -30,7 +30,10 @@ def _call(owner: Any, name: str) -> Any:
 def _read_handler(handler: Any) -> DataSizes:
     adapter = read_attribute(handler, "_adapter")
     partial = _call(adapter, "partial_batch_size") if _call(adapter, "has_partial_batch") else None
-    return _call(adapter, "batch_size"), read_attribute(handler, "inferred_steps"), partial
+    # The batches of one pass over the data (arrays); the handler's inferred_steps is steps_per_epoch when given.
+    size = _call(adapter, "get_size")
+    batches = size if isinstance(size, int) and size > 0 else read_attribute(handler, "inferred_steps")
+    return _call(adapter, "batch_size"), batches, partial
 
 
 def _loss_count(model: Any) -> Any:
