@@ -56,3 +56,52 @@ def test_steps_per_epoch_below_the_array_data(telemetry, kit, epochs: int) -> No
     assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "spe_short") == len(positions)
     assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "spe_short") == sum(sizes)
     assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "spe_short", sc.PHASE_TRAIN) == pytest.approx(truth, rel=1e-5)
+
+
+def _endpoint_model(k: Any, name: str) -> Any:
+    """The endpoint-layer pattern: the loss comes from ``add_loss`` in a layer that sees the targets.
+
+    Zero weights and a learning rate of 0 keep every logit at 0, so a batch's
+    loss is log(2) times the mean of its sample weights, known exactly.
+    """
+
+    class LogisticEndpoint(k.layers.Layer):  # type: ignore[misc,name-defined]
+        def __init__(self, **kwargs: Any) -> None:
+            k.layers.Layer.__init__(self, **kwargs)
+            self.loss_fn = k.losses.BinaryCrossentropy(from_logits=True)
+
+        def call(self, logits: Any, targets: Any = None, sample_weight: Any = None) -> Any:
+            if targets is not None:
+                self.add_loss(self.loss_fn(targets, logits, sample_weight))
+            return k.activations.sigmoid(logits)
+
+    inputs = k.Input((4,), name="inputs")
+    targets = k.Input((1,), name="targets")
+    weights = k.Input((1,), name="sample_weight")
+    logits = k.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")(inputs)
+    model = k.Model([inputs, targets, weights], LogisticEndpoint()(logits, targets, weights), name=name)
+    model.compile(k.optimizers.SGD(learning_rate=0.0))
+    return model
+
+
+@pytest.mark.parametrize("data", ["dict", "tf.data", "tf.data-prefetch"])
+def test_loss_only_from_add_loss(telemetry, kit, data: str) -> None:  # type: ignore[no-untyped-def]
+    """200 rows in batches of 32 (six full, one of 8), 2 epochs: samples and the short last batch's loss."""
+    import tensorflow as tf
+
+    _instrument(telemetry)
+    rows, size = 200, 32
+    x, _ = km.data(samples=rows)
+    w = (np.arange(rows, dtype="float32") / rows).reshape(-1, 1)
+    features = {"inputs": x, "targets": (x[:, :1] > 0).astype("float32"), "sample_weight": w}
+    model = _endpoint_model(kit.keras, "endpoint")
+    if data == "dict":
+        model.fit(features, batch_size=size, epochs=2, verbose=0, shuffle=False)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(features).batch(size)
+        model.fit(ds.prefetch(2) if data.endswith("prefetch") else ds, epochs=2, verbose=0)
+    truth = float(np.log(2.0) * np.mean(w[192:200], dtype="float64"))
+    assert model.optimizer.iterations.numpy() == 14
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "endpoint") == 14
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "endpoint") == 2 * rows
+    assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "endpoint", sc.PHASE_TRAIN) == pytest.approx(truth, rel=1e-5)

@@ -42,6 +42,8 @@ class Flavour:
             that keeps the current values outside the variables mid-epoch (Keras 3's JAX trainer);
             None: ``read_scalar``.
         callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
+        weighs_batches: the model at fit start -> whether the built-in ``train_step`` weighs each batch by 1
+            (not by its samples) in the loss ``Mean`` (Keras 2 with no compiled loss).
     """
 
     framework: str
@@ -53,6 +55,7 @@ class Flavour:
     read_scalar: Callable[[Any], float | None]
     live_reader: Callable[[Any], Callable[[Any], float | None]] | None = None
     callback_attributes: dict[str, Any] = field(default_factory=dict)
+    weighs_batches: Callable[[Any], bool] = lambda model: False  # noqa: E731 - Keras 3 always weighs by samples
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def reader(self, model: Any) -> Callable[[Any], float | None]:
