@@ -105,3 +105,74 @@ def test_loss_only_from_add_loss(telemetry, kit, data: str) -> None:  # type: ig
     assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "endpoint") == 14
     assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "endpoint") == 2 * rows
     assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "endpoint", sc.PHASE_TRAIN) == pytest.approx(truth, rel=1e-5)
+
+
+def _batches(k: Any, x: np.ndarray, y: np.ndarray, size: int) -> Any:
+    """A PyDataset (Keras 2: Sequence) that serves batches of ``size`` rows, whatever fit's ``batch_size=``."""
+    base = k.utils.PyDataset if hasattr(k.utils, "PyDataset") else k.utils.Sequence
+
+    class Batches(base):  # type: ignore[misc,valid-type]
+        def __len__(self) -> int:
+            return -(-len(x) // size)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            return x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
+
+    return Batches()
+
+
+def test_fit_span_batch_size_comes_from_the_data(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
+    """Keras ignores ``batch_size=`` for a PyDataset, which does not declare its own: the span leaves it out."""
+    _instrument(telemetry)
+    x, y = km.data(samples=96)
+    model = kit.sequential(name="arrays")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    kwargs = {"batch_size": 64} if kit.name == "keras" else {}  # Keras 2 refuses batch_size= with a Sequence
+    kit.sequential(name="pydataset").fit(_batches(kit.keras, x, y, 32), epochs=1, verbose=0, **kwargs)
+    spans = {s.attributes[sc.ML_MODEL_NAME]: s for s in telemetry.finished(sc.SPAN_KERAS_FIT)}
+    assert spans["arrays"].attributes[sc.ML_BATCH_SIZE] == 32
+    assert sc.ML_BATCH_SIZE not in spans["pydataset"].attributes
+    assert spans["pydataset"].attributes[sc.ML_STEPS_PER_EPOCH] == 3
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "pydataset") == 96  # counted by Keras's loss Mean
+
+
+def test_fit_span_epochs_are_those_that_ran_from_initial_epoch(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
+    _instrument(telemetry)
+    x, y = km.data(samples=32)
+    model = kit.sequential(name="resumed")
+    model.fit(x, y, batch_size=16, epochs=4, initial_epoch=2, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    first, second = telemetry.finished(sc.SPAN_KERAS_FIT)
+    assert (first.attributes[sc.ML_EPOCHS], first.attributes[sc.ML_EPOCH_START]) == (2, 2)
+    assert (second.attributes[sc.ML_EPOCHS], second.attributes[sc.ML_EPOCH_START]) == (1, 0)
+    assert _value(telemetry, sc.METRIC_TRAIN_EPOCHS, "resumed") == 3
+    assert sorted(s.attributes[sc.ML_EPOCH] for s in telemetry.finished(sc.SPAN_KERAS_EPOCH)) == [0, 2, 3]
+
+
+def test_fit_span_epochs_after_a_backup_and_restore_resume(telemetry, kit, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A job killed after epoch 3 (0-based) and started again with the same ``epochs=10`` runs epochs 4-9."""
+
+    class Interrupt(kit.keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 3:
+                raise km.Boom("preempted")
+
+    _instrument(telemetry)
+    x, y = km.data(samples=32)
+    backup = kit.keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = kit.sequential(name="restored")
+    with pytest.raises(km.Boom):
+        model.fit(x, y, batch_size=16, epochs=10, verbose=0, callbacks=[backup, Interrupt()])
+    model = kit.sequential(name="restored")
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=10,
+        verbose=0,
+        callbacks=[kit.keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))],
+    )
+    first, second = telemetry.finished(sc.SPAN_KERAS_FIT)
+    assert (first.attributes[sc.ML_EPOCHS], first.attributes[sc.ML_EPOCH_START]) == (4, 0)
+    assert (second.attributes[sc.ML_EPOCHS], second.attributes[sc.ML_EPOCH_START]) == (6, 4)
+    assert second.attributes[sc.ML_STEP] == 12

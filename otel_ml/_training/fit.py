@@ -96,6 +96,7 @@ class FitRun:
         self.global_step = 0
         self.total_step_ns = 0
         self._epoch = 0
+        self._epochs_run = 0
         self._epoch_t0 = 0
         self._wall0 = 0
         self._t0 = 0
@@ -147,6 +148,10 @@ class FitRun:
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._epoch_t0 = time.perf_counter_ns()
+        if not self._epochs_run:
+            # The first epoch that runs: initial_epoch=, or where BackupAndRestore resumed.
+            guarded("keras.on_epoch_begin start")(self.spans.fit.set_attribute)(sc.ML_EPOCH_START, epoch)
+        self._epochs_run += 1
         self._new_epoch()
         guarded("keras.on_epoch_begin span")(self.spans.start_epoch)(epoch)
 
@@ -209,7 +214,7 @@ class FitRun:
         """End the spans of this fit; called by the fit wrapper, also when fit raised."""
         guarded("keras.fit end loss")(self._settle)(error is not None)  # after a raise, losses kept unread
         self._flush()
-        guarded("keras.fit end spans")(self.spans.finish)(self.global_step, error)
+        guarded("keras.fit end spans")(self.spans.finish)(self.global_step, self._epochs_run, error)
         guarded("keras.fit summary")(self._slow.log_summary)(self.global_step, self.total_step_ns)
 
     # --- per step ----------------------------------------------------------------------
@@ -332,10 +337,11 @@ class RunSpans:
             self._events.add(kind)
             self.epoch.add_event(sc.EVENT_ML_ANOMALY, attributes)
 
-    def finish(self, steps: int, error: BaseException | None) -> None:
+    def finish(self, steps: int, epochs: int, error: BaseException | None) -> None:
         self.end_epoch(error)
         try:
             self.fit.set_attribute(sc.ML_STEP, steps)
+            self.fit.set_attribute(sc.ML_EPOCHS, epochs)
         finally:
             end_span(self.fit, error)
 

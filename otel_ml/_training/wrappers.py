@@ -30,8 +30,6 @@ from otel_ml._training.options import TrainingOptions
 # Index of ``callbacks`` among fit's positional arguments (after ``self``):
 # fit(x, y, batch_size, epochs, verbose, callbacks, ...).
 _CALLBACKS_POS = 5
-_EPOCHS_POS = 3
-_BATCH_SIZE_POS = 2
 _BATCH_HOOKS = "_should_call_train_batch_hooks"  # Keras 2's CallbackList
 
 # One per thread for all flavours: a Keras 2 fit run from a Keras 3 callback is still "inside a fit".
@@ -99,11 +97,8 @@ class TrainingWrappers:
             sc.ML_MODEL_NAME: str(model.name),
             sc.ML_RUN_NAME: run_name,
         }
-        epochs = _arg(args, kwargs, _EPOCHS_POS, "epochs")
-        attributes[sc.ML_EPOCHS] = int(epochs) if isinstance(epochs, int) else 1
-        batch_size = _arg(args, kwargs, _BATCH_SIZE_POS, "batch_size")
-        if isinstance(batch_size, int):
-            attributes[sc.ML_BATCH_SIZE] = batch_size
+        # ml.epochs (the epochs that ran) and ml.batch.size (from the data, which Keras may size otherwise
+        # than batch_size=, a PyDataset's own batches) are set once known, by the fit's callback.
         strategy = getattr(model, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", None)
         if isinstance(replicas, int):
