@@ -55,7 +55,7 @@ class Flavour:
     read_scalar: Callable[[Any], float | None]
     live_reader: Callable[[Any], Callable[[Any], float | None]] | None = None
     callback_attributes: dict[str, Any] = field(default_factory=dict)
-    weighs_batches: Callable[[Any], bool] = lambda model: False  # noqa: E731 - Keras 3 always weighs by samples
+    weighs_batches: Callable[[Any], bool] = lambda model: False  # Keras 3 always weighs by samples
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def reader(self, model: Any) -> Callable[[Any], float | None]:

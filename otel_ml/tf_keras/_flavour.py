@@ -33,7 +33,7 @@ _UNKNOWN: DataSizes = (None, None, None)
 
 
 def _dataset_sizes(dataset: Any) -> DataSizes:
-    """The sizes a ``tf.data`` pipeline declares: ``rows.batch(B)`` (then only pass-through stages) over rows of known count.
+    """The sizes a ``tf.data`` pipeline declares: ``rows.batch(B)``, then only pass-through stages.
 
     Keras 2's ``DatasetAdapter`` says no batch size; where the samples must
     come from the data (a loss ``Mean`` weighed per batch, see
