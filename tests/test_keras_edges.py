@@ -176,3 +176,40 @@ def test_fit_span_epochs_after_a_backup_and_restore_resume(telemetry, kit, tmp_p
     assert (first.attributes[sc.ML_EPOCHS], first.attributes[sc.ML_EPOCH_START]) == (4, 0)
     assert (second.attributes[sc.ML_EPOCHS], second.attributes[sc.ML_EPOCH_START]) == (6, 4)
     assert second.attributes[sc.ML_STEP] == 12
+
+
+def test_a_fit_inside_a_fit_is_reported_on_its_own(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
+    """A probe trained at each epoch end of another fit: each fit its figures and its span, under the outer one."""
+    x, y = km.data(samples=100)  # outer: 7 steps per epoch, the last of 4 rows
+    px, py = km.data(samples=48, seed=1)  # probe: 3 steps per fit
+
+    class TrainProbe(kit.keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            kit.keras.callbacks.Callback.__init__(self)
+            self.probe = kit.frozen(name="probe")
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.probe.fit(px, py, batch_size=16, epochs=1, verbose=0, shuffle=False)
+
+    _instrument(telemetry)
+    outer = kit.frozen(name="outer")
+    outer.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=[TrainProbe()])
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "outer") == 14
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "outer") == 200
+    outer_loss = float(np.mean(y[96:] ** 2, dtype="float64"))
+    assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "outer", sc.PHASE_TRAIN) == pytest.approx(outer_loss, rel=1e-5)
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "probe") == 6
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "probe") == 96
+    assert _value(telemetry, sc.METRIC_TRAIN_EPOCHS, "probe") == 2
+    probe_loss = float(np.mean(py[32:] ** 2, dtype="float64"))
+    assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "probe", sc.PHASE_TRAIN) == pytest.approx(probe_loss, rel=1e-5)
+    fits = telemetry.finished(sc.SPAN_KERAS_FIT)
+    (top,) = [s for s in fits if s.attributes[sc.ML_MODEL_NAME] == "outer"]
+    probes = [s for s in fits if s.attributes[sc.ML_MODEL_NAME] == "probe"]
+    assert len(probes) == 2
+    assert all(s.parent is not None and s.parent.span_id == top.context.span_id for s in probes)
+    assert [s.attributes[sc.ML_STEP] for s in probes] == [3, 3]
+    assert top.attributes[sc.ML_STEP] == 14
+    # The outer fit's epochs are its own: two, children of its span.
+    outer_epochs = [s for s in telemetry.finished(sc.SPAN_KERAS_EPOCH) if s.parent.span_id == top.context.span_id]
+    assert len(outer_epochs) == 2

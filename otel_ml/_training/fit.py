@@ -101,6 +101,10 @@ class FitRun:
         self._wall0 = 0
         self._t0 = 0
 
+    def model_is(self, model: Any) -> bool:
+        """Whether this fit trains ``model`` (a fit of the same model inside it is Keras's own, not another run)."""
+        return model is self._fit_model
+
     # --- fit lifecycle -----------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:

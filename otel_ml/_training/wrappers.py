@@ -32,7 +32,9 @@ from otel_ml._training.options import TrainingOptions
 _CALLBACKS_POS = 5
 _BATCH_HOOKS = "_should_call_train_batch_hooks"  # Keras 2's CallbackList
 
-# One per thread for all flavours: a Keras 2 fit run from a Keras 3 callback is still "inside a fit".
+# The innermost fit of this thread, for all flavours. A fit inside a fit (a probe, a student or a
+# teacher trained in another fit's callback, even a Keras 2 fit in a Keras 3 callback) is reported on
+# its own, its span a child of the outer fit's; the outer one is current again once it returns.
 _local = threading.local()
 _callback_classes: dict[str, type] = {}
 
@@ -76,18 +78,19 @@ class TrainingWrappers:
     # --- fit ---------------------------------------------------------------------------
 
     def _fit_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _current_fit() is not None:
-            return None, args, kwargs  # a fit inside a fit: the outer one reports
+        outer = _current_fit()
+        if outer is not None and outer.model_is(model):
+            return None, args, kwargs  # Keras re-entering fit for the same model: the outer one reports
         run = self._start_fit(model, args, kwargs)
         if run is None:
             return None, args, kwargs
         call_args, call_kwargs, cleanup = self._inject(run, model, args, kwargs)
         token = self._enter(run)
-        return (run, token, cleanup), call_args, call_kwargs
+        return (run, token, cleanup, outer), call_args, call_kwargs
 
     def _fit_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
-        run, token, cleanup = state
-        self._exit(run, token, cleanup, error)
+        run, token, cleanup, outer = state
+        self._exit(run, token, cleanup, error, outer)
 
     @guarded("keras.fit start")
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
@@ -144,8 +147,8 @@ class TrainingWrappers:
         return otel_context.attach(run.spans.fit_ctx)
 
     @guarded("keras.fit exit")
-    def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None) -> None:
-        _local.fit = None
+    def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None, outer: Any) -> None:
+        _local.fit = outer
         if cleanup is not None:
             given, batch_hooks = cleanup
             if run in given.callbacks:
