@@ -287,3 +287,14 @@ They are exported on every step through a ``tf.py_function`` added when the
 function is traced. The default file-following path reads graph-mode writes
 from the event files like any other.
 """
+
+OTEL_ML_MAX_RUNS: Final = "OTEL_ML_MAX_RUNS"
+"""
+.. envvar:: OTEL_ML_MAX_RUNS
+
+How many distinct (``ml.model.name``, ``ml.run.name``) pairs of training series one process reports.
+
+The fits of further pairs are reported under ``ml.model.name`` and
+``ml.run.name`` ``"_overflow"`` (one WARNING): a sweep of hundreds of trials in
+one process keeps a bounded number of series. See docs/keras.md, "Sweeps".
+"""

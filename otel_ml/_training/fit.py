@@ -67,6 +67,7 @@ class FitRun:
         run_name: str,
         fit_span: Span,
         flavour: Flavour,
+        labels: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()  # the flavour's Callback.__init__, via the class built in .wrappers
         for name, value in flavour.callback_attributes.items():
@@ -75,7 +76,9 @@ class FitRun:
         self._fit_model = model
         self._flavour = flavour
         self.run_name = run_name
-        attrs = {sc.ML_FRAMEWORK: flavour.framework, sc.ML_MODEL_NAME: str(model.name), sc.ML_RUN_NAME: run_name}
+        # The series' (model, run) label values, bounded per process (otel_ml._core.cardinality).
+        model_label, run_label = labels if labels is not None else (str(model.name), run_name)
+        attrs = {sc.ML_FRAMEWORK: flavour.framework, sc.ML_MODEL_NAME: model_label, sc.ML_RUN_NAME: run_label}
         self._attrs = attrs
         self.spans = RunSpans(tracer, fit_span)
         self._pending = PendingSteps(instruments, attrs, {**attrs, sc.ML_PHASE: sc.PHASE_TRAIN})

@@ -20,6 +20,7 @@ from opentelemetry.trace import Tracer
 
 from otel_ml._core import semconv as sc
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
+from otel_ml._core.cardinality import stable_model_name, training_labels
 from otel_ml._core.guard import guarded, report
 from otel_ml._core.run_name import current_run_name
 from otel_ml._training.fit import FitRun, end_span, start_span
@@ -94,12 +95,17 @@ class TrainingWrappers:
 
     @guarded("keras.fit start")
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
-        run_name = current_run_name() or self._opts.run_name or str(model.name)
+        model_name = str(model.name)
+        named = current_run_name()
+        run_name = named or self._opts.run_name or model_name
         attributes: dict[str, Any] = {
             sc.ML_FRAMEWORK: self._flavour.framework,
-            sc.ML_MODEL_NAME: str(model.name),
+            sc.ML_MODEL_NAME: model_name,
             sc.ML_RUN_NAME: run_name,
         }
+        # The series' label values: bounded per process; a trial named with otel_ml.run() keeps the
+        # model's class name, so that a sweep's trials differ by ml.run.name only.
+        labels = training_labels().admit(stable_model_name(model, model_name) if named else model_name, run_name)
         # ml.epochs (the epochs that ran) and ml.batch.size (from the data, which Keras may size otherwise
         # than batch_size=, a PyDataset's own batches) are set once known, by the fit's callback.
         strategy = getattr(model, "distribute_strategy", None)
@@ -108,7 +114,7 @@ class TrainingWrappers:
             attributes[sc.ML_REPLICA_COUNT] = replicas
         span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
         callback = _fit_callback_class(self._flavour)
-        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour)  # type: ignore[no-any-return]
+        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour, labels)  # type: ignore[no-any-return]
 
     def _inject(
         self, run: FitRun, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
