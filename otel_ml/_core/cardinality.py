@@ -36,7 +36,7 @@ _LOG = logging.getLogger(__name__)
 OVERFLOW = "_overflow"
 """The ``ml.model.name`` and ``ml.run.name`` of the fits past the per-process limit."""
 
-DEFAULT_LIMIT = 20
+DEFAULT_LIMIT = 32
 
 
 class LabelBound:
