@@ -58,6 +58,28 @@ def test_steps_per_epoch_below_the_array_data(telemetry, kit, epochs: int) -> No
     assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "spe_short", sc.PHASE_TRAIN) == pytest.approx(truth, rel=1e-5)
 
 
+def test_steps_per_epoch_below_the_array_data_in_executions_of_two(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
+    """As above with ``steps_per_execution=2``: Keras 3 runs executions of two steps, the one at the end
+    of the data holding one, and reports the index of two; steps are the optimizer's, samples exact."""
+    _instrument(telemetry)
+    x, y = km.data(samples=300)
+    model = kit.frozen(name="spe_short_exec")
+    model.compile(optimizer=kit.keras.optimizers.SGD(0.0), loss="mse", steps_per_execution=2)
+    model.fit(x, y, batch_size=64, steps_per_epoch=3, epochs=4, verbose=0, shuffle=False)
+    if kit.name == "keras":
+        # Epochs of executions [0, 1] [2, 3], then [4] where the data runs out; twice.
+        steps, samples, last = 10, 600, (256, 300)
+    else:
+        # The data repeats: 12 steps at positions 0..4, 0..4, 0, 1, in executions of two and, to end each
+        # epoch of 3, of one: the last execution holds position 1 alone.
+        steps, samples, last = 12, 12 * 64 - 2 * 20, (64, 128)
+    assert model.optimizer.iterations.numpy() == steps
+    assert _value(telemetry, sc.METRIC_TRAIN_STEPS, "spe_short_exec") == steps
+    assert _value(telemetry, sc.METRIC_TRAIN_SAMPLES, "spe_short_exec") == samples
+    truth = float(np.mean(y[last[0] : last[1]] ** 2, dtype="float64"))  # the last execution's mean loss
+    assert _value(telemetry, sc.METRIC_TRAIN_LOSS, "spe_short_exec", sc.PHASE_TRAIN) == pytest.approx(truth, rel=1e-5)
+
+
 def _endpoint_model(k: Any, name: str) -> Any:
     """The endpoint-layer pattern: the loss comes from ``add_loss`` in a layer that sees the targets.
 

@@ -92,6 +92,7 @@ class FitRun:
         self._optimizers: Optimizers | None = None
         self._read = flavour.read_scalar  # replaced at fit start by the flavour's reader for this model
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
+        self._learn_length = True  # take the batches per epoch from the data once it knows them (Keras 2)
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._spe = 1  # the model's steps_per_execution
         self._full = 0.0  # the largest weight per step seen: a full batch
@@ -128,16 +129,18 @@ class FitRun:
             cycle, num = num, steps
             if cycle is None:
                 partial = None
-            elif self._spe > 1:
-                # Keras 3 ends an execution early where the data runs out, past the index it reports:
-                # samples are left to the loss Mean's count.
-                size = partial = cycle = None
-        self._index.declare(size, num, partial, cycle)
-        self._know_length(num)
+        declared, length = size, num
+        if cycle is not None and self._spe > 1 and not self._flavour.repeats_data:
+            # Keras 3 ends an execution early where the data runs out, short of the index it reports: as for
+            # data of unknown length, steps are read from the optimizers, samples left to the loss Mean's count.
+            size = partial = cycle = length = None
+            self._learn_length = False
+        self._index.declare(size, length, partial, cycle)
+        self._know_length(length)
         if num is not None:
             self.spans.fit.set_attribute(sc.ML_STEPS_PER_EPOCH, num)
-        if size is not None:
-            self.spans.fit.set_attribute(sc.ML_BATCH_SIZE, size)
+        if declared is not None:
+            self.spans.fit.set_attribute(sc.ML_BATCH_SIZE, declared)
 
     def _know_length(self, num: int | None) -> None:
         self._exact_steps = self._spe > 1 and num is None
@@ -165,7 +168,7 @@ class FitRun:
     @guarded("keras.on_epoch_begin counts")
     def _new_epoch(self) -> None:
         self._index.new_epoch()
-        if self._index.num_batches is None and self.adapter is not None:
+        if self._index.num_batches is None and self._learn_length and self.adapter is not None:
             # Keras 2's DataHandler learns the length of data of unknown cardinality in its first epoch.
             num = positive_int(self._flavour.read_data(self.adapter)[1])
             if num is not None:

@@ -121,6 +121,7 @@ KERAS_2 = Flavour(
     read_data=_read_handler,
     loss_count=_loss_count,
     weighs_batches=_weighs_batches,
+    repeats_data=True,
     read_scalar=_read_variable,
     # Batch logs as Keras made them (tensors): no numpy conversion of every
     # log per batch on our account; the one value we need is read as a float.
