@@ -63,7 +63,9 @@ def _dataset_sizes(dataset: Any) -> DataSizes:
 
 def _read_handler(handler: Any) -> DataSizes:
     adapter = read_attribute(handler, "_adapter")
-    if type(adapter).__name__ == "DatasetAdapter":
+    strategy = read_attribute(read_attribute(handler, "_model"), "distribute_strategy")
+    # One replica only: a strategy may shard the pipeline (several workers), which its structure does not show.
+    if type(adapter).__name__ == "DatasetAdapter" and read_attribute(strategy, "num_replicas_in_sync") == 1:
         sizes = _dataset_sizes(read_attribute(adapter, "_dataset"))
         if sizes[0] is not None:
             return sizes
