@@ -365,3 +365,14 @@ A scrape sees each worker's measurements at most this old (and a worker's
 final ones when it exits, including when it is recycled). A worker killed
 with ``SIGKILL`` loses what it measured since its last publication.
 """
+
+OTEL_ML_MAX_RUNS: Final = "OTEL_ML_MAX_RUNS"
+"""
+.. envvar:: OTEL_ML_MAX_RUNS
+
+How many distinct (``ml.model.name``, ``ml.run.name``) pairs of training series one process reports.
+
+The fits of further pairs are reported under ``ml.model.name`` and
+``ml.run.name`` ``"_overflow"`` (one WARNING): a sweep of hundreds of trials in
+one process keeps a bounded number of series. See docs/keras.md, "Sweeps".
+"""

@@ -68,6 +68,7 @@ class FitRun:
         run_name: str,
         fit_span: Span,
         flavour: Flavour,
+        labels: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()  # the flavour's Callback.__init__, via the class built in .wrappers
         for name, value in flavour.callback_attributes.items():
@@ -76,7 +77,9 @@ class FitRun:
         self._fit_model = model
         self._flavour = flavour
         self.run_name = run_name
-        attrs = {sc.ML_FRAMEWORK: flavour.framework, sc.ML_MODEL_NAME: str(model.name), sc.ML_RUN_NAME: run_name}
+        # The series' (model, run) label values, bounded per process (otel_ml._core.cardinality).
+        model_label, run_label = labels if labels is not None else (str(model.name), run_name)
+        attrs = {sc.ML_FRAMEWORK: flavour.framework, sc.ML_MODEL_NAME: model_label, sc.ML_RUN_NAME: run_label}
         self._attrs = attrs
         self.spans = RunSpans(tracer, fit_span)
         self._pending = PendingSteps(instruments, attrs, {**attrs, sc.ML_PHASE: sc.PHASE_TRAIN})
@@ -91,6 +94,7 @@ class FitRun:
         self._read = flavour.read_scalar  # replaced at fit start by the flavour's reader for this model
         hand_over_on_demand(self)  # SIGTERM mid-fit: the steps since the last flush still reach the SDK
         self._exact_steps = False  # read the optimizers' steps: executions of unknown length
+        self._learn_length = True  # take the batches per epoch from the data once it knows them (Keras 2)
         self._settle_from = -1  # from this batch index on, the loss weights are read at each execution
         self._spe = 1  # the model's steps_per_execution
         self._full = 0.0  # the largest weight per step seen: a full batch
@@ -98,9 +102,14 @@ class FitRun:
         self.global_step = 0
         self.total_step_ns = 0
         self._epoch = 0
+        self._epochs_run = 0
         self._epoch_t0 = 0
         self._wall0 = 0
         self._t0 = 0
+
+    def model_is(self, model: Any) -> bool:
+        """Whether this fit trains ``model`` (a fit of the same model inside it is Keras's own, not another run)."""
+        return model is self._fit_model
 
     # --- fit lifecycle -----------------------------------------------------------------
 
@@ -115,15 +124,25 @@ class FitRun:
         if self.adapter is not None:
             size, num, partial = (positive_int(value) for value in self._flavour.read_data(self.adapter))
         steps = positive_int((read_attribute(self, "params") or {}).get("steps"))
-        if steps is not None and steps != num:
-            num, partial = steps, None  # steps_per_epoch cut the epoch short: no partial batch
-        self._index.declare(size, num, partial)
         self._spe = positive_int(read_attribute(self._fit_model, "steps_per_execution")) or 1
-        self._know_length(num)
+        cycle = None
+        if steps is not None and steps != num:
+            # steps_per_epoch is not one pass over the data: the short batch comes where the data runs out.
+            cycle, num = num, steps
+            if cycle is None:
+                partial = None
+        declared, length = size, num
+        if cycle is not None and self._spe > 1 and not self._flavour.repeats_data:
+            # Keras 3 ends an execution early where the data runs out, short of the index it reports: as for
+            # data of unknown length, steps are read from the optimizers, samples left to the loss Mean's count.
+            size = partial = cycle = length = None
+            self._learn_length = False
+        self._index.declare(size, length, partial, cycle)
+        self._know_length(length)
         if num is not None:
             self.spans.fit.set_attribute(sc.ML_STEPS_PER_EPOCH, num)
-        if size is not None:
-            self.spans.fit.set_attribute(sc.ML_BATCH_SIZE, size)
+        if declared is not None:
+            self.spans.fit.set_attribute(sc.ML_BATCH_SIZE, declared)
 
     def _know_length(self, num: int | None) -> None:
         self._exact_steps = self._spe > 1 and num is None
@@ -141,13 +160,17 @@ class FitRun:
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._epoch_t0 = time.perf_counter_ns()
+        if not self._epochs_run:
+            # The first epoch that runs: initial_epoch=, or where BackupAndRestore resumed.
+            guarded("keras.on_epoch_begin start")(self.spans.fit.set_attribute)(sc.ML_EPOCH_START, epoch)
+        self._epochs_run += 1
         self._new_epoch()
         guarded("keras.on_epoch_begin span")(self.spans.start_epoch)(epoch)
 
     @guarded("keras.on_epoch_begin counts")
     def _new_epoch(self) -> None:
         self._index.new_epoch()
-        if self._index.num_batches is None and self.adapter is not None:
+        if self._index.num_batches is None and self._learn_length and self.adapter is not None:
             # Keras 2's DataHandler learns the length of data of unknown cardinality in its first epoch.
             num = positive_int(self._flavour.read_data(self.adapter)[1])
             if num is not None:
@@ -207,7 +230,7 @@ class FitRun:
         """End the spans of this fit; called by the fit wrapper, also when fit raised."""
         guarded("keras.fit end loss")(self._settle)(error is not None)  # after a raise, losses kept unread
         self._flush()
-        guarded("keras.fit end spans")(self.spans.finish)(self.global_step, error)
+        guarded("keras.fit end spans")(self.spans.finish)(self.global_step, self._epochs_run, error)
         guarded("keras.fit summary")(self._slow.log_summary)(self.global_step, self.total_step_ns)
 
     # --- per step ----------------------------------------------------------------------
@@ -330,10 +353,11 @@ class RunSpans:
             self._events.add(kind)
             self.epoch.add_event(sc.EVENT_ML_ANOMALY, attributes)
 
-    def finish(self, steps: int, error: BaseException | None) -> None:
+    def finish(self, steps: int, epochs: int, error: BaseException | None) -> None:
         self.end_epoch(error)
         try:
             self.fit.set_attribute(sc.ML_STEP, steps)
+            self.fit.set_attribute(sc.ML_EPOCHS, epochs)
         finally:
             end_span(self.fit, error)
 

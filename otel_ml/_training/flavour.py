@@ -42,6 +42,10 @@ class Flavour:
             that keeps the current values outside the variables mid-epoch (Keras 3's JAX trainer);
             None: ``read_scalar``.
         callback_attributes: attributes set on each otel_ml callback after ``Callback.__init__``.
+        repeats_data: whether ``steps_per_epoch`` over array data repeats the data without a break (Keras 2),
+            rather than ending an epoch, and an execution, early where the data runs out (Keras 3).
+        weighs_batches: the model at fit start -> whether the built-in ``train_step`` weighs each batch by 1
+            (not by its samples) in the loss ``Mean`` (Keras 2 with no compiled loss).
     """
 
     framework: str
@@ -53,6 +57,8 @@ class Flavour:
     read_scalar: Callable[[Any], float | None]
     live_reader: Callable[[Any], Callable[[Any], float | None]] | None = None
     callback_attributes: dict[str, Any] = field(default_factory=dict)
+    repeats_data: bool = False
+    weighs_batches: Callable[[Any], bool] = lambda model: False  # Keras 3 always weighs by samples
     _classes: dict[str, type] = field(default_factory=dict, compare=False, repr=False)
 
     def reader(self, model: Any) -> Callable[[Any], float | None]:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
+from otel_ml._core import cardinality
 from otel_ml._core.instrumentor import OtelMLInstrumentor
 from otel_ml._training.flavour import Flavour
 from otel_ml._training.instruments import TrainingInstruments
@@ -41,7 +42,9 @@ class TrainingInstrumentor(OtelMLInstrumentor):
 
     def _setup(self, options: dict[str, Any], meter: Meter, tracer: Tracer, kwargs: dict[str, Any]) -> None:
         instruments = TrainingInstruments.shared(kwargs.get("meter_provider"))
-        self._wrappers = TrainingWrappers(instruments, tracer, TrainingOptions(**options), self._flavour)
+        resolved = TrainingOptions(**options)
+        cardinality.reset(resolved.max_runs)
+        self._wrappers = TrainingWrappers(instruments, tracer, resolved, self._flavour)
 
     def _patch_module(self, module_name: str, module: ModuleType) -> None:
         wrappers = self._wrappers

@@ -12,8 +12,11 @@ the ``result()`` of the ``Mean`` metric named "loss" among ``model.metrics``
 the first step, and how to read its variables). Its ``count`` grows by the
 batch size under the default ``train_step``, and by one per batch (or by the
 batch size, when a per-sample loss vector is passed) in the custom
-``train_step`` patterns of the guide "Customizing what happens in fit()": the
-growth of that ``count`` is the exact weight of each batch.
+``train_step`` patterns of the guide "Customizing what happens in fit()", and
+by one per batch in Keras 2's built-in ``train_step`` when no loss was
+compiled (losses from ``add_loss`` only; the samples then come from the
+data, never from this count): the growth of that ``count`` is the exact
+weight of each batch.
 
 Reading a variable costs an eager op, too much for every step (figures in
 ``bench/results/keras.md``). So the weight is read only when it is not known
@@ -131,11 +134,14 @@ class LossReader:
         default = _default_train_step(model, flavour.builtin_train_step)
         count = flavour.loss_count(model)
         self._read = read  # the flavour's reader for this model (JAX: the trainer's live state)
+        # The default train_step weighs by samples, except Keras 2 with no compiled loss (by 1 per batch).
+        by_samples = default and not flavour.weighs_batches(model)
         # The free path: the default train_step weighs by batch size, known from the adapter.
-        self._count = None if default and batch_size_known else count
-        self.counts_samples = default and self._count is not None
+        free = by_samples and batch_size_known
+        self._count = None if free else count
+        self.counts_samples = by_samples and self._count is not None
         self.counted = 0  # samples Keras counted since the caller last took them (counts_samples only)
-        trusted = self._count is not None or (default and batch_size_known)
+        trusted = self._count is not None or free
         self._batch: BatchLoss | None = BatchLoss() if trusted else None
         self._last = 0.0
         self._unit: float | None = None  # the weight one full step adds, learnt at the first read

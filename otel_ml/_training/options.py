@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_ml import environment_variables as ev
+from otel_ml._core.cardinality import DEFAULT_LIMIT
 from otel_ml._core.options import Option, OptionTable, parse_float, parse_int, parse_str
 
 OPTIONS = OptionTable(
@@ -19,6 +20,7 @@ OPTIONS = OptionTable(
     Option("warmup_steps", ev.OTEL_ML_WARMUP_STEPS, parse_int(0, 1_000_000), 1),
     Option("loss_spike_threshold", ev.OTEL_ML_LOSS_SPIKE_THRESHOLD, parse_float(0.0, above=True, maximum=1e6), 6.0),
     Option("loss_spike_window", ev.OTEL_ML_LOSS_SPIKE_WINDOW, parse_int(8, 4_096), 64),
+    Option("max_runs", ev.OTEL_ML_MAX_RUNS, parse_int(1, 100_000), DEFAULT_LIMIT),
 )
 
 
@@ -32,3 +34,4 @@ class TrainingOptions:
     warmup_steps: int
     loss_spike_threshold: float
     loss_spike_window: int
+    max_runs: int

@@ -19,25 +19,46 @@ from otel_ml._training.instruments import TrainingInstruments
 class BatchIndex:
     """Counts the steps and samples between two end-of-execution batch indices of one epoch.
 
+    When ``steps_per_epoch`` differs from the batches the array data holds
+    (``cycle``), an epoch no longer starts at the data's first batch: Keras 2
+    repeats the data without a break, and Keras 3 carries its iterator over
+    to the next epoch and ends an epoch early where the data runs out. Both
+    take batch ``k`` of the fit from position ``k mod cycle`` of the data,
+    so the short batch is the one at position ``cycle - 1``, whatever the
+    epoch (``pos`` counts the fit's batches across epochs).
+
     Example:
         >>> index = BatchIndex()
         >>> index.declare(batch_size=16, num_batches=7, partial=4)
         >>> index.new_epoch()
         >>> [index.advance(b) for b in (3, 6)]  # two executions of 4 and 3 batches
         [(4, 64), (3, 36)]
+        >>> index.declare(batch_size=64, num_batches=3, partial=44, cycle=5)  # steps_per_epoch=3 over 300 rows
+        >>> index.new_epoch()
+        >>> [index.advance(b) for b in (0, 1, 2)] + [index.new_epoch(), index.advance(0), index.advance(1)][1:]
+        [(1, 64), (1, 64), (1, 64), (1, 64), (1, 44)]
     """
 
-    __slots__ = ("_last_end", "batch_size", "num_batches", "partial")
+    __slots__ = ("_last_end", "batch_size", "cycle", "num_batches", "partial", "pos")
 
     def __init__(self) -> None:
         self.batch_size: int | None = None
         self.num_batches: int | None = None
         self.partial: int | None = None
+        self.cycle: int | None = None
+        self.pos = 0
         self._last_end = -1
 
-    def declare(self, batch_size: int | None, num_batches: int | None, partial: int | None) -> None:
-        """What the data says of itself; None for what it does not say."""
-        self.batch_size, self.num_batches, self.partial = batch_size, num_batches, partial
+    def declare(
+        self, batch_size: int | None, num_batches: int | None, partial: int | None, cycle: int | None = None
+    ) -> None:
+        """What the data says of itself; None for what it does not say.
+
+        ``cycle``: the batches of one pass over the data, when an epoch is
+        ``num_batches`` steps of another length (see the class docstring).
+        """
+        self.batch_size, self.num_batches, self.partial, self.cycle = batch_size, num_batches, partial, cycle
+        self.pos = 0
 
     def new_epoch(self) -> None:
         self._last_end = -1
@@ -51,6 +72,13 @@ class BatchIndex:
         if n <= 0 or self.batch_size is None:
             return max(n, 0), None
         total = n * self.batch_size
+        if self.cycle is not None:
+            first_pos, self.pos = self.pos, self.pos + n
+            if self.partial is not None:
+                # Positions first_pos .. pos-1 of the repeating data: count the short batches among them.
+                shorts = self.pos // self.cycle - first_pos // self.cycle
+                total -= shorts * (self.batch_size - self.partial)
+            return n, total
         if self.partial is not None and self.num_batches is not None and first <= self.num_batches - 1 <= last:
             total -= self.batch_size - self.partial
         return n, total

@@ -20,6 +20,7 @@ from opentelemetry.trace import Tracer
 
 from otel_ml._core import semconv as sc
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
+from otel_ml._core.cardinality import stable_model_name, training_labels
 from otel_ml._core.guard import guarded, report
 from otel_ml._core.reported_logdirs import claim_keras_tensorboard
 from otel_ml._core.run_name import current_run_name
@@ -31,11 +32,11 @@ from otel_ml._training.options import TrainingOptions
 # Index of ``callbacks`` among fit's positional arguments (after ``self``):
 # fit(x, y, batch_size, epochs, verbose, callbacks, ...).
 _CALLBACKS_POS = 5
-_EPOCHS_POS = 3
-_BATCH_SIZE_POS = 2
 _BATCH_HOOKS = "_should_call_train_batch_hooks"  # Keras 2's CallbackList
 
-# One per thread for all flavours: a Keras 2 fit run from a Keras 3 callback is still "inside a fit".
+# The innermost fit of this thread, for all flavours. A fit inside a fit (a probe, a student or a
+# teacher trained in another fit's callback, even a Keras 2 fit in a Keras 3 callback) is reported on
+# its own, its span a child of the outer fit's; the outer one is current again once it returns.
 _local = threading.local()
 _callback_classes: dict[str, type] = {}
 
@@ -79,32 +80,35 @@ class TrainingWrappers:
     # --- fit ---------------------------------------------------------------------------
 
     def _fit_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _current_fit() is not None:
-            return None, args, kwargs  # a fit inside a fit: the outer one reports
+        outer = _current_fit()
+        if outer is not None and outer.model_is(model):
+            return None, args, kwargs  # Keras re-entering fit for the same model: the outer one reports
         run = self._start_fit(model, args, kwargs)
         if run is None:
             return None, args, kwargs
         call_args, call_kwargs, cleanup = self._inject(run, model, args, kwargs)
         token = self._enter(run)
-        return (run, token, cleanup), call_args, call_kwargs
+        return (run, token, cleanup, outer), call_args, call_kwargs
 
     def _fit_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
-        run, token, cleanup = state
-        self._exit(run, token, cleanup, error)
+        run, token, cleanup, outer = state
+        self._exit(run, token, cleanup, error, outer)
 
     @guarded("keras.fit start")
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
-        run_name = current_run_name() or self._opts.run_name or str(model.name)
+        model_name = str(model.name)
+        named = current_run_name()
+        run_name = named or self._opts.run_name or model_name
         attributes: dict[str, Any] = {
             sc.ML_FRAMEWORK: self._flavour.framework,
-            sc.ML_MODEL_NAME: str(model.name),
+            sc.ML_MODEL_NAME: model_name,
             sc.ML_RUN_NAME: run_name,
         }
-        epochs = _arg(args, kwargs, _EPOCHS_POS, "epochs")
-        attributes[sc.ML_EPOCHS] = int(epochs) if isinstance(epochs, int) else 1
-        batch_size = _arg(args, kwargs, _BATCH_SIZE_POS, "batch_size")
-        if isinstance(batch_size, int):
-            attributes[sc.ML_BATCH_SIZE] = batch_size
+        # The series' label values: bounded per process; a trial named with otel_ml.run() keeps the
+        # model's class name, so that a sweep's trials differ by ml.run.name only.
+        labels = training_labels().admit(stable_model_name(model, model_name) if named else model_name, run_name)
+        # ml.epochs (the epochs that ran) and ml.batch.size (from the data, which Keras may size otherwise
+        # than batch_size=, a PyDataset's own batches) are set once known, by the fit's callback.
         strategy = getattr(model, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", None)
         if isinstance(replicas, int):
@@ -113,7 +117,7 @@ class TrainingWrappers:
         # This fit is reported here: its TensorBoard callback's values stay in ml.tensorboard.* (one fact, one series).
         claim_keras_tensorboard(_arg(args, kwargs, _CALLBACKS_POS, "callbacks"))
         callback = _fit_callback_class(self._flavour)
-        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour)  # type: ignore[no-any-return]
+        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour, labels)  # type: ignore[no-any-return]
 
     def _inject(
         self, run: FitRun, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -152,8 +156,8 @@ class TrainingWrappers:
         return otel_context.attach(run.spans.fit_ctx)
 
     @guarded("keras.fit exit")
-    def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None) -> None:
-        _local.fit = None
+    def _exit(self, run: FitRun, token: object, cleanup: Any, error: BaseException | None, outer: Any) -> None:
+        _local.fit = outer
         if cleanup is not None:
             given, batch_hooks = cleanup
             if run in given.callbacks:

@@ -7,11 +7,14 @@ ordinary script. Nothing is printed: a program's stdout must not change.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any
 
-import keras
+# The Keras the corpus runs on: Keras 3 (``keras``), or Keras 2 with ``CORPUS_KERAS=tf_keras``. Programs
+# written for both take it from here (``from _truth import keras``).
+keras: Any = importlib.import_module(os.environ.get("CORPUS_KERAS", "keras"))
 
 
 def iterations(optimizer: Any) -> int:
@@ -19,11 +22,13 @@ def iterations(optimizer: Any) -> int:
 
 
 def learning_rate(optimizer: Any) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    if hasattr(keras, "ops"):
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return float(keras.backend.get_value(optimizer.learning_rate))  # Keras 2
 
 
 def record(
-    model: keras.Model,
+    model: Any,
     epochs: int,
     samples: int | None,
     last_loss: float | None,

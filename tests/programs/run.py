@@ -12,9 +12,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import keras
+from _truth import keras
 
-print("keras backend", keras.backend.backend(), flush=True)
+# Keras 2 (CORPUS_KERAS=tf_keras) names itself, whatever its backend (TensorFlow).
+print("keras backend", keras.backend.backend() if hasattr(keras, "ops") else keras.__name__, flush=True)
 for program in sys.argv[1:]:
     print("===", Path(program).stem, flush=True)
     runpy.run_path(program, run_name="__main__")

@@ -1,0 +1,136 @@
+"""Many fits in one process (a hyperparameter sweep): bounded label values, exact newest figures.
+
+In process (both Keras flavours): the bound's semantics with a small limit.
+In a subprocess: 500 trials under ``opentelemetry-instrument``, scraped from
+the embedded endpoint and parsed as Prometheus parses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import otel_ml
+from otel_ml._core import cardinality
+from otel_ml._core import semconv as sc
+from tests import _keras_models as km
+from tests import _net
+
+
+def test_pairs_past_the_limit_overflow_with_one_warning(telemetry, kit, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A plain loop (Keras names each model anew): 3 pairs exact, the next ones under ``_overflow``."""
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, max_runs=3)
+    x, y = km.data(samples=32)
+    names = []
+    with caplog.at_level(logging.WARNING, logger="otel_ml"):
+        for trial in range(6):
+            model = kit.frozen(name=f"trial_model_{trial}")
+            model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+            names.append(model.name)
+        kit.frozen(name="trial_model_0").fit(x, y, batch_size=16, epochs=1, verbose=0)  # an admitted pair again
+    warnings = [r for r in caplog.records if cardinality.OVERFLOW in r.getMessage()]
+    assert len(warnings) == 1
+    steps = {p.attributes[sc.ML_MODEL_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
+    assert steps == {"trial_model_0": 4, "trial_model_1": 2, "trial_model_2": 2, cardinality.OVERFLOW: 6}
+    runs = {p.attributes[sc.ML_RUN_NAME] for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
+    assert runs == {"trial_model_0", "trial_model_1", "trial_model_2", cardinality.OVERFLOW}
+    # Spans keep the real names.
+    fits = [s.attributes[sc.ML_MODEL_NAME] for s in telemetry.finished(sc.SPAN_KERAS_FIT)]
+    assert fits == [*names, "trial_model_0"]
+
+
+def test_trials_named_with_run_share_the_model_class_name(telemetry, kit) -> None:  # type: ignore[no-untyped-def]
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider)
+    x, y = km.data(samples=32)
+    k = kit.keras
+    models = []
+    for trial in range(3):
+        model = k.Sequential([k.Input((4,)), k.layers.Dense(1)])  # Keras names it sequential, sequential_1, ...
+        model.compile("sgd", "mse")
+        with otel_ml.run(f"trial-{trial}"):
+            model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        models.append(model.name)
+    named = kit.sequential(name="wide_and_deep")
+    with otel_ml.run("trial-3"):
+        named.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert len(set(models)) == 3
+    steps = {(p.attributes[sc.ML_MODEL_NAME], p.attributes[sc.ML_RUN_NAME]): p.value
+             for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}  # fmt: skip
+    assert steps == {
+        ("sequential", "trial-0"): 2, ("sequential", "trial-1"): 2, ("sequential", "trial-2"): 2,
+        ("wide_and_deep", "trial-3"): 2,
+    }  # fmt: skip
+    assert [s.attributes[sc.ML_MODEL_NAME] for s in telemetry.finished(sc.SPAN_KERAS_FIT)] == [*models, "wide_and_deep"]
+
+
+TRIALS = 500
+LIMIT = cardinality.DEFAULT_LIMIT
+
+
+@pytest.mark.slow
+def test_a_sweep_of_500_trials_is_bounded_and_its_newest_trial_exact(tmp_path: Path) -> None:
+    """500 real fits (one step each, Keras 3 on JAX, eager: the fastest real fit here, about 0.1 s each).
+
+    Marked slow: 500 fits take about a minute on two shared cores; fewer
+    would not show that the series stop growing with the trials.
+    """
+    env = {**os.environ, "PYTHONPATH": str(_net.ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env.update(
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(_net.free_port()),
+        SWEEP_TRUTH=str(tmp_path / "truth.jsonl"),
+        SWEEP_METRICS=str(tmp_path / "metrics.txt"),
+    )
+    env.pop("OTEL_ML_MAX_RUNS", None)
+    program = _net.ROOT / "tests" / "programs" / "_sweep.py"
+    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, str(program), str(TRIALS)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    otel_lines = [line for line in done.stderr.splitlines() if "otel_ml" in line]
+    assert len(otel_lines) == 1 and cardinality.OVERFLOW in otel_lines[0], otel_lines
+
+    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
+    assert len(truth) == TRIALS and len({t["model"] for t in truth}) == TRIALS  # Keras named each model anew
+    text = (tmp_path / "metrics.txt").read_text()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples if not s.name.endswith("_created")]
+    training = [s for s in samples if "ml_run_name" in s.labels]
+    pairs = {(s.labels["ml_model_name"], s.labels["ml_run_name"]) for s in training}
+    overflow = (cardinality.OVERFLOW, cardinality.OVERFLOW)
+    assert pairs == {("sequential", f"trial-{i}") for i in range(LIMIT)} | {overflow}
+
+    def series(pair: tuple[str, str]) -> list[Any]:
+        return [s for s in training if (s.labels["ml_model_name"], s.labels["ml_run_name"]) == pair]
+
+    per_pair = len(series(("sequential", "trial-0")))
+    assert all(len(series(p)) == per_pair for p in pairs), "each pair has the same series"
+    assert len(training) == (LIMIT + 1) * per_pair
+    print(f"\n{TRIALS} trials: {len(samples)} series ({len(training)} training, {per_pair} per pair), "
+          f"scrape {len(text.encode())} bytes")  # fmt: skip
+
+    def value(name: str, pair: tuple[str, str], **labels: str) -> float:
+        (found,) = [
+            s.value for s in series(pair) if s.name == name and all(s.labels[k] == v for k, v in labels.items())
+        ]
+        return float(found)
+
+    for t in truth[:LIMIT]:  # the admitted trials: their own figures
+        pair = ("sequential", t["trial"])
+        assert value("ml_train_steps_total", pair) == t["steps"] == 1
+        assert value("ml_train_samples_total", pair) == t["samples"]
+        assert value("ml_train_loss", pair, ml_phase="train") == pytest.approx(t["loss"], rel=2e-5)
+        assert value("ml_train_learning_rate", pair) == pytest.approx(t["learning_rate"], rel=1e-6)
+    rest, newest = truth[LIMIT:], truth[-1]
+    assert value("ml_train_steps_total", overflow) == sum(t["steps"] for t in rest) == TRIALS - LIMIT
+    assert value("ml_train_samples_total", overflow) == sum(t["samples"] for t in rest)
+    assert value("ml_train_epochs_total", overflow) == TRIALS - LIMIT
+    assert value("ml_train_loss", overflow, ml_phase="train") == pytest.approx(newest["loss"], rel=2e-5)
+    assert value("ml_train_learning_rate", overflow) == pytest.approx(newest["learning_rate"], rel=1e-6)
