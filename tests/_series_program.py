@@ -138,7 +138,9 @@ def serving() -> dict[str, Any]:
 
     instrument_flask_app(app)
     client = app.test_client()
-    statuses = [client.post(f"/predict/{label}").status_code for label in (0, 1, 7)]
+    # The proxy's stamp (nginx: X-Request-Start: t=<ms>), as a deployment behind one sends it.
+    stamp = {"X-Request-Start": f"t={int(time.time() * 1000)}"}
+    statuses = [client.post(f"/predict/{label}", headers=stamp).status_code for label in (0, 1, 7)]
     statuses.append(client.post("/fail").status_code)
     return {"statuses": statuses}
 

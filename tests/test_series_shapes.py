@@ -228,7 +228,11 @@ def test_serving_request_path(tmp_path: Path) -> None:
         }
         assert scrape.one("ml_inference_queue_duration_seconds_count", ml_model_name="shapes_model") == 2
         predictions = scrape.series("ml_model_predictions_total", ml_model_name="shapes_model")
-        assert sorted((dict(k)["ml_prediction_label"], v) for k, v in predictions.items()) == [("0", 1), ("1", 1)]
+        assert sorted((dict(k)["ml_prediction_label"], v) for k, v in predictions.items()) == [
+            ("0", 1),
+            ("1", 1),
+            ("_OTHER", 0),
+        ]  # every declared series from 0
 
 
 # --- everything at once: one scope and one key set per name, and a quiet stderr -------------------
@@ -242,6 +246,7 @@ NOT_RECORDED_HERE = {
     "ml.model.load.duration": "Paddle (tests/paddle)",
     "ml.tensorboard.bridge.events": "the bridge's own process (tests/test_tensorboard_bridge.py)",
     "ml.tensorboard.bridge.bad_files": "the bridge's own process (tests/test_tensorboard_bridge.py)",
+    "ml.tensorboard.bridge.pending": "the bridge's own process (tests/faults/test_bridge_faults.py)",
     "hw.gpu.xid.errors": "needs an XID event from NVML (tests/test_gpu_xid.py)",
     "ml.gpu.process.utilization": "needs per-process samples from NVML (tests/test_gpu_signals.py)",
     "ml.gpu.process.memory.usage": "needs this process among the fake's GPU processes (tests/test_gpu_signals.py)",
