@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -81,6 +83,15 @@ class OtlpReceiver:
                     found[tuple(sorted(attrs.items()))] = value
         return found
 
+    @property
+    def endpoint(self) -> str:
+        """The base URL, for ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+        return self.url[: -len("/v1/metrics")]
+
+    def sums(self, name: str) -> list[Any]:
+        """Every value of ``name``'s points that arrived, in order of arrival."""
+        return [value for request in list(self.requests) for metric, _, value in request if metric == name]
+
     def env(self) -> dict[str, str]:
         """The environment that points a process's metrics here (and nowhere else)."""
         return {
@@ -97,3 +108,13 @@ class OtlpReceiver:
         """Stop serving."""
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A receiver on a free loopback port, stopped when the block ends."""
+    receiver = OtlpReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

@@ -1,6 +1,6 @@
 """SIGTERM mid-run over OTLP: what was recorded arrives, then the program ends exactly as it would without otel_ml.
 
-A real OTLP/HTTP receiver (``tests/_otlp_receiver.py``) and an export interval
+A real OTLP/HTTP receiver (``tests/_otlp_sink.py``) and an export interval
 of 10 minutes, so nothing arrives unless the SIGTERM flush sends it. Every
 case runs the same program plain (no ``instrument()``) for the exit status to
 compare against.
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests import _net
-from tests._otlp_receiver import otlp_receiver
+from tests._otlp_sink import otlp_receiver
 
 pytestmark = pytest.mark.slow
 
