@@ -32,6 +32,10 @@ def _released() -> Iterator[None]:
     while driver.stuck and time.monotonic() < deadline:  # the overdue call returns once released
         time.sleep(0.01)
     assert not driver.stuck
+    # An XID watcher stopped without a join (NVML was stuck) ends on its own once released: leave none behind.
+    while any(t.name == "otel_ml-gpu-xid" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == "otel_ml-gpu-xid"]
 
 
 def otel_ml_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
