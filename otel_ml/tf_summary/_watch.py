@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core.guard import guarded
 from otel_ml._summary import FileFollower, SummaryExporter, export_events, is_event_file
 from otel_ml._summary._files import LocalFiles, write_marker
@@ -210,7 +211,11 @@ class LogdirWatcher:
     @staticmethod
     def _follower(path: str) -> FileFollower:
         # Headers are checked; payload CRCs are not: TensorFlow in this process writes them.
-        return FileFollower(path, verify=False, files=GFiles if is_remote(path) else LocalFiles)
+        follower = FileFollower(path, verify=False, files=GFiles if is_remote(path) else LocalFiles)
+        # Seen when its writer is created: a file made under a logdir claimed now is a Keras TensorBoard callback's
+        # in a fit the Keras instrumentor reports (the claim ends with the fit; the file keeps the decision).
+        follower.reported_elsewhere = reported_logdirs.claimed(path)
+        return follower
 
     def _discover(self, only: str | None) -> None:
         for logdir, run in self._logdirs.items():
