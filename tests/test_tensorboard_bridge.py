@@ -277,3 +277,26 @@ def test_instrumented_program_and_bridge_on_one_logdir_count_each_value_once(tmp
     assert len(lines) == 1, err.read_text()
     assert lines[0].startswith("otel-ml tensorboard: run 'run_tf' is reported by the instrumented process")
     assert "as ml.run.name='runs/run_tf'" in lines[0]
+
+
+def test_a_file_marked_after_the_bridge_exported_from_it_is_left_to_the_program(tmp_path: Path, caplog: Any) -> None:
+    """A writer created before ``otel_ml.instrument()``: the program marks its file only when it instruments.
+
+    The bridge had exported the first value by then; from the marker on, the program reports the file (it follows
+    it from the start), so the bridge stops: the values appended afterwards are not counted twice.
+    """
+    from otel_ml._summary._files import write_marker
+
+    path = write_run(tmp_path / "logs" / "early", [1.0])
+    bridge, reader = _bridge(tmp_path / "logs", tmp_path / "state")
+    assert bridge.poll() == 1
+    with path.open("ab") as handle:  # the program instruments, marks the file, and writes on
+        handle.write(b"".join(frame(scalar("loss", value, step)) for step, value in [(1, 0.5), (2, 0.25)]))
+    write_marker(str(path), {"host": "h", "pid": 7, "run": "logs/early"})
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll() == 0
+        assert bridge.poll() == 0
+    assert _points(reader, "ml.tensorboard.writes") == {("early", "loss", "scalar"): 1}
+    lines = [r.getMessage() for r in caplog.records if "is now reported by the instrumented process" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "the bridge stops exporting it" in lines[0]
