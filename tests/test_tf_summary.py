@@ -254,6 +254,12 @@ def test_a_warning_through_our_wrappers_points_at_the_callers_line(hook: str) ->
         ("val_loss", "logs/x", ("loss", "validation", "loss")),
         ("train/loss", "logs/x", ("loss", "train", "loss")),
         ("eval/accuracy", "logs/x", ("metric", "validation", "accuracy")),
+        # <phase>_<name>: PyTorch Lightning's self.log("train_loss") / ("val_loss"), any phase word
+        ("train_loss", "lightning_logs/version_0", ("loss", "train", "loss")),
+        ("Train_Loss", "lightning_logs/version_0", ("loss", "train", "loss")),
+        ("valid_loss", "lightning_logs/version_0", ("loss", "validation", "loss")),
+        ("test_accuracy", "lightning_logs/version_0", ("metric", "test", "accuracy")),
+        ("other_loss", "logs/train", None),
         # PyTorch's documented tags, <name>/<phase>, any case
         ("Loss/train", "runs/Jan01_12-00-00_host", ("loss", "train", "loss")),
         ("Loss/test", "runs/Jan01_12-00-00_host", ("loss", "test", "loss")),

@@ -63,8 +63,9 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
     """``(instrument, phase, base name)`` when ``tag`` is loss/accuracy/learning_rate in an accepted form.
 
     Accepted, case-insensitively (docs/tf_summary.md lists them): ``<name>``,
-    ``epoch_<name>``, ``batch_<name>``, ``val_<name>``, ``<phase>/<name>``
-    (``train/loss``) and ``<name>/<phase>`` (PyTorch's ``Loss/train``). The
+    ``epoch_<name>``, ``batch_<name>``, ``<phase>_<name>`` (Keras's ``val_loss``,
+    PyTorch Lightning's ``train_loss``), ``<phase>/<name>`` (``train/loss``) and
+    ``<name>/<phase>`` (PyTorch's ``Loss/train``). The
     phase comes from the tag, else from the run's last path part (Keras's
     ``train``/``validation`` runs), else it is ``unknown``: never guessed.
 
@@ -75,6 +76,8 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
         ('metric', 'test', 'accuracy')
         >>> well_known("accuracy", "logs/hparam_tuning/run-0")
         ('metric', 'unknown', 'accuracy')
+        >>> well_known("train_loss", "lightning_logs/version_0")
+        ('loss', 'train', 'loss')
     """
     parts = tag.lower().split("/")
     phase: str | None = None
@@ -88,8 +91,9 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
             return None
     elif len(parts) == 1:
         name = _base(parts[0])
-        if name.startswith("val_"):
-            phase, name = sc.PHASE_VALIDATION, _base(name[len("val_") :])
+        prefix, _, rest = name.partition("_")
+        if rest and prefix in PHASE_WORDS:
+            phase, name = PHASE_WORDS[prefix], _base(rest)
     else:
         return None
     instrument = _WELL_KNOWN.get(name)
