@@ -300,3 +300,48 @@ def test_a_file_marked_after_the_bridge_exported_from_it_is_left_to_the_program(
     lines = [r.getMessage() for r in caplog.records if "is now reported by the instrumented process" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "the bridge stops exporting it" in lines[0]
+
+
+_ON_A_TAKEN_PORT = """
+import otel_ml
+otel_ml.instrument(summary_flush_seconds=0.2)
+import tensorflow as tf
+for run in ("runs/a", "runs/b"):
+    writer = tf.summary.create_file_writer(run)
+    with writer.as_default():
+        tf.summary.scalar("loss", 0.5, step=0)
+    writer.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_program_whose_metrics_go_nowhere_leaves_no_marker_so_the_bridge_exports_its_files(tmp_path: Path) -> None:
+    """One host, the defaults: the bridge holds the /metrics port, so the instrumented program cannot serve it.
+
+    Its values reach nothing; had it marked its files "reported here", the bridge on the same logdir would skip them
+    and nobody would deliver them. So no marker, one WARNING, and the bridge exports both runs.
+    """
+    import socket
+
+    from tests._net import free_port
+
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen(1)
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        root = Path(__file__).resolve().parent.parent
+        env = {**base, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+        program = subprocess.run(
+            [sys.executable, "-c", _ON_A_TAKEN_PORT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        taken.close()
+    assert program.returncode == 0, program.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").rglob(".otel_ml-*")) == []
+    lines = [line for line in program.stderr.splitlines() if "delivered nowhere" in line]
+    assert len(lines) == 1, program.stderr
+    bridge, reader = _bridge(tmp_path / "runs", tmp_path / "state")
+    assert bridge.poll() == 2
+    assert _points(reader, "ml.tensorboard.writes") == {("a", "loss", "scalar"): 1, ("b", "loss", "scalar"): 1}

@@ -101,3 +101,23 @@ def clear() -> None:
     """Forget every claim (tests)."""
     with _lock:
         _claimed.clear()
+
+
+# --- whether this process's metrics reach anything -------------------------------------------------------------
+# The tf.summary follower marks the event files it reports, so that `otel-ml tensorboard` on the same logdir skips
+# them. A process whose metrics go nowhere (its /metrics port was taken, e.g. by that very bridge, and no push
+# exporter is set; or OTEL_METRICS_EXPORTER=none) must not mark them: the bridge would skip values that nobody
+# delivers. The distro layer, which builds the SDK, says so here; providers otel_ml did not build count as delivering.
+
+_metrics_delivered = True
+
+
+def set_metrics_delivered(delivered: bool) -> None:
+    """Whether the meter provider otel_ml built delivers metrics anywhere (an endpoint serving, or a push exporter)."""
+    global _metrics_delivered  # one process-wide fact, set once by the SDK set-up
+    _metrics_delivered = delivered
+
+
+def metrics_delivered() -> bool:
+    """False when otel_ml's own meter provider has no reader that delivers (see :func:`set_metrics_delivered`)."""
+    return _metrics_delivered

@@ -132,6 +132,7 @@ class LogdirWatcher:
         self._before: dict[str, set[str]] = {}  # logdir -> names that were there before our writers: not ours
         self._unlisted: set[str] = set()  # logdirs whose "not followed" line was logged
         self._marker_failed = False
+        self._unmarked_logged = False
         self._files: dict[str, tuple[FileFollower, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -238,6 +239,17 @@ class LogdirWatcher:
     def _mark(self, path: str, run: str) -> None:
         """Leave the marker that tells ``otel-ml tensorboard`` on this logdir that the file is reported here."""
         if is_remote(path):
+            return
+        if not reported_logdirs.metrics_delivered():
+            # Nothing reads this process's metrics (its /metrics port taken, e.g. by that very bridge): a marker
+            # would make the bridge skip values that nobody delivers.
+            if not self._unmarked_logged:
+                self._unmarked_logged = True
+                _LOG.warning(
+                    "otel_ml: this process's metrics are delivered nowhere (no /metrics endpoint, no push exporter), "
+                    "so its tf.summary event files are not marked as reported here: an otel-ml tensorboard bridge on "
+                    "the same logdir exports them. Logged once."
+                )
             return
         try:
             write_marker(path, {"host": socket.gethostname(), "pid": self._pid, "run": run})
