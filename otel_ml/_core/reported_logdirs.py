@@ -98,9 +98,11 @@ def claimed(path: str) -> bool:
 
 
 def clear() -> None:
-    """Forget every claim (tests)."""
+    """Forget every claim, and that metrics were delivered nowhere (tests)."""
+    global _metrics_delivered  # one process-wide fact
     with _lock:
         _claimed.clear()
+    _metrics_delivered = True
 
 
 # --- whether this process's metrics reach anything -------------------------------------------------------------
