@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -61,12 +62,33 @@ def write_marker(path: str, info: dict[str, object]) -> None:
         json.dump({"file": os.path.basename(path), **info}, handle)
 
 
+_MARKER_MAX = 65_536
+"""A marker is about 100 bytes; a larger file under its name is not ours and is not read whole."""
+
+
 def read_marker(path: str) -> dict[str, object] | None:
-    """What the marker of ``path`` says, or None when there is none (or it is unreadable)."""
+    """What the marker of ``path`` says, or None when there is none (or it is unreadable, or not a marker).
+
+    Only a regular file is read (opened non-blocking, so a FIFO under the marker's name cannot hang the
+    bridge), and at most :data:`_MARKER_MAX` bytes of it.
+    """
     try:
-        with open(marker_path(path), encoding="utf-8") as handle:
-            found = json.load(handle)
-    except (OSError, ValueError):
+        fd = os.open(marker_path(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MARKER_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > _MARKER_MAX:
+        return None
+    try:
+        found = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
     return found if isinstance(found, dict) else None
 

@@ -585,3 +585,30 @@ def test_latin1_run_directory_keeps_its_run_name_over_otlp_and_on_metrics(
         if sample.name == "ml_tensorboard_bridge_events_total"
     ]
     assert {s.labels["ml_run_name"]: s.value for s in samples} == {"caf\\xe9": 3.0, "plain": 3.0}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge", "not_json"])
+def test_a_hostile_file_under_a_markers_name_neither_hangs_the_bridge_nor_hides_the_run(
+    telemetry: Telemetry, tmp_path: Path, kind: str
+) -> None:
+    """A FIFO named like a marker blocked ``open()`` for ever (the bridge hung); a huge one was read whole."""
+    import threading
+
+    from otel_ml._summary._files import marker_path
+
+    path = write_run(tmp_path / "logs" / "run", [1.0, 2.0])
+    marker = marker_path(str(path))
+    if kind == "fifo":
+        os.mkfifo(marker)
+    elif kind == "huge":
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write('{"host": "h", "pid": 1, "run": "' + "x" * 100_000 + '"}')
+    else:
+        Path(marker).write_bytes(b"\xff\xfe not a marker")
+    bridge = _bridge(telemetry, tmp_path / "logs", tmp_path / "state")
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(bridge.poll()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert done == [2], "the poll hung or skipped the run"
+    assert _exported(telemetry) == {"run": 2}
