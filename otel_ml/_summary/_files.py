@@ -21,11 +21,13 @@ the v2 (tensor) form by its ``data_compat``, so files from other writers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -55,11 +57,29 @@ def marker_path(path: str) -> str:
 def write_marker(path: str, info: dict[str, object]) -> None:
     """Mark ``path`` as reported by this process.
 
+    Written to a new file of our own (``mkstemp``: created exclusively, never through a link) and renamed onto
+    the marker's name: whatever a neighbour left under that name in a shared logdir (a symbolic link to one of
+    the user's files, a FIFO that would block the program's ``create_file_writer``) is replaced, never written
+    through.
+
     Raises:
         OSError: the directory cannot be written (the caller logs it once).
     """
-    with open(marker_path(path), "w", encoding="utf-8") as handle:
-        json.dump({"file": os.path.basename(path), **info}, handle)
+    target = marker_path(path)
+    try:
+        mode = os.stat(path).st_mode & 0o666  # readable by whoever can read the event file (a bridge of another user)
+    except OSError:
+        mode = 0o644
+    fd, temporary = tempfile.mkstemp(prefix=".otel_ml-", suffix=".tmp", dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            json.dump({"file": os.path.basename(path), **info}, handle)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 _MARKER_MAX = 65_536
