@@ -351,3 +351,33 @@ def test_hparams_shape_no_phase_anywhere_is_unknown_never_train(telemetry: Any, 
         ("hparam_tuning/run-0", "unknown", "unknown"): 0.8125,
         ("hparam_tuning/run-1", "unknown", "unknown"): 0.875,
     }
+
+
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_a_bytes_logdir_that_is_not_utf8_is_followed_under_an_escaped_run_name(
+    telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    """``create_file_writer(b"logs/caf\\xe9/train")`` (TensorFlow takes bytes; the only way to a latin-1 logdir).
+
+    It was silently not followed: no value, no line. Now it is a run named as the bridge names it (``\\xNN``).
+    """
+    import os
+
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    writer = tf.summary.create_file_writer(os.fsencode(str(tmp_path)) + b"/logs/caf\xe9/train")
+    with writer.as_default():
+        tf.summary.scalar("loss", float("nan"), step=0)
+        tf.summary.scalar("loss", 0.5, step=1)
+    writer.close()
+    writes = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.writes")
+    }
+    assert writes == {("logs/caf\\xe9/train", "loss"): 2}
+    losses = {
+        (p.attributes["ml.run.name"], p.attributes["ml.phase"]): p.value for p in telemetry.points("ml.train.loss")
+    }
+    assert losses == {("logs/caf\\xe9/train", "train"): 0.5}
+    assert {p.attributes["ml.run.name"]: p.value for p in telemetry.points("ml.train.anomalies")} == {
+        "logs/caf\\xe9/train": 1
+    }

@@ -30,11 +30,13 @@ UNKNOWN_RUN: Final = "unknown"
 
 
 def _logdir_text(logdir: object) -> str | None:
-    if isinstance(logdir, (str, os.PathLike)):
-        return os.fspath(logdir)  # type: ignore[return-value]
+    # bytes (which TensorFlow accepts, and the only way to name a logdir that is not UTF-8) as the OS decodes them:
+    # non-UTF-8 bytes become surrogates, the file system still finds the directory, the run name escapes them.
+    if isinstance(logdir, (str, bytes, os.PathLike)):
+        return os.fsdecode(logdir)
     if hasattr(logdir, "numpy"):  # an eager string tensor
         value = logdir.numpy()
-        return value.decode() if isinstance(value, bytes) else None
+        return os.fsdecode(value) if isinstance(value, bytes) else None
     return None
 
 
@@ -134,7 +136,7 @@ class WriterHooks:
         logdir = args[0] if args else kwargs.get("logdir")
         before = None
         if self._list is not None:
-            text = _logdir_text(logdir) if isinstance(logdir, (str, os.PathLike)) else None
+            text = _logdir_text(logdir) if isinstance(logdir, (str, bytes, os.PathLike)) else None
             if text is not None:
                 before = self._list(text.rstrip("/") if "://" in text else os.path.abspath(text))
         return (logdir, before), args, kwargs
