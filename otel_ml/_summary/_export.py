@@ -331,7 +331,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
     """
     pending: dict[TagEntry, list[Any]] = {}  # entry -> [writes, last, nonfinite, highest step]
     kinds = follower.kinds
-    reported = follower.reported_elsewhere
+    reported = follower.claimed_by_keras
     for event in events:
         step = int(event.step)
         for value in event.summary.value:

@@ -271,7 +271,7 @@ class FileFollower:
         self.kinds: dict[str, str] = {}  # tag -> plugin name, as its first metadata said
         # Written by a Keras TensorBoard callback during a fit the Keras instrumentor reports (decided when the
         # file is first seen, while that fit runs): its values feed no ml.train.* (otel_ml._core.reported_logdirs).
-        self.reported_elsewhere = False
+        self.claimed_by_keras = False
         self.tail = _records.END
         self.bad_records = 0
         self.bad_values = 0
