@@ -83,11 +83,23 @@ def release(claims: list[str]) -> None:
                 _claimed[path] -= 1
 
 
-def claimed(path: str) -> bool:
-    """Whether ``path`` (a logdir or an event file) is a claimed logdir or lies under one, now."""
+KERAS_RUNS: Final = frozenset({"train", "validation"})
+"""The directories Keras's ``TensorBoard`` callback writes in, under its ``log_dir`` (Keras 3 and 2 alike; under a
+multi-worker strategy, below a per-worker temporary directory of ``log_dir``)."""
+
+
+def claimed(logdir: str) -> bool:
+    """Whether a writer of ``logdir`` is a Keras ``TensorBoard`` callback's, in a fit the Keras instrumentor reports.
+
+    That is: ``logdir`` is a ``train`` or ``validation`` directory under a claimed ``log_dir``. Another writer
+    under that ``log_dir`` (a custom callback's ``log_dir/custom``, the image tutorial's ``log_dir/cm``) is the
+    program's own, whose values feed ``ml.train.*`` as usual.
+    """
     if not _claimed:
         return False
-    current = os.path.abspath(path)
+    current = os.path.abspath(logdir)
+    if os.path.basename(current) not in KERAS_RUNS:
+        return False
     while True:
         if current in _claimed:
             return True

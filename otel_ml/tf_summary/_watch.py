@@ -215,7 +215,7 @@ class LogdirWatcher:
         follower = FileFollower(path, verify=False, files=GFiles if is_remote(path) else LocalFiles)
         # Seen when its writer is created: a file made under a logdir claimed now is a Keras TensorBoard callback's
         # in a fit the Keras instrumentor reports (the claim ends with the fit; the file keeps the decision).
-        follower.claimed_by_keras = reported_logdirs.claimed(path)
+        follower.claimed_by_keras = reported_logdirs.claimed(LogdirWatcher._dirname(path))
         return follower
 
     def _discover(self, only: str | None) -> None:
