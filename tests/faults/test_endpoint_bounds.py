@@ -34,6 +34,7 @@ from otel_ml.distro.endpoint import (
     EndpointUnavailable,
     OtelMLPrometheusMetricReader,
     SlowStepBuffer,
+    _page,
     _server,
     serving_only,
 )
@@ -197,6 +198,31 @@ def test_scrapes_within_a_second_share_one_collection(endpoint) -> None:
     assert len(calls) == 1 and len(bodies) == 1 and re.search(r"^faults_collections\{[^}]*\} 1\.0$", bodies.pop(), re.M)
     time.sleep(_server.CACHE_SECONDS + 0.1)
     assert re.search(r"^faults_collections\{[^}]*\} 2\.0$", _net.get(reader.url)[2], re.M) and len(calls) == 2
+
+
+def test_varying_the_query_or_accept_in_a_loop_renders_at_most_eight_kinds_a_second(endpoint, monkeypatch) -> None:
+    """A cache keyed on the raw query string let ``/metrics?x=<n>`` in a loop render on every request."""
+    reader, calls = endpoint
+    base = f"http://127.0.0.1:{reader.server.port}"
+    started = time.monotonic()
+    # The query prometheus_client ignores is no new kind: every one of these is the first one's rendering.
+    assert {_net.get(f"{base}/metrics?x={n}")[0] for n in range(20)} == {200} and len(calls) == 1
+    statuses = [_net.get(f"{base}/metrics", accept=f"text/x-{n}")[0] for n in range(12)]
+    page_calls: list[int] = []
+    real_page_data = _page.page_data
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        page_calls.append(1)
+        return real_page_data(*args, **kwargs)
+
+    monkeypatch.setattr(_page, "page_data", counted)
+    # The page's JSON depends on nothing in the request; its kind was the ninth: refused until a kind expires.
+    pages = [_net.get(f"{base}/page/data?n={n}")[0] for n in range(5)]
+    assert time.monotonic() - started < _server.CACHE_SECONDS  # else the lines below could not hold
+    assert statuses == [200] * (_server._MAX_CACHE_KEYS - 1) + [503] * (13 - _server._MAX_CACHE_KEYS)
+    assert len(calls) == _server._MAX_CACHE_KEYS and pages == [503] * 5 and not page_calls
+    time.sleep(_server.CACHE_SECONDS + 0.1)
+    assert [_net.get(f"{base}/page/data?n={n}")[0] for n in range(5)] == [200] * 5 and len(page_calls) == 1
 
 
 def test_head_metrics_is_200_without_a_body(endpoint) -> None:
