@@ -225,6 +225,16 @@ def test_varying_the_query_or_accept_in_a_loop_renders_at_most_eight_kinds_a_sec
     assert [_net.get(f"{base}/page/data?n={n}")[0] for n in range(5)] == [200] * 5 and len(page_calls) == 1
 
 
+def test_a_request_head_over_16_kib_is_431_not_a_silent_close(endpoint) -> None:
+    reader, calls = endpoint
+    with socket.create_connection(("127.0.0.1", reader.server.port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"a" * 20_000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") and not calls
+
+
 def test_head_metrics_is_200_without_a_body(endpoint) -> None:
     reader, _ = endpoint
     connection = http.client.HTTPConnection("127.0.0.1", reader.server.port, timeout=5)

@@ -13,7 +13,7 @@ runs on a few daemon threads. The limits, whatever the clients do:
   program no descriptor);
 - at most :data:`MAX_QUEUED` requests waiting for an app thread: one more is
   answered ``503 Service Unavailable`` with ``Retry-After: 1`` at once;
-- :data:`REQUEST_TIMEOUT` seconds to send the request head and to take the answer;
+- :data:`REQUEST_TIMEOUT` seconds to send the request head (16 KiB at most, else ``431``) and to take the answer;
 - :data:`WORKERS` daemon threads for the app, never joined: a queue of
   requests whose clients have gone cannot hold the program's exit;
 - a request whose client has already closed the connection is dropped unanswered:
@@ -77,6 +77,7 @@ _EVICT_BATCH = 16  # idle connections dropped at once when full: a flood of them
 _CACHED_PATHS = frozenset({"/metrics", "/page/data"})
 _MAX_CACHE_KEYS = 8  # kinds of cached request (format, compression, name[] filter) rendered per CACHE_SECONDS
 _MAX_HEAD = 16 * 1024
+_TOO_LARGE = b"request head over 16 KiB\n"
 _FORBIDDEN = b"host not allowed: use the endpoint's address, or name this host in OTEL_ML_ENDPOINT_ALLOWED_HOSTS\n"
 _App = Callable[..., Iterable[bytes]]
 _Key = tuple[str, str, str, str]
@@ -351,7 +352,12 @@ class EmbeddedServer:
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=_MAX_HEAD)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            except asyncio.LimitOverrunError:  # a clear answer rather than a silent close
+                writer.write(response("431 Request Header Fields Too Large", [], _TOO_LARGE))
+                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+                return
             with self._held_lock:
                 if conn in self._held:
                     self._held[conn] = None
