@@ -265,10 +265,13 @@ def test_host_names_other_than_loopback_or_an_ip_are_refused_unless_allowed(endp
     assert [_status_for_host(port, host) for host in answered] == [200] * len(answered)
     refused = ["rebind.attacker.example", f"rebind.attacker.example:{port}", "127.0.0.1.nip.io", "[::1"]
     assert [_status_for_host(port, host) for host in refused] == [403] * len(refused)
-    monkeypatch.setenv("OTEL_ML_ENDPOINT_ALLOWED_HOSTS", "trainer.ml.svc, other")
+    # An entry written with its port, as the scrape target is, names the host (it was a 403 for every scrape).
+    monkeypatch.setenv("OTEL_ML_ENDPOINT_ALLOWED_HOSTS", "trainer.ml.svc, other.ml.svc:9464")
     allowing = OtelMLPrometheusMetricReader(host="127.0.0.1", port=0)
     try:
         assert _status_for_host(allowing.server.port, "trainer.ml.svc:9464") == 200
+        assert _status_for_host(allowing.server.port, "other.ml.svc:9464") == 200
+        assert _status_for_host(allowing.server.port, "Other.ML.svc.") == 200
         assert _status_for_host(allowing.server.port, "rebind.attacker.example") == 403
     finally:
         allowing.shutdown()

@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from otel_ml.distro.endpoint._http import environ_from, host_allowed, response
+from otel_ml.distro.endpoint._http import environ_from, host_allowed, host_name, response
 
 _LOG = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class EmbeddedServer:
         self.host = host
         self.port = port
         self._app = app
-        self._allowed = frozenset(name.strip().lower().strip("[]").rstrip(".") for name in allowed_hosts)
+        # host_name: an entry with a port (``trainer.ml.svc:9464``) names the host, as a Host header does.
+        self._allowed = frozenset(filter(None, (host_name(name) for name in allowed_hosts)))
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
