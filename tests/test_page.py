@@ -54,7 +54,7 @@ def test_a_sweep_of_more_runs_than_series_kept_shows_the_current_run_not_the_fir
     for trial in range(10):  # each trial a new Keras model name, 3 samples; a GPU gauge steady throughout
         for step in range(1, 4):
             now += 5.0
-            families = [_gauge("hw_gpu_utilization", 0.9, hw_name="gpu0")]
+            families: list[Any] = [_gauge("hw_gpu_utilization", 0.9, hw_name="gpu0")]
             for done in range(trial + 1):  # the SDK keeps exporting every trial's counter
                 family = CounterMetricFamily("ml_train_samples", "", labels=["ml_model_name"])
                 family.add_metric([f"sequential_{done}"], 32.0 * (step if done == trial else 3))
