@@ -122,7 +122,7 @@ class MetricHistory:
                 if sample.name == family.name + suffix:
                     values[_key(family.name, sample.labels)] = (family.type, [float(sample.value)])
         with self._lock:
-            idle: list[SeriesKey] | None = None  # eviction candidates, oldest change last; made when first needed
+            idle: tuple[list[SeriesKey], set[tuple[str, ...]]] | None = None  # made when first needed
             slot = self._next
             self._times[slot] = now
             for series in self._series.values():
@@ -133,14 +133,17 @@ class MetricHistory:
                 if found is None:
                     if len(self._series) >= self.max_series:
                         previous = self._waiting.get(key)
-                        moving = previous is None or not _same(previous, numbers[0])  # new, or not idle
-                        if moving and idle is None:
+                        if idle is None:
                             idle = self._idle(now)
-                        if not moving or not idle:
+                        if previous is None:  # new to us: moving unless its model or run is idle
+                            moving = _group(key) not in idle[1]
+                        else:
+                            moving = not _same(previous, numbers[0])
+                        if not moving or not idle[0]:
                             self._wait(key, numbers[0])
                             self.dropped_series += 1
                             continue
-                        evicted = idle.pop()
+                        evicted = idle[0].pop()
                         self._wait(evicted, self._series.pop(evicted).last)
                     self._waiting.pop(key, None)
                     found = self._series[key] = _Series(kind, self.capacity)
@@ -166,8 +169,10 @@ class MetricHistory:
             self._waiting.clear()  # the bound; forgotten series count as new once
         self._waiting[key] = value
 
-    def _idle(self, now: float) -> list[SeriesKey]:
-        """Series of a model or run idle for :data:`EVICT_IDLE_SAMPLES` samples, the longest idle last (lock held).
+    def _idle(self, now: float) -> tuple[list[SeriesKey], set[tuple[str, ...]]]:
+        """Series of a model or run idle for :data:`EVICT_IDLE_SAMPLES` samples, the longest idle last; those groups.
+
+        (Lock held.)
 
         Idle by model or run, not by series: a running job's constant learning
         rate is not idle while its step counters move.
@@ -179,13 +184,15 @@ class MetricHistory:
             if group and not math.isnan(series.touched):
                 active[group] = max(active.get(group, -math.inf), series.touched)
         idle = []
+        groups = set()
         for key in self._series:
             group = _group(key)
             last = active.get(group, -math.inf)
             if group and not last > before:
                 idle.append((last, key))
+                groups.add(group)
         idle.sort(key=lambda pair: pair[0], reverse=True)
-        return [key for _, key in idle]
+        return [key for _, key in idle], groups
 
     @staticmethod
     def _histogram_values(family: Any, values: dict[SeriesKey, tuple[str, list[float]]]) -> None:
