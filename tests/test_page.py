@@ -71,6 +71,19 @@ def test_a_sweep_of_more_runs_than_series_kept_shows_the_current_run_not_the_fir
     assert history.nbytes() <= MetricHistory.max_bytes(30, 6)
 
 
+def test_an_idle_model_with_more_series_than_kept_keeps_the_same_ones_whole() -> None:
+    """A 1,000-class ModelQuality has 4,000 series: idle, they must not take each other's places every sample."""
+    history = MetricHistory(interval=5.0, capacity=20, max_series=256)
+    family = CounterMetricFamily("ml_model_predictions", "", labels=["ml_model_name", "ml_prediction_label"])
+    for label in range(4000):
+        family.add_metric(["resnet", str(label)], 3.0)
+    for tick in range(40):  # twice round the ring, idle for longer than EVICT_IDLE_SAMPLES
+        history.record([family], now=5.0 * tick)
+    series = history.snapshot()[1]
+    assert {dict(labels)["ml_prediction_label"] for _, labels in series} == {str(label) for label in range(256)}
+    assert all(rings[0] == [3.0] * 20 for _, rings in series.values())  # no ring made anew
+
+
 def test_histogram_bounds_take_four_numbers_and_stay_in_the_bound() -> None:
     history = MetricHistory(interval=1.0, capacity=4, max_series=3)
     for tick in range(6):
