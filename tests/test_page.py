@@ -47,6 +47,43 @@ def test_the_history_is_bounded_in_samples_series_and_bytes() -> None:
     assert MetricHistory.max_bytes() == (256 * 4 + 1) * 720 * 8 == 5_904_000
 
 
+def test_a_sweep_of_more_runs_than_series_kept_shows_the_current_run_not_the_first_ones() -> None:
+    """The SDK exports a finished trial's cumulative series forever: kept first-come, they hid every later trial."""
+    history = MetricHistory(interval=5.0, capacity=30, max_series=11)
+    now = 0.0
+    for trial in range(10):  # each trial a new Keras model name, 3 samples; a GPU gauge steady throughout
+        for step in range(1, 4):
+            now += 5.0
+            families: list[Any] = [_gauge("hw_gpu_utilization", 0.9, hw_name="gpu0")]
+            for done in range(trial + 1):  # the SDK keeps exporting every trial's counter
+                family = CounterMetricFamily("ml_train_samples", "", labels=["ml_model_name"])
+                family.add_metric([f"sequential_{done}"], 32.0 * (step if done == trial else 3))
+                families.append(family)
+                families.append(_gauge("ml_train_learning_rate", 0.001, ml_model_name=f"sequential_{done}"))
+            history.record(families, now=now)
+    kept = {dict(labels).get("ml_model_name", "gpu") for _, labels in history.snapshot()[1]}
+    # The running trial (its constant learning rate too: its counter moves) and the GPU gauge stay, the older
+    # finished trials gave their places up (idle for EVICT_IDLE_SAMPLES samples, all of a trial's series at once).
+    assert kept == {"gpu", "sequential_9", "sequential_8", "sequential_7", "sequential_6", "sequential_5"}
+    series = history.snapshot()[1][("ml_train_samples", (("ml_model_name", "sequential_9"),))][1][0]
+    assert series[-3:] == [32.0, 64.0, 96.0]
+    assert len(history.snapshot()[1]) == 11
+    assert history.nbytes() <= MetricHistory.max_bytes(30, 6)
+
+
+def test_an_idle_model_with_more_series_than_kept_keeps_the_same_ones_whole() -> None:
+    """A 1,000-class ModelQuality has 4,000 series: idle, they must not take each other's places every sample."""
+    history = MetricHistory(interval=5.0, capacity=20, max_series=256)
+    family = CounterMetricFamily("ml_model_predictions", "", labels=["ml_model_name", "ml_prediction_label"])
+    for label in range(4000):
+        family.add_metric(["resnet", str(label)], 3.0)
+    for tick in range(40):  # twice round the ring, idle for longer than EVICT_IDLE_SAMPLES
+        history.record([family], now=5.0 * tick)
+    series = history.snapshot()[1]
+    assert {dict(labels)["ml_prediction_label"] for _, labels in series} == {str(label) for label in range(256)}
+    assert all(rings[0] == [3.0] * 20 for _, rings in series.values())  # no ring made anew
+
+
 def test_histogram_bounds_take_four_numbers_and_stay_in_the_bound() -> None:
     history = MetricHistory(interval=1.0, capacity=4, max_series=3)
     for tick in range(6):

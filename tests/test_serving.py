@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import sys
@@ -137,6 +138,27 @@ def test_feedback_days_later_still_counts_and_memory_stays_bounded(telemetry) ->
     assert quality.observed(1, token=first) is True  # 51,000 predictions later
     outcomes = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL)
     assert outcomes[("0", "0")] == 500 and outcomes[("0", "1")] == 500 and outcomes[("1", "1")] == 1
+
+
+def test_class_and_model_names_from_undecodable_directory_names_count_under_valid_labels(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """Class names are often a dataset's directory names: ``os.listdir`` gives b"caf\\xe9" as "caf\\udce9"."""
+    classes = ["cat", os.fsdecode(b"caf\xe9"), 'say "hi"\nthere']
+    quality = ModelQuality(os.fsdecode(b"model-\xff"), classes=classes, meter_provider=telemetry.meter_provider)
+    assert quality.observed(classes[1], token=quality.predicted(classes[1]))  # was a UnicodeEncodeError
+    assert quality.observed(classes[2], token=quality.predicted(classes[1]))
+    predictions = _by(telemetry, sc.METRIC_MODEL_PREDICTIONS, sc.ML_MODEL_NAME, sc.ML_PREDICTION_LABEL)
+    assert predictions == {
+        ("model-\\xff", "cat"): 0,
+        ("model-\\xff", "caf\\xe9"): 2,
+        ("model-\\xff", 'say "hi"\nthere'): 0,
+        ("model-\\xff", "_OTHER"): 0,
+    }
+    keys = (sc.ML_TRUTH_LABEL, sc.ML_PREDICTION_LABEL, sc.ML_PREDICTION_CORRECT)
+    right = _by(telemetry, sc.METRIC_MODEL_OUTCOMES, *keys)
+    assert {k: v for k, v in right.items() if v} == {
+        ("caf\\xe9", "caf\\xe9", True): 1,
+        ('say "hi"\nthere', "caf\\xe9", False): 1,
+    }
 
 
 def test_a_thousand_classes_and_long_labels_compared_whole(telemetry) -> None:  # type: ignore[no-untyped-def]

@@ -277,3 +277,71 @@ def test_instrumented_program_and_bridge_on_one_logdir_count_each_value_once(tmp
     assert len(lines) == 1, err.read_text()
     assert lines[0].startswith("otel-ml tensorboard: run 'run_tf' is reported by the instrumented process")
     assert "as ml.run.name='runs/run_tf'" in lines[0]
+
+
+def test_a_file_marked_after_the_bridge_exported_from_it_is_left_to_the_program(tmp_path: Path, caplog: Any) -> None:
+    """A writer created before ``otel_ml.instrument()``: the program marks its file only when it instruments.
+
+    The bridge had exported the first value by then; from the marker on, the program reports the file (it follows
+    it from the start), so the bridge stops: the values appended afterwards are not counted twice.
+    """
+    from otel_ml._summary._files import write_marker
+
+    path = write_run(tmp_path / "logs" / "early", [1.0])
+    bridge, reader = _bridge(tmp_path / "logs", tmp_path / "state")
+    assert bridge.poll() == 1
+    with path.open("ab") as handle:  # the program instruments, marks the file, and writes on
+        handle.write(b"".join(frame(scalar("loss", value, step)) for step, value in [(1, 0.5), (2, 0.25)]))
+    write_marker(str(path), {"host": "h", "pid": 7, "run": "logs/early"})
+    with caplog.at_level(logging.WARNING):
+        assert bridge.poll() == 0
+        assert bridge.poll() == 0
+    assert _points(reader, "ml.tensorboard.writes") == {("early", "loss", "scalar"): 1}
+    lines = [r.getMessage() for r in caplog.records if "is now reported by the instrumented process" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "the bridge stops exporting it" in lines[0]
+
+
+_ON_A_TAKEN_PORT = """
+import otel_ml
+otel_ml.instrument(summary_flush_seconds=0.2)
+import tensorflow as tf
+for run in ("runs/a", "runs/b"):
+    writer = tf.summary.create_file_writer(run)
+    with writer.as_default():
+        tf.summary.scalar("loss", 0.5, step=0)
+    writer.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_program_whose_metrics_go_nowhere_leaves_no_marker_so_the_bridge_exports_its_files(tmp_path: Path) -> None:
+    """One host, the defaults: the bridge holds the /metrics port, so the instrumented program cannot serve it.
+
+    Its values reach nothing; had it marked its files "reported here", the bridge on the same logdir would skip them
+    and nobody would deliver them. So no marker, one WARNING, and the bridge exports both runs.
+    """
+    import socket
+
+    from tests._net import free_port
+
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen(1)
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        root = Path(__file__).resolve().parent.parent
+        env = {**base, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+        program = subprocess.run(
+            [sys.executable, "-c", _ON_A_TAKEN_PORT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        taken.close()
+    assert program.returncode == 0, program.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").rglob(".otel_ml-*")) == []
+    lines = [line for line in program.stderr.splitlines() if "delivered nowhere" in line]
+    assert len(lines) == 1, program.stderr
+    bridge, reader = _bridge(tmp_path / "runs", tmp_path / "state")
+    assert bridge.poll() == 2
+    assert _points(reader, "ml.tensorboard.writes") == {("a", "loss", "scalar"): 1, ("b", "loss", "scalar"): 1}

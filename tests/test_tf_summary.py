@@ -254,6 +254,12 @@ def test_a_warning_through_our_wrappers_points_at_the_callers_line(hook: str) ->
         ("val_loss", "logs/x", ("loss", "validation", "loss")),
         ("train/loss", "logs/x", ("loss", "train", "loss")),
         ("eval/accuracy", "logs/x", ("metric", "validation", "accuracy")),
+        # <phase>_<name>: PyTorch Lightning's self.log("train_loss") / ("val_loss"), any phase word
+        ("train_loss", "lightning_logs/version_0", ("loss", "train", "loss")),
+        ("Train_Loss", "lightning_logs/version_0", ("loss", "train", "loss")),
+        ("valid_loss", "lightning_logs/version_0", ("loss", "validation", "loss")),
+        ("test_accuracy", "lightning_logs/version_0", ("metric", "test", "accuracy")),
+        ("other_loss", "logs/train", None),
         # PyTorch's documented tags, <name>/<phase>, any case
         ("Loss/train", "runs/Jan01_12-00-00_host", ("loss", "train", "loss")),
         ("Loss/test", "runs/Jan01_12-00-00_host", ("loss", "test", "loss")),
@@ -344,4 +350,34 @@ def test_hparams_shape_no_phase_anywhere_is_unknown_never_train(telemetry: Any, 
     assert metrics == {
         ("hparam_tuning/run-0", "unknown", "unknown"): 0.8125,
         ("hparam_tuning/run-1", "unknown", "unknown"): 0.875,
+    }
+
+
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_a_bytes_logdir_that_is_not_utf8_is_followed_under_an_escaped_run_name(
+    telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    """``create_file_writer(b"logs/caf\\xe9/train")`` (TensorFlow takes bytes; the only way to a latin-1 logdir).
+
+    It was silently not followed: no value, no line. Now it is a run named as the bridge names it (``\\xNN``).
+    """
+    import os
+
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    writer = tf.summary.create_file_writer(os.fsencode(str(tmp_path)) + b"/logs/caf\xe9/train")
+    with writer.as_default():
+        tf.summary.scalar("loss", float("nan"), step=0)
+        tf.summary.scalar("loss", 0.5, step=1)
+    writer.close()
+    writes = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.writes")
+    }
+    assert writes == {("logs/caf\\xe9/train", "loss"): 2}
+    losses = {
+        (p.attributes["ml.run.name"], p.attributes["ml.phase"]): p.value for p in telemetry.points("ml.train.loss")
+    }
+    assert losses == {("logs/caf\\xe9/train", "train"): 0.5}
+    assert {p.attributes["ml.run.name"]: p.value for p in telemetry.points("ml.train.anomalies")} == {
+        "logs/caf\\xe9/train": 1
     }

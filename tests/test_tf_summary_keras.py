@@ -169,3 +169,102 @@ def test_the_rule_follows_the_fit_not_the_directory_name(telemetry: Any, tmp_pat
     }
     assert by_framework[("tf_summary", "custom/train", "train")] == 0.25
     assert {k for k in by_framework if k[0] == "tf_summary"} == {("tf_summary", "custom/train", "train")}
+
+
+@pytest.mark.usefixtures("_no_claims")
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_the_claim_ends_with_the_fit_a_later_writer_in_the_same_logdir_feeds_training_metrics(
+    kit: Any, telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    """``TensorBoard(log_dir="logs")``, then a custom loop writing ``loss`` under ``logs/``: not silently left out.
+
+    The claim covers the writers the callback creates during the fit, not the directory for the rest of the
+    process: the loop's loss reaches ``ml.train.loss`` and its NaN counts ``ml.train.anomalies`` (the
+    ``TrainingLossNaN`` alert), while the callback's own ``epoch_loss`` still feeds no ``ml.train.*``.
+    """
+    from otel_ml.keras import KerasInstrumentor
+    from otel_ml.tf_keras import TfKerasInstrumentor
+
+    telemetry.instrument(KerasInstrumentor if kit.name == "keras" else TfKerasInstrumentor)
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    model = kit.sequential(name="m")
+    model.fit(
+        x, y, epochs=2, batch_size=16, callbacks=[kit.keras.callbacks.TensorBoard(str(tmp_path / "logs"))], verbose=0
+    )
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs" / "train"))  # the callback's own run, even
+    with writer.as_default():
+        for step, value in enumerate([0.5, 0.25, float("nan")]):
+            tf.summary.scalar("loss", value, step=step)
+    writer.close()
+
+    summary = {
+        (p.attributes["ml.run.name"], p.attributes["ml.phase"]): p.value
+        for p in telemetry.points("ml.train.loss")
+        if p.attributes["ml.framework"] == "tf_summary"
+    }
+    assert summary == {("logs/train", "train"): 0.25}  # the loop's last finite loss; no epoch_loss of the fit
+    anomalies = {
+        (p.attributes["ml.framework"], p.attributes["ml.run.name"]): p.value
+        for p in telemetry.points("ml.train.anomalies")
+    }
+    assert anomalies == {("tf_summary", "logs/train"): 1}
+    writes = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.writes")
+    }
+    assert writes[("logs/train", "epoch_loss")] == 2
+    assert writes[("logs/train", "loss")] == 3
+
+
+@pytest.mark.usefixtures("_no_claims")
+@pytest.mark.parametrize("per_write", [False, True], ids=["files", "per_write"])
+def test_a_custom_callbacks_own_writer_under_the_log_dir_during_the_fit_is_the_programs(
+    kit: Any, telemetry: Any, tmp_path: Path, per_write: bool
+) -> None:
+    """Only Keras's ``<log_dir>/train`` and ``<log_dir>/validation`` writers are claimed, not every writer of the fit.
+
+    A custom callback that opens ``<log_dir>/custom`` in ``on_train_begin`` and writes ``loss`` is the program's
+    own fact: it feeds ``ml.train.loss`` (and its NaN the anomalies); Keras's ``epoch_loss`` still does not.
+    """
+    from otel_ml.keras import KerasInstrumentor
+    from otel_ml.tf_keras import TfKerasInstrumentor
+
+    telemetry.instrument(KerasInstrumentor if kit.name == "keras" else TfKerasInstrumentor)
+    telemetry.instrument(TfSummaryInstrumentor, summary_logdir_root=str(tmp_path), summary_per_write=per_write)
+    log_dir = tmp_path / "logs"
+
+    class Custom(kit.keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.writer = tf.summary.create_file_writer(str(log_dir / "custom"))
+
+        def on_train_end(self, logs: Any = None) -> None:
+            with self.writer.as_default():
+                tf.summary.scalar("loss", 0.75, step=0)
+                tf.summary.scalar("loss", float("inf"), step=1)
+            self.writer.close()
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    model = kit.sequential(name="m")
+    callbacks = [kit.keras.callbacks.TensorBoard(str(log_dir)), Custom()]
+    model.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), callbacks=callbacks, verbose=0)
+
+    summary = {
+        (p.attributes["ml.run.name"], p.attributes["ml.phase"]): p.value
+        for p in telemetry.points("ml.train.loss")
+        if p.attributes["ml.framework"] == "tf_summary"
+    }
+    assert summary == {("logs/custom", "unknown"): 0.75}
+    anomalies = {
+        (p.attributes["ml.framework"], p.attributes["ml.run.name"]): p.value
+        for p in telemetry.points("ml.train.anomalies")
+    }
+    assert anomalies == {("tf_summary", "logs/custom"): 1}
+    writes = {
+        (p.attributes["ml.run.name"], p.attributes["ml.summary.tag"]): p.value
+        for p in telemetry.points("ml.tensorboard.writes")
+    }
+    assert writes[("logs/train", "epoch_loss")] == 2
+    assert writes[("logs/validation", "epoch_loss")] == 2

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import struct
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-from otel_ml._core import reported_logdirs
 from otel_ml._core import semconv as sc
 from otel_ml._summary._files import FileFollower
 from otel_ml._summary._instruments import SummaryInstruments
@@ -65,8 +63,9 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
     """``(instrument, phase, base name)`` when ``tag`` is loss/accuracy/learning_rate in an accepted form.
 
     Accepted, case-insensitively (docs/tf_summary.md lists them): ``<name>``,
-    ``epoch_<name>``, ``batch_<name>``, ``val_<name>``, ``<phase>/<name>``
-    (``train/loss``) and ``<name>/<phase>`` (PyTorch's ``Loss/train``). The
+    ``epoch_<name>``, ``batch_<name>``, ``<phase>_<name>`` (Keras's ``val_loss``,
+    PyTorch Lightning's ``train_loss``), ``<phase>/<name>`` (``train/loss``) and
+    ``<name>/<phase>`` (PyTorch's ``Loss/train``). The
     phase comes from the tag, else from the run's last path part (Keras's
     ``train``/``validation`` runs), else it is ``unknown``: never guessed.
 
@@ -77,6 +76,8 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
         ('metric', 'test', 'accuracy')
         >>> well_known("accuracy", "logs/hparam_tuning/run-0")
         ('metric', 'unknown', 'accuracy')
+        >>> well_known("train_loss", "lightning_logs/version_0")
+        ('loss', 'train', 'loss')
     """
     parts = tag.lower().split("/")
     phase: str | None = None
@@ -90,8 +91,9 @@ def well_known(tag: str, run: str) -> tuple[str, str, str] | None:
             return None
     elif len(parts) == 1:
         name = _base(parts[0])
-        if name.startswith("val_"):
-            phase, name = sc.PHASE_VALIDATION, _base(name[len("val_") :])
+        prefix, _, rest = name.partition("_")
+        if rest and prefix in PHASE_WORDS:
+            phase, name = PHASE_WORDS[prefix], _base(rest)
     else:
         return None
     instrument = _WELL_KNOWN.get(name)
@@ -117,9 +119,12 @@ class TagEntry:
     Keras path's label keys (``ml.model.name`` and ``ml.optimizer.name`` are
     ``unknown``: an event file names neither), and a non-finite loss outside
     validation and test counts ``ml.train.anomalies{nan_loss}``, as on the
-    Keras path, so ``TrainingLossNaN`` fires. Unless ``reported`` (a Keras
-    ``TensorBoard`` callback's logdir in a fit the Keras instrumentor reports):
-    then the tag stays in ``ml.tensorboard.*`` only.
+    Keras path, so ``TrainingLossNaN`` fires. Unless a write is ``reported``
+    (made by a writer that a Keras ``TensorBoard`` callback created during a fit
+    the Keras instrumentor reports, :mod:`otel_ml._core.reported_logdirs`): then
+    it stays in ``ml.tensorboard.*`` only. That is decided per write, not per
+    tag: the same run and tag written later by the program's own writer feeds
+    ``ml.train.*``.
     """
 
     __slots__ = (
@@ -134,9 +139,7 @@ class TagEntry:
         "kind",
     )
 
-    def __init__(
-        self, m: SummaryInstruments, run: RunState, tag: str, kind: str, framework: str, reported: bool = False
-    ) -> None:
+    def __init__(self, m: SummaryInstruments, run: RunState, tag: str, kind: str, framework: str) -> None:
         self._m = m
         self.kind = kind
         self._run = run
@@ -149,7 +152,7 @@ class TagEntry:
         self._train: Any = None
         self._train_attrs: dict[str, Any] = {}
         self._anomaly_attrs: dict[str, Any] | None = None
-        known = well_known(tag, name) if kind == sc.SUMMARY_KIND_SCALAR and not reported else None
+        known = well_known(tag, name) if kind == sc.SUMMARY_KIND_SCALAR else None
         if known is not None:
             instrument, phase, base = known
             self._train = getattr(m.train, instrument)
@@ -164,8 +167,10 @@ class TagEntry:
             if instrument == "loss" and phase in (sc.PHASE_TRAIN, sc.PHASE_UNKNOWN):
                 self._anomaly_attrs = {**common, sc.ML_ANOMALY_KIND: sc.ANOMALY_NAN}
 
-    def record(self, value: Any, step: int | None) -> None:
+    def record(self, value: Any, step: int | None, reported: bool = False) -> None:
         """Export one write of ``value`` (a NumPy value; ignored for image/text/audio).
+
+        ``reported``: the write is a Keras ``TensorBoard`` callback's whose fit is reported: no ``ml.train.*``.
 
         Raises:
             ValueError, TypeError: ``value`` is not a number (e.g. a string under the scalars
@@ -174,11 +179,11 @@ class TagEntry:
         if self.kind == sc.SUMMARY_KIND_SCALAR:
             number = float(value)
             finite = math.isfinite(number)
-            self.apply(1, number if finite else None, 0 if finite else 1, step)
+            self.apply(1, number if finite else None, 0 if finite else 1, step, reported)
         else:
-            self.apply(1, value if self.kind == sc.SUMMARY_KIND_HISTOGRAM else None, 0, step)
+            self.apply(1, value if self.kind == sc.SUMMARY_KIND_HISTOGRAM else None, 0, step, reported)
 
-    def apply(self, writes: int, last: Any, nonfinite: int, step: int | None) -> None:
+    def apply(self, writes: int, last: Any, nonfinite: int, step: int | None, reported: bool = False) -> None:
         """Export ``writes`` writes at once: only the ``last`` value reaches the gauges.
 
         Args:
@@ -186,18 +191,19 @@ class TagEntry:
             last: The last finite scalar (a float) or histogram tensor; None when there is none.
             nonfinite: How many of the scalar writes were NaN or infinite.
             step: The highest step among them.
+            reported: They are a Keras ``TensorBoard`` callback's whose fit is reported: no ``ml.train.*``.
         """
         m = self._m
         if last is not None:
             if self.kind == sc.SUMMARY_KIND_SCALAR:
                 m.scalar.set(last, self._attrs)
-                if self._train is not None:
+                if self._train is not None and not reported:
                     self._train.set(last, self._train_attrs)
             else:
                 self._histogram(last)
         if nonfinite:
             m.nonfinite.add(nonfinite, self._attrs)
-            if self._anomaly_attrs is not None:
+            if self._anomaly_attrs is not None and not reported:
                 m.train.anomalies.add(nonfinite, self._anomaly_attrs)
         m.writes.add(writes, self._writes_attrs)
         run = self._run
@@ -253,12 +259,8 @@ class SummaryExporter:
         self._drop_attrs: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def entry(self, run: str, tag: str, kind: str, logdir: str | None = None) -> TagEntry | None:
-        """The entry of (run, tag), created if the run is under its cap; None if dropped.
-
-        ``logdir``: where the run's files are, when known; a logdir whose values the Keras
-        instrumentor already reports (:mod:`otel_ml._core.reported_logdirs`) feeds no ``ml.train.*``.
-        """
+    def entry(self, run: str, tag: str, kind: str) -> TagEntry | None:
+        """The entry of (run, tag), created if the run is under its cap; None if dropped."""
         tags = self._runs.get(run)
         if tags is not None:
             found = tags.get(tag)
@@ -275,8 +277,7 @@ class SummaryExporter:
             if state is None:
                 state = self._run_states[run] = RunState(run)
             # A tag reused with another kind replaces its entry; it is still one tag.
-            reported = logdir is not None and reported_logdirs.claimed(logdir)
-            created = TagEntry(self.m, state, tag, kind, self._framework, reported)
+            created = TagEntry(self.m, state, tag, kind, self._framework)
             tags[tag] = created
             return created
 
@@ -298,8 +299,8 @@ class SummaryExporter:
                 )
         self.m.dropped.add(1, attrs)
 
-    def record(self, run: str, tag: str, kind: str, value: Any, step: int | None, logdir: str | None = None) -> bool:
-        """Export one write.
+    def record(self, run: str, tag: str, kind: str, value: Any, step: int | None, reported: bool = False) -> bool:
+        """Export one write (``reported``: see :meth:`TagEntry.record`).
 
         Returns:
             False when the write was dropped by the tag cap.
@@ -307,11 +308,11 @@ class SummaryExporter:
         Raises:
             ValueError, TypeError: the value does not fit its kind (see :meth:`TagEntry.record`).
         """
-        found = self.entry(run, tag, kind, logdir)
+        found = self.entry(run, tag, kind)
         if found is None:
             self.drop(run, kind)
             return False
-        found.record(value, step)
+        found.record(value, step, reported)
         return True
 
 
@@ -330,7 +331,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
     """
     pending: dict[TagEntry, list[Any]] = {}  # entry -> [writes, last, nonfinite, highest step]
     kinds = follower.kinds
-    logdir = os.path.dirname(follower.path)
+    reported = follower.claimed_by_keras
     for event in events:
         step = int(event.step)
         for value in event.summary.value:
@@ -338,7 +339,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
                 continue  # not a v2 summary after migration (e.g. a graph def): nothing to export
             plugin = value.metadata.plugin_data.plugin_name or kinds.get(value.tag, "")
             kind = PLUGIN_KINDS.get(plugin, sc.SUMMARY_KIND_OTHER)
-            entry = exporter.entry(run, value.tag, kind, logdir)
+            entry = exporter.entry(run, value.tag, kind)
             if entry is None:
                 exporter.drop(run, kind)
                 continue
@@ -357,7 +358,7 @@ def export_events(exporter: SummaryExporter, follower: FileFollower, run: str, e
                 slot[2] += 1
             slot[3] = max(slot[3], step)
     for entry, (writes, last, nonfinite, step) in pending.items():
-        entry.apply(writes, last, nonfinite, step)
+        entry.apply(writes, last, nonfinite, step, reported)
     return sum(slot[0] for slot in pending.values())
 
 

@@ -21,10 +21,13 @@ the v2 (tensor) form by its ``data_compat``, so files from other writers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -54,19 +57,58 @@ def marker_path(path: str) -> str:
 def write_marker(path: str, info: dict[str, object]) -> None:
     """Mark ``path`` as reported by this process.
 
+    Written to a new file of our own (``mkstemp``: created exclusively, never through a link) and renamed onto
+    the marker's name: whatever a neighbour left under that name in a shared logdir (a symbolic link to one of
+    the user's files, a FIFO that would block the program's ``create_file_writer``) is replaced, never written
+    through.
+
     Raises:
         OSError: the directory cannot be written (the caller logs it once).
     """
-    with open(marker_path(path), "w", encoding="utf-8") as handle:
-        json.dump({"file": os.path.basename(path), **info}, handle)
+    target = marker_path(path)
+    try:
+        mode = os.stat(path).st_mode & 0o666  # readable by whoever can read the event file (a bridge of another user)
+    except OSError:
+        mode = 0o644
+    fd, temporary = tempfile.mkstemp(prefix=".otel_ml-", suffix=".tmp", dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            json.dump({"file": os.path.basename(path), **info}, handle)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+_MARKER_MAX = 65_536
+"""A marker is about 100 bytes; a larger file under its name is not ours and is not read whole."""
 
 
 def read_marker(path: str) -> dict[str, object] | None:
-    """What the marker of ``path`` says, or None when there is none (or it is unreadable)."""
+    """What the marker of ``path`` says, or None when there is none (or it is unreadable, or not a marker).
+
+    Only a regular file is read (opened non-blocking, so a FIFO under the marker's name cannot hang the
+    bridge), and at most :data:`_MARKER_MAX` bytes of it.
+    """
     try:
-        with open(marker_path(path), encoding="utf-8") as handle:
-            found = json.load(handle)
-    except (OSError, ValueError):
+        fd = os.open(marker_path(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MARKER_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > _MARKER_MAX:
+        return None
+    try:
+        found = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
     return found if isinstance(found, dict) else None
 
@@ -227,6 +269,9 @@ class FileFollower:
         self.inode = inode
         self.head = head
         self.kinds: dict[str, str] = {}  # tag -> plugin name, as its first metadata said
+        # Written by a Keras TensorBoard callback during a fit the Keras instrumentor reports (decided when the
+        # file is first seen, while that fit runs): its values feed no ml.train.* (otel_ml._core.reported_logdirs).
+        self.claimed_by_keras = False
         self.tail = _records.END
         self.bad_records = 0
         self.bad_values = 0

@@ -18,11 +18,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core import semconv as sc
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.cardinality import stable_model_name, training_labels
 from otel_ml._core.guard import guarded, report
-from otel_ml._core.reported_logdirs import claim_keras_tensorboard
 from otel_ml._core.run_name import current_run_name
 from otel_ml._training.fit import FitRun, end_span, start_span
 from otel_ml._training.flavour import Flavour
@@ -86,13 +86,27 @@ class TrainingWrappers:
         run = self._start_fit(model, args, kwargs)
         if run is None:
             return None, args, kwargs
+        # This fit is reported here: while it runs, the writers its TensorBoard callback creates are claimed, so
+        # their values stay in ml.tensorboard.* (one fact, one series). Released when the fit ends.
+        claims = self._claim(_arg(args, kwargs, _CALLBACKS_POS, "callbacks")) or []
         call_args, call_kwargs, cleanup = self._inject(run, model, args, kwargs)
         token = self._enter(run)
-        return (run, token, cleanup, outer), call_args, call_kwargs
+        return (run, token, cleanup, outer, claims), call_args, call_kwargs
 
     def _fit_leave(self, state: Any, error: BaseException | None, result: Any) -> None:
-        run, token, cleanup, outer = state
+        run, token, cleanup, outer, claims = state
+        self._release(claims)
         self._exit(run, token, cleanup, error, outer)
+
+    @staticmethod
+    @guarded("keras.fit claim tensorboard logdir")
+    def _claim(callbacks: Any) -> list[str]:
+        return reported_logdirs.claim_keras_tensorboard(callbacks)
+
+    @staticmethod
+    @guarded("keras.fit release tensorboard logdir")
+    def _release(claims: list[str]) -> None:
+        reported_logdirs.release(claims)
 
     @guarded("keras.fit start")
     def _start_fit(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FitRun | None:
@@ -114,8 +128,6 @@ class TrainingWrappers:
         if isinstance(replicas, int):
             attributes[sc.ML_REPLICA_COUNT] = replicas
         span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
-        # This fit is reported here: its TensorBoard callback's values stay in ml.tensorboard.* (one fact, one series).
-        claim_keras_tensorboard(_arg(args, kwargs, _CALLBACKS_POS, "callbacks"))
         callback = _fit_callback_class(self._flavour)
         return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour, labels)  # type: ignore[no-any-return]
 

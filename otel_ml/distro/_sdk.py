@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core.options import env_value, parse_choice
 from otel_ml.distro import _sdk_env
 from otel_ml.distro._exit import delivery, shut_down_at_exit
@@ -164,6 +165,12 @@ def _span_processor(cls: type) -> SpanProcessor | None:
     return BatchSpanProcessor(exporter, **_sdk_env.batch_span_processor())
 
 
+def _delivers(reader: MetricReader) -> bool:
+    """False for the embedded endpoint's reader whose server could not start (its port taken): nothing reads it."""
+    server = getattr(reader, "server", None)
+    return server is None or bool(getattr(server, "running", True))
+
+
 def pushes_metrics() -> bool:
     """True when ``OTEL_METRICS_EXPORTER`` names a push exporter (``otlp``, ``console``).
 
@@ -206,9 +213,11 @@ def ensure_providers(
             meter_provider = metrics.get_meter_provider()
             if not is_sdk_meter_provider(meter_provider):
                 resource = build_resource()
+                readers = metric_readers()
+                reported_logdirs.set_metrics_delivered(any(_delivers(reader) for reader in readers))
                 meter_provider = MeterProvider(
                     resource=resource,
-                    metric_readers=metric_readers(),
+                    metric_readers=readers,
                     views=seed_safe_views(),
                     shutdown_on_exit=False,
                     **_sdk_env.meter_provider(),

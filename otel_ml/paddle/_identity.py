@@ -21,6 +21,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from otel_ml._core.text import valid_label
+
 UNKNOWN_MODEL: Final = "unknown"
 GENERIC_STEMS: Final = frozenset({"inference", "model", "__model__", "infer", "saved_model", "program", "main"})
 """File stems that say nothing about the model: the directory names it instead."""
@@ -107,8 +109,10 @@ def identity_of_path(path: str, is_file: bool) -> tuple[str, str | None]:
         ('ocr_det', 'v2')
         >>> identity_of_path("/srv/ocr_det/1.2.0/inference.json", is_file=True)
         ('ocr_det', '1.2.0')
+        >>> identity_of_path(os.fsdecode(b"/srv/d\\xe9tection/2/inference.json"), is_file=True)  # undecodable
+        ('d\\\\xe9tection', '2')
     """
-    path = os.path.normpath(path)
+    path = valid_label(os.path.normpath(path))  # a directory name is bytes: a label must be valid UTF-8
     directory = os.path.dirname(path) if is_file else path
     stem = os.path.splitext(os.path.basename(path))[0] if is_file else ""
     parent = os.path.basename(directory)

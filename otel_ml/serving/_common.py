@@ -21,6 +21,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.observe import Binding, binding_for
+from otel_ml._core.text import valid_label
 from otel_ml.version import __version__
 
 MAX_LABEL_LENGTH: Final = 128
@@ -38,11 +39,11 @@ def model_attributes(model_name: str, version: str | int | None) -> dict[str, An
         raise ValueError(
             f"model_name {model_name!r} is invalid: expected a non-empty string of at most {MAX_LABEL_LENGTH}"
         )
-    attrs: dict[str, Any] = {sc.ML_MODEL_NAME: model_name}
+    attrs: dict[str, Any] = {sc.ML_MODEL_NAME: valid_label(model_name)}  # e.g. a name from a path
     if version is not None:
         if isinstance(version, bool) or not isinstance(version, (str, int)) or not str(version).strip():
             raise ValueError(f"version {version!r} is invalid: expected a non-empty string, a whole number or None")
-        attrs[sc.ML_MODEL_VERSION] = str(version)[:MAX_LABEL_LENGTH]
+        attrs[sc.ML_MODEL_VERSION] = valid_label(version)[:MAX_LABEL_LENGTH]
     return attrs
 
 
@@ -115,6 +116,7 @@ def render_label(label: str) -> str:
         >>> len(a), a == b
         (128, False)
     """
+    label = valid_label(label)  # class names from a dataset's directory names may hold undecodable bytes
     if len(label) <= MAX_LABEL_LENGTH:
         return label
     digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:12]

@@ -123,7 +123,7 @@ class ModelQuality:
         self._max_pending = max_pending
         self._lock = threading.Lock()
         # The key depends on the model and its classes: a token of another model, or of a changed class list, fails.
-        identity = "\0".join([model_name, str(version), *labels]).encode()
+        identity = "\0".join([model_name, str(version), *labels]).encode("utf-8", "surrogatepass")
         key = secret.encode() if isinstance(secret, str) else secret or _PUBLIC_KEY
         self._key = hmac.digest(key, identity, "sha256")
         self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 16)

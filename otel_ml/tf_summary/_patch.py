@@ -94,26 +94,31 @@ class SummaryWrappers:
         try:
             writer = self._ops._summary_state.writer
             run = self._writers.run_of(writer)
-            entry = self._exporter.entry(run, tag, kind, self._writers.logdir_of(writer))
+            entry = self._exporter.entry(run, tag, kind)
+            reported = self._writers.claimed(writer)
             if step is None:
                 step = self._ops.get_step()
             if self._tf.executing_eagerly():
-                self._export_now(entry, run, kind, value, step)
+                self._export_now(entry, run, kind, value, step, reported)
                 return value
             if self._graph_mode:
-                return self._export_in_graph(entry, run, kind, value, step)
+                return self._export_in_graph(entry, run, kind, value, step, reported)
         except Exception as exc:  # noqa: BLE001 - never fail the user's write
             report("tf_summary.write", exc)
         return value
 
-    def _export_now(self, entry: TagEntry | None, run: str, kind: str, value: Any, step: Any) -> None:
+    def _export_now(
+        self, entry: TagEntry | None, run: str, kind: str, value: Any, step: Any, reported: bool = False
+    ) -> None:
         if entry is None:
             self._exporter.drop(run, kind)
             return
         number = value.numpy() if kind in CONTENT_KINDS else None
-        entry.record(number, None if step is None else int(step))
+        entry.record(number, None if step is None else int(step), reported)
 
-    def _export_in_graph(self, entry: TagEntry | None, run: str, kind: str, value: Any, step: Any) -> Any:
+    def _export_in_graph(
+        self, entry: TagEntry | None, run: str, kind: str, value: Any, step: Any, reported: bool = False
+    ) -> Any:
         tf = self._tf
         exporter = self._exporter
         inputs = [tf.cast(step, tf.int64)] if step is not None else []
@@ -127,7 +132,7 @@ class SummaryWrappers:
                 exporter.drop(run, kind)
                 return
             step_value = int(tensors[0].numpy()) if step is not None else None
-            entry.record(tensors[-1].numpy() if kind in CONTENT_KINDS else None, step_value)
+            entry.record(tensors[-1].numpy() if kind in CONTENT_KINDS else None, step_value, reported)
 
         op = tf.py_function(on_step, inputs, Tout=[], name="otel_ml_summary")
         with tf.control_dependencies([op]):

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core.guard import guarded
 from otel_ml._summary import FileFollower, SummaryExporter, export_events, is_event_file
 from otel_ml._summary._files import LocalFiles, write_marker
@@ -131,6 +132,7 @@ class LogdirWatcher:
         self._before: dict[str, set[str]] = {}  # logdir -> names that were there before our writers: not ours
         self._unlisted: set[str] = set()  # logdirs whose "not followed" line was logged
         self._marker_failed = False
+        self._unmarked_logged = False
         self._files: dict[str, tuple[FileFollower, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -210,7 +212,11 @@ class LogdirWatcher:
     @staticmethod
     def _follower(path: str) -> FileFollower:
         # Headers are checked; payload CRCs are not: TensorFlow in this process writes them.
-        return FileFollower(path, verify=False, files=GFiles if is_remote(path) else LocalFiles)
+        follower = FileFollower(path, verify=False, files=GFiles if is_remote(path) else LocalFiles)
+        # Seen when its writer is created: a file made under a logdir claimed now is a Keras TensorBoard callback's
+        # in a fit the Keras instrumentor reports (the claim ends with the fit; the file keeps the decision).
+        follower.claimed_by_keras = reported_logdirs.claimed(LogdirWatcher._dirname(path))
+        return follower
 
     def _discover(self, only: str | None) -> None:
         for logdir, run in self._logdirs.items():
@@ -233,6 +239,17 @@ class LogdirWatcher:
     def _mark(self, path: str, run: str) -> None:
         """Leave the marker that tells ``otel-ml tensorboard`` on this logdir that the file is reported here."""
         if is_remote(path):
+            return
+        if not reported_logdirs.metrics_delivered():
+            # Nothing reads this process's metrics (its /metrics port taken, e.g. by that very bridge): a marker
+            # would make the bridge skip values that nobody delivers.
+            if not self._unmarked_logged:
+                self._unmarked_logged = True
+                _LOG.warning(
+                    "otel_ml: this process's metrics are delivered nowhere (no /metrics endpoint, no push exporter), "
+                    "so its tf.summary event files are not marked as reported here: an otel-ml tensorboard bridge on "
+                    "the same logdir exports them. Logged once."
+                )
             return
         try:
             write_marker(path, {"host": socket.gethostname(), "pid": self._pid, "run": run})

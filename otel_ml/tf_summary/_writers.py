@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
+from otel_ml._core import reported_logdirs
 from otel_ml._core._importlib_bootstrap_passthrough import passthrough
 from otel_ml._core.guard import guarded
 from otel_ml._summary import RunNamer
@@ -29,20 +30,26 @@ UNKNOWN_RUN: Final = "unknown"
 
 
 def _logdir_text(logdir: object) -> str | None:
-    if isinstance(logdir, (str, os.PathLike)):
-        return os.fspath(logdir)  # type: ignore[return-value]
+    # bytes (which TensorFlow accepts, and the only way to name a logdir that is not UTF-8) as the OS decodes them:
+    # non-UTF-8 bytes become surrogates, the file system still finds the directory, the run name escapes them.
+    if isinstance(logdir, (str, bytes, os.PathLike)):
+        return os.fsdecode(logdir)
     if hasattr(logdir, "numpy"):  # an eager string tensor
         value = logdir.numpy()
-        return value.decode() if isinstance(value, bytes) else None
+        return os.fsdecode(value) if isinstance(value, bytes) else None
     return None
 
 
 class WriterRegistry:
-    """Writer object -> (run name, logdir), for the writers created while instrumented."""
+    """Writer object -> (run name, logdir, claimed), for the writers created while instrumented.
+
+    ``claimed``: the writer was created under a logdir claimed then (a Keras ``TensorBoard`` callback's, in a fit
+    the Keras instrumentor reports; :mod:`otel_ml._core.reported_logdirs`).
+    """
 
     def __init__(self, namer: RunNamer) -> None:
         self.namer = namer
-        self._writers: weakref.WeakKeyDictionary[object, tuple[str, str]] = weakref.WeakKeyDictionary()
+        self._writers: weakref.WeakKeyDictionary[object, tuple[str, str, bool]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def add(self, writer: object, logdir: object) -> tuple[str, str] | None:
@@ -53,7 +60,7 @@ class WriterRegistry:
         known = (self.namer.name(text), text.rstrip("/") if "://" in text else os.path.abspath(text))
         with self._lock:
             try:
-                self._writers[writer] = known
+                self._writers[writer] = (*known, reported_logdirs.claimed(known[1]))
             except TypeError:  # a writer that cannot be weakly referenced: its logdir is followed all the same
                 pass
         return known
@@ -73,6 +80,14 @@ class WriterRegistry:
         except TypeError:
             return None
         return None if found is None else found[1]
+
+    def claimed(self, writer: object) -> bool:
+        """Whether ``writer`` is a Keras ``TensorBoard`` callback's in a reported fit (feeds no ml.train.*)."""
+        try:
+            found = self._writers.get(writer)
+        except TypeError:
+            return False
+        return found is not None and found[2]
 
     def alive(self) -> list[object]:
         """The registered writers the program still holds."""
@@ -121,7 +136,7 @@ class WriterHooks:
         logdir = args[0] if args else kwargs.get("logdir")
         before = None
         if self._list is not None:
-            text = _logdir_text(logdir) if isinstance(logdir, (str, os.PathLike)) else None
+            text = _logdir_text(logdir) if isinstance(logdir, (str, bytes, os.PathLike)) else None
             if text is not None:
                 before = self._list(text.rstrip("/") if "://" in text else os.path.abspath(text))
         return (logdir, before), args, kwargs

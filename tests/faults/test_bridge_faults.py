@@ -585,3 +585,68 @@ def test_latin1_run_directory_keeps_its_run_name_over_otlp_and_on_metrics(
         if sample.name == "ml_tensorboard_bridge_events_total"
     ]
     assert {s.labels["ml_run_name"]: s.value for s in samples} == {"caf\\xe9": 3.0, "plain": 3.0}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge", "not_json"])
+def test_a_hostile_file_under_a_markers_name_neither_hangs_the_bridge_nor_hides_the_run(
+    telemetry: Telemetry, tmp_path: Path, kind: str
+) -> None:
+    """A FIFO named like a marker blocked ``open()`` for ever (the bridge hung); a huge one was read whole."""
+    import threading
+
+    from otel_ml._summary._files import marker_path
+
+    path = write_run(tmp_path / "logs" / "run", [1.0, 2.0])
+    marker = marker_path(str(path))
+    if kind == "fifo":
+        os.mkfifo(marker)
+    elif kind == "huge":
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write('{"host": "h", "pid": 1, "run": "' + "x" * 100_000 + '"}')
+    else:
+        Path(marker).write_bytes(b"\xff\xfe not a marker")
+    bridge = _bridge(telemetry, tmp_path / "logs", tmp_path / "state")
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(bridge.poll()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert done == [2], "the poll hung or skipped the run"
+    assert _exported(telemetry) == {"run": 2}
+
+
+def test_a_marker_is_never_written_through_a_link_or_into_a_fifo_left_under_its_name(tmp_path: Path) -> None:
+    """A neighbour in a shared logdir pre-creates the marker's name (``.otel_ml-<hash of the event file name>``).
+
+    A symbolic link there made the program overwrite the link's target (any file the user may write) with JSON;
+    a FIFO there blocked the program's ``create_file_writer`` (the marker is left when the writer is made) until
+    someone read it. Now the marker is written to a file of our own and renamed over whatever was there, with the
+    event file's permissions (so a bridge running as another user can read it).
+    """
+    import threading
+
+    from otel_ml._summary._files import marker_path, read_marker, write_marker
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    linked = write_run(tmp_path / "logs" / "a", [1.0])
+    os.chmod(linked, 0o640)
+    os.symlink(victim, marker_path(str(linked)))
+    write_marker(str(linked), {"host": "h", "pid": 1, "run": "a"})
+    assert victim.read_text() == "precious\n"
+    assert read_marker(str(linked)) == {"file": linked.name, "host": "h", "pid": 1, "run": "a"}
+    assert os.stat(marker_path(str(linked))).st_mode & 0o777 == 0o640
+
+    piped = write_run(tmp_path / "logs" / "b", [1.0])
+    os.mkfifo(marker_path(str(piped)))
+    thread = threading.Thread(target=write_marker, args=(str(piped), {"run": "b"}), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "write_marker blocked on a FIFO"
+    assert read_marker(str(piped)) == {"file": piped.name, "run": "b"}
+    # Nothing else is left behind: the event files and their markers only.
+    assert sorted(p.name.startswith(".otel_ml-") for p in (tmp_path / "logs").rglob("*") if p.is_file()) == [
+        False,
+        False,
+        True,
+        True,
+    ]

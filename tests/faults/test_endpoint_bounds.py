@@ -34,6 +34,7 @@ from otel_ml.distro.endpoint import (
     EndpointUnavailable,
     OtelMLPrometheusMetricReader,
     SlowStepBuffer,
+    _page,
     _server,
     serving_only,
 )
@@ -199,6 +200,41 @@ def test_scrapes_within_a_second_share_one_collection(endpoint) -> None:
     assert re.search(r"^faults_collections\{[^}]*\} 2\.0$", _net.get(reader.url)[2], re.M) and len(calls) == 2
 
 
+def test_varying_the_query_or_accept_in_a_loop_renders_at_most_eight_kinds_a_second(endpoint, monkeypatch) -> None:
+    """A cache keyed on the raw query string let ``/metrics?x=<n>`` in a loop render on every request."""
+    reader, calls = endpoint
+    base = f"http://127.0.0.1:{reader.server.port}"
+    started = time.monotonic()
+    # The query prometheus_client ignores is no new kind: every one of these is the first one's rendering.
+    assert {_net.get(f"{base}/metrics?x={n}")[0] for n in range(20)} == {200} and len(calls) == 1
+    statuses = [_net.get(f"{base}/metrics", accept=f"text/x-{n}")[0] for n in range(12)]
+    page_calls: list[int] = []
+    real_page_data = _page.page_data
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        page_calls.append(1)
+        return real_page_data(*args, **kwargs)
+
+    monkeypatch.setattr(_page, "page_data", counted)
+    # The page's JSON depends on nothing in the request; its kind was the ninth: refused until a kind expires.
+    pages = [_net.get(f"{base}/page/data?n={n}")[0] for n in range(5)]
+    assert time.monotonic() - started < _server.CACHE_SECONDS  # else the lines below could not hold
+    assert statuses == [200] * (_server._MAX_CACHE_KEYS - 1) + [503] * (13 - _server._MAX_CACHE_KEYS)
+    assert len(calls) == _server._MAX_CACHE_KEYS and pages == [503] * 5 and not page_calls
+    time.sleep(_server.CACHE_SECONDS + 0.1)
+    assert [_net.get(f"{base}/page/data?n={n}")[0] for n in range(5)] == [200] * 5 and len(page_calls) == 1
+
+
+def test_a_request_head_over_16_kib_is_431_not_a_silent_close(endpoint) -> None:
+    reader, calls = endpoint
+    with socket.create_connection(("127.0.0.1", reader.server.port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"a" * 20_000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") and not calls
+
+
 def test_head_metrics_is_200_without_a_body(endpoint) -> None:
     reader, _ = endpoint
     connection = http.client.HTTPConnection("127.0.0.1", reader.server.port, timeout=5)
@@ -229,10 +265,13 @@ def test_host_names_other_than_loopback_or_an_ip_are_refused_unless_allowed(endp
     assert [_status_for_host(port, host) for host in answered] == [200] * len(answered)
     refused = ["rebind.attacker.example", f"rebind.attacker.example:{port}", "127.0.0.1.nip.io", "[::1"]
     assert [_status_for_host(port, host) for host in refused] == [403] * len(refused)
-    monkeypatch.setenv("OTEL_ML_ENDPOINT_ALLOWED_HOSTS", "trainer.ml.svc, other")
+    # An entry written with its port, as the scrape target is, names the host (it was a 403 for every scrape).
+    monkeypatch.setenv("OTEL_ML_ENDPOINT_ALLOWED_HOSTS", "trainer.ml.svc, other.ml.svc:9464")
     allowing = OtelMLPrometheusMetricReader(host="127.0.0.1", port=0)
     try:
         assert _status_for_host(allowing.server.port, "trainer.ml.svc:9464") == 200
+        assert _status_for_host(allowing.server.port, "other.ml.svc:9464") == 200
+        assert _status_for_host(allowing.server.port, "Other.ML.svc.") == 200
         assert _status_for_host(allowing.server.port, "rebind.attacker.example") == 403
     finally:
         allowing.shutdown()

@@ -19,7 +19,13 @@ each an ``array('d')`` of ``capacity`` floats allocated once, so at most
 sample), 5.9 MB at the defaults, plus a few KB of bookkeeping per series (keys,
 a histogram's previous buckets): 6.5 MB measured with 256 histogram series,
 under 7 MB (tests/test_page.py). Series beyond the cap are counted, not
-kept. Only otel_ml's own families are kept (``ml_*``, ``hw_*``): the
+kept, unless an idle one can make room: a series of a model or run none of
+whose series has changed for :data:`EVICT_IDLE_SAMPLES` samples (a finished
+trial of a sweep, whose series the SDK exports forever) gives its place to a
+series that just appeared or whose value moves (series with neither
+``ml_model_name`` nor ``ml_run_name``, the GPUs', are never given up), so the page keeps showing the current
+run (the last values of up to ``4 * max_series`` series not kept are
+remembered to tell the moving ones from the idle). Only otel_ml's own families are kept (``ml_*``, ``hw_*``): the
 program's other metrics (and the HTTP server's) stay on ``/metrics``.
 """
 
@@ -41,6 +47,8 @@ DEFAULT_CAPACITY = 720
 PAGE_INTERVAL = Option("page_interval", ev.OTEL_ML_PAGE_INTERVAL, parse_float(0, maximum=3600), DEFAULT_INTERVAL)
 PAGE_POINTS = Option("page_points", ev.OTEL_ML_PAGE_POINTS, parse_int(2, 100_000), DEFAULT_CAPACITY)
 DEFAULT_MAX_SERIES = 256
+EVICT_IDLE_SAMPLES = 12
+"""Samples without a change after which a series may give its place to a new one when ``max_series`` are kept."""
 KEPT_PREFIXES = ("ml_", "hw_")
 QUANTILES = (0.5, 0.95, 0.99)
 # Labels that are the same on every series of a process: left out of the page's keys.
@@ -53,7 +61,7 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 class _Series:
     """One series' rings: one value a sample (four for a histogram: count, p50, p95, p99)."""
 
-    __slots__ = ("buckets", "changed", "kind", "last", "rings")
+    __slots__ = ("buckets", "changed", "kind", "last", "rings", "touched")
 
     def __init__(self, kind: str, capacity: int) -> None:
         self.kind = kind
@@ -62,6 +70,7 @@ class _Series:
         self.buckets: list[tuple[float, float]] | None = None  # a histogram's previous cumulative buckets
         # When the value last changed (kept beyond the rings: a pause longer than the history still ages).
         self.last, self.changed = math.nan, math.nan
+        self.touched = math.nan  # when its value (a histogram's count) last changed: the eviction order
 
 
 class MetricHistory:
@@ -82,6 +91,7 @@ class MetricHistory:
         self.dropped_series = 0
         self._times = array("d", [math.nan]) * capacity
         self._series: dict[SeriesKey, _Series] = {}
+        self._waiting: dict[SeriesKey, float] = {}  # the last value of series not kept (bounded)
         self._next = 0  # ring slot of the next sample
         self._count = 0  # samples taken, capped at capacity
         self._lock = threading.Lock()
@@ -112,6 +122,7 @@ class MetricHistory:
                 if sample.name == family.name + suffix:
                     values[_key(family.name, sample.labels)] = (family.type, [float(sample.value)])
         with self._lock:
+            idle: tuple[list[SeriesKey], set[tuple[str, ...]]] | None = None  # made when first needed
             slot = self._next
             self._times[slot] = now
             for series in self._series.values():
@@ -121,22 +132,67 @@ class MetricHistory:
                 found = self._series.get(key)
                 if found is None:
                     if len(self._series) >= self.max_series:
-                        self.dropped_series += 1
-                        continue
+                        previous = self._waiting.get(key)
+                        if idle is None:
+                            idle = self._idle(now)
+                        if previous is None:  # new to us: moving unless its model or run is idle
+                            moving = _group(key) not in idle[1]
+                        else:
+                            moving = not _same(previous, numbers[0])
+                        if not moving or not idle[0]:
+                            self._wait(key, numbers[0])
+                            self.dropped_series += 1
+                            continue
+                        evicted = idle[0].pop()
+                        self._wait(evicted, self._series.pop(evicted).last)
+                    self._waiting.pop(key, None)
                     found = self._series[key] = _Series(kind, self.capacity)
                 series = found
+                if not _same(numbers[0], series.last):
+                    series.touched = now
                 if kind == "histogram":
                     buckets = [(numbers[i], numbers[i + 1]) for i in range(1, len(numbers), 2)]
                     series.rings[0][slot] = numbers[0]
                     for ring, value in zip(series.rings[1:], _quantiles(series.buckets, buckets), strict=True):
                         ring[slot] = value
                     series.buckets = buckets
+                    series.last = numbers[0]
                 else:
                     series.rings[0][slot] = numbers[0]
                     if numbers[0] != series.last:
                         series.last, series.changed = numbers[0], now
             self._next = (slot + 1) % self.capacity
             self._count = min(self._count + 1, self.capacity)
+
+    def _wait(self, key: SeriesKey, value: float) -> None:
+        if len(self._waiting) >= 4 * self.max_series and key not in self._waiting:
+            self._waiting.clear()  # the bound; forgotten series count as new once
+        self._waiting[key] = value
+
+    def _idle(self, now: float) -> tuple[list[SeriesKey], set[tuple[str, ...]]]:
+        """Series of a model or run idle for :data:`EVICT_IDLE_SAMPLES` samples, the longest idle last; those groups.
+
+        (Lock held.)
+
+        Idle by model or run, not by series: a running job's constant learning
+        rate is not idle while its step counters move.
+        """
+        before = now - EVICT_IDLE_SAMPLES * self.interval
+        active: dict[tuple[str, ...], float] = {}
+        for key, series in self._series.items():
+            group = _group(key)
+            if group and not math.isnan(series.touched):
+                active[group] = max(active.get(group, -math.inf), series.touched)
+        idle = []
+        groups = set()
+        for key in self._series:
+            group = _group(key)
+            last = active.get(group, -math.inf)
+            if group and not last > before:
+                idle.append((last, key))
+                groups.add(group)
+        idle.sort(key=lambda pair: pair[0], reverse=True)
+        return [key for _, key in idle], groups
 
     @staticmethod
     def _histogram_values(family: Any, values: dict[SeriesKey, tuple[str, list[float]]]) -> None:
@@ -168,6 +224,19 @@ class MetricHistory:
         with self._lock:
             series = self._series.get(key)
             return None if series is None or math.isnan(series.changed) else series.changed
+
+
+_GROUP_LABELS = ("ml_model_name", "ml_run_name")
+
+
+def _group(key: SeriesKey) -> tuple[str, ...]:
+    """The model and run a series belongs to; empty when it names neither (a GPU's: never given up)."""
+    labels = dict(key[1])
+    return tuple(labels.get(name, "") for name in _GROUP_LABELS) if any(n in labels for n in _GROUP_LABELS) else ()
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _key(name: str, labels: dict[str, str]) -> SeriesKey:

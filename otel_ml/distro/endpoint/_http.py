@@ -49,15 +49,9 @@ def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
     """
     if header is None or "*" in allowed:
         return True
-    host = header.strip().lower()
-    if host.startswith("["):  # [v6]:port
-        end = host.find("]")
-        if end < 0:
-            return False
-        name = host[1:end]
-    else:
-        name = host.rpartition(":")[0] if host.count(":") == 1 else host
-    name = name.rstrip(".")
+    name = host_name(header)
+    if name is None:
+        return False
     if name in allowed or name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:
@@ -65,6 +59,24 @@ def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def host_name(host: str) -> str | None:
+    """The name in a ``Host`` header or an allowed-host entry: lower case, without port, brackets or final dot.
+
+    Example:
+        >>> host_name("Trainer.ML.svc.:9464"), host_name("[::1]:9464"), host_name("::1"), host_name("[::1")
+        ('trainer.ml.svc', '::1', '::1', None)
+    """
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        if end < 0:
+            return None
+        name = host[1:end]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return name.rstrip(".")
 
 
 def response(status: str, headers: list[tuple[str, str]], body: bytes, head: bool = False) -> bytes:

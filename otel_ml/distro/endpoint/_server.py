@@ -13,15 +13,20 @@ runs on a few daemon threads. The limits, whatever the clients do:
   program no descriptor);
 - at most :data:`MAX_QUEUED` requests waiting for an app thread: one more is
   answered ``503 Service Unavailable`` with ``Retry-After: 1`` at once;
-- :data:`REQUEST_TIMEOUT` seconds to send the request head and to take the answer;
+- :data:`REQUEST_TIMEOUT` seconds to send the request head (16 KiB at most, else ``431``) and to take the answer;
 - :data:`WORKERS` daemon threads for the app, never joined: a queue of
   requests whose clients have gone cannot hold the program's exit;
 - a request whose client has already closed the connection is dropped unanswered:
   a pile of scrapes that timed out costs neither a render nor a queue slot;
-- ``GET``/``HEAD /metrics`` within :data:`CACHE_SECONDS` of the last rendering
-  get that rendering (as ``prometheus_client`` users do with a cache): scrapes
-  that arrive together share one collection, and a scraper in a loop cannot
-  make the program render more than once a second;
+- ``GET``/``HEAD /metrics`` (and the live page's ``/page/data``) within
+  :data:`CACHE_SECONDS` of the last rendering get that rendering (as
+  ``prometheus_client`` users do with a cache): scrapes that arrive together
+  share one collection, and a scraper in a loop cannot make the program render
+  more than once a second. The cache key keeps only what changes the answer
+  (the ``name[]`` filter, ``Accept``, ``Accept-Encoding``; nothing for the
+  page's JSON), and at most :data:`_MAX_CACHE_KEYS` kinds are rendered per
+  :data:`CACHE_SECONDS`: one more is a ``503``, so a client that varies the
+  query string or ``Accept`` in a loop cannot render on every request either;
 - at most :data:`ANSWERS_PER_SECOND` answers a second (after a burst of
   :data:`ANSWER_BURST`), far above what Prometheus servers ask: 8 clients scraping in a tight loop cost the training
   loop a bounded share of the interpreter, not most of it.
@@ -52,8 +57,9 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
-from otel_ml.distro.endpoint._http import environ_from, host_allowed, response
+from otel_ml.distro.endpoint._http import environ_from, host_allowed, host_name, response
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,9 +74,10 @@ ANSWER_BURST = 200
 _STOP_WAIT = 2.0
 _IDLE_GRACE = 0.1
 _EVICT_BATCH = 16  # idle connections dropped at once when full: a flood of them is cleared 16 times faster
-_CACHED_PATHS = frozenset({"/metrics"})
-_MAX_CACHE_KEYS = 8  # kinds of /metrics request (format, compression, name[] filter) kept at once
+_CACHED_PATHS = frozenset({"/metrics", "/page/data"})
+_MAX_CACHE_KEYS = 8  # kinds of cached request (format, compression, name[] filter) rendered per CACHE_SECONDS
 _MAX_HEAD = 16 * 1024
+_TOO_LARGE = b"request head over 16 KiB\n"
 _FORBIDDEN = b"host not allowed: use the endpoint's address, or name this host in OTEL_ML_ENDPOINT_ALLOWED_HOSTS\n"
 _App = Callable[..., Iterable[bytes]]
 _Key = tuple[str, str, str, str]
@@ -111,7 +118,8 @@ class EmbeddedServer:
         self.host = host
         self.port = port
         self._app = app
-        self._allowed = frozenset(name.strip().lower().strip("[]").rstrip(".") for name in allowed_hosts)
+        # host_name: an entry with a port (``trainer.ml.svc:9464``) names the host, as a Host header does.
+        self._allowed = frozenset(filter(None, (host_name(name) for name in allowed_hosts)))
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -345,7 +353,12 @@ class EmbeddedServer:
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=_MAX_HEAD)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            except asyncio.LimitOverrunError:  # a clear answer rather than a silent close
+                writer.write(response("431 Request Header Fields Too Large", [], _TOO_LARGE))
+                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+                return
             with self._held_lock:
                 if conn in self._held:
                     self._held[conn] = None
@@ -379,14 +392,7 @@ class EmbeddedServer:
         head = environ["REQUEST_METHOD"] == "HEAD"
         if head:
             environ["REQUEST_METHOD"] = "GET"  # the app answers GET; the body is left out here
-        key: _Key | None = None
-        if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"] in _CACHED_PATHS:
-            key = (
-                environ["PATH_INFO"],
-                environ.get("QUERY_STRING", ""),
-                environ.get("HTTP_ACCEPT", ""),
-                environ.get("HTTP_ACCEPT_ENCODING", ""),
-            )
+        key = _cache_key(environ) if environ["REQUEST_METHOD"] == "GET" else None
         loop = asyncio.get_running_loop()
         if key is not None:
             hit = self._cache.get(key)
@@ -394,6 +400,8 @@ class EmbeddedServer:
                 return hit[2] if head else hit[1]
         future = self._inflight.get(key) if key is not None else None
         if future is None:
+            if key is not None and not self._may_render(loop.time()):
+                return response("503 Service Unavailable", [("Retry-After", "1")], b"busy: retry in a second\n")
             future = self._submit(environ, key)
             if future is None:
                 return response("503 Service Unavailable", [("Retry-After", "1")], b"busy: retry in a second\n")
@@ -422,9 +430,17 @@ class EmbeddedServer:
             return
         get, head = future.result()
         if get.startswith(b"HTTP/1.1 200 "):
-            if len(self._cache) >= _MAX_CACHE_KEYS:
-                self._cache.clear()  # many kinds of request: keep the bound, not the hits
             self._cache[key] = (asyncio.get_running_loop().time() + CACHE_SECONDS, get, head)
+
+    def _may_render(self, now: float) -> bool:
+        """Whether one more kind of cached request may be rendered now: fewer than :data:`_MAX_CACHE_KEYS` are fresh.
+
+        Without this bound a client varying its query string or ``Accept`` in a
+        loop would miss the cache every time and render on every request.
+        """
+        for old in [key for key, (until, _, _) in self._cache.items() if until <= now]:
+            del self._cache[old]
+        return len(self._cache.keys() | self._inflight.keys()) < _MAX_CACHE_KEYS
 
     async def _pace(self, conn: socket.socket) -> bool:
         """Wait for one of :data:`ANSWERS_PER_SECOND` (a token bucket of :data:`ANSWER_BURST`), first come first served.
@@ -448,6 +464,23 @@ class EmbeddedServer:
                     self._tokens -= 1.0
                     return True
                 await asyncio.sleep((1.0 - self._tokens) / ANSWERS_PER_SECOND)
+
+
+def _cache_key(environ: dict[str, Any]) -> _Key | None:
+    """What a cached path's answer depends on, and nothing else (None: not cached).
+
+    ``/metrics``: the ``name[]`` filter (the only query prometheus_client
+    reads), ``Accept`` (the format) and ``Accept-Encoding`` (gzip); the page's
+    JSON depends on nothing in the request.
+    """
+    path = environ["PATH_INFO"]
+    if path not in _CACHED_PATHS:
+        return None
+    if path != "/metrics":
+        return (path, "", "", "")
+    names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]", [])
+    accept, encoding = environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_ACCEPT_ENCODING", "")
+    return (path, "\0".join(sorted(set(names))), accept, encoding)
 
 
 def _gone(conn: socket.socket) -> bool:

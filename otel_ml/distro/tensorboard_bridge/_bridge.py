@@ -207,7 +207,9 @@ class Bridge:
                     _LOG.warning("otel-ml tensorboard: cannot read %s (%s); tried again each poll", path, exc)
                 continue
             watched.unreadable = False
-            if watched.elsewhere or (events and not watched.exported and self._reported_elsewhere(path, watched)):
+            # The marker is looked for whenever the file grew: a program that instruments after creating its
+            # writer marks the file only then, possibly after this bridge exported its first values.
+            if watched.elsewhere or (events and self._reported_elsewhere(path, watched)):
                 changed |= self.state.update(
                     path, Progress(follower.records, follower.offset, follower.inode, follower.head or None)
                 )
@@ -234,7 +236,18 @@ class Bridge:
         if marker is None:
             return False
         watched.elsewhere = True
-        if watched.run not in self._elsewhere_logged:
+        if watched.exported:
+            # A writer created before its program called instrument(): the program follows the file from its start.
+            _LOG.warning(
+                "otel-ml tensorboard: %s is now reported by the instrumented process that writes it (host %r, pid "
+                "%r, as ml.run.name=%r; its writer was created before otel_ml.instrument()); the bridge stops "
+                "exporting it. The values this bridge exported before are counted by both.",
+                path,
+                marker.get("host"),
+                marker.get("pid"),
+                marker.get("run"),
+            )
+        elif watched.run not in self._elsewhere_logged:
             self._elsewhere_logged.add(watched.run)
             _LOG.warning(
                 "otel-ml tensorboard: run %r is reported by the instrumented process that writes it (host %r, "
