@@ -40,6 +40,7 @@ from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otel_ml._core import semconv as sc
+from otel_ml._core.cardinality import LabelBound
 from otel_ml._core.guard import guarded, report
 from otel_ml._core.pending import hand_over_on_demand
 from otel_ml._core.slow import SlowDetector
@@ -58,6 +59,8 @@ _SKIPPED = frozenset({"loss", "learning_rate", "lr"})  # the batch loss and the 
 
 class FitRun:
     """Telemetry state of one ``fit`` call, and the Keras callback hooks that feed it."""
+
+    label_bound: tuple[LabelBound, tuple[str, str]]  # set by the wrapper: told when the fit ends
 
     def __init__(
         self,

@@ -120,16 +120,23 @@ class TrainingWrappers:
         }
         # The series' label values: bounded per process; a trial named with otel_ml.run() keeps the
         # model's class name, so that a sweep's trials differ by ml.run.name only.
-        labels = training_labels().admit(stable_model_name(model, model_name) if named else model_name, run_name)
+        bound = training_labels()
+        labels = bound.admit(stable_model_name(model, model_name) if named else model_name, run_name)
         # ml.epochs (the epochs that ran) and ml.batch.size (from the data, which Keras may size otherwise
         # than batch_size=, a PyDataset's own batches) are set once known, by the fit's callback.
         strategy = getattr(model, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", None)
         if isinstance(replicas, int):
             attributes[sc.ML_REPLICA_COUNT] = replicas
-        span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
-        callback = _fit_callback_class(self._flavour)
-        return callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour, labels)  # type: ignore[no-any-return]
+        try:
+            span = start_span(self._tracer, sc.SPAN_KERAS_FIT, attributes=attributes)
+            callback = _fit_callback_class(self._flavour)
+            run = callback(model, self._m, self._tracer, self._opts, run_name, span, self._flavour, labels)
+        except BaseException:
+            bound.finished(labels)  # no fit runs under the pair: it may be released
+            raise
+        run.label_bound = (bound, labels)  # told when the fit ends (.finish)
+        return run  # type: ignore[no-any-return]
 
     def _inject(
         self, run: FitRun, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -178,7 +185,11 @@ class TrainingWrappers:
                 setattr(given, _BATCH_HOOKS, False)
         if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
-        run.finish(error)
+        try:
+            run.finish(error)
+        finally:
+            bound, labels = run.label_bound
+            bound.finished(labels)  # its series are complete: the pair may be released past the limit
 
     # --- evaluate / predict -------------------------------------------------------------
 

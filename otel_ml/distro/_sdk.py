@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-from otel_ml._core import reported_logdirs
+from otel_ml._core import cardinality, reported_logdirs
+from otel_ml._core import semconv as sc
 from otel_ml._core.options import env_value, parse_choice
 from otel_ml.distro import _sdk_env
 from otel_ml.distro._exit import delivery, shut_down_at_exit
@@ -47,6 +48,7 @@ from otel_ml.distro._log_limit import limit_export_logs
 from otel_ml.distro._private_random import PrivateRandomIdGenerator, private_retry_jitter, seed_safe_views
 from otel_ml.distro._resource import build_resource
 from otel_ml.distro._sampling import sampler_for
+from otel_ml.distro._sdk_internals import FORGET_SERIES, give_up, series_forgetting
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -224,6 +226,9 @@ def ensure_providers(
                 )
                 shut_down_at_exit(meter_provider)
                 metrics.set_meter_provider(meter_provider)
+                _built[:] = [meter_provider]
+        # A sweep's finished trials can be withdrawn only from a provider otel_ml built (docs/keras.md, 'Sweeps').
+        cardinality.set_releaser(series_releaser(meter_provider) if any(p is meter_provider for p in _built) else None)
         if tracer_provider is None:
             tracer_provider = trace.get_tracer_provider()
             if not is_sdk_tracer_provider(tracer_provider):
@@ -240,6 +245,32 @@ def ensure_providers(
                 trace.set_tracer_provider(provider)
                 tracer_provider = provider
         return meter_provider, tracer_provider
+
+
+_built: list[object] = []  # the meter provider otel_ml built last
+
+
+def series_releaser(provider: object) -> Callable[[str, str], bool]:
+    """``release(model, run)``: withdraw from ``provider`` every series of that (model, run) label pair.
+
+    Registered with :func:`otel_ml._core.cardinality.set_releaser`, so that past
+    OTEL_ML_MAX_RUNS pairs a finished trial's series leave /metrics and the
+    newest trial is reported under its own names. False (the bound then
+    overflows) where the SDK's internals are not as probed.
+    """
+
+    def release(model: str, run: str) -> bool:
+        forget = series_forgetting()
+        if forget is None:
+            return False
+        try:
+            forget(provider, {sc.ML_MODEL_NAME: model, sc.ML_RUN_NAME: run})
+        except Exception as exc:  # noqa: BLE001 - an SDK whose storage is shaped otherwise than probed
+            give_up(FORGET_SERIES, exc)
+            return False
+        return True
+
+    return release
 
 
 def _id_generator() -> IdGenerator:

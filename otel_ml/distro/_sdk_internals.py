@@ -70,7 +70,7 @@ import random
 import sys
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -419,12 +419,13 @@ def exporter_modules_drawing_from_random() -> list[ModuleType]:
 FORGET_SERIES = "per-attribute metric state (to withdraw the series of a deleted run)"
 
 
-def _find_series_forgetting() -> Callable[[Any, str, str], int]:
-    """A function that drops, in every reader's storage, the aggregations whose ``key`` attribute is ``value``.
+def _find_series_forgetting() -> Callable[[Any, Mapping[str, str]], int]:
+    """A function that drops, in every reader's storage, the aggregations that carry every given attribute.
 
     The OpenTelemetry API cannot withdraw a series: a synchronous gauge or
     counter is reported until the process ends. The bridge forgets a run
-    whose files are gone, so its series must stop. Read here: the provider's
+    whose files are gone, so its series must stop; a sweep's finished trials
+    are released past OTEL_ML_MAX_RUNS pairs (otel_ml._core.cardinality). Read here: the provider's
     ``_measurement_consumer._reader_storages`` -> each storage's
     ``_instrument_view_instrument_matches`` -> each match's
     ``_attributes_aggregation`` (under its ``_lock``), each aggregation's
@@ -433,7 +434,8 @@ def _find_series_forgetting() -> Callable[[Any, str, str], int]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    def forget(provider: Any, key: str, value: str) -> int:
+    def forget(provider: Any, attributes: Mapping[str, str]) -> int:
+        wanted = list(attributes.items())
         removed = 0
         for storage in list(provider._measurement_consumer._reader_storages.values()):
             for matches in list(storage._instrument_view_instrument_matches.values()):
@@ -441,7 +443,8 @@ def _find_series_forgetting() -> Callable[[Any, str, str], int]:
                     with match._lock:
                         table = match._attributes_aggregation
                         for aggregation_key, aggregation in list(table.items()):
-                            if (aggregation._attributes or {}).get(key) == value:
+                            held = aggregation._attributes or {}
+                            if all(held.get(key) == value for key, value in wanted):
                                 del table[aggregation_key]
                                 removed += 1
         return removed
@@ -450,10 +453,11 @@ def _find_series_forgetting() -> Callable[[Any, str, str], int]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], **_probe_provider_keywords())
     counter = provider.get_meter("otel_ml.probe").create_counter("otel_ml.probe")
-    counter.add(1, {"k": "gone"})
-    counter.add(1, {"k": "kept"})
+    counter.add(1, {"k": "gone", "j": "x"})
+    counter.add(1, {"k": "kept", "j": "x"})
+    counter.add(1, {"k": "gone", "j": "y"})
     reader.get_metrics_data()
-    removed = forget(provider, "k", "gone")
+    removed = forget(provider, {"k": "gone", "j": "x"})
     data = reader.get_metrics_data()
     provider.shutdown()
     left = [
@@ -463,13 +467,13 @@ def _find_series_forgetting() -> Callable[[Any, str, str], int]:
         for m in sm.metrics
         for p in m.data.data_points
     ]
-    if removed != 1 or left != [{"k": "kept"}]:
+    if removed != 1 or sorted(left, key=str) != [{"k": "gone", "j": "y"}, {"k": "kept", "j": "x"}]:
         raise AttributeError(f"withdrew {removed}, left {left}")
     return forget
 
 
-def series_forgetting() -> Callable[[Any, str, str], int] | None:
-    """``forget(provider, key, value) -> series withdrawn``, or None (the series then stay until a restart)."""
+def series_forgetting() -> Callable[[Any, Mapping[str, str]], int] | None:
+    """``forget(provider, attributes) -> series withdrawn``, or None (the series then stay until a restart)."""
     return _probe(  # type: ignore[no-any-return]
         FORGET_SERIES,
         _find_series_forgetting,

@@ -176,7 +176,7 @@ class Bridge:
         if forget is None:
             return
         try:
-            forget(self._provider, sc.ML_RUN_NAME, run)
+            forget(self._provider, {sc.ML_RUN_NAME: run})
         except Exception as exc:  # noqa: BLE001 - an SDK whose storage is shaped otherwise than probed
             give_up(FORGET_SERIES, exc)
 
