@@ -71,6 +71,119 @@ def test_trials_named_with_run_share_the_model_class_name(telemetry, kit) -> Non
     assert [s.attributes[sc.ML_MODEL_NAME] for s in telemetry.finished(sc.SPAN_KERAS_FIT)] == [*models, "wide_and_deep"]
 
 
+def _pairs(telemetry: Any) -> dict[tuple[str, str], int]:
+    """Each (model, run) label pair of one collection, with its count of series."""
+    data = telemetry.reader.get_metrics_data()
+    pairs: dict[tuple[str, str], int] = {}
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    if sc.ML_RUN_NAME in point.attributes:
+                        pair = (point.attributes[sc.ML_MODEL_NAME], point.attributes[sc.ML_RUN_NAME])
+                        pairs[pair] = pairs.get(pair, 0) + 1
+    return pairs
+
+
+@pytest.fixture
+def releasing(telemetry):  # type: ignore[no-untyped-def]
+    """The test's SDK provider, with the releaser otel_ml registers for the provider it builds."""
+    from otel_ml.distro._sdk import series_releaser
+
+    yield lambda: cardinality.set_releaser(series_releaser(telemetry.meter_provider))
+    cardinality.set_releaser(None)
+
+
+def test_past_the_limit_the_least_recently_finished_pair_is_released(telemetry, kit, caplog, releasing) -> None:  # type: ignore[no-untyped-def]
+    """With a releaser, a new pair past the limit takes the place of the least recently finished one, exactly."""
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, max_runs=3)
+    releasing()
+    x, y = km.data(samples=32)
+    k = kit.keras
+    truth: dict[str, dict[str, float]] = {}
+
+    def trial(name: str, model: Any = None, epochs: int = 1) -> Any:
+        if model is None:
+            model = k.Sequential([k.Input((4,)), k.layers.Dense(1)])
+            model.compile(k.optimizers.SGD(0.05), "mse")
+        with otel_ml.run(name):
+            history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)  # one batch an epoch
+        seen = truth.setdefault(name, {"steps": 0, "samples": 0})
+        seen["steps"] += epochs
+        seen["samples"] += 32 * epochs
+        seen["loss"] = history.history["loss"][-1]
+        assert int(model.optimizer.iterations.numpy()) == seen["steps"]
+        assert len(_pairs(telemetry)) <= 3  # bounded at any time
+        return model
+
+    with caplog.at_level(logging.WARNING, logger="otel_ml"):
+        models = [trial(f"trial-{i}", epochs=1 + i % 2) for i in range(8)]
+        trial("trial-5", models[5])  # trial-5 is now the most recently finished: trial-6 goes first
+        trial("trial-8")
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("otel_ml")]
+    assert len(warnings) == 1 and "released" in warnings[0], warnings
+    expected = {("sequential", name) for name in ("trial-5", "trial-7", "trial-8")}
+    pairs = _pairs(telemetry)
+    assert set(pairs) == expected and len(set(pairs.values())) == 1, pairs  # the oldest are gone, no _overflow
+    steps = {p.attributes[sc.ML_RUN_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
+    samples = {p.attributes[sc.ML_RUN_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_SAMPLES)}
+    losses = {
+        p.attributes[sc.ML_RUN_NAME]: p.value
+        for p in telemetry.points(sc.METRIC_TRAIN_LOSS)
+        if p.attributes.get(sc.ML_PHASE) == sc.PHASE_TRAIN
+    }
+    for _, name in expected:
+        assert steps[name] == truth[name]["steps"] and samples[name] == truth[name]["samples"]
+        assert losses[name] == pytest.approx(truth[name]["loss"], rel=2e-5)
+    assert steps["trial-5"] == 3  # both fits of trial-5 (2 + 1 epochs): a pair that stays admitted keeps counting
+    # Spans keep every trial's name.
+    assert [s.attributes[sc.ML_RUN_NAME] for s in telemetry.finished(sc.SPAN_KERAS_FIT)] == [
+        *(f"trial-{i}" for i in range(8)), "trial-5", "trial-8",
+    ]  # fmt: skip
+
+
+def test_a_running_fit_is_never_released(telemetry, kit, releasing) -> None:  # type: ignore[no-untyped-def]
+    """An outer fit whose callback trains fresh inner models (a linear probe each epoch) keeps its series."""
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, max_runs=2)
+    releasing()
+    k = kit.keras
+    x, y = km.data(samples=64)
+    inner_steps: list[int] = []
+
+    class Probes(k.callbacks.Callback):  # type: ignore[misc,name-defined]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            for i in range(3):
+                probe = kit.sequential(name=f"probe_{epoch}_{i}")
+                probe.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0)
+                inner_steps.append(int(probe.optimizer.iterations.numpy()))
+                assert len(_pairs(telemetry)) <= 2
+
+    outer = kit.sequential(name="outer")
+    outer.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[Probes()])
+    assert inner_steps == [2] * 9
+    pairs = _pairs(telemetry)
+    assert set(pairs) == {("outer", "outer"), ("probe_2_2", "probe_2_2")}, pairs
+    steps = {p.attributes[sc.ML_MODEL_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
+    samples = {p.attributes[sc.ML_MODEL_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_SAMPLES)}
+    assert int(outer.optimizer.iterations.numpy()) == 12  # 3 epochs of 4 batches, all counted: never released
+    assert steps == {"outer": 12, "probe_2_2": 2}
+    assert samples == {"outer": 192, "probe_2_2": 16}
+
+
+def test_where_series_cannot_be_withdrawn_pairs_overflow(telemetry, kit, releasing) -> None:  # type: ignore[no-untyped-def]
+    """An SDK whose storage is not as probed (forced fallback): the releaser declines, fits overflow as before."""
+    from otel_ml.distro import _sdk_internals
+
+    otel_ml.instrument(meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider, max_runs=2)
+    releasing()
+    x, y = km.data(samples=32)
+    with _sdk_internals.forced_fallbacks(_sdk_internals.FORGET_SERIES):
+        for trial in range(4):
+            kit.frozen(name=f"trial_model_{trial}").fit(x, y, batch_size=16, epochs=1, verbose=0)
+    steps = {p.attributes[sc.ML_MODEL_NAME]: p.value for p in telemetry.points(sc.METRIC_TRAIN_STEPS)}
+    assert steps == {"trial_model_0": 2, "trial_model_1": 2, cardinality.OVERFLOW: 4}
+
+
 TRIALS = 500
 LIMIT = cardinality.DEFAULT_LIMIT
 

@@ -113,7 +113,7 @@ class LabelBound:
             if pair in self._running or len(self._running) < self.limit or self._evict():
                 self._running[pair] = self._running.get(pair, 0) + 1
                 self._idle.pop(pair, None)
-                warn = self.released > 0 and "released" not in self._warned
+                warn = self.released > 0 and "admitted" not in self._warned
                 kind = "admitted"
             else:
                 self.overflowed += 1
