@@ -370,9 +370,14 @@ OTEL_ML_MAX_RUNS: Final = "OTEL_ML_MAX_RUNS"
 """
 .. envvar:: OTEL_ML_MAX_RUNS
 
-How many distinct (``ml.model.name``, ``ml.run.name``) pairs of training series one process reports.
+How many distinct (``ml.model.name``, ``ml.run.name``) pairs of training series one process reports at a time.
 
-The fits of further pairs are reported under ``ml.model.name`` and
-``ml.run.name`` ``"_overflow"`` (one WARNING): a sweep of hundreds of trials in
-one process keeps a bounded number of series. See docs/keras.md, "Sweeps".
+When a new pair arrives past the limit, the series of the least recently
+finished pair with no fit running are released from ``/metrics`` and OTLP
+(one WARNING), so the newest trials are reported exactly under their own
+names; where series cannot be released (a meter provider you built, an SDK
+whose internals otel_ml does not know, every pair still running) the fits of
+further pairs are reported under ``ml.model.name`` and ``ml.run.name``
+``"_overflow"`` (one WARNING). Either way a sweep of hundreds of trials in one
+process keeps a bounded number of series. See docs/keras.md, "Sweeps".
 """
