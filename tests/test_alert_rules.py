@@ -31,6 +31,8 @@ ALERTS = (
     "GPUMemoryNearFull",
     "GPUThrottled",
     "ModelAccuracyLow",
+    "CollectorDroppingData",
+    "CollectorRefusingData",
 )
 
 
@@ -112,6 +114,8 @@ def test_for_durations_follow_the_documented_review() -> None:
         "GPUMemoryNearFull": "5m",
         "GPUThrottled": "5m",
         "ModelAccuracyLow": "10m",
+        "CollectorDroppingData": None,
+        "CollectorRefusingData": "2m",
     }
 
 

@@ -1,0 +1,372 @@
+"""One gateway under a fleet of simulated workers: sizing, receiver outage, restart, burst.
+
+    python bench/bench_gateway.py [--workers 100,300,1000] [--rounds 2] [--variants remotewrite,scraped]
+                                  [--faults] [--outage 120]
+
+Path: simulated workers (bench/_otlp_fleet.py: a real instrumented Keras
+worker with 8 fake GPUs, recorded once and replayed per worker with its own
+service.instance.id) -> OTLP/HTTP -> agent (collector/agent.yaml) -> OTLP gRPC
+-> gateway (collector/gateway-remotewrite.yaml, or collector/gateway.yaml
+scraped) -> Prometheus 2.42 (--web.enable-remote-write-receiver,
+exemplar storage, the bundled rules). Every process is fresh for each trial,
+on free 127.0.0.1 ports, stopped by PID.
+
+Per trial: gateway CPU (from /proc, over the measuring window after a
+warm-up), RSS and peak RSS, bytes read/written (/proc/<pid>/io rchar/wchar:
+its network traffic), points/s accepted, end-to-end delay (a sample of
+workers carries its send time as the learning-rate value; the bench polls
+Prometheus until that value is queryable), series in Prometheus, and points
+lost: the otelcol_* refused/failed counters of agent and gateway, and, for
+remote write, an exact count at the receiver: every export of every worker
+is one learning-rate sample with its own timestamp, so
+sum(count_over_time(...)) must equal the exports the fleet made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write  # noqa: E402
+from _otlp_fleet import Fleet, Template, capture, instance_id, trace_id  # noqa: E402
+
+from tests._net import free_port, start, stop, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTOR = ROOT / "collector"
+BINARY = COLLECTOR / "build" / "otelcol-ml"
+RULES = COLLECTOR / "prometheus" / "rules" / "otel-ml.rules.yml"
+TICK = os.sysconf("SC_CLK_TCK")
+MARKER = "ml_train_learning_rate"
+
+AGENT_OVERLAY = """\
+service:
+  telemetry:
+    metrics:
+      level: normal
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: {port}
+"""
+# No Tempo in the bench: the gateway's traces go to its file exporter only.
+GATEWAY_OVERLAY = """\
+service:
+  pipelines:
+    traces:
+      exporters: [file/traces]
+"""
+
+
+def _get(url: str, timeout: float = 30.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+def otelcol_counters(port: int) -> dict[str, float]:
+    """The collector's own metrics, summed by name (labels dropped)."""
+    totals: dict[str, float] = {}
+    for line in _get(f"http://127.0.0.1:{port}/metrics", 10).splitlines():
+        if line.startswith("otelcol_"):
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def proc_sample(pid: int) -> dict[str, float]:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return {
+        "cpu": (int(stat[11]) + int(stat[12])) / TICK,
+        "rss": int(status["VmRSS"].split()[0]) / 1024,
+        "hwm": int(status["VmHWM"].split()[0]) / 1024,
+        "rchar": float(io["rchar"]),
+        "wchar": float(io["wchar"]),
+        "t": time.monotonic(),
+    }
+
+
+class Stack:
+    """Prometheus, gateway and agent, fresh, on free ports."""
+
+    def __init__(self, workdir: Path, variant: str, persistent: bool = False) -> None:
+        self.dir, self.variant, self.persistent = workdir, variant, persistent
+        self.prom_port, self.gw_grpc, self.gw_http = free_port(), free_port(), free_port()
+        self.gw_prom, self.gw_tele = free_port(), free_port()
+        self.agent_grpc, self.agent_http, self.agent_tele = free_port(), free_port(), free_port()
+        self.procs: dict[str, Any] = {}
+        self.traces_file = workdir / "gateway-traces.jsonl"
+        (workdir / "agent-overlay.yaml").write_text(AGENT_OVERLAY.format(port=self.agent_tele))
+        (workdir / "gateway-overlay.yaml").write_text(GATEWAY_OVERLAY)
+        rw = variant == "remotewrite"
+        scrape = [("otelcol-gateway", self.gw_tele, "5s", False)]
+        if not rw:
+            scrape.append(("otel-collector", self.gw_prom, "10s", True))
+        jobs = "".join(
+            f"  - job_name: {job}\n    scrape_interval: {every}\n    honor_labels: {str(honor).lower()}\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            for job, port, every, honor in scrape
+        )
+        (workdir / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 10s\n  evaluation_interval: 5s\n"
+            "storage:\n  exemplars:\n    max_exemplars: 1000000\n"
+            f"rule_files:\n  - {RULES}\nscrape_configs:\n{jobs}"
+        )
+
+    # -- processes
+    def start_prometheus(self) -> None:
+        self.procs["prometheus"] = start(
+            [
+                "prometheus",
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                "--web.enable-remote-write-receiver",
+                "--enable-feature=exemplar-storage",
+            ],
+            log=self.dir / "prometheus.log",
+        )
+        wait_for(lambda: _get(f"http://127.0.0.1:{self.prom_port}/-/ready", 2), 60, "Prometheus ready")
+
+    def start_gateway(self) -> None:
+        config = "gateway-remotewrite.yaml" if self.variant == "remotewrite" else "gateway.yaml"
+        env = {
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.gw_grpc}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.gw_http}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{self.gw_prom}",
+            "OTELCOL_REMOTE_WRITE_URL": f"http://127.0.0.1:{self.prom_port}/api/v1/write",
+            "OTELCOL_TELEMETRY_PORT": str(self.gw_tele),
+            "OTELCOL_TRACES_FILE": str(self.traces_file),
+            "OTELCOL_LOG_LEVEL": "warn",
+        }
+        cmd = [str(BINARY), "--config", str(COLLECTOR / config), "--config", str(self.dir / "gateway-overlay.yaml")]
+        self.procs["gateway"] = self._restart_logged(cmd, env, "gateway")
+        wait_for(lambda: otelcol_counters(self.gw_tele) is not None, 30, "gateway up")
+
+    def _restart_logged(self, cmd: list[str], env: dict[str, str], name: str) -> Any:
+        stop(self.procs.get(name))
+        with (self.dir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(
+                cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def start_agent(self) -> None:
+        env = {
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.agent_grpc}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.agent_http}",
+            "OTELCOL_GATEWAY_ENDPOINT": f"127.0.0.1:{self.gw_grpc}",
+            "OTELCOL_STORAGE_DIR": str(self.dir / "agent-queue"),
+            "OTELCOL_LOG_LEVEL": "warn",
+        }
+        cmd = [str(BINARY), "--config", str(COLLECTOR / "agent.yaml")]
+        if self.persistent:
+            cmd += ["--config", str(COLLECTOR / "agent-persistent-queue.yaml")]
+        cmd += ["--config", str(self.dir / "agent-overlay.yaml")]
+        self.procs["agent"] = self._restart_logged(cmd, env, "agent")
+        wait_for(lambda: otelcol_counters(self.agent_tele) is not None, 30, "agent up")
+
+    def start(self) -> None:
+        self.start_prometheus()
+        self.start_gateway()
+        self.start_agent()
+
+    def stop(self) -> None:
+        for name in ("agent", "gateway", "prometheus"):
+            stop(self.procs.get(name))
+
+    def pid(self, name: str) -> int:
+        return int(self.procs[name].pid)
+
+    # -- Prometheus API
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        return list(json.loads(_get(url, 120))["data"]["result"])
+
+    def scalar(self, expr: str) -> float:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else 0.0
+
+
+@dataclass
+class Trial:
+    workers: int
+    variant: str
+    cpu: float = 0.0
+    rss: float = 0.0
+    hwm: float = 0.0
+    agent_cpu: float = 0.0
+    net_in: float = 0.0
+    net_out: float = 0.0
+    points_s: float = 0.0
+    delays: list[float] = field(default_factory=list)
+    series: float = 0.0
+    exports: int = 0
+    received: float = 0.0
+    refused: float = 0.0
+    failed: float = 0.0
+    gen_failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def delay(self) -> float:
+        return statistics.median(self.delays) if self.delays else float("nan")
+
+    @property
+    def delay_max(self) -> float:
+        return max(self.delays) if self.delays else float("nan")
+
+
+LOSS_COUNTERS = (
+    "otelcol_receiver_refused_metric_points",
+    "otelcol_exporter_send_failed_metric_points",
+    "otelcol_exporter_enqueue_failed_metric_points",
+    "otelcol_processor_dropped_metric_points",
+)
+
+
+def losses(counters: dict[str, float]) -> tuple[float, float]:
+    """(refused, failed to send or enqueue) points in a collector's own counters."""
+    get = lambda n: counters.get(n, 0.0) + counters.get(n + "_total", 0.0)  # noqa: E731
+    refused = get(LOSS_COUNTERS[0])
+    failed = sum(get(n) for n in LOSS_COUNTERS[1:])
+    return refused, failed
+
+
+class DelayProbe(threading.Thread):
+    """Polls Prometheus for the sampled workers' marker (= its send time); records now - marker on change."""
+
+    def __init__(self, stack: Stack, workers: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.done, self.delays = stack, threading.Event(), []
+        ids = "|".join(instance_id(w) + "-*" for w in workers)
+        self.expr = f'{MARKER}{{service_instance_id=~"{ids}"}}'
+        self.seen: dict[str, float] = {}
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            try:
+                result = self.stack.query(self.expr)
+            except OSError:
+                continue
+            now = time.time()
+            for series in result:
+                key, value = series["metric"]["service_instance_id"], float(series["value"][1])
+                if key in self.seen and value != self.seen[key]:
+                    self.delays.append(now - value)
+                self.seen[key] = value
+
+
+def run_trial(
+    templates: tuple[Template, Template], workers: int, variant: str, warmup: float, measure: float, interval: float
+) -> Trial:
+    trial = Trial(workers, variant)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        stack = Stack(Path(tmp), variant)
+        try:
+            stack.start()
+            fleet = Fleet(*templates, workers=workers, endpoint=f"127.0.0.1:{stack.agent_http}", interval=interval)
+            fleet.start()
+            probe = DelayProbe(stack, list(range(0, workers, max(1, workers // 5))))
+            time.sleep(warmup)
+            probe.start()
+            gw0, ag0, c0 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent")), otelcol_counters(stack.gw_tele)
+            time.sleep(measure)
+            gw1, ag1, c1 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent")), otelcol_counters(stack.gw_tele)
+            probe.done.set()
+            fleet.stop()
+            dt = gw1["t"] - gw0["t"]
+            trial.cpu = 100 * (gw1["cpu"] - gw0["cpu"]) / dt
+            trial.agent_cpu = 100 * (ag1["cpu"] - ag0["cpu"]) / dt
+            trial.rss, trial.hwm = gw1["rss"], gw1["hwm"]
+            trial.net_in = (gw1["rchar"] - gw0["rchar"]) / dt / 1024
+            trial.net_out = (gw1["wchar"] - gw0["wchar"]) / dt / 1024
+            accepted = "otelcol_receiver_accepted_metric_points_total"
+            trial.points_s = (c1.get(accepted, 0) - c0.get(accepted, 0)) / dt
+            trial.delays = probe.delays
+            time.sleep(8)  # the last exports through agent (1 s batch) and gateway (1 s batch)
+            trial.exports = fleet.stats.sent_requests
+            trial.gen_failed = fleet.stats.failed_requests
+            ra, fa = losses(otelcol_counters(stack.agent_tele))
+            rg, fg = losses(otelcol_counters(stack.gw_tele))
+            trial.refused, trial.failed = ra + rg, fa + fg
+            trial.series = stack.scalar('count({service_instance_id=~"fleet-.*"})')
+            if variant == "remotewrite":
+                trial.received = stack.scalar(f"sum(count_over_time({MARKER}[1h]))")
+        finally:
+            stack.stop()
+    return trial
+
+
+def fmt(t: Trial) -> str:
+    lost = "n/a (scraped)" if t.variant != "remotewrite" else f"{t.exports - t.received:.0f}"
+    return (
+        f"| {t.variant} | {t.workers} | {t.cpu:.1f} | {t.rss:.0f} | {t.hwm:.0f} | {t.points_s:.0f} | "
+        f"{t.net_in:.0f} | {t.series:.0f} | {t.delay:.1f} / {t.delay_max:.1f} | {t.exports} | {lost} | "
+        f"{t.refused:.0f} / {t.failed:.0f} | {t.agent_cpu:.1f} |"
+    )
+
+
+HEADER = (
+    "| gateway | workers x 8 GPUs | gateway CPU (% of a core) | RSS (MiB) | peak RSS (MiB) | points/s accepted | "
+    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | exports missing at the receiver | "
+    "points refused / failed (otelcol_*) | agent CPU (%) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", default="100,300,1000")
+    parser.add_argument("--variants", default="remotewrite,scraped")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=25.0)
+    parser.add_argument("--measure", type=float, default=40.0)
+    parser.add_argument("--interval", type=float, default=10.0, help="export interval (otel_ml's default: 10 s)")
+    parser.add_argument("--out", default="gateway")
+    args = parser.parse_args()
+    command = "python bench/bench_gateway.py " + " ".join(sys.argv[1:])
+    cap = capture(8)
+    templates = (Template.metrics(cap.metrics), Template.traces(cap.traces))
+    print(f"template: {templates[0].points} points/export, {len(cap.metrics)} bytes", flush=True)
+    sizes = [int(w) for w in args.workers.split(",")]
+    trials: list[Trial] = []
+    order = [(v, w) for v in args.variants.split(",") for w in sizes]
+    for r in range(args.rounds):
+        for variant, workers in order if r % 2 == 0 else order[::-1]:
+            trial = run_trial(templates, workers, variant, args.warmup, args.measure, args.interval)
+            print(fmt(trial), flush=True)
+            trials.append(trial)
+    body = (
+        f"Template: one real worker's export, {templates[0].points} OTLP points "
+        f"({len(cap.metrics)} bytes) every {args.interval:.0f} s; {args.rounds} rounds, order reversed each round; "
+        f"warm-up {args.warmup:.0f} s, measured {args.measure:.0f} s.\n\n" + HEADER
+    )
+    body += "\n".join(fmt(t) for t in trials) + "\n"
+    path = write(args.out, "One gateway under many workers", command, body)
+    (path.with_suffix(".json")).write_text(json.dumps([t.__dict__ for t in trials], indent=1))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
