@@ -71,7 +71,7 @@ def capture(gpus: int = 8, workdir: Path | None = None, timeout: float = 300.0) 
     bodies: dict[str, list[bytes]] = {"/v1/metrics": [], "/v1/traces": []}
 
     class Recorder(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             bodies.setdefault(self.path, []).append(body)
             self.send_response(200)
@@ -140,10 +140,7 @@ def _has_exemplar(body: bytes) -> bool:
 def _has_slow_step(body: bytes) -> bool:
     request = ExportTraceServiceRequest.FromString(body)
     return any(
-        span.name.endswith("train_step")
-        for rs in request.resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
+        span.name.endswith("train_step") for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
     )
 
 
@@ -293,7 +290,9 @@ class Fleet:
         self.ids = list(range(first, first + workers))
         self.offsets = {w: 0.0 if burst else rng.uniform(0, interval) for w in self.ids}
         self.exports: dict[int, int] = dict.fromkeys(self.ids, 0)
-        self.senders = [threading.Thread(target=self._send_loop, args=(i, senders), daemon=True) for i in range(senders)]
+        self.senders = [
+            threading.Thread(target=self._send_loop, args=(i, senders), daemon=True) for i in range(senders)
+        ]
         self.t0 = 0.0
 
     def start(self) -> None:

@@ -25,6 +25,7 @@ sum(count_over_time(...)) must equal the exports the fleet made.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +46,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write  # noqa: E402
-from _otlp_fleet import Fleet, Template, capture, instance_id, trace_id  # noqa: E402
+from _common import write
+from _otlp_fleet import Fleet, Template, capture, instance_id, trace_id
 
-from tests._net import free_port, start, stop, wait_for  # noqa: E402
+from tests._net import free_port, start, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR = ROOT / "collector"
@@ -76,6 +78,14 @@ service:
       exporters: [file/traces]
 """
 
+# The remote-write exporter's own persistence (its WAL); measured, not shipped (bench/results/gateway.md).
+WAL_OVERLAY = """\
+exporters:
+  prometheus_remote_write:
+    wal:
+      directory: ${env:OTELCOL_STORAGE_DIR}
+"""
+
 
 def _get(url: str, timeout: float = 30.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -94,9 +104,7 @@ def otelcol_counters(port: int) -> dict[str, float]:
 
 def proc_sample(pid: int) -> dict[str, float]:
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
     return {
         "cpu": (int(stat[11]) + int(stat[12])) / TICK,
@@ -108,11 +116,23 @@ def proc_sample(pid: int) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def _workdir(kind: str) -> Iterator[str]:
+    """A temporary directory; kept (for the logs) under $BENCH_GATEWAY_KEEP when that is set."""
+    keep = os.environ.get("BENCH_GATEWAY_KEEP")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        yield tempfile.mkdtemp(prefix=f"{kind}-", dir=keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"bench-gateway-{kind}-") as tmp:
+            yield tmp
+
+
 class Stack:
     """Prometheus, gateway and agent, fresh, on free ports."""
 
-    def __init__(self, workdir: Path, variant: str, persistent: bool = False) -> None:
-        self.dir, self.variant, self.persistent = workdir, variant, persistent
+    def __init__(self, workdir: Path, variant: str, persistent: bool = False, wal: bool = False) -> None:
+        self.dir, self.variant, self.persistent, self.wal = workdir, variant, persistent, wal
         self.prom_port, self.gw_grpc, self.gw_http = free_port(), free_port(), free_port()
         self.gw_prom, self.gw_tele = free_port(), free_port()
         self.agent_grpc, self.agent_http, self.agent_tele = free_port(), free_port(), free_port()
@@ -161,9 +181,21 @@ class Stack:
             "OTELCOL_TRACES_FILE": str(self.traces_file),
             "OTELCOL_LOG_LEVEL": "warn",
         }
-        cmd = [str(BINARY), "--config", str(COLLECTOR / config), "--config", str(self.dir / "gateway-overlay.yaml")]
+        if self.wal:
+            env["OTELCOL_STORAGE_DIR"] = str(self.dir / "gateway-wal")
+        cmd = [str(BINARY), "--config", str(COLLECTOR / config)]
+        if self.wal:
+            (self.dir / "wal-overlay.yaml").write_text(WAL_OVERLAY)
+            cmd += ["--config", str(self.dir / "wal-overlay.yaml")]
+        cmd += ["--config", str(self.dir / "gateway-overlay.yaml")]
         self.procs["gateway"] = self._restart_logged(cmd, env, "gateway")
         wait_for(lambda: otelcol_counters(self.gw_tele) is not None, 30, "gateway up")
+
+    def kill(self, name: str, sig: int) -> None:
+        """Signal a process of the stack (by its PID) and wait for it to end."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
 
     def _restart_logged(self, cmd: list[str], env: dict[str, str], name: str) -> Any:
         stop(self.procs.get(name))
@@ -282,7 +314,7 @@ def run_trial(
     templates: tuple[Template, Template], workers: int, variant: str, warmup: float, measure: float, interval: float
 ) -> Trial:
     trial = Trial(workers, variant)
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+    with _workdir("trial") as tmp:
         stack = Stack(Path(tmp), variant)
         try:
             stack.start()
@@ -291,9 +323,11 @@ def run_trial(
             probe = DelayProbe(stack, list(range(0, workers, max(1, workers // 5))))
             time.sleep(warmup)
             probe.start()
-            gw0, ag0, c0 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent")), otelcol_counters(stack.gw_tele)
+            gw0, ag0 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent"))
+            c0 = otelcol_counters(stack.gw_tele)
             time.sleep(measure)
-            gw1, ag1, c1 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent")), otelcol_counters(stack.gw_tele)
+            gw1, ag1 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent"))
+            c1 = otelcol_counters(stack.gw_tele)
             probe.done.set()
             fleet.stop()
             dt = gw1["t"] - gw0["t"]
@@ -302,8 +336,8 @@ def run_trial(
             trial.rss, trial.hwm = gw1["rss"], gw1["hwm"]
             trial.net_in = (gw1["rchar"] - gw0["rchar"]) / dt / 1024
             trial.net_out = (gw1["wchar"] - gw0["wchar"]) / dt / 1024
-            accepted = "otelcol_receiver_accepted_metric_points_total"
-            trial.points_s = (c1.get(accepted, 0) - c0.get(accepted, 0)) / dt
+            accepted = ("otelcol_receiver_accepted_metric_points", "otelcol_receiver_accepted_metric_points_total")
+            trial.points_s = sum(c1.get(n, 0) - c0.get(n, 0) for n in accepted) / dt
             trial.delays = probe.delays
             time.sleep(8)  # the last exports through agent (1 s batch) and gateway (1 s batch)
             trial.exports = fleet.stats.sent_requests
@@ -335,6 +369,124 @@ HEADER = (
 )
 
 
+@dataclass
+class Fault:
+    name: str
+    workers: int
+    exports: int = 0
+    received: float = 0.0
+    gen_failed: int = 0
+    queue_peak: float = 0.0
+    queue_capacity: float = 0.0
+    hwm: float = 0.0
+    drain_s: float = float("nan")
+    refused: float = 0.0
+    failed: float = 0.0
+    alerts: str = ""
+    gateway_alive: bool = True
+    exemplar: str = ""
+
+
+class Watch(threading.Thread):
+    """Samples the gateway's queue size (its own metrics) and RSS every second."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.done = stack, threading.Event()
+        self.queue_peak = self.capacity = self.rss_peak = 0.0
+        self.queue = 0.0
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            try:
+                counters = otelcol_counters(self.stack.gw_tele)
+                self.queue = counters.get("otelcol_exporter_queue_size", 0.0)
+                self.queue_peak = max(self.queue_peak, self.queue)
+                self.capacity = max(self.capacity, counters.get("otelcol_exporter_queue_capacity", 0.0))
+                self.rss_peak = max(self.rss_peak, proc_sample(self.stack.pid("gateway"))["rss"])
+            except (OSError, KeyError, ValueError):
+                pass
+
+
+def run_fault(templates: tuple[Template, Template], name: str, workers: int, outage: float, interval: float) -> Fault:
+    """One fault scenario on a fresh remote-write stack; counts every export at the receiver."""
+    fault = Fault(name, workers)
+    with _workdir("fault") as tmp:
+        stack = Stack(Path(tmp), "remotewrite", persistent="persistent" in name, wal="wal" in name)
+        try:
+            stack.start()
+            fleet = Fleet(
+                *templates,
+                workers=workers,
+                endpoint=f"127.0.0.1:{stack.agent_http}",
+                interval=interval,
+                burst=name == "burst",
+            )
+            watch = Watch(stack)
+            watch.start()
+            fleet.start()
+            time.sleep(25)
+            t0 = time.monotonic()
+            if name == "receiver down":
+                stack.kill("prometheus", signal.SIGTERM)
+                time.sleep(outage)
+                stack.start_prometheus()
+                t0 = time.monotonic()
+                wait_for(lambda: watch.queue == 0, 600, "the gateway's queue drained", interval=1)
+                fault.drain_s = time.monotonic() - t0
+            elif name.startswith("gateway restart"):
+                stack.kill("gateway", signal.SIGKILL if "SIGKILL" in name else signal.SIGTERM)
+                stack.start_gateway()
+            elif name == "burst":
+                pass  # every worker started at once, the same second of each interval
+            time.sleep(30)
+            fleet.stop()
+            time.sleep(10)
+            watch.done.set()
+            fault.exports, fault.gen_failed = fleet.stats.sent_requests, fleet.stats.failed_requests
+            fault.received = stack.scalar(f"sum(count_over_time({MARKER}[1h]))")
+            fault.queue_peak, fault.queue_capacity, fault.hwm = watch.queue_peak, watch.capacity, watch.rss_peak
+            fault.gateway_alive = stack.procs["gateway"].poll() is None
+            ra, fa = losses(otelcol_counters(stack.agent_tele))
+            rg, fg = losses(otelcol_counters(stack.gw_tele))
+            fault.refused, fault.failed = ra + rg, fa + fg
+            fault.alerts = ", ".join(
+                f"{a['metric']['alertname']} ({a['metric']['alertstate']})"
+                for a in stack.query('ALERTS{alertname=~"Collector.*"}')
+            )
+            # Exemplars: worker 0's first export carried trace_id(0, 0) on its step-duration exemplar.
+            tid = trace_id(0, 1).hex()
+            url = f"http://127.0.0.1:{stack.prom_port}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+                {"query": "ml_train_step_duration_seconds_bucket", "start": time.time() - 3600, "end": time.time()}
+            )
+            found = json.loads(_get(url, 120))["data"]
+            ids = {e["labels"].get("trace_id") for group in found for e in group["exemplars"]}
+            spans = stack.traces_file.read_text() if stack.traces_file.exists() else ""
+            fault.exemplar = (
+                f"{'found' if tid in ids else 'MISSING'} in Prometheus ({len(ids)} trace ids), "
+                f"span {'found' if tid in spans else 'MISSING'} in the gateway's trace file"
+            )
+        finally:
+            stack.stop()
+    return fault
+
+
+FAULT_HEADER = (
+    "| fault | workers x 8 GPUs | exports sent | missing at the receiver | refused at the worker | "
+    "queue peak / capacity (batches) | gateway peak RSS (MiB) | drain after recovery (s) | "
+    "points refused / failed (otelcol_*) | gateway alive | alerts at the end | exemplar trace id |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def fmt_fault(f: Fault) -> str:
+    return (
+        f"| {f.name} | {f.workers} | {f.exports} | {f.exports - f.received:.0f} | {f.gen_failed} | "
+        f"{f.queue_peak:.0f} / {f.queue_capacity:.0f} | {f.hwm:.0f} | {f.drain_s:.0f} | "
+        f"{f.refused:.0f} / {f.failed:.0f} | {'yes' if f.gateway_alive else 'NO'} | {f.alerts or '-'} | {f.exemplar} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="100,300,1000")
@@ -344,12 +496,15 @@ def main() -> None:
     parser.add_argument("--measure", type=float, default=40.0)
     parser.add_argument("--interval", type=float, default=10.0, help="export interval (otel_ml's default: 10 s)")
     parser.add_argument("--out", default="gateway")
+    parser.add_argument("--faults", default="", help="comma list: receiver down, gateway restart, ...")
+    parser.add_argument("--fault-workers", type=int, default=300)
+    parser.add_argument("--outage", type=float, default=120.0)
     args = parser.parse_args()
     command = "python bench/bench_gateway.py " + " ".join(sys.argv[1:])
     cap = capture(8)
     templates = (Template.metrics(cap.metrics), Template.traces(cap.traces))
     print(f"template: {templates[0].points} points/export, {len(cap.metrics)} bytes", flush=True)
-    sizes = [int(w) for w in args.workers.split(",")]
+    sizes = [int(w) for w in args.workers.split(",") if w]
     trials: list[Trial] = []
     order = [(v, w) for v in args.variants.split(",") for w in sizes]
     for r in range(args.rounds):
@@ -363,8 +518,15 @@ def main() -> None:
         f"warm-up {args.warmup:.0f} s, measured {args.measure:.0f} s.\n\n" + HEADER
     )
     body += "\n".join(fmt(t) for t in trials) + "\n"
+    faults = []
+    for name in filter(None, args.faults.split(",")):
+        fault = run_fault(templates, name.strip(), args.fault_workers, args.outage, args.interval)
+        print(fmt_fault(fault), flush=True)
+        faults.append(fault)
+    if faults:
+        body += "\n" + FAULT_HEADER + "\n".join(fmt_fault(f) for f in faults) + "\n"
     path = write(args.out, "One gateway under many workers", command, body)
-    (path.with_suffix(".json")).write_text(json.dumps([t.__dict__ for t in trials], indent=1))
+    path.with_suffix(".json").write_text(json.dumps([t.__dict__ for t in [*trials, *faults]], indent=1))
     print(path)
 
 
