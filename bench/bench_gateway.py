@@ -487,6 +487,77 @@ def fmt_fault(f: Fault) -> str:
     )
 
 
+def fit_seconds(endpoint: str, workdir: Path) -> float:
+    """Seconds from start to "fit finished" of a real instrumented Keras fit exporting OTLP to ``endpoint``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {
+            "OTEL_SERVICE_NAME": "trainer",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
+    args = ["--epochs", "4", "--samples", "4096", "--batch-size", "16", "--slow-step", "-1"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [instrument, sys.executable, str(ROOT / "examples" / "keras_train.py"), *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    finished = float("nan")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(b"fit finished"):
+            finished = time.monotonic() - started
+    proc.wait(120)
+    return finished
+
+
+def run_fit_stall(rounds: int) -> str:
+    """A real fit against a healthy collector and against a stalled one (SIGSTOP), interleaved."""
+    samples: dict[str, list[float]] = {"healthy": [], "stalled": []}
+    with _workdir("fit") as tmp:
+        stack = Stack(Path(tmp), "remotewrite")
+        try:
+            stack.start_prometheus()
+            stack.start_gateway()
+            stack.start_agent()
+            endpoint = f"http://127.0.0.1:{stack.agent_grpc}"
+            for r in range(rounds):
+                for case in ("healthy", "stalled") if r % 2 == 0 else ("stalled", "healthy"):
+                    if case == "stalled":
+                        os.killpg(stack.procs["agent"].pid, signal.SIGSTOP)
+                    try:
+                        samples[case].append(fit_seconds(endpoint, Path(tmp)))
+                    finally:
+                        if case == "stalled":
+                            os.killpg(stack.procs["agent"].pid, signal.SIGCONT)
+                    print(case, samples[case][-1], flush=True)
+        finally:
+            stack.stop()
+    h, st = statistics.median(samples["healthy"]), statistics.median(samples["stalled"])
+    return (
+        "\nA real instrumented Keras fit (examples/keras_train.py, 4 epochs x 256 steps, OTLP gRPC export every 1 s) "
+        "pointed at the agent, healthy or stopped with SIGSTOP (accepts connections, never answers); "
+        f"seconds from start to the end of fit, medians of {rounds} interleaved rounds:\n\n"
+        "| collector | fit (s) | samples |\n|---|---|---|\n"
+        f"| healthy | {h:.2f} | {', '.join(f'{x:.2f}' for x in samples['healthy'])} |\n"
+        f"| stalled | {st:.2f} | {', '.join(f'{x:.2f}' for x in samples['stalled'])} |\n\n"
+        f"Ratio stalled / healthy: {st / h:.3f}.\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="100,300,1000")
@@ -499,6 +570,7 @@ def main() -> None:
     parser.add_argument("--faults", default="", help="comma list: receiver down, gateway restart, ...")
     parser.add_argument("--fault-workers", type=int, default=300)
     parser.add_argument("--outage", type=float, default=120.0)
+    parser.add_argument("--fit-rounds", type=int, default=0, help="rounds of the stalled-collector fit (0: skip)")
     args = parser.parse_args()
     command = "python bench/bench_gateway.py " + " ".join(sys.argv[1:])
     cap = capture(8)
@@ -519,12 +591,15 @@ def main() -> None:
     )
     body += "\n".join(fmt(t) for t in trials) + "\n"
     faults = []
-    for name in filter(None, args.faults.split(",")):
-        fault = run_fault(templates, name.strip(), args.fault_workers, args.outage, args.interval)
+    for spec in filter(None, args.faults.split(",")):
+        name, _, size = spec.strip().partition("@")
+        fault = run_fault(templates, name, int(size or args.fault_workers), args.outage, args.interval)
         print(fmt_fault(fault), flush=True)
         faults.append(fault)
     if faults:
         body += "\n" + FAULT_HEADER + "\n".join(fmt_fault(f) for f in faults) + "\n"
+    if args.fit_rounds:
+        body += run_fit_stall(args.fit_rounds)
     path = write(args.out, "One gateway under many workers", command, body)
     path.with_suffix(".json").write_text(json.dumps([t.__dict__ for t in [*trials, *faults]], indent=1))
     print(path)
