@@ -70,8 +70,15 @@ service:
                 host: 127.0.0.1
                 port: {port}
 """
-# No Tempo in the bench: the gateway's traces go to its file exporter only.
+# No Tempo in the bench: the gateway's traces go to its file exporter only. The memory_limiter
+# is that of a gateway in a 2 GiB container (limit_percentage: 80 of the cgroup's 2 GiB).
 GATEWAY_OVERLAY = """\
+processors:
+  memory_limiter:
+    limit_percentage: 0
+    spike_limit_percentage: 0
+    limit_mib: 1600
+    spike_limit_mib: 400
 service:
   pipelines:
     traces:
@@ -249,6 +256,7 @@ class Trial:
     rss: float = 0.0
     hwm: float = 0.0
     agent_cpu: float = 0.0
+    prom_cpu: float = 0.0
     net_in: float = 0.0
     net_out: float = 0.0
     points_s: float = 0.0
@@ -291,7 +299,8 @@ class DelayProbe(threading.Thread):
 
     def __init__(self, stack: Stack, workers: list[int]) -> None:
         super().__init__(daemon=True)
-        self.stack, self.done, self.delays = stack, threading.Event(), []
+        self.stack, self.done = stack, threading.Event()
+        self.delays: list[float] = []
         ids = "|".join(instance_id(w) + "-*" for w in workers)
         self.expr = f'{MARKER}{{service_instance_id=~"{ids}"}}'
         self.seen: dict[str, float] = {}
@@ -324,15 +333,18 @@ def run_trial(
             time.sleep(warmup)
             probe.start()
             gw0, ag0 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent"))
+            pr0 = proc_sample(stack.pid("prometheus"))
             c0 = otelcol_counters(stack.gw_tele)
             time.sleep(measure)
             gw1, ag1 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent"))
+            pr1 = proc_sample(stack.pid("prometheus"))
             c1 = otelcol_counters(stack.gw_tele)
             probe.done.set()
             fleet.stop()
             dt = gw1["t"] - gw0["t"]
             trial.cpu = 100 * (gw1["cpu"] - gw0["cpu"]) / dt
             trial.agent_cpu = 100 * (ag1["cpu"] - ag0["cpu"]) / dt
+            trial.prom_cpu = 100 * (pr1["cpu"] - pr0["cpu"]) / dt
             trial.rss, trial.hwm = gw1["rss"], gw1["hwm"]
             trial.net_in = (gw1["rchar"] - gw0["rchar"]) / dt / 1024
             trial.net_out = (gw1["wchar"] - gw0["wchar"]) / dt / 1024
@@ -358,14 +370,15 @@ def fmt(t: Trial) -> str:
     return (
         f"| {t.variant} | {t.workers} | {t.cpu:.1f} | {t.rss:.0f} | {t.hwm:.0f} | {t.points_s:.0f} | "
         f"{t.net_in:.0f} | {t.series:.0f} | {t.delay:.1f} / {t.delay_max:.1f} | {t.exports} | {lost} | "
-        f"{t.refused:.0f} / {t.failed:.0f} | {t.agent_cpu:.1f} |"
+        f"{t.refused:.0f} / {t.failed:.0f} | {t.agent_cpu:.1f} | {t.prom_cpu:.1f} |"
     )
 
 
 HEADER = (
     "| gateway | workers x 8 GPUs | gateway CPU (% of a core) | RSS (MiB) | peak RSS (MiB) | points/s accepted | "
     "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | exports missing at the receiver | "
-    "points refused / failed (otelcol_*) | agent CPU (%) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "points refused / failed (otelcol_*) | agent CPU (%) | Prometheus CPU (%) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
@@ -578,30 +591,41 @@ def main() -> None:
     print(f"template: {templates[0].points} points/export, {len(cap.metrics)} bytes", flush=True)
     sizes = [int(w) for w in args.workers.split(",") if w]
     trials: list[Trial] = []
+    faults: list[Fault] = []
+    fit = ""
+
+    def save() -> Path:
+        """The results so far (rewritten after each trial: a run cut short keeps what it measured)."""
+        body = (
+            f"Template: one real worker's export, {templates[0].points} OTLP points "
+            f"({len(cap.metrics)} bytes) every {args.interval:.0f} s; {args.rounds} rounds, order reversed each "
+            f"round; warm-up {args.warmup:.0f} s, measured {args.measure:.0f} s.\n\n"
+        )
+        if trials:
+            body += HEADER + "\n".join(fmt(t) for t in trials) + "\n"
+        if faults:
+            body += "\n" + FAULT_HEADER + "\n".join(fmt_fault(f) for f in faults) + "\n"
+        body += fit
+        path = write(args.out, "One gateway under many workers", command, body)
+        path.with_suffix(".json").write_text(json.dumps([t.__dict__ for t in [*trials, *faults]], indent=1))
+        return path
+
     order = [(v, w) for v in args.variants.split(",") for w in sizes]
     for r in range(args.rounds):
         for variant, workers in order if r % 2 == 0 else order[::-1]:
             trial = run_trial(templates, workers, variant, args.warmup, args.measure, args.interval)
             print(fmt(trial), flush=True)
             trials.append(trial)
-    body = (
-        f"Template: one real worker's export, {templates[0].points} OTLP points "
-        f"({len(cap.metrics)} bytes) every {args.interval:.0f} s; {args.rounds} rounds, order reversed each round; "
-        f"warm-up {args.warmup:.0f} s, measured {args.measure:.0f} s.\n\n" + HEADER
-    )
-    body += "\n".join(fmt(t) for t in trials) + "\n"
-    faults = []
+            save()
     for spec in filter(None, args.faults.split(",")):
         name, _, size = spec.strip().partition("@")
         fault = run_fault(templates, name, int(size or args.fault_workers), args.outage, args.interval)
         print(fmt_fault(fault), flush=True)
         faults.append(fault)
-    if faults:
-        body += "\n" + FAULT_HEADER + "\n".join(fmt_fault(f) for f in faults) + "\n"
+        save()
     if args.fit_rounds:
-        body += run_fit_stall(args.fit_rounds)
-    path = write(args.out, "One gateway under many workers", command, body)
-    path.with_suffix(".json").write_text(json.dumps([t.__dict__ for t in [*trials, *faults]], indent=1))
+        fit = run_fit_stall(args.fit_rounds)
+    path = save()
     print(path)
 
 
