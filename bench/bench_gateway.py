@@ -376,7 +376,7 @@ def fmt(t: Trial) -> str:
 
 HEADER = (
     "| gateway | workers x 8 GPUs | gateway CPU (% of a core) | RSS (MiB) | peak RSS (MiB) | points/s accepted | "
-    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | exports missing at the receiver | "
+    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | not at the receiver 8 s after the end | "
     "points refused / failed (otelcol_*) | agent CPU (%) | Prometheus CPU (%) |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
@@ -574,6 +574,33 @@ def run_fit_stall(rounds: int) -> str:
     )
 
 
+def summary(trials: list[Trial]) -> str:
+    """Medians per gateway and fleet size, and a least-squares line of CPU and RSS against workers."""
+    out = (
+        "\nMedians per gateway and size:\n\n| gateway | workers x 8 GPUs | CPU (% of a core) | peak RSS (MiB) | "
+        "points/s | series | delay median (s) |\n|---|---|---|---|---|---|---|\n"
+    )
+    groups: dict[tuple[str, int], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault((t.variant, t.workers), []).append(t)
+    for (variant, workers), ts in sorted(groups.items()):
+        med = {k: statistics.median(getattr(t, k) for t in ts) for k in ("cpu", "hwm", "points_s", "series", "delay")}
+        out += (
+            f"| {variant} | {workers} | {med['cpu']:.1f} | {med['hwm']:.0f} | "
+            f"{med['points_s']:.0f} | {med['series']:.0f} | {med['delay']:.1f} |\n"
+        )
+    for variant in sorted({v for v, _ in groups}):
+        xs = [t.workers for t in trials if t.variant == variant]
+        if len(set(xs)) < 2:
+            continue
+        cpu = statistics.linear_regression(xs, [t.cpu for t in trials if t.variant == variant])
+        out += (
+            f"\n{variant}: CPU ~ {cpu.intercept:.1f} + {cpu.slope * 1000:.1f} x (workers / 1,000) % of a core "
+            f"(least squares over {len(xs)} trials).\n"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="100,300,1000")
@@ -605,7 +632,7 @@ def main() -> None:
             f"round; warm-up {args.warmup:.0f} s, measured {args.measure:.0f} s.\n\n"
         )
         if trials:
-            body += HEADER + "\n".join(fmt(t) for t in trials) + "\n"
+            body += HEADER + "\n".join(fmt(t) for t in trials) + "\n" + summary(trials)
         if faults:
             body += "\n" + FAULT_HEADER + "\n".join(fmt_fault(f) for f in faults) + "\n"
         body += fit
