@@ -376,7 +376,8 @@ def fmt(t: Trial) -> str:
 
 HEADER = (
     "| gateway | workers x 8 GPUs | gateway CPU (% of a core) | RSS (MiB) | peak RSS (MiB) | points/s accepted | "
-    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | not at the receiver 8 s after the end | "
+    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | "
+    "not at the receiver 8 s after the end | "
     "points refused / failed (otelcol_*) | agent CPU (%) | Prometheus CPU (%) |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
