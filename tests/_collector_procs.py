@@ -69,6 +69,8 @@ class Collector:
             # No trace backend in the test: the file exporter is what is checked.
             "OTELCOL_TRACES_OTLP_ENDPOINT": f"127.0.0.1:{free_port()}",
             "OTELCOL_TRACES_FILE": str(self.traces_file),
+            # The gateways serve their own otelcol_* metrics; a free port, not the default 8888.
+            "OTELCOL_TELEMETRY_PORT": str(free_port()),
             "OTELCOL_LOG_LEVEL": "warn",
             **(extra_env or {}),
         }

@@ -36,6 +36,8 @@ ALERTS = (
     "ModelAccuracyLow",
     "HttpServerErrorRateHigh",
     "HttpClientErrorRateHigh",
+    "CollectorDroppingData",
+    "CollectorRefusingData",
 )
 THRESHOLDS = 15
 
@@ -120,6 +122,8 @@ def test_for_durations_follow_the_documented_review() -> None:
         "ModelAccuracyLow": "10m",
         "HttpServerErrorRateHigh": "5m",
         "HttpClientErrorRateHigh": "5m",
+        "CollectorDroppingData": None,
+        "CollectorRefusingData": "2m",
     }
 
 

@@ -139,6 +139,7 @@ def test_prometheusrule_has_the_fields_its_crd_requires() -> None:
         "otel_ml_inference",
         "otel_ml_gpu",
         "otel_ml_model_quality",
+        "otel_ml_collector",
     ]
     for group in groups:
         for r in group["rules"]:
