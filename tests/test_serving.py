@@ -128,6 +128,24 @@ def test_a_feedback_token_counts_in_another_process_and_only_once(telemetry, tmp
     assert fresh.observed("cat", token=cat_token) is True  # a fresh process has not seen it used
 
 
+def test_tokens_of_workers_forked_from_one_master_are_never_taken_for_replays(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn --preload: the workers fork from a master that built the ModelQuality; their tokens are all genuine."""
+    quality = ModelQuality("m", classes=["cat", "dog"], secret="s", meter_provider=telemetry.meter_provider)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: one prediction, its token to the master
+        try:
+            os.write(write, quality.predicted("dog").encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_token = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    own_token = quality.predicted("cat")
+    assert quality.observed("cat", token=child_token) is True
+    assert quality.observed("cat", token=own_token) is True  # not "used already"
+
+
 def test_feedback_days_later_still_counts_and_memory_stays_bounded(telemetry) -> None:  # type: ignore[no-untyped-def]
     quality = ModelQuality("m", classes=[0, 1], max_pending=100, meter_provider=telemetry.meter_provider)
     first = quality.predicted(1)

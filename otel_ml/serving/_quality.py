@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import itertools
 import os
 import struct
 import threading
@@ -126,7 +125,6 @@ class ModelQuality:
         identity = "\0".join([model_name, str(version), *labels]).encode("utf-8", "surrogatepass")
         key = secret.encode() if isinstance(secret, str) else secret or _PUBLIC_KEY
         self._key = hmac.digest(key, identity, "sha256")
-        self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 16)
         m = meter(meter_provider)
 
         def create(callback: Callback) -> None:
@@ -188,7 +186,7 @@ class ModelQuality:
                 self._pending.move_to_end(request_id)
                 while len(self._pending) > self._max_pending:
                     self._pending.popitem(last=False)
-        payload = _TOKEN.pack(_TOKEN_VERSION, index, next(self._nonces) & 0xFFFF_FFFF_FFFF_FFFF)
+        payload = _TOKEN.pack(_TOKEN_VERSION, index, _nonce())
         mac = hmac.digest(self._key, payload, "sha256")[:_MAC_BYTES]
         return base64.urlsafe_b64encode(payload + mac).decode("ascii")
 
@@ -255,3 +253,9 @@ class ModelQuality:
                 while len(self._used) > self._max_pending:
                     self._used.popitem(last=False)
         return index
+
+
+def _nonce() -> int:
+    """A fresh 64-bit nonce from the OS for each token: never a counter, which forked workers (``--preload``) would
+    share, so that one worker's genuine token is refused as a replay of another's."""
+    return int.from_bytes(os.urandom(8), "big")
