@@ -117,12 +117,13 @@ class PendingSteps:
         m = self._m
         if self.durations:
             drain(self.durations, m.step_duration.record, self._attrs, many=self._many)
-        if self.steps:
-            m.steps.add(self.steps, self._attrs)
-            self.steps = 0
-        if self.samples:
-            m.samples.add(self.samples, self._attrs)
-            self.samples = 0
+        # Taken before recorded: a SIGTERM's hand-over may run while this thread is stopped in here.
+        steps, self.steps = self.steps, 0
+        if steps:
+            m.steps.add(steps, self._attrs)
+        samples, self.samples = self.samples, 0
+        if samples:
+            m.samples.add(samples, self._attrs)
         if self.loss is not None:
             m.loss.set(self.loss, self._train_attrs)
             self.loss = None

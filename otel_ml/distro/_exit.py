@@ -220,15 +220,34 @@ def install_sigterm_flush() -> None:
     signal.getsignal = _program_reads  # type: ignore[assignment]
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    asked = _asked.get(signum, signal.SIG_DFL)
-    if not _flushing.is_set():  # a second SIGTERM during the flush goes straight on
-        _flushing.set()
+def _flush_on_sigterm() -> None:
+    """Hand over and export, on a helper thread joined against the exit bound.
+
+    Not on the thread the signal interrupted: it may be stopped inside the
+    SDK, holding a lock the hand-over needs; waiting for it there would never
+    end. Past the bound the process goes on to its end without the export.
+    """
+
+    def work() -> None:
         try:
             hand_over_now()  # what a fit buffered since its last hand-over (at most 100 ms of steps)
             flush("SIGTERM")
         except Exception as exc:  # noqa: BLE001 - the program's own handling must still happen
             _LOG.debug("otel_ml: flushing on SIGTERM failed: %s", exc)
+
+    with _lock:
+        timeout = _timeout[0] if _timeout else EXIT_TIMEOUT.default
+    thread = threading.Thread(target=work, name="otel_ml-sigterm-flush", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    asked = _asked.get(signum, signal.SIG_DFL)
+    if not _flushing.is_set():  # a second SIGTERM during the flush goes straight on
+        _flushing.set()
+        try:
+            _flush_on_sigterm()
         finally:
             _flushing.clear()
     if asked is signal.SIG_DFL or asked is None:
