@@ -198,3 +198,27 @@ def test_a_forked_child_publishes_only_its_own_counts_and_its_totals_outlive_it(
     assert values == {"requests_total": 8, "in_flight": 1}
     assert not (tmp_path / f"otel_ml-{child}.json").exists()  # folded into the archive
     assert json.loads((tmp_path / "archive.json").read_text())["owner"] == os.getpid()
+
+
+@pytest.mark.parametrize("planted", ["open to others", "a link"])
+def test_a_temporary_directory_planted_under_the_predictable_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, planted: str
+) -> None:
+    """Another local user who made ``otel_ml-multiprocess-<uid>-<pid>`` first (or left a link there) gets nothing."""
+    from otel_ml.distro.multiprocess import _mode
+
+    monkeypatch.setenv("OTEL_ML_MULTIPROCESS", "on")
+    monkeypatch.delenv("OTEL_ML_MULTIPROCESS_DIR", raising=False)
+    monkeypatch.setattr(_mode.tempfile, "gettempdir", lambda: str(tmp_path))
+    name = tmp_path / f"otel_ml-multiprocess-{os.getuid()}-{os.getpid()}"
+    if planted == "a link":
+        (tmp_path / "theirs").mkdir(mode=0o700)
+        name.symlink_to(tmp_path / "theirs")
+    else:
+        name.mkdir()
+        name.chmod(0o777)
+    with caplog.at_level("ERROR", logger="otel_ml"):
+        assert _mode._decide() is None  # each process serves its own telemetry instead
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert str(name) in line and "another user could read or plant telemetry there" in line
+    assert not list((tmp_path / "theirs").iterdir()) if planted == "a link" else not list(name.iterdir())

@@ -43,7 +43,7 @@ def serve(directory: str, owner: int, remove_directory: bool) -> int:
     """Serve ``directory`` until ``owner`` exits; 0 also when another endpoint process serves it already."""
     import fcntl
 
-    lock = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    lock = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

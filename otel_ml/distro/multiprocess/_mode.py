@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -116,4 +117,33 @@ def _decide() -> Deployment | None:
             os.strerror(exc.errno) if exc.errno else exc,
         )
         return None
+    refused = _not_private(directory) if automatic else None
+    if refused:
+        _LOG.error(
+            "otel_ml: the multiprocess directory %s is %s, so another user could read or plant telemetry there; "
+            "each process serves its own telemetry instead (set OTEL_ML_MULTIPROCESS_DIR to a directory of yours)",
+            directory,
+            refused,
+        )
+        return None
     return Deployment(os.path.abspath(directory), owner, automatic, interval)
+
+
+def _not_private(directory: str) -> str | None:
+    """Why the shared temporary ``directory`` (a predictable name) cannot be trusted, or None.
+
+    Its name is guessable: another local user may have made it first, or left
+    a link under it. ``makedirs``' mode applies only to a new directory, so
+    what is there is checked: a real directory of this user, closed to others.
+    """
+    try:
+        info = os.lstat(directory)
+    except OSError as exc:
+        return f"unreadable ({os.strerror(exc.errno) if exc.errno else exc})"
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory (a link or a file)"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"owned by uid {info.st_uid}, not this user"
+    if info.st_mode & 0o077:
+        return f"open to other users (mode {stat.S_IMODE(info.st_mode):o})"
+    return None

@@ -46,7 +46,8 @@ def slot(deployment: Deployment) -> int | None:
             _held.remove((owner, number, fd))
             os.close(fd)  # the parent's lock, inherited through the fork: this process's copy only
         for number in range(_MAX_SLOTS):
-            fd = os.open(os.path.join(deployment.directory, f"slot-{number}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            path = os.path.join(deployment.directory, f"slot-{number}.lock")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
