@@ -199,11 +199,25 @@ def test_a_thousand_classes_and_long_labels_compared_whole(telemetry) -> None:  
     false_positives = _by(telemetry, sc.METRIC_MODEL_FALSE_POSITIVES, sc.ML_MODEL_NAME, sc.ML_PREDICTION_LABEL)
     assert {k: v for k, v in false_positives.items() if v} == {("resnet", "3"): 1, ("resnet", "_OTHER"): 1}
     assert len(false_positives) == 1001
-    # Two labels alike for their first 128 characters are two classes, rendered apart and within 128.
+    # Two labels alike for their first 128 characters are two classes, rendered apart and within 128. (Its own
+    # provider: the 2,001 outcome series above already reach the SDK's default limit of 2,000 per instrument.)
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
     long_a, long_b = "x" * 130 + "a", "x" * 130 + "b"
-    labels = ModelQuality("long", classes=[long_a, long_b], meter_provider=telemetry.meter_provider)
+    labels = ModelQuality("long", classes=[long_a, long_b], meter_provider=MeterProvider(metric_readers=[reader]))
     labels.observed(long_b, token=labels.predicted(long_a))
-    [wrong] = [p for p in telemetry.model_points(sc.METRIC_MODEL_OUTCOMES, "long") if p.value]
+    data = reader.get_metrics_data()
+    points = [
+        p
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == sc.METRIC_MODEL_OUTCOMES
+        for p in m.data.data_points
+    ]
+    [wrong] = [p for p in points if p.value]
     assert wrong.attributes[sc.ML_PREDICTION_CORRECT] is False
     assert wrong.attributes[sc.ML_TRUTH_LABEL] != wrong.attributes[sc.ML_PREDICTION_LABEL]
     assert {len(wrong.attributes[sc.ML_TRUTH_LABEL]), len(wrong.attributes[sc.ML_PREDICTION_LABEL])} == {128}
