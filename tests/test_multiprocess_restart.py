@@ -51,6 +51,13 @@ def _endpoint_processes(server: Gunicorn) -> set[int]:
     return found
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -64,7 +71,8 @@ def _kill_endpoint(server: Gunicorn) -> int:
     [victim] = _endpoint_processes(server)
     assert victim == server.endpoint_pid()
     os.kill(victim, signal.SIGKILL)  # an endpoint process of the server we started
-    wait_for(lambda: victim not in _endpoint_processes(server), 5, "the endpoint process to die", interval=0.01)
+    # Dead: a zombie or reaped (its memory goes before its sockets: an unreadable environ is not enough).
+    wait_for(lambda: _gone(victim) or _state(victim) == "Z", 5, "the endpoint process to die", interval=0.01)
     return victim
 
 
@@ -101,7 +109,8 @@ def _deployment(kind: str, tmp_path: Path) -> AbstractContextManager[Gunicorn]:
     if kind == "gunicorn":
         args = ("--max-requests", str(RECYCLE), "--max-requests-jitter", "0")
         return gunicorn(tmp_path, "_busy_app:app", *args, workers=3, chdir="tests")
-    return uwsgi(tmp_path, "_busy_app:app", "--max-requests", str(RECYCLE), processes=3)
+    # uWSGI recycles no worker younger than --min-worker-lifetime (10 s by default).
+    return uwsgi(tmp_path, "_busy_app:app", "--max-requests", str(RECYCLE), "--min-worker-lifetime", "1", processes=3)
 
 
 @pytest.fixture(params=["gunicorn", "uwsgi"])
@@ -133,11 +142,12 @@ def test_a_killed_endpoint_process_is_restarted_once_with_every_count(deployment
     wait_for(lambda: _gone(victim), 5, f"the killed endpoint process {victim} to be reaped")
     # Its restarter is a worker that --max-requests recycles: the endpoint outlives it, and is never a zombie.
     restarter = _parent(restarted)
-    sent = 60
-    while not _gone(restarter) and sent < 360:
-        load(server.port, 30, clients=3)
-        sent += 30
-    assert _gone(restarter), "the worker that restarted the endpoint was recycled"
+    sent, deadline = 60, time.monotonic() + 60
+    while not _gone(restarter) and time.monotonic() < deadline:  # a recycled worker takes a moment to exit
+        load(server.port, 15, clients=3)
+        sent += 15
+        time.sleep(0.5)
+    assert _gone(restarter), f"the worker {restarter} that restarted the endpoint was not recycled ({sent} sent)"
     server.wait_total(COUNT, sent, http_route="/predict")
     assert _endpoint_processes(server) == {restarted}
     time.sleep(2.0)  # a few more checks by every worker: still one process, still one line
@@ -159,8 +169,7 @@ def test_an_endpoint_that_cannot_restart_logs_one_error_and_backs_off(tmp_path: 
             load(server.port, 20, clients=3)
             time.sleep(6.0)  # 3 workers checking every second: 18 starts without a back-off
             state = json.loads((server.directory / "endpoint.state").read_text())
-            assert 1 <= state["attempts"] <= 4, state  # at 0, 2 and 6 s
-            assert _endpoint_processes(server) == set()
+            assert 1 <= state["attempts"] <= 4, state  # at 0, 2 and 6 s (to 1 s late)
             errors = [line for line in _lines(server, "ERROR") if "otel_ml" in line]
             assert len(errors) == 1, errors
             assert f"(pid {victim})" in errors[0] and "Address already in use" in errors[0]
@@ -169,7 +178,9 @@ def test_an_endpoint_that_cannot_restart_logs_one_error_and_backs_off(tmp_path: 
         # The next attempt after the back-off serves again: the same totals, one WARNING for the whole episode.
         wait_for(lambda: get(server.metrics_url, timeout=2)[0] == 200, 20, "/metrics to answer after the back-off")
         server.wait_total(COUNT, 40, http_route="/predict")
-        assert len(_endpoint_processes(server)) == 1
+        [serving] = _endpoint_processes(server)
         warnings = [line for line in _lines(server, "WARNING") if DIED in line]
-        assert len(warnings) == 1 and "failed" in warnings[0], warnings
-        assert not (server.directory / "endpoint.state").exists()
+        assert len(warnings) == 1, warnings
+        assert f"(pid {victim})" in warnings[0] and f"pid {serving}" in warnings[0] and "failed start" in warnings[0]
+        state = json.loads((server.directory / "endpoint.state").read_text())
+        assert state["serving"] == serving and "attempts" not in state  # the back-off starts afresh next time

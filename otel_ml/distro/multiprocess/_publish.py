@@ -5,7 +5,8 @@ every process of a pre-fork deployment. A daemon thread collects every
 ``interval`` seconds (and once more at exit) and writes the process's points
 to ``<directory>/otel_ml-<pid>.json`` atomically (write, then rename), so the
 endpoint process never reads half a file. The first publication makes sure
-that an endpoint process serves the directory (:mod:`._spawn`).
+that an endpoint process serves the directory, and the loop starts it again
+if it dies (:mod:`._spawn`).
 
 A worker forked from a process that already measured (gunicorn ``--preload``:
 the master loaded the model) inherits the master's cumulative totals, which
@@ -48,7 +49,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from otel_ml._core import announce
 from otel_ml._core.guard import report
 from otel_ml.distro.multiprocess._mode import Deployment
-from otel_ml.distro.multiprocess._spawn import ensure_endpoint
+from otel_ml.distro.multiprocess._spawn import ensure_endpoint, keep_endpoint
 
 _LOG = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class PublishingReader(MetricReader):
                 report("multiprocess.endpoint", exc)
         while not self._stopped.wait(self.deployment.interval):
             self.publish()
+            if self._serve:
+                keep_endpoint(self.deployment)  # a dead endpoint process is started again (once a second at most)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._latest = metrics_data
