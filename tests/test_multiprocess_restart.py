@@ -76,6 +76,13 @@ def _kill_endpoint(server: Gunicorn) -> int:
     return victim
 
 
+def _bind(port: int) -> socket.socket | None:
+    try:
+        return socket.create_server(("127.0.0.1", port))
+    except OSError:
+        return None  # the killed process's connections are still closing
+
+
 def _host_check_refuses_rebinding(server: Gunicorn) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.metrics_port, timeout=5)
     try:
@@ -162,9 +169,17 @@ def test_an_endpoint_that_cannot_restart_logs_one_error_and_backs_off(tmp_path: 
     with gunicorn(tmp_path, "_busy_app:app", workers=3, chdir="tests") as server:
         load(server.port, 20, clients=3)
         server.wait_total(COUNT, 20, http_route="/predict")
-        victim = _kill_endpoint(server)
         # Someone else takes the port before any worker notices (a test socket: SO_REUSEADDR, as servers set).
-        squatter = socket.create_server(("127.0.0.1", server.metrics_port))
+        # The workers are stopped meanwhile, so that none can start the endpoint first.
+        workers = server.worker_pids()
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)  # workers of the server we started
+        try:
+            victim = _kill_endpoint(server)
+            squatter = wait_for(lambda: _bind(server.metrics_port), 10, "the killed endpoint's port to be free")
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
         try:
             load(server.port, 20, clients=3)
             time.sleep(6.0)  # 3 workers checking every second: 18 starts without a back-off
