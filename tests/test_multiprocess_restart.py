@@ -51,6 +51,18 @@ def _endpoint_processes(server: Gunicorn) -> set[int]:
     return found
 
 
+def _workers(server: Gunicorn) -> set[int]:
+    """The master's live children that serve requests (under --preload the endpoint process may be one too)."""
+    return {pid for pid in server.worker_pids() if _state(pid) not in ("", "Z") and not _is_endpoint(pid)}
+
+
+def _is_endpoint(pid: int) -> bool:
+    try:
+        return MARK in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -113,14 +125,16 @@ def _in_background(action: Callable[[], None]) -> tuple[threading.Thread, list[B
 
 
 def _deployment(kind: str, tmp_path: Path) -> AbstractContextManager[Gunicorn]:
-    if kind == "gunicorn":
-        args = ("--max-requests", str(RECYCLE), "--max-requests-jitter", "0")
+    if kind.startswith("gunicorn"):
+        args: tuple[str, ...] = ("--max-requests", str(RECYCLE), "--max-requests-jitter", "0")
+        if kind == "gunicorn --preload":  # the master publishes too: it may be the one that restarts
+            args += ("--preload",)
         return gunicorn(tmp_path, "_busy_app:app", *args, workers=3, chdir="tests")
     # uWSGI recycles no worker younger than --min-worker-lifetime (10 s by default).
     return uwsgi(tmp_path, "_busy_app:app", "--max-requests", str(RECYCLE), "--min-worker-lifetime", "1", processes=3)
 
 
-@pytest.fixture(params=["gunicorn", "uwsgi"])
+@pytest.fixture(params=["gunicorn", "gunicorn --preload", "uwsgi"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gunicorn]:
     with _deployment(request.param, tmp_path) as server:
         yield server
@@ -130,14 +144,14 @@ def test_a_killed_endpoint_process_is_restarted_once_with_every_count(deployment
     server = deployment
     load(server.port, 30, clients=3)
     server.wait_total(COUNT, 30, http_route="/predict")
-    workers = server.worker_pids()
+    workers = _workers(server)
     victim = _kill_endpoint(server)
     killed_at = time.monotonic()
     # Requests go on while there is no endpoint: the workers keep publishing, nothing is lost.
     sender, errors = _in_background(lambda: load(server.port, 30, clients=3))
     wait_for(lambda: get(server.metrics_url, timeout=2)[0] == 200, RESTART_BOUND, "/metrics to answer again")
     assert time.monotonic() - killed_at < RESTART_BOUND
-    assert server.worker_pids() == workers, "restarted by a live worker, not by a new one's first publication"
+    assert _workers(server) == workers, "restarted by a live worker, not by a new one's first publication"
     sender.join(60)
     assert not errors
     server.wait_total(COUNT, 60, http_route="/predict")
@@ -147,14 +161,17 @@ def test_a_killed_endpoint_process_is_restarted_once_with_every_count(deployment
     _host_check_refuses_rebinding(server)
     # The dead one was reaped by whoever was its parent: no zombie left behind.
     wait_for(lambda: _gone(victim), 5, f"the killed endpoint process {victim} to be reaped")
-    # Its restarter is a worker that --max-requests recycles: the endpoint outlives it, and is never a zombie.
+    # Its restarter is a worker that --max-requests recycles (or the master, under --preload): the endpoint
+    # outlives a recycled one, and is never a zombie.
     restarter = _parent(restarted)
+    if restarter == server.proc.pid:
+        restarter = min(_workers(server))  # the endpoint outlives any worker
     sent, deadline = 60, time.monotonic() + 60
     while not _gone(restarter) and time.monotonic() < deadline:  # a recycled worker takes a moment to exit
         load(server.port, 15, clients=3)
         sent += 15
         time.sleep(0.5)
-    assert _gone(restarter), f"the worker {restarter} that restarted the endpoint was not recycled ({sent} sent)"
+    assert _gone(restarter), f"the worker {restarter} was not recycled ({sent} sent)"
     server.wait_total(COUNT, sent, http_route="/predict")
     assert _endpoint_processes(server) == {restarted}
     time.sleep(2.0)  # a few more checks by every worker: still one process, still one line
