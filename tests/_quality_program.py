@@ -66,7 +66,7 @@ def main() -> None:
                 try:
                     KEPT.extend(serve(models, worker))
                     code = 0
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - the worker reports and exits 1
                     traceback.print_exc()
                 # A worker's normal exit: the at-exit shutdown publishes its last points.
                 sys.exit(code)

@@ -150,3 +150,65 @@ def test_two_imagenet_models_summed_over_pre_fork_workers_are_exact_per_class(tm
         "ml_model_false_positives_total": 2002,
     }
     assert "WARNING" not in stderr.read_text() and "ERROR" not in stderr.read_text()
+
+
+# --- the bounds behind the limits -------------------------------------------------------------
+
+
+def test_the_split_wildcard_view_matches_every_name_once_and_the_limited_names_never() -> None:
+    """The views that replace ``"*"``: an instrument matched by two views would be exported twice."""
+    from fnmatch import fnmatchcase
+
+    from otel_ml._core import semconv as sc
+    from otel_ml.distro._views import names_except
+    from otel_ml.serving._quality import series_limits
+
+    limited = set(series_limits())
+    assert limited == {sc.METRIC_MODEL_OUTCOMES, sc.METRIC_MODEL_FALSE_POSITIVES, sc.METRIC_MODEL_PREDICTIONS}
+    patterns = names_except(limited)
+    others = {value for value in vars(sc).values() if isinstance(value, str) and value.startswith(("ml.", "hw."))}
+    others |= {"m", "ml", "ml.model", "ml.model.", "ml.model.o", "ml.model.outcomesx", "ml.model.outcome", "x", "/"}
+    others |= {"ml.model.predictions.total", "http.server.request.duration", "ml.model.load.duration", "ml-model"}
+    for name in sorted(others - limited):
+        assert len([p for p in patterns if fnmatchcase(name, p)]) == 1, name
+    for name in limited:
+        assert not [p for p in patterns if fnmatchcase(name, p)], name
+
+
+def test_past_the_models_a_process_records_one_warning_says_which_model_is_dropped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_ml._core import semconv as sc
+    from otel_ml.serving import _quality
+    from otel_ml.serving._quality import MAX_MODELS, ModelQuality
+
+    monkeypatch.setattr(_quality, "_warned", [])
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        with caplog.at_level("WARNING", logger="otel_ml"):
+            kept = [ModelQuality(f"m{i}", classes=[0, 1], meter_provider=provider) for i in range(MAX_MODELS)]
+            again = ModelQuality("m0", classes=[0, 1], meter_provider=provider)  # the same model: admitted
+            assert not caplog.records
+            dropped = ModelQuality("late", classes=range(5), version=2, meter_provider=provider)
+            also = ModelQuality("later", classes=[0, 1], meter_provider=provider)
+        [line] = [r.getMessage() for r in caplog.records]
+        assert "'late' (version 2, 5 classes) is not recorded" in line and f"already records {MAX_MODELS} models" in line
+        for quality in (kept[0], again, dropped, also):
+            assert quality.observed(1, token=quality.predicted(0))  # tokens work whether recorded or not
+        data = reader.get_metrics_data()
+        points = [
+            (m.name, dict(p.attributes or {}), p.value)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for p in m.data.data_points
+        ]
+        assert {a[sc.ML_MODEL_NAME] for _, a, _ in points} == {f"m{i}" for i in range(MAX_MODELS)}
+        wrong = [(a[sc.ML_TRUTH_LABEL], v) for n, a, v in points if n == sc.METRIC_MODEL_OUTCOMES and v]
+        assert wrong == [("1", 2)]  # m0's two wrong outcomes (two objects, one model); none of the dropped ones
+    finally:
+        provider.shutdown()
