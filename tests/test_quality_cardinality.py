@@ -160,15 +160,20 @@ def test_the_split_wildcard_view_matches_every_name_once_and_the_limited_names_n
     from fnmatch import fnmatchcase
 
     from otel_ml._core import semconv as sc
-    from otel_ml.distro._views import names_except
-    from otel_ml.serving._quality import series_limits
+    from otel_ml.distro._views import bounded_limits, names_except
 
-    limited = set(series_limits())
-    assert limited == {sc.METRIC_MODEL_OUTCOMES, sc.METRIC_MODEL_FALSE_POSITIVES, sc.METRIC_MODEL_PREDICTIONS}
+    limited = set(bounded_limits())
+    assert limited == {
+        sc.METRIC_MODEL_OUTCOMES,
+        sc.METRIC_MODEL_FALSE_POSITIVES,
+        sc.METRIC_MODEL_PREDICTIONS,
+        sc.METRIC_INFERENCE_DURATION,
+    }
     patterns = names_except(limited)
     others = {value for value in vars(sc).values() if isinstance(value, str) and value.startswith(("ml.", "hw."))}
     others |= {"m", "ml", "ml.model", "ml.model.", "ml.model.o", "ml.model.outcomesx", "ml.model.outcome", "x", "/"}
     others |= {"ml.model.predictions.total", "http.server.request.duration", "ml.model.load.duration", "ml-model"}
+    others |= {"ml.inference.duration.x", "ml.inference.durations", "ml.inference.dura", "ml.inference.batch.size"}
     for name in sorted(others - limited):
         assert len([p for p in patterns if fnmatchcase(name, p)]) == 1, name
     for name in limited:
@@ -196,12 +201,14 @@ def test_past_the_models_a_process_records_one_warning_says_which_model_is_dropp
             dropped = ModelQuality("late", classes=range(5), version=2, meter_provider=provider)
             also = ModelQuality("later", classes=[0, 1], meter_provider=provider)
         [line] = [r.getMessage() for r in caplog.records]
-        assert "'late' (version 2, 5 classes) is not recorded" in line and f"already records {MAX_MODELS} models" in line
+        assert "'late' (version 2, 5 classes) is not recorded" in line
+        assert f"already records {MAX_MODELS} models" in line
         for quality in (kept[0], again, dropped, also):
             assert quality.observed(1, token=quality.predicted(0))  # tokens work whether recorded or not
         data = reader.get_metrics_data()
+        assert data is not None
         points = [
-            (m.name, dict(p.attributes or {}), p.value)
+            (m.name, dict(p.attributes or {}), getattr(p, "value", None))
             for rm in data.resource_metrics
             for sm in rm.scope_metrics
             for m in sm.metrics

@@ -8,10 +8,9 @@ few of otel_ml's instruments are bounded by otel_ml above that: one
 series, and a service with two ImageNet models makes 2,002 prediction and
 false-positive series, so the default would fold real classes together and
 the numbers read on ``/metrics`` would be wrong. Those instruments get the
-limit otel_ml itself guarantees (:func:`otel_ml.serving._quality.series_limits`:
-the models a process may declare times the series each may make); every
-other instrument keeps the SDK's default, so a label nobody bounds is still
-caught.
+limit otel_ml itself guarantees (:func:`bounded_limits`: the models a process
+may declare times the series each may make); every other instrument keeps
+the SDK's default, so a label nobody bounds is still caught.
 
 The limit goes through the SDK's public extension point, a ``View`` with
 ``aggregation_cardinality_limit``. An instrument that two views match is
@@ -90,8 +89,19 @@ def limited_views(limits: Mapping[str, int], **common: Any) -> list[View]:
     ]
 
 
-def quality_limits() -> dict[str, int]:
-    """The series limits of the serving quality instruments (read where the provider is built)."""
-    from otel_ml.serving._quality import series_limits
+def bounded_limits() -> dict[str, int]:
+    """Instrument name -> series limit, for each instrument otel_ml bounds above the SDK's default of 2,000.
 
-    return series_limits()
+    The serving quality counters (:func:`otel_ml.serving._quality.series_limits`)
+    and Paddle's run duration (:func:`otel_ml.paddle._registry.series_limits`);
+    neither module imports a framework.
+
+    Example:
+        >>> sorted(bounded_limits().items())  # doctest: +NORMALIZE_WHITESPACE
+        [('ml.inference.duration', 2340), ('ml.model.false_positives', 32032),
+         ('ml.model.outcomes', 64032), ('ml.model.predictions', 32032)]
+    """
+    from otel_ml.paddle._registry import series_limits as paddle
+    from otel_ml.serving._quality import series_limits as quality
+
+    return {**quality(), **paddle()}
