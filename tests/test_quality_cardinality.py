@@ -219,3 +219,44 @@ def test_past_the_models_a_process_records_one_warning_says_which_model_is_dropp
         assert wrong == [("1", 2)]  # m0's two wrong outcomes (two objects, one model); none of the dropped ones
     finally:
         provider.shutdown()
+
+
+def test_the_views_otel_ml_builds_give_exactly_the_bound_to_the_bounded_instruments_and_the_default_to_others() -> None:
+    """Paddle's run duration holds its 2,340 series; a 2,341st overflows, as a 2,001st of any other instrument does.
+
+    On an SDK without a series limit (before 1.45.2) nothing overflows at all.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_ml._core import semconv as sc
+    from otel_ml.distro._private_random import seed_safe_views
+    from otel_ml.distro._views import bounded_limits, view_takes_limit
+
+    limit = bounded_limits()[sc.METRIC_INFERENCE_DURATION]
+    assert limit == 2340
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=seed_safe_views(bounded_limits()))
+    meter = provider.get_meter("test")
+    duration, other = meter.create_histogram(sc.METRIC_INFERENCE_DURATION), meter.create_counter("other")
+    try:
+        for i in range(limit + 1):
+            duration.record(0.5, {"series": i})
+        for i in range(2001):
+            other.add(1, {"series": i})
+        data = reader.get_metrics_data()
+    finally:
+        provider.shutdown()
+    assert data is not None
+    counts: dict[str, tuple[int, int]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points: list[Any] = list(metric.data.data_points)
+                overflow = len([p for p in points if (p.attributes or {}).get("otel.metric.overflow")])
+                assert metric.name not in counts, f"{metric.name} exported twice"
+                counts[metric.name] = (len(points) - overflow, overflow)
+    if view_takes_limit():
+        assert counts == {sc.METRIC_INFERENCE_DURATION: (limit, 1), "other": (2000, 1)}
+    else:
+        assert counts == {sc.METRIC_INFERENCE_DURATION: (limit + 1, 0), "other": (2001, 0)}
