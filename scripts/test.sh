@@ -118,6 +118,7 @@ run_pytest --python .venv-oldest/bin/python -p no:cacheprovider \
   tests/test_sdk_fallbacks.py tests/test_layers.py tests/faults/test_env_values.py tests/faults/test_endpoint.py \
   tests/faults/test_instrument.py tests/test_keras_counts.py tests/test_tf_keras.py tests/test_tf_summary.py \
   tests/test_serving.py tests/test_serving_http.py tests/test_process.py tests/test_gpu.py \
+  tests/test_quality_cardinality.py \
   tests/test_auto_instrumentation.py tests/test_keras_safety.py::test_uninstrument_restores_the_exact_originals \
   -k "$OLDEST_SDK_DESELECTED" "$@"
 # The newest OpenTelemetry release (requirements/newest-sdk.txt: SDK 1.45.2, whose
@@ -140,7 +141,7 @@ echo "==> pytest (newest OpenTelemetry release: $(.venv-newest-sdk/bin/python -c
 run_pytest --python .venv-newest-sdk/bin/python -p no:cacheprovider \
   tests/test_sdk_setup.py tests/test_aggregate.py tests/test_exporter.py \
   tests/test_sdk_fallbacks.py tests/test_layers.py tests/faults/test_env_values.py tests/test_serving.py \
-  tests/test_process.py tests/test_gpu.py "$@"
+  tests/test_process.py tests/test_gpu.py tests/test_quality_cardinality.py "$@"
 if [ -d tests/paddle ]; then
   echo "==> pytest (Paddle, separate process)"
   run_pytest tests/paddle "$@"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -51,6 +52,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.util.types import Attributes
 
 from otel_ml.distro._sdk_internals import exporter_modules_drawing_from_random, gauge_keeping
+from otel_ml.distro._views import limited_views
 
 # Seeded from the OS, never from ``random.seed``: its draws are ours alone.
 _PRIVATE = random.Random(os.urandom(32))
@@ -164,17 +166,21 @@ def _reservoir_factory(aggregation_type: type[Any]) -> Any:
     return _reservoir
 
 
-def seed_safe_views() -> list[View]:
+def seed_safe_views(limits: Mapping[str, int] | None = None) -> list[View]:
     """Views for a ``MeterProvider`` otel_ml builds: every instrument, private exemplar sampling.
+
+    ``limits``: instrument name -> series limit, for the instruments otel_ml
+    bounds above the SDK's default (:mod:`otel_ml.distro._views`).
 
     On an SDK that forgets a synchronous gauge's value at each collection
     (before 1.45), one view per instrument kind instead, the gauges' keeping
     their last value (:func:`otel_ml.distro._sdk_internals.gauge_keeping`);
-    an instrument no view matches gets the SDK's default view.
+    an instrument no view matches gets the SDK's default view. Those SDKs
+    limit no instrument's series, so ``limits`` has nothing to raise there.
     """
     keeping = gauge_keeping()
     if keeping is None:
-        return [View(instrument_name="*", exemplar_reservoir_factory=_reservoir_factory)]
+        return limited_views(limits or {}, exemplar_reservoir_factory=_reservoir_factory)
     gauge, keep_last = keeping
     kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
     return [

@@ -16,6 +16,10 @@ Used both by the ``opentelemetry-instrument`` configurator and by
   should not log connection errors for every span batch.
 - With no trace exporter, spans are sampled only when otel_ml made them because
   something was slow (:mod:`otel_ml.distro._sampling`): nothing else would keep them.
+- The instruments whose series otel_ml bounds above the SDK's default limit
+  of 2,000 (the serving quality counters: 32 models of 1,000 classes; Paddle's
+  run duration) get the limit of that bound (:mod:`otel_ml.distro._views`), so no class of an
+  ImageNet model folds into ``otel.metric.overflow``.
 - ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http``: the stable HTTP
   conventions. The old ones label server metrics with the request's ``Host``
   header (and more), so any client can add series without limit; the stable
@@ -49,6 +53,7 @@ from otel_ml.distro._private_random import PrivateRandomIdGenerator, private_ret
 from otel_ml.distro._resource import build_resource
 from otel_ml.distro._sampling import sampler_for
 from otel_ml.distro._sdk_internals import FORGET_SERIES, give_up, series_forgetting
+from otel_ml.distro._views import bounded_limits
 
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -220,7 +225,7 @@ def ensure_providers(
                 meter_provider = MeterProvider(
                     resource=resource,
                     metric_readers=readers,
-                    views=seed_safe_views(),
+                    views=seed_safe_views(bounded_limits()),
                     shutdown_on_exit=False,
                     **_sdk_env.meter_provider(),
                 )

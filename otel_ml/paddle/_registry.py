@@ -122,6 +122,18 @@ class ModelState:
         return attrs
 
 
+def series_limits() -> dict[str, int]:
+    """The most ``ml.inference.duration`` series one registry makes: above the SDK's default limit of 2,000.
+
+    ``MAX_MODELS`` models and ``_OTHER``, each cold and warm, each without an
+    error or with one of ``MAX_ERROR_TYPES`` names or ``_OTHER``: 65 x 2 x 18
+    = 2,340. The providers otel_ml builds give the histogram this limit
+    (:mod:`otel_ml.distro._views`), so no error type of a busy model folds into
+    ``otel.metric.overflow``; the other Paddle instruments stay far below 2,000.
+    """
+    return {sc.METRIC_INFERENCE_DURATION: (MAX_MODELS + 1) * 2 * (MAX_ERROR_TYPES + 2)}
+
+
 UNSET: Final = -1
 """``PredictorFacts.batch_input`` before the first run looked at the predictor's inputs."""
 _MAX_PROGRAM_BYTES: Final = 64 << 20

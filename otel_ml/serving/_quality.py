@@ -27,6 +27,11 @@ Feedback pairs a truth with its prediction in one of three ways:
   predictions only.
 
 No token, request id or input reaches telemetry or logs.
+
+A process records the quality of at most ``MAX_MODELS`` models: every label
+stays bounded, and the SDK set-up otel_ml builds gives these instruments the
+series limit that bound implies (:func:`series_limits`), above the SDK's
+default of 2,000 that one ImageNet model already reaches.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import os
 import struct
 import threading
@@ -44,6 +50,7 @@ from typing import Any, Final
 from opentelemetry import metrics
 
 from otel_ml._core import semconv as sc
+from otel_ml._core.observe import Binding, binding_for
 from otel_ml.serving._common import OTHER, Callback, Tally, live_set, meter, model_attributes, render_label
 
 MAX_CLASSES: Final = 1000
@@ -52,11 +59,61 @@ MAX_CONFUSION_CLASSES: Final = 20
 """Up to this many classes, wrong outcomes carry the predicted class too (a confusion matrix, (n+1)² series);
 beyond it, per-class true positives, false negatives (``ml.model.outcomes``) and false positives
 (``ml.model.false_positives``) only: 2n+1 and n+1 series."""
+MAX_MODELS: Final = 32
+"""Models whose quality one process (one meter provider) records: a model is a name, version and class list;
+declaring the same one again adds nothing. Past it a model's quality is not recorded (one WARNING): every label
+stays bounded, and within it every series fits the limit the SDK set-up derives from these bounds
+(:func:`series_limits`)."""
+_LOG = logging.getLogger(__name__)
 _TOKEN_VERSION: Final = 1
 _TOKEN: Final = struct.Struct(">BIQ")  # version, predicted class index, nonce
 _MAC_BYTES: Final = 11
 _TOKEN_LENGTH: Final = 32  # base64 of 13 + 11 bytes, no padding
 _PUBLIC_KEY: Final = b"otel_ml.serving.ModelQuality feedback token"
+
+
+def series_limits() -> dict[str, int]:
+    """The most series each quality instrument can hold in one process: ``MAX_MODELS`` times one model's most.
+
+    One model of ``MAX_CLASSES`` classes makes 2n+1 outcome series (2,001:
+    already past the OpenTelemetry SDK's default limit of 2,000 per
+    instrument), a confusion matrix at most (``MAX_CONFUSION_CLASSES`` + 1)²;
+    n+1 prediction and false-positive series. The providers otel_ml builds give
+    these instruments these limits (:mod:`otel_ml.distro._views`).
+
+    Example:
+        >>> series_limits()[sc.METRIC_MODEL_OUTCOMES], series_limits()[sc.METRIC_MODEL_PREDICTIONS]
+        (64032, 32032)
+    """
+    per_model = max(2 * MAX_CLASSES + 1, (MAX_CONFUSION_CLASSES + 1) ** 2)
+    return {
+        sc.METRIC_MODEL_OUTCOMES: MAX_MODELS * per_model,
+        sc.METRIC_MODEL_FALSE_POSITIVES: MAX_MODELS * (MAX_CLASSES + 1),
+        sc.METRIC_MODEL_PREDICTIONS: MAX_MODELS * (MAX_CLASSES + 1),
+    }
+
+
+_declared_lock = threading.Lock()
+_warned: list[bool] = []
+
+
+def _admitted(meter_provider: metrics.MeterProvider | None, model: tuple[Any, ...]) -> int | None:
+    """Whether ``model`` (attributes and rendered classes) may be recorded on the provider: None if so, else the
+    number of models it already records (``MAX_MODELS``). Declaring one model again is admitted."""
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+
+    def make(binding: Binding[Any]) -> None:
+        binding.bind(set())
+
+    with _declared_lock:
+        state = binding_for(provider, "ml.model.quality.declared", make).state
+        declared: set[tuple[Any, ...]] = state if state is not None else set()
+        if model in declared:
+            return None
+        if len(declared) >= MAX_MODELS:
+            return len(declared)
+        declared.add(model)
+        return None
 
 
 class ModelQuality:
@@ -70,6 +127,8 @@ class ModelQuality:
         model_name: ``ml.model.name``.
         classes: Every class the model predicts (1 to 1,000, compared whole as ``str()``); any
             other label counts as ``_OTHER``, and a prediction of ``_OTHER`` is never right.
+            Past ``MAX_MODELS`` models (name, version, classes) per provider, a model's
+            quality is not recorded (one WARNING); its tokens still work.
         version: ``ml.model.version``, or None.
         max_pending: Predictions remembered by request id for a later truth, and tokens
             remembered as already used; the oldest go first.
@@ -125,6 +184,24 @@ class ModelQuality:
         identity = "\0".join([model_name, str(version), *labels]).encode("utf-8", "surrogatepass")
         key = secret.encode() if isinstance(secret, str) else secret or _PUBLIC_KEY
         self._key = hmac.digest(key, identity, "sha256")
+        full = _admitted(meter_provider, (tuple(sorted(self._attrs.items())), tuple(rendered)))
+        self._recorded = full is None
+        if full is not None:
+            if not _warned:
+                _warned.append(True)
+                _LOG.warning(
+                    "otel_ml: the quality of model %r (version %s, %d classes) is not recorded: this process "
+                    "already records %d models (a model is a name, version and class list; at most %d per process, "
+                    "MAX_MODELS, so that every series fits the limit otel_ml gives the SDK). Its predictions, "
+                    "outcomes and false positives are dropped; its feedback tokens still work. Further models past "
+                    "the limit are dropped without another warning; docs/serving.md, 'Model quality'.",
+                    self._attrs[sc.ML_MODEL_NAME],
+                    self._attrs.get(sc.ML_MODEL_VERSION, "none"),
+                    len(labels),
+                    full,
+                    MAX_MODELS,
+                )
+            return
         m = meter(meter_provider)
 
         def create(callback: Callback) -> None:
@@ -224,6 +301,8 @@ class ModelQuality:
             guess = self._index.get(str(predicted), len(self._index))
         else:
             raise ValueError("observed() needs token= (from predicted()), request_id= or predicted=")
+        if not self._recorded:
+            return True
         actual = self._index.get(str(truth), len(self._index))
         attrs = self._outcome(actual, guess)
         self._outcomes.add(1, attrs)
