@@ -11,7 +11,9 @@ load runs, a scraper reads each deployment's ``/metrics`` every second, as
 Prometheus would. At the end each endpoint's request count must equal the
 requests sent, exactly.
 
-    python bench/bench_gunicorn.py [--rounds 7] [--requests 2000] [--connections 8]
+    python bench/bench_gunicorn.py [--rounds 7] [--requests 2000] [--connections 8] [--out PATH]
+
+``--out PATH`` writes the table there instead of ``bench/results/gunicorn.md``.
 
 Needs gunicorn, the ``bench`` extra (prometheus-flask-exporter) and ``hey``.
 """
@@ -191,8 +193,10 @@ def main() -> None:
         + f"\n\notel_ml / prometheus-flask-exporter throughput per round: {', '.join(per_round)}\n"
     )
     command = "python bench/bench_gunicorn.py " + " ".join(sys.argv[1:])
-    if args.out:
-        Path(args.out).write_text(body)
+    if args.out:  # a trial run: the committed results file is left alone
+        Path(args.out).write_text(f"command: `{command}`\n\n" + body)
+        print(Path(args.out).read_text())
+        return
     path = _common.write(
         "gunicorn",
         "The example service under gunicorn -w 4: otel_ml vs prometheus-flask-exporter (multiprocess)",
