@@ -11,10 +11,12 @@ reads each ``/metrics`` every second throughout (its CPU is counted, as a
 Prometheus scrape's would be), and each endpoint's request count must equal
 the requests sent, exactly.
 
-    python bench/bench_gunicorn_cpu.py [--rounds 7] [--requests 2000] [--connections 8] [--write]
+    python bench/bench_gunicorn_cpu.py [--rounds 7] [--requests 2000] [--connections 8] [--write] [--base DIR]
 
 ``--write`` writes ``bench/results/gunicorn_cpu.md``; without it the table is
-only printed.
+only printed. ``--base DIR`` adds a third deployment running the otel_ml of
+another checkout (``git archive <commit> | tar -x -C DIR``): before and after
+a change, in the same rounds.
 """
 
 from __future__ import annotations
@@ -102,12 +104,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--write", action="store_true", help="write bench/results/gunicorn_cpu.md")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="another otel_ml checkout (e.g. `git archive` of a commit) run as a third deployment",
+    )
     args = parser.parse_args()
     args.requests -= args.requests % args.connections
     tmp = tempfile.mkdtemp(prefix="bench_gunicorn_cpu_")
     model_dir = tempfile.mkdtemp(dir=tmp, prefix="model_")
     _save_model(model_dir)
     deployments = [Deployment(name, tmp, model_dir) for name in ("prometheus-flask-exporter", "otel_ml")]
+    if args.base:
+        deployments.append(Deployment("otel_ml (base)", tmp, model_dir, Path(args.base).resolve()))
     per_request: dict[str, list[float]] = {d.name: [] for d in deployments}
     idle: dict[str, float] = {}
     rps: dict[str, list[float]] = {d.name: [] for d in deployments}
@@ -163,12 +172,17 @@ def main() -> None:
     per_round = [
         f"{o / p:.3f}" for o, p in zip(per_request["otel_ml"], per_request["prometheus-flask-exporter"], strict=True)
     ]
+    per_round_base = ""
+    if args.base:
+        per_base = [f"{o / b:.3f}" for o, b in zip(per_request["otel_ml"], per_request["otel_ml (base)"], strict=True)]
+        per_round_base = f"\notel_ml / otel_ml (base: {args.base}) CPU per request, per round: {', '.join(per_base)}\n"
     body = (
         f"`hey -n {args.requests} -c {args.connections}` POST /predict (4 rows), {args.rounds} interleaved rounds, "
         "medians. CPU = time on a CPU of every thread of the master, the workers and otel_ml's endpoint "
         "process (schedstat, ns); a scraper reads both endpoints every second throughout.\n\n"
         + "\n".join(rows)
         + f"\n\notel_ml / prometheus-flask-exporter CPU per request, per round: {', '.join(per_round)}\n"
+        + per_round_base
     )
     command = "python bench/bench_gunicorn_cpu.py " + " ".join(sys.argv[1:])
     if args.write:
