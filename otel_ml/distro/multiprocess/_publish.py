@@ -313,7 +313,7 @@ def _metric(scope: str, version: str, metric: Any, baseline: dict[_Key, Any]) ->
         kind = "counter" if data.is_monotonic else "updown"
         for point in data.data_points:
             value = point.value
-            if data.is_monotonic:
+            if data.is_monotonic and baseline:  # a baseline only in a child forked after measuring (--preload)
                 value -= baseline.get((scope, version, metric.name, attribute_key(point.attributes)), 0)
             points.append(_number(point, value))
     elif isinstance(data, Gauge):
@@ -323,7 +323,11 @@ def _metric(scope: str, version: str, metric: Any, baseline: dict[_Key, Any]) ->
         kind = "histogram"
         for histogram_point in data.data_points:
             count, total, buckets = histogram_point.count, histogram_point.sum, list(histogram_point.bucket_counts)
-            inherited = baseline.get((scope, version, metric.name, attribute_key(histogram_point.attributes)))
+            inherited = (
+                baseline.get((scope, version, metric.name, attribute_key(histogram_point.attributes)))
+                if baseline
+                else None
+            )
             if inherited is not None and len(inherited[2]) == len(buckets):
                 count, total = count - inherited[0], total - inherited[1]
                 buckets = [mine - theirs for mine, theirs in zip(buckets, inherited[2], strict=True)]
