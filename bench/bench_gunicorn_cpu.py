@@ -14,7 +14,10 @@ the requests sent, exactly.
     python bench/bench_gunicorn_cpu.py [--rounds 7] [--requests 2000] [--connections 8] [--write] [--base DIR]
 
 ``--write`` writes ``bench/results/gunicorn_cpu.md``; without it the table is
-only printed. ``--base DIR`` adds a third deployment running the otel_ml of
+only printed. ``--together`` loads the deployments at the same time in each
+round (each with its own ``hey``), so that they share whatever else the
+machine runs meanwhile: on a busy machine the per-round ratios scatter far
+less than with one deployment after the other. ``--base DIR`` adds a third deployment running the otel_ml of
 another checkout (``git archive <commit> | tar -x -C DIR``): before and after
 a change, in the same rounds.
 """
@@ -105,6 +108,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--write", action="store_true", help="write bench/results/gunicorn_cpu.md")
     parser.add_argument(
+        "--together", action="store_true", help="load every deployment at once in each round (a busy machine)"
+    )
+    parser.add_argument(
         "--base",
         default=None,
         help="another otel_ml checkout (e.g. `git archive` of a commit) run as a third deployment",
@@ -149,7 +155,15 @@ def main() -> None:
 
             return once
 
-        _common.interleave({d.name: variant(d) for d in deployments}, args.rounds)  # type: ignore[misc]
+        if args.together:
+            for _ in range(args.rounds):  # every deployment under the same neighbours' load
+                threads = [threading.Thread(target=variant(d)) for d in deployments]  # type: ignore[arg-type]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        else:
+            _common.interleave({d.name: variant(d) for d in deployments}, args.rounds)  # type: ignore[misc]
         stop.set()
         time.sleep(3)  # a few publication intervals
         counted = {d.name: d.predictions_counted() for d in deployments}
@@ -176,8 +190,9 @@ def main() -> None:
     if args.base:
         per_base = [f"{o / b:.3f}" for o, b in zip(per_request["otel_ml"], per_request["otel_ml (base)"], strict=True)]
         per_round_base = f"\notel_ml / otel_ml (base: {args.base}) CPU per request, per round: {', '.join(per_base)}\n"
+    how = "rounds, the deployments loaded at the same time" if args.together else "interleaved rounds"
     body = (
-        f"`hey -n {args.requests} -c {args.connections}` POST /predict (4 rows), {args.rounds} interleaved rounds, "
+        f"`hey -n {args.requests} -c {args.connections}` POST /predict (4 rows), {args.rounds} {how}, "
         "medians. CPU = time on a CPU of every thread of the master, the workers and otel_ml's endpoint "
         "process (schedstat, ns); a scraper reads both endpoints every second throughout.\n\n"
         + "\n".join(rows)
