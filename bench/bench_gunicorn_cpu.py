@@ -117,6 +117,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.requests -= args.requests % args.connections
+    load_before = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="bench_gunicorn_cpu_")
     model_dir = tempfile.mkdtemp(dir=tmp, prefix="model_")
     _save_model(model_dir)
@@ -195,6 +196,7 @@ def main() -> None:
         f"`hey -n {args.requests} -c {args.connections}` POST /predict (4 rows), {args.rounds} {how}, "
         "medians. CPU = time on a CPU of every thread of the master, the workers and otel_ml's endpoint "
         "process (schedstat, ns); a scraper reads both endpoints every second throughout.\n\n"
+        + f"Load average (1 min) at the start and at the end: {load_before:.1f}, {os.getloadavg()[0]:.1f}.\n\n"
         + "\n".join(rows)
         + f"\n\notel_ml / prometheus-flask-exporter CPU per request, per round: {', '.join(per_round)}\n"
         + per_round_base
