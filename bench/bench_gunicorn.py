@@ -11,7 +11,9 @@ load runs, a scraper reads each deployment's ``/metrics`` every second, as
 Prometheus would. At the end each endpoint's request count must equal the
 requests sent, exactly.
 
-    python bench/bench_gunicorn.py [--rounds 7] [--requests 2000] [--connections 8]
+    python bench/bench_gunicorn.py [--rounds 7] [--requests 2000] [--connections 8] [--out PATH]
+
+``--out PATH`` writes the table there instead of ``bench/results/gunicorn.md``.
 
 Needs gunicorn, the ``bench`` extra (prometheus-flask-exporter) and ``hey``.
 """
@@ -64,15 +66,18 @@ def _wait(url: str, timeout: float = 120) -> None:
 
 
 class Deployment:
-    def __init__(self, name: str, tmp: str, model_dir: str) -> None:
+    """One ``gunicorn -w 4`` deployment; ``root``: the otel_ml checkout it runs (another one's for an A/B)."""
+
+    def __init__(self, name: str, tmp: str, model_dir: str, root: Path = ROOT) -> None:
         self.name, self.port, self.metrics_port = name, _free_port(), _free_port()
+        self.otel_ml = name.startswith("otel_ml")
         env = {**os.environ, "PADDLE_SERVICE_MODEL_DIR": model_dir, "GLOG_minloglevel": "2", "TMPDIR": tmp}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.pop("OTEL_TRACES_EXPORTER", None)
         base = [sys.executable, str(BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{self.port}"]
-        if name == "otel_ml":
+        if self.otel_ml:
             env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(self.metrics_port)
-            command = [*base, "--chdir", str(ROOT / "examples"), "paddle_service:wsgi_app()"]
+            command = [*base, "--chdir", str(root / "examples"), "paddle_service:wsgi_app()"]
         else:
             multiproc = tempfile.mkdtemp(dir=tmp, prefix="prometheus_multiproc_")
             env.update(PROMETHEUS_MULTIPROC_DIR=multiproc, PFE_METRICS_PORT=str(self.metrics_port))
@@ -92,7 +97,7 @@ class Deployment:
         total = 0.0
         for family in text_string_to_metric_families(body):
             for sample in family.samples:
-                if self.name == "otel_ml":
+                if self.otel_ml:
                     if sample.name == "http_server_request_duration_seconds_count":
                         total += sample.value if sample.labels.get("http_route") == "/predict" else 0
                 elif sample.name == "flask_http_request_total" and sample.labels.get("method") == "POST":
@@ -191,8 +196,10 @@ def main() -> None:
         + f"\n\notel_ml / prometheus-flask-exporter throughput per round: {', '.join(per_round)}\n"
     )
     command = "python bench/bench_gunicorn.py " + " ".join(sys.argv[1:])
-    if args.out:
-        Path(args.out).write_text(body)
+    if args.out:  # a trial run: the committed results file is left alone
+        Path(args.out).write_text(f"command: `{command}`\n\n" + body)
+        print(Path(args.out).read_text())
+        return
     path = _common.write(
         "gunicorn",
         "The example service under gunicorn -w 4: otel_ml vs prometheus-flask-exporter (multiprocess)",

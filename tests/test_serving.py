@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import subprocess
@@ -348,3 +349,32 @@ def test_a_real_prometheus_sees_a_feedback_burst_whole_and_a_class_never_right_a
             assert recall == {"a": 1.0, "b": 0.5, "c": 0.0}
     finally:
         provider.shutdown()
+
+
+def test_waits_outside_a_sampled_span_are_batched_yet_exact_and_one_inside_keeps_its_exemplar(telemetry) -> None:  # type: ignore[no-untyped-def]
+    waits = QueueTimer("iris", meter_provider=telemetry.meter_provider)
+    for _ in range(300):  # no span: handed to the SDK in batches, every one before the collection
+        with waits.waiting():
+            pass
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as span, waits.waiting():
+        pass
+    [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
+    assert point.count == 301
+    assert [e.trace_id for e in point.exemplars] == [span.get_span_context().trace_id]  # only the sampled one's
+    for _ in range(7):
+        with waits.waiting():
+            pass
+    [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
+    assert point.count == 308
+
+
+def test_waits_of_a_timer_dropped_before_the_collection_are_counted(telemetry) -> None:  # type: ignore[no-untyped-def]
+    waits = QueueTimer("iris", meter_provider=telemetry.meter_provider)
+    for _ in range(5):
+        with waits.waiting():
+            pass
+    del waits
+    gc.collect()
+    [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
+    assert point.count == 5

@@ -290,3 +290,27 @@ class _Middleware:
     def __call__(self, environ: Any, start_response: Any) -> Any:
         self.calls += 1
         return self.app(environ, start_response)
+
+
+def test_requests_in_no_sampled_span_are_batched_yet_exact(telemetry) -> None:  # type: ignore[no-untyped-def]
+    provider = TracerProvider(sampler=SlowSpansOnly())  # otel_ml's own without a trace exporter: no server span
+    app = _app(provider)
+    instrument_flask_app(app, telemetry.meter_provider, provider)
+    client = app.test_client()
+    for _ in range(37):  # no exemplar could name these: handed to the SDK in batches
+        assert client.get("/items/7").status_code == 200
+    for _ in range(3):
+        assert client.post("/fail").status_code == 500
+    ok = _key(method="GET", route="/items/<int:item>", status=200)
+    failed = _key(method="POST", route="/fail", status=500, error="500")
+    assert _durations(telemetry) == {ok: 37, failed: 3}  # all of them, at the collection
+    # A sampled caller's trace: recorded at once, in the request's context, so the exemplar names it.
+    assert client.get("/items/7", headers={"traceparent": TRACEPARENT}).status_code == 200
+    points = telemetry.points_by(sc.METRIC_HTTP_SERVER_REQUEST_DURATION)
+    assert points[ok].count == 38 and points[failed].count == 3
+    assert [e.trace_id for e in points[ok].exemplars] == [TRACE_ID]
+    assert all(not p.exemplars for key, p in points.items() if key != ok)
+    client.get("/items/7")
+    assert uninstrument_flask_app(app)  # what was kept reaches the SDK
+    assert _durations(telemetry) == {ok: 39, failed: 3}
+    provider.shutdown()

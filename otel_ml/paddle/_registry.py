@@ -80,7 +80,8 @@ class ModelState:
         self._errors: dict[tuple[type, bool], dict[str, Any]] = {}
         self.started = itertools.count()
         self.finished = itertools.count()
-        self.pending: list[float] = []  # durations of fast, warm, successful runs outside any span
+        # Durations of warm, successful runs outside any span that got no span of their own.
+        self.pending: list[float] = []
         self.pending_batches: list[int] = []
         self._slow_second = -1
         self._slow_count = 0

@@ -239,7 +239,9 @@ class RunRecorder:
         attrs = facts.model.attrs
         end_ns = time.time_ns()
         if not facts.model.allow_slow_span(end_ns):
-            self._record(seconds, attrs, context=NO_EXEMPLAR)
+            # No span, so no exemplar: with the common runs' batch (a preempted worker of a busy
+            # pre-fork server has many slow runs) rather than one SDK measurement each.
+            facts.model.pending.append(seconds)
             return
         attributes: dict[str, Any] = {
             **facts.span_attrs,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -20,7 +21,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_ml._core import semconv as sc
+from otel_ml._core.guard import report
 from otel_ml._core.observe import Binding, binding_for
+from otel_ml._core.pending import FLUSH_NS, NO_EXEMPLAR, hand_over_on_demand, record_many_for
 from otel_ml._core.text import valid_label
 from otel_ml.version import __version__
 
@@ -74,6 +77,96 @@ class Tally:
             return value
 
 
+SPAN_KEY: Final = next(iter(NO_EXEMPLAR))
+"""The context key the current span is kept under (read with public API only, as in :mod:`otel_ml.paddle._run`)."""
+
+
+def exemplar_possible(ctx: Any) -> bool:
+    """Whether a measurement in ``ctx`` could carry an exemplar: the context holds a sampled span.
+
+    The SDK's default (trace-based) exemplar filter keeps an exemplar only
+    for a measurement made in a sampled span's context; without one, when a
+    measurement reaches the SDK does not change any figure it exports.
+    """
+    span = ctx.get(SPAN_KEY) if ctx else None
+    return span is not None and bool(span.get_span_context().trace_flags.sampled)
+
+
+class Deferred:
+    """A synchronous histogram's measurements that no exemplar could take, handed to the SDK in batches.
+
+    One ``Histogram.record`` cleans and hashes its attributes and builds a
+    measurement object every time: on a small model's request path, two of
+    them (HTTP duration, queue wait) cost more than the rest of our work.
+    A request with no sampled span appends ``(value, attrs)`` here instead;
+    the values reach the SDK at most every :data:`FLUSH_NS` from the request
+    path, and all of them before every collection (:func:`_observe_all`, which
+    the SDK runs before it reads the synchronous instruments), at a SIGTERM's
+    hand-over and at uninstrument. ``attrs`` must be long-lived dicts (cached
+    by the caller): the batch is grouped by their identity.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_many", "_pending", "next_flush")
+
+    def __init__(self, instrument: Any) -> None:
+        self._pending: list[tuple[float, dict[str, Any]]] = []
+        self._many = record_many_for(instrument)
+        self._lock = threading.Lock()
+        self.next_flush = 0
+        _deferred.add(self)
+        hand_over_on_demand(self)
+
+    def add(self, value: float, attrs: dict[str, Any]) -> None:
+        """Keep one measurement; hand the batch over when it is due (the caller catches any error)."""
+        self._pending.append((value, attrs))
+        _holding[id(self)] = self  # kept alive while it holds measurements, even if its owner is dropped
+        if time.perf_counter_ns() >= self.next_flush:
+            self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        """Hand every kept measurement to the SDK; ``wait=False`` skips when another thread is at it."""
+        self.next_flush = time.perf_counter_ns() + FLUSH_NS
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            pending = self._pending
+            count = len(pending)
+            if not count:
+                return
+            taken = pending[:count]
+            del pending[:count]  # appends made meanwhile by other threads stay for next time
+            groups: dict[int, tuple[dict[str, Any], list[float]]] = {}
+            for value, attrs in taken:
+                group = groups.get(id(attrs))
+                if group is None:
+                    groups[id(attrs)] = (attrs, [value])
+                else:
+                    group[1].append(value)
+            for attrs, values in groups.values():
+                self._many(values, attrs, NO_EXEMPLAR)
+        finally:
+            if not self._pending:
+                _holding.pop(id(self), None)
+            self._lock.release()
+
+    def hand_over(self) -> None:
+        """:func:`otel_ml._core.pending.hand_over_now` (a SIGTERM's last export): everything, now."""
+        self.flush(wait=True)
+
+
+_deferred: weakref.WeakSet[Deferred] = weakref.WeakSet()
+_holding: dict[int, Deferred] = {}
+
+
+def flush_deferred() -> None:
+    """Hand every :class:`Deferred`'s measurements to the SDK (before a collection reads them); never raises."""
+    for deferred in list(_deferred):
+        try:
+            deferred.flush(wait=True)
+        except Exception as exc:  # noqa: BLE001 - a collection goes on with what reached the SDK
+            report("serving.deferred.flush", exc)
+
+
 def live_set(meter_provider: metrics.MeterProvider | None, key: str, create: Callable[[Callback], None]) -> Any:
     """The weak set of live helpers that the ``key`` observable instruments of the provider read.
 
@@ -94,6 +187,7 @@ Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 def _observe_all(helpers: Any, options: CallbackOptions) -> Iterable[Observation]:
+    flush_deferred()  # the SDK runs the callbacks before it reads the synchronous instruments
     totals: dict[frozenset[tuple[str, Any]], tuple[int, dict[str, Any]]] = {}
     for helper in list(helpers):
         for value, attrs in helper.observe():

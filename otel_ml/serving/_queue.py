@@ -13,19 +13,21 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import metrics
+from opentelemetry import context, metrics
 
 from otel_ml._core import semconv as sc
 from otel_ml._core.buckets import DURATION_BUCKETS_SECONDS
-from otel_ml.serving._common import Callback, Tally, live_set, meter, model_attributes
+from otel_ml._core.guard import report
+from otel_ml.serving._common import Callback, Deferred, Tally, exemplar_possible, live_set, meter, model_attributes
 
 
 class QueueTimer:
     """Records ``ml.inference.queue.duration`` and ``ml.inference.queue.waiting`` around a wait.
 
     Per wait: two atomic counter bumps and one histogram measurement (in the
-    request's context, so its exemplar names the request's trace); requests
-    waiting are read from the bumps at collection.
+    request's context, so its exemplar names the request's trace; in a batch
+    when no sampled span could give it one); requests waiting are read from
+    the bumps at collection.
 
     Args:
         model_name: ``ml.model.name`` of the model the queue serves.
@@ -51,12 +53,14 @@ class QueueTimer:
     ) -> None:
         self.attrs = model_attributes(model_name, version)
         m = meter(meter_provider)
-        self._record = m.create_histogram(
+        duration = m.create_histogram(
             sc.METRIC_INFERENCE_QUEUE_DURATION,
             unit=sc.UNIT_SECONDS,
             description="Time a request waited for a free predictor before its run.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_SECONDS),
-        ).record
+        )
+        self._record = duration.record
+        self._deferred = Deferred(duration)  # waits in no sampled span: in batches
         self._entered, self._left = Tally(), Tally()
 
         def create(callback: Callback) -> None:
@@ -99,5 +103,11 @@ class _Wait:
         elapsed = (time.perf_counter_ns() - self._start) / 1e9
         timer = self._timer
         timer._left.bump()
-        timer._record(elapsed, timer.attrs)
+        try:
+            if exemplar_possible(context.get_current()):
+                timer._record(elapsed, timer.attrs)  # in the request's context: the exemplar names its trace
+            else:
+                timer._deferred.add(elapsed, timer.attrs)
+        except Exception as exc:  # noqa: BLE001 - the wait's own exception (if any) passes through unchanged
+            report("serving.queue.record", exc)
         return None

@@ -95,6 +95,7 @@ class PublishingReader(MetricReader):
         self._baseline: dict[_Key, Any] = {}
         self._at_fork: dict[_Key, Any] = {}
         self._pid = os.getpid()
+        self._start_of: tuple[int, str] = (0, "")  # (pid, its start time): /proc read once per process
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._forking = False
@@ -140,7 +141,9 @@ class PublishingReader(MetricReader):
                 self.collect(timeout_millis=math.inf)
                 data, self._latest = self._latest, None
                 document = encode(data, self._baseline)
-                document.update(pid=self._pid, start=process_start(self._pid), owner=self.deployment.owner)
+                if self._start_of[0] != self._pid or not self._start_of[1]:  # read once per process: it never changes
+                    self._start_of = (self._pid, process_start(self._pid))
+                document.update(pid=self._pid, start=self._start_of[1], owner=self.deployment.owner)
                 _write(self.path, document)
         except Exception as exc:  # noqa: BLE001 - the program goes on; the next publication retries
             report("multiprocess.publish", exc)
@@ -234,9 +237,12 @@ def _hook_uwsgi_fork() -> None:
 
 
 def _write(path: str, document: dict[str, Any]) -> None:
+    # json.dumps, not json.dump: only the one-shot form uses the C encoder (dump to a file encodes in
+    # Python, chunk by chunk: it was most of a publication's CPU, in every worker every second).
+    text = json.dumps(document, separators=(",", ":"), allow_nan=True)
     temporary = f"{path}.{threading.get_ident()}.tmp"
     with open(temporary, "w", encoding="utf-8") as out:
-        json.dump(document, out, separators=(",", ":"), allow_nan=True)
+        out.write(text)
     os.replace(temporary, path)
 
 
@@ -310,7 +316,7 @@ def _metric(scope: str, version: str, metric: Any, baseline: dict[_Key, Any]) ->
         kind = "counter" if data.is_monotonic else "updown"
         for point in data.data_points:
             value = point.value
-            if data.is_monotonic:
+            if data.is_monotonic and baseline:  # a baseline only in a child forked after measuring (--preload)
                 value -= baseline.get((scope, version, metric.name, attribute_key(point.attributes)), 0)
             points.append(_number(point, value))
     elif isinstance(data, Gauge):
@@ -320,7 +326,11 @@ def _metric(scope: str, version: str, metric: Any, baseline: dict[_Key, Any]) ->
         kind = "histogram"
         for histogram_point in data.data_points:
             count, total, buckets = histogram_point.count, histogram_point.sum, list(histogram_point.bucket_counts)
-            inherited = baseline.get((scope, version, metric.name, attribute_key(histogram_point.attributes)))
+            inherited = (
+                baseline.get((scope, version, metric.name, attribute_key(histogram_point.attributes)))
+                if baseline
+                else None
+            )
             if inherited is not None and len(inherited[2]) == len(buckets):
                 count, total = count - inherited[0], total - inherited[1]
                 buckets = [mine - theirs for mine, theirs in zip(buckets, inherited[2], strict=True)]
