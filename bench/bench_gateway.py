@@ -141,7 +141,7 @@ class Stack:
     def __init__(self, workdir: Path, variant: str, persistent: bool = False, wal: bool = False) -> None:
         self.dir, self.variant, self.persistent, self.wal = workdir, variant, persistent, wal
         self.prom_port, self.gw_grpc, self.gw_http = free_port(), free_port(), free_port()
-        self.gw_prom, self.gw_tele = free_port(), free_port()
+        self.gw_prom, self.gw_tele, self.gw_spool = free_port(), free_port(), free_port()
         self.agent_grpc, self.agent_http, self.agent_tele = free_port(), free_port(), free_port()
         self.procs: dict[str, Any] = {}
         self.traces_file = workdir / "gateway-traces.jsonl"
@@ -187,9 +187,9 @@ class Stack:
             "OTELCOL_TELEMETRY_PORT": str(self.gw_tele),
             "OTELCOL_TRACES_FILE": str(self.traces_file),
             "OTELCOL_LOG_LEVEL": "warn",
+            "OTELCOL_SPOOL_ENDPOINT": f"127.0.0.1:{self.gw_spool}",
+            "OTELCOL_STORAGE_DIR": str(self.dir / ("gateway-wal" if self.wal else "gateway-spool")),
         }
-        if self.wal:
-            env["OTELCOL_STORAGE_DIR"] = str(self.dir / "gateway-wal")
         cmd = [str(BINARY), "--config", str(COLLECTOR / config)]
         if self.wal:
             (self.dir / "wal-overlay.yaml").write_text(WAL_OVERLAY)
