@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -124,7 +123,7 @@ func want(got, expected protowire.Type) error {
 	return nil
 }
 
-// labels decodes a Label{1 name, 2 value} into its name and value.
+// label decodes a Label{1 name, 2 value} into its name and value.
 func label(b []byte) (name, value string, err error) {
 	err = fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		switch num {
@@ -176,12 +175,12 @@ func decodeSeries(b []byte) (series, error) {
 				if num != 1 {
 					return nil
 				}
-				name, value, err := label(lb)
-				if err == nil && name == "trace_id" {
-					s.traceIDs = append(s.traceIDs, strings.ToLower(value))
+				if err := want(typ, protowire.BytesType); err != nil {
+					return err
 				}
-				if err == nil {
-					err = want(typ, protowire.BytesType)
+				name, value, err := label(lb)
+				if name == "trace_id" {
+					s.traceIDs = append(s.traceIDs, strings.ToLower(value))
 				}
 				return err
 			})
@@ -194,9 +193,7 @@ func decodeSeries(b []byte) (series, error) {
 		return s, err
 	}
 	// The identity of a series is its label *set*: hash it in name order, whatever the sender's order.
-	if !slices.IsSortedFunc(pairs, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) }) {
-		sort.Slice(pairs, func(i, j int) bool { return pairs[i][0] < pairs[j][0] })
-	}
+	slices.SortFunc(pairs, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	h := fnv.New64a()
 	for _, p := range pairs {
 		h.Write([]byte(p[0]))
