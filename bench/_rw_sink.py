@@ -15,9 +15,10 @@ exemplar trace ids) and can be taken down and up without losing its counts.
 
 ``python bench/_rw_sink.py --selftest`` runs the real collector
 (collector/gateway-remotewrite.yaml) against the sink and checks exact counts;
-``python bench/_rw_sink.py --measure WORKERS SECONDS`` measures the sink's CPU
-under a fleet (bench/_otlp_fleet.py) and compares its counts with those of a
-Prometheus fed the same batches by the same gateway.
+``python bench/_rw_sink.py --measure WORKERS SECONDS [--prometheus]`` measures
+the sink's CPU under a fleet (bench/_otlp_fleet.py) and, with --prometheus,
+compares its counts with those of a Prometheus fed the same batches by the
+same gateway.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class RwSink:
 
 # -- self-check: the real collector against the sink, exact counts ------------------------------------------
 
-GATEWAY_OVERLAY = """\
+# No trace backend here: the gateway's traces go to its file exporter only.
+GATEWAY_TRACES_OVERLAY = """\
 service:
   pipelines:
     traces:
@@ -154,7 +156,7 @@ def _selftest() -> None:
         gateway = provider = None
         otlp, tele = free_port(), free_port()
         try:
-            (work / "overlay.yaml").write_text(GATEWAY_OVERLAY)
+            (work / "overlay.yaml").write_text(GATEWAY_TRACES_OVERLAY)
             env = {
                 "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
                 "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
@@ -261,6 +263,7 @@ def _attempts(telemetry_port: int) -> float:
 
 # -- measurement: the sink's CPU at a fleet's rate, its counts cross-checked against Prometheus --------------
 
+# The same batches to Prometheus too: a second remote-write exporter with the shipped one's settings.
 PROM_OVERLAY = """\
 exporters:
   prometheus_remote_write/prom:
@@ -277,8 +280,6 @@ service:
   pipelines:
     metrics:
       exporters: [prometheus_remote_write, prometheus_remote_write/prom]
-    traces:
-      exporters: [file/traces]
 """
 ALL_SERIES = 'count({__name__=~".+"})'
 
@@ -295,9 +296,17 @@ def _prom_counters(port: int) -> dict[str, float]:
     return totals
 
 
-def _measure(workers: int, seconds: float) -> None:
-    """Fleet -> gateway -> (sink and Prometheus 2.42, the same batches): the sink's CPU, and its counts
-    against what Prometheus stored (feasible at a rate Prometheus keeps up with, e.g. 100 workers)."""
+def _prom_query(port: int, expr: str) -> float:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=60) as response:
+        result = json.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def _measure(workers: int, seconds: float, prometheus: bool) -> None:
+    """Fleet -> gateway -> sink: the sink's CPU at the fleet's rate. With ``prometheus``, the gateway
+    also writes the same batches to a Prometheus 2.42 and the counts are compared (feasible where
+    Prometheus keeps up on this machine, e.g. 100 workers)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _otlp_fleet import Fleet, Template, capture, trace_id
 
@@ -307,23 +316,22 @@ def _measure(workers: int, seconds: float) -> None:
         work = Path(tmp)
         sink = RwSink(trace_id=trace_id(0, 1).hex(), log=work / "sink.log")
         prom_port, otlp, tele = free_port(), free_port(), free_port()
-        (work / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-        (work / "overlay.yaml").write_text(PROM_OVERLAY.format(url=f"http://127.0.0.1:{prom_port}/api/v1/write"))
+        (work / "traces.yaml").write_text(GATEWAY_TRACES_OVERLAY)
+        config = ["--config", str(ROOT / "collector" / "gateway-remotewrite.yaml")]
+        config += ["--config", str(work / "traces.yaml")]
         procs = [sink.proc]
         try:
-            prom = start(
-                [
-                    "prometheus",
-                    f"--config.file={work / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={work / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--web.enable-remote-write-receiver",
-                    "--enable-feature=exemplar-storage",
-                ],
-                log=work / "prometheus.log",
-            )
-            procs.append(prom)
-            wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/-/ready", timeout=2), 60, "ready")
+            if prometheus:
+                (work / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
+                (work / "prom.yaml").write_text(PROM_OVERLAY.format(url=f"http://127.0.0.1:{prom_port}/api/v1/write"))
+                config += ["--config", str(work / "prom.yaml")]
+                args = [f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'tsdb'}"]
+                args += [f"--web.listen-address=127.0.0.1:{prom_port}", "--web.enable-remote-write-receiver"]
+                procs.append(
+                    start(["prometheus", *args, "--enable-feature=exemplar-storage"], log=work / "prometheus.log")
+                )
+                ready = f"http://127.0.0.1:{prom_port}/-/ready"
+                wait_for(lambda: urllib.request.urlopen(ready, timeout=2), 60, "Prometheus ready")
             env = {
                 "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
                 "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
@@ -332,13 +340,8 @@ def _measure(workers: int, seconds: float) -> None:
                 "OTELCOL_TRACES_FILE": str(work / "traces.jsonl"),
                 "OTELCOL_LOG_LEVEL": "warn",
             }
-            config = ["--config", str(ROOT / "collector" / "gateway-remotewrite.yaml")]
-            gateway = start(
-                [str(ROOT / "collector" / "build" / "otelcol-ml"), *config, "--config", str(work / "overlay.yaml")],
-                env=env,
-                log=work / "gateway.log",
-            )
-            procs.append(gateway)
+            collector = str(ROOT / "collector" / "build" / "otelcol-ml")
+            procs.append(start([collector, *config], env=env, log=work / "gateway.log"))
             wait_for(lambda: _attempts(tele) >= 0, 30, "gateway up")
             fleet = Fleet(metrics, traces, workers=workers, endpoint=f"127.0.0.1:{otlp}", interval=10.0)
             fleet.start()
@@ -349,13 +352,6 @@ def _measure(workers: int, seconds: float) -> None:
             fleet.stop()
             time.sleep(8)  # the gateway's last batches (1 s) and retries
             end = sink.stats()
-
-            def query(expr: str) -> float:
-                url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    result = json.loads(response.read())["data"]["result"]
-                return float(result[0]["value"][1]) if result else 0.0
-
             dt = t1 - t0
             rate = (s1["samples"] - s0["samples"]) / dt
             cpu = 100 * (s1["cpu_seconds"] - s0["cpu_seconds"]) / dt
@@ -367,22 +363,19 @@ def _measure(workers: int, seconds: float) -> None:
             )
             print(f"  exports sent by the fleet: {fleet.stats.sent_requests} (failed {fleet.stats.failed_requests})")
             print(
-                f"  marker samples: sink {end['marker_unique']} unique ({end['marker_duplicates']} duplicates), "
-                f"Prometheus {query(f'sum(count_over_time({MARKER}[1h]))'):.0f}"
+                f"  sink: marker {end['marker_unique']} unique ({end['marker_duplicates']} duplicates), "
+                f"{end['series']} series, {end['samples']} samples, {end['exemplars']} exemplars, "
+                f"{end['trace_ids']} trace ids, trace_id(0, 1) found: {end['trace_id_found']}; "
+                f"delay median {end['delay_median_s']:.2f} s, max {end['delay_max_s']:.2f} s"
             )
-            print(f"  series: sink {end['series']}, Prometheus {query(ALL_SERIES):.0f}")
-            appended = _prom_counters(prom_port)
-            print(
-                f"  samples: sink {end['samples']}, Prometheus "
-                f"{appended['prometheus_tsdb_head_samples_appended_total']:.0f} appended"
-            )
-            print(
-                f"  exemplars: sink {end['exemplars']}, Prometheus "
-                f"{appended['prometheus_tsdb_exemplar_exemplars_appended_total']:.0f} appended; "
-                f"sink: {end['trace_ids']} trace ids, "
-                f"trace_id(0, 1) found: {end['trace_id_found']}; delay median {end['delay_median_s']:.2f} s, "
-                f"max {end['delay_max_s']:.2f} s"
-            )
+            if prometheus:
+                appended = _prom_counters(prom_port)
+                print(
+                    f"  Prometheus: marker {_prom_query(prom_port, f'sum(count_over_time({MARKER}[1h]))'):.0f}, "
+                    f"{_prom_query(prom_port, ALL_SERIES):.0f} series, "
+                    f"{appended['prometheus_tsdb_head_samples_appended_total']:.0f} samples appended, "
+                    f"{appended['prometheus_tsdb_exemplar_exemplars_appended_total']:.0f} exemplars appended"
+                )
         finally:
             for proc in reversed(procs):
                 stop(proc)
@@ -391,7 +384,7 @@ def _measure(workers: int, seconds: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--selftest"]:
         _selftest()
-    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) == 4:
-        _measure(int(sys.argv[2]), float(sys.argv[3]))
+    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) in (4, 5) and sys.argv[4:] in ([], ["--prometheus"]):
+        _measure(int(sys.argv[2]), float(sys.argv[3]), prometheus=sys.argv[4:] == ["--prometheus"])
     else:
         raise SystemExit(__doc__)
