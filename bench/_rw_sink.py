@@ -359,6 +359,7 @@ def _measure(workers: int, seconds: float, prometheus: bool) -> None:
             print(
                 f"  sink: {rate:.0f} samples/s, {(s1['requests'] - s0['requests']) / dt:.1f} requests/s, "
                 f"{(s1['bytes'] - s0['bytes']) / dt / 1024:.0f} KiB/s -> {cpu:.2f} % of a core, "
+                f"busy answering {100 * (s1['busy_seconds'] - s0['busy_seconds']) / dt:.1f} % of the time, "
                 f"peak RSS {end['max_rss_kib'] / 1024:.0f} MiB"
             )
             print(f"  exports sent by the fleet: {fleet.stats.sent_requests} (failed {fleet.stats.failed_requests})")

@@ -77,6 +77,7 @@ type sink struct {
 	delays                                []float64 // a uniform reservoir of the marker's delays
 	delayCount                            int64
 	delayMax                              float64
+	busy                                  time.Duration
 	traceIDs                              map[string]struct{}
 	seriesCapped, markCapped, traceCapped bool
 }
@@ -240,13 +241,17 @@ func (k *sink) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := io.ReadAll(r.Body)
-	now := float64(time.Now().UnixNano()) / 1e9 // receipt time, before decoding adds its own delay
+	received := time.Now()
+	now := float64(received.UnixNano()) / 1e9 // receipt time, before decoding adds its own delay
 	var batch []series
 	if err == nil {
 		batch, err = decode(body)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// Time from receipt to answer, which the sender waits on: busy_seconds / wall time says whether
+	// the sink itself could be what holds a sender back.
+	defer func() { k.busy += time.Since(received) }()
 	k.requests++
 	k.bytes += int64(len(body))
 	if err != nil {
@@ -326,7 +331,7 @@ func (k *sink) stats(w http.ResponseWriter, r *http.Request, up bool) {
 		"series": len(k.seriesSet), "series_capped": k.seriesCapped, "samples_by_name": maps.Clone(k.byName),
 		"marker": k.marker, "marker_samples": k.markerSamples, "marker_unique": len(k.markerSeen),
 		"marker_duplicates": k.markerDuplicates, "marker_capped": k.markCapped,
-		"delay_count": k.delayCount, "delay_max_s": nil, "delay_median_s": nil,
+		"busy_seconds": k.busy.Seconds(), "delay_count": k.delayCount, "delay_max_s": nil, "delay_median_s": nil,
 		"trace_id": wanted, "trace_id_found": wanted != "" && found,
 		"trace_ids": len(k.traceIDs), "trace_ids_capped": k.traceCapped,
 	}
