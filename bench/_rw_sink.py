@@ -92,7 +92,11 @@ class RwSink:
         args = [str(build()), f"-listen=127.0.0.1:{self.port}", f"-control=127.0.0.1:{self.control}"]
         args += [f"-marker={marker}", f"-trace-id={trace_id}"]
         self.proc = start(args, log=log)
-        wait_for(lambda: self.stats()["up"], 30, "rwsink up")
+        try:
+            wait_for(lambda: self.stats()["up"], 30, "rwsink up")
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:

@@ -236,10 +236,6 @@ func decode(body []byte) ([]series, error) {
 }
 
 func (k *sink) write(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST a remote-write request", http.StatusMethodNotAllowed)
-		return
-	}
 	body, err := io.ReadAll(r.Body)
 	received := time.Now()
 	now := float64(received.UnixNano()) / 1e9 // receipt time, before decoding adds its own delay
@@ -419,8 +415,8 @@ func newSink(marker, traceID string) *sink {
 // routes gives the write port's handler to l and returns the control port's handler.
 func routes(k *sink, l *listener) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/api/v1/write", k.write)
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, true) })
+	mux.HandleFunc("POST /api/v1/write", k.write)
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, true) })
 	l.handler = mux
 
 	ctl := http.NewServeMux()
