@@ -14,7 +14,11 @@ exemplar trace ids) and can be taken down and up without losing its counts.
     sink.stop()
 
 ``python bench/_rw_sink.py --selftest`` runs the real collector
-(collector/gateway-remotewrite.yaml) against the sink and checks exact counts.
+(collector/gateway-remotewrite.yaml) against the sink and checks exact counts;
+``python bench/_rw_sink.py --measure WORKERS SECONDS [--prometheus]`` measures
+the sink's CPU under a fleet (bench/_otlp_fleet.py) and, with --prometheus,
+compares its counts with those of a Prometheus fed the same batches by the
+same gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -87,7 +92,11 @@ class RwSink:
         args = [str(build()), f"-listen=127.0.0.1:{self.port}", f"-control=127.0.0.1:{self.control}"]
         args += [f"-marker={marker}", f"-trace-id={trace_id}"]
         self.proc = start(args, log=log)
-        wait_for(lambda: self.stats()["up"], 30, "rwsink up")
+        try:
+            wait_for(lambda: self.stats()["up"], 30, "rwsink up")
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -121,7 +130,8 @@ class RwSink:
 
 # -- self-check: the real collector against the sink, exact counts ------------------------------------------
 
-GATEWAY_OVERLAY = """\
+# No trace backend here: the gateway's traces go to its file exporter only.
+GATEWAY_TRACES_OVERLAY = """\
 service:
   pipelines:
     traces:
@@ -150,7 +160,7 @@ def _selftest() -> None:
         gateway = provider = None
         otlp, tele = free_port(), free_port()
         try:
-            (work / "overlay.yaml").write_text(GATEWAY_OVERLAY)
+            (work / "overlay.yaml").write_text(GATEWAY_TRACES_OVERLAY)
             env = {
                 "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
                 "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
@@ -255,7 +265,131 @@ def _attempts(telemetry_port: int) -> float:
     )
 
 
+# -- measurement: the sink's CPU at a fleet's rate, its counts cross-checked against Prometheus --------------
+
+# The same batches to Prometheus too: a second remote-write exporter with the shipped one's settings.
+PROM_OVERLAY = """\
+exporters:
+  prometheus_remote_write/prom:
+    endpoint: {url}
+    resource_to_telemetry_conversion:
+      enabled: true
+    target_info:
+      enabled: true
+    remote_write_queue:
+      queue_size: 2000
+      num_consumers: 1
+    timeout: 5m
+service:
+  pipelines:
+    metrics:
+      exporters: [prometheus_remote_write, prometheus_remote_write/prom]
+"""
+ALL_SERIES = 'count({__name__=~".+"})'
+
+
+def _prom_counters(port: int) -> dict[str, float]:
+    """Prometheus's own counters (its /metrics: it need not scrape itself), summed over their labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def _prom_query(port: int, expr: str) -> float:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=60) as response:
+        result = json.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def _measure(workers: int, seconds: float, prometheus: bool) -> None:
+    """Fleet -> gateway -> sink: the sink's CPU at the fleet's rate. With ``prometheus``, the gateway
+    also writes the same batches to a Prometheus 2.42 and the counts are compared (feasible where
+    Prometheus keeps up on this machine, e.g. 100 workers)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _otlp_fleet import Fleet, Template, capture, trace_id
+
+    cap = capture(8)
+    metrics, traces = Template.metrics(cap.metrics), Template.traces(cap.traces)
+    with tempfile.TemporaryDirectory(prefix="rwsink-measure-") as tmp:
+        work = Path(tmp)
+        sink = RwSink(trace_id=trace_id(0, 1).hex(), log=work / "sink.log")
+        prom_port, otlp, tele = free_port(), free_port(), free_port()
+        (work / "traces.yaml").write_text(GATEWAY_TRACES_OVERLAY)
+        config = ["--config", str(ROOT / "collector" / "gateway-remotewrite.yaml")]
+        config += ["--config", str(work / "traces.yaml")]
+        procs = [sink.proc]
+        try:
+            if prometheus:
+                (work / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
+                (work / "prom.yaml").write_text(PROM_OVERLAY.format(url=f"http://127.0.0.1:{prom_port}/api/v1/write"))
+                config += ["--config", str(work / "prom.yaml")]
+                args = [f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'tsdb'}"]
+                args += [f"--web.listen-address=127.0.0.1:{prom_port}", "--web.enable-remote-write-receiver"]
+                procs.append(
+                    start(["prometheus", *args, "--enable-feature=exemplar-storage"], log=work / "prometheus.log")
+                )
+                ready = f"http://127.0.0.1:{prom_port}/-/ready"
+                wait_for(lambda: urllib.request.urlopen(ready, timeout=2), 60, "Prometheus ready")
+            env = {
+                "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
+                "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
+                "OTELCOL_REMOTE_WRITE_URL": sink.url,
+                "OTELCOL_TELEMETRY_PORT": str(tele),
+                "OTELCOL_TRACES_FILE": str(work / "traces.jsonl"),
+                "OTELCOL_LOG_LEVEL": "warn",
+            }
+            collector = str(ROOT / "collector" / "build" / "otelcol-ml")
+            procs.append(start([collector, *config], env=env, log=work / "gateway.log"))
+            wait_for(lambda: _attempts(tele) >= 0, 30, "gateway up")
+            fleet = Fleet(metrics, traces, workers=workers, endpoint=f"127.0.0.1:{otlp}", interval=10.0)
+            fleet.start()
+            time.sleep(15)  # every worker has exported at least once
+            s0, t0 = sink.stats(), time.monotonic()
+            time.sleep(seconds)
+            s1, t1 = sink.stats(), time.monotonic()
+            fleet.stop()
+            time.sleep(8)  # the gateway's last batches (1 s) and retries
+            end = sink.stats()
+            dt = t1 - t0
+            rate = (s1["samples"] - s0["samples"]) / dt
+            cpu = 100 * (s1["cpu_seconds"] - s0["cpu_seconds"]) / dt
+            print(f"{workers} workers, {metrics.points} points per export every 10 s, measured {dt:.0f} s:")
+            print(
+                f"  sink: {rate:.0f} samples/s, {(s1['requests'] - s0['requests']) / dt:.1f} requests/s, "
+                f"{(s1['bytes'] - s0['bytes']) / dt / 1024:.0f} KiB/s -> {cpu:.2f} % of a core, "
+                f"busy answering {100 * (s1['busy_seconds'] - s0['busy_seconds']) / dt:.1f} % of the time, "
+                f"peak RSS {end['max_rss_kib'] / 1024:.0f} MiB"
+            )
+            print(f"  exports sent by the fleet: {fleet.stats.sent_requests} (failed {fleet.stats.failed_requests})")
+            print(
+                f"  sink: marker {end['marker_unique']} unique ({end['marker_duplicates']} duplicates), "
+                f"{end['series']} series, {end['samples']} samples, {end['exemplars']} exemplars, "
+                f"{end['trace_ids']} trace ids, trace_id(0, 1) found: {end['trace_id_found']}; "
+                f"delay median {end['delay_median_s']:.2f} s, max {end['delay_max_s']:.2f} s"
+            )
+            if prometheus:
+                appended = _prom_counters(prom_port)
+                print(
+                    f"  Prometheus: marker {_prom_query(prom_port, f'sum(count_over_time({MARKER}[1h]))'):.0f}, "
+                    f"{_prom_query(prom_port, ALL_SERIES):.0f} series, "
+                    f"{appended['prometheus_tsdb_head_samples_appended_total']:.0f} samples appended, "
+                    f"{appended['prometheus_tsdb_exemplar_exemplars_appended_total']:.0f} exemplars appended"
+                )
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--selftest"]:
+    if sys.argv[1:] == ["--selftest"]:
+        _selftest()
+    elif sys.argv[1:2] == ["--measure"] and len(sys.argv) in (4, 5) and sys.argv[4:] in ([], ["--prometheus"]):
+        _measure(int(sys.argv[2]), float(sys.argv[3]), prometheus=sys.argv[4:] == ["--prometheus"])
+    else:
         raise SystemExit(__doc__)
-    _selftest()

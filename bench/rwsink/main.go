@@ -11,12 +11,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log"
 	"maps"
@@ -47,7 +47,7 @@ const (
 // series is one decoded TimeSeries of a request: only what the counters need.
 type series struct {
 	hash      uint64
-	name      string
+	name      []byte // slices of the request: nothing copied for series that are only counted
 	samples   []sample
 	traceIDs  []string
 	exemplars int
@@ -77,6 +77,7 @@ type sink struct {
 	delays                                []float64 // a uniform reservoir of the marker's delays
 	delayCount                            int64
 	delayMax                              float64
+	busy                                  time.Duration
 	traceIDs                              map[string]struct{}
 	seriesCapped, markCapped, traceCapped bool
 }
@@ -124,14 +125,14 @@ func want(got, expected protowire.Type) error {
 }
 
 // label decodes a Label{1 name, 2 value} into its name and value.
-func label(b []byte) (name, value string, err error) {
+func label(b []byte) (name, value []byte, err error) {
 	err = fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		switch num {
 		case 1:
-			name = string(v)
+			name = v
 			return want(typ, protowire.BytesType)
 		case 2:
-			value = string(v)
+			value = v
 			return want(typ, protowire.BytesType)
 		}
 		return nil
@@ -142,7 +143,7 @@ func label(b []byte) (name, value string, err error) {
 // decodeSeries decodes TimeSeries{1 labels, 2 samples, 3 exemplars, 4 histograms}.
 func decodeSeries(b []byte) (series, error) {
 	var s series
-	var pairs [][2]string
+	pairs := make([][2][]byte, 0, 16)
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if num >= 1 && num <= 4 {
 			if err := want(typ, protowire.BytesType); err != nil {
@@ -152,7 +153,7 @@ func decodeSeries(b []byte) (series, error) {
 		switch num {
 		case 1:
 			name, value, err := label(v)
-			pairs = append(pairs, [2]string{name, value})
+			pairs = append(pairs, [2][]byte{name, value})
 			return err
 		case 2: // Sample{1 double value, 2 int64 timestamp}
 			var smp sample
@@ -179,8 +180,8 @@ func decodeSeries(b []byte) (series, error) {
 					return err
 				}
 				name, value, err := label(lb)
-				if name == "trace_id" {
-					s.traceIDs = append(s.traceIDs, strings.ToLower(value))
+				if string(name) == "trace_id" {
+					s.traceIDs = append(s.traceIDs, strings.ToLower(string(value)))
 				}
 				return err
 			})
@@ -193,18 +194,22 @@ func decodeSeries(b []byte) (series, error) {
 		return s, err
 	}
 	// The identity of a series is its label *set*: hash it in name order, whatever the sender's order.
-	slices.SortFunc(pairs, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
-	h := fnv.New64a()
+	byName := func(a, b [2][]byte) int { return bytes.Compare(a[0], b[0]) }
+	if !slices.IsSortedFunc(pairs, byName) { // senders sort them (the spec asks to): only check
+		slices.SortFunc(pairs, byName)
+	}
+	s.hash = 14695981039346656037 // FNV-1a, inline: hash/fnv's Write would copy every label
 	for _, p := range pairs {
-		h.Write([]byte(p[0]))
-		h.Write([]byte{0xff})
-		h.Write([]byte(p[1]))
-		h.Write([]byte{0xff})
-		if p[0] == "__name__" {
+		for _, part := range [2][]byte{p[0], p[1]} {
+			for _, c := range part {
+				s.hash = (s.hash ^ uint64(c)) * 1099511628211
+			}
+			s.hash = (s.hash ^ 0xff) * 1099511628211 // a separator no label holds: a=bc differs from ab=c
+		}
+		if string(p[0]) == "__name__" {
 			s.name = p[1]
 		}
 	}
-	s.hash = h.Sum64()
 	return s, nil
 }
 
@@ -231,18 +236,18 @@ func decode(body []byte) ([]series, error) {
 }
 
 func (k *sink) write(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST a remote-write request", http.StatusMethodNotAllowed)
-		return
-	}
 	body, err := io.ReadAll(r.Body)
-	now := float64(time.Now().UnixNano()) / 1e9 // receipt time, before decoding adds its own delay
+	received := time.Now()
+	now := float64(received.UnixNano()) / 1e9 // receipt time, before decoding adds its own delay
 	var batch []series
 	if err == nil {
 		batch, err = decode(body)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// Time from receipt to answer, which the sender waits on: busy_seconds / wall time says whether
+	// the sink itself could be what holds a sender back.
+	defer func() { k.busy += time.Since(received) }()
 	k.requests++
 	k.bytes += int64(len(body))
 	if err != nil {
@@ -268,8 +273,8 @@ func (k *sink) count(s series, now float64) {
 			k.seriesCapped = true
 		}
 	}
-	if _, ok := k.byName[s.name]; ok || len(k.byName) < maxNames {
-		k.byName[s.name] += int64(len(s.samples))
+	if _, ok := k.byName[string(s.name)]; ok || len(k.byName) < maxNames {
+		k.byName[string(s.name)] += int64(len(s.samples))
 	}
 	for _, id := range s.traceIDs {
 		if _, ok := k.traceIDs[id]; !ok {
@@ -280,7 +285,7 @@ func (k *sink) count(s series, now float64) {
 			}
 		}
 	}
-	if s.name != k.marker {
+	if string(s.name) != k.marker {
 		return
 	}
 	for _, smp := range s.samples {
@@ -322,7 +327,7 @@ func (k *sink) stats(w http.ResponseWriter, r *http.Request, up bool) {
 		"series": len(k.seriesSet), "series_capped": k.seriesCapped, "samples_by_name": maps.Clone(k.byName),
 		"marker": k.marker, "marker_samples": k.markerSamples, "marker_unique": len(k.markerSeen),
 		"marker_duplicates": k.markerDuplicates, "marker_capped": k.markCapped,
-		"delay_count": k.delayCount, "delay_max_s": nil, "delay_median_s": nil,
+		"busy_seconds": k.busy.Seconds(), "delay_count": k.delayCount, "delay_max_s": nil, "delay_median_s": nil,
 		"trace_id": wanted, "trace_id_found": wanted != "" && found,
 		"trace_ids": len(k.traceIDs), "trace_ids_capped": k.traceCapped,
 	}
@@ -399,6 +404,37 @@ func (l *listener) isUp() bool {
 	return l.srv != nil
 }
 
+func newSink(marker, traceID string) *sink {
+	return &sink{
+		marker: marker, wantTrace: strings.ToLower(traceID),
+		seriesSet: map[uint64]struct{}{}, byName: map[string]int64{},
+		markerSeen: map[markerKey]struct{}{}, traceIDs: map[string]struct{}{},
+	}
+}
+
+// routes gives the write port's handler to l and returns the control port's handler.
+func routes(k *sink, l *listener) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/write", k.write)
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, true) })
+	l.handler = mux
+
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, l.isUp()) })
+	ctl.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
+		l.down()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ctl.HandleFunc("POST /up", func(w http.ResponseWriter, r *http.Request) {
+		if err := l.up(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return ctl
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9201", "remote-write address (POST /api/v1/write, GET /stats)")
 	control := flag.String("control", "127.0.0.1:9202", "control address (POST /down, POST /up, GET /stats)")
@@ -406,38 +442,9 @@ func main() {
 	traceID := flag.String("trace-id", "", "trace id (hex) to look for in exemplars' trace_id label")
 	flag.Parse()
 
-	k := &sink{
-		marker: *marker, wantTrace: strings.ToLower(*traceID),
-		seriesSet: map[uint64]struct{}{}, byName: map[string]int64{},
-		markerSeen: map[markerKey]struct{}{}, traceIDs: map[string]struct{}{},
-	}
+	k := newSink(*marker, *traceID)
 	l := &listener{addr: *listen}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/api/v1/write", k.write)
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, true) })
-	l.handler = mux
-
-	ctl := http.NewServeMux()
-	ctl.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) { k.stats(w, r, l.isUp()) })
-	ctl.HandleFunc("/down", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST", http.StatusMethodNotAllowed)
-			return
-		}
-		l.down()
-		w.WriteHeader(http.StatusNoContent)
-	})
-	ctl.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST", http.StatusMethodNotAllowed)
-			return
-		}
-		if err := l.up(); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	ctl := routes(k, l)
 	ctlLn, err := net.Listen("tcp", *control)
 	if err != nil {
 		log.Fatal(err)
