@@ -177,10 +177,11 @@ def test_remote_write_gateway_spools_on_disk_in_order_and_serves_its_own_metrics
     import yaml
 
     config = yaml.safe_load((COLLECTOR_DIR / "gateway-remotewrite.yaml").read_text())
-    spool = config["exporters"]["otlp_grpc/spool"]
+    spool = config["exporters"]["otlp_http/spool"]
     queue = spool["sending_queue"]
     assert queue["storage"] == "file_storage/spool" and config["service"]["extensions"] == ["file_storage/spool"]
-    assert queue["num_consumers"] == 1  # in order: Prometheus rejects out-of-order samples
+    # One writer by default: in order, as Prometheus without an out-of-order window requires.
+    assert queue["num_consumers"] == "${env:OTELCOL_SPOOL_CONSUMERS:-1}"
     assert queue["sizer"] == "items" and "batch" in queue  # batched as it is read, after it is on disk
     assert spool["retry_on_failure"]["max_elapsed_time"] == "0s"  # held while the receiver is down
     writer = config["exporters"]["prometheus_remote_write/spooled"]
@@ -188,7 +189,7 @@ def test_remote_write_gateway_spools_on_disk_in_order_and_serves_its_own_metrics
     pipelines = config["service"]["pipelines"]
     # No batch processor before the spool: an agent is answered once its points are on disk.
     assert pipelines["metrics"]["processors"] == ["memory_limiter", "transform/prometheus"]
-    assert pipelines["metrics"]["exporters"] == ["otlp_grpc/spool"]
+    assert pipelines["metrics"]["exporters"] == ["otlp_http/spool"]
     assert pipelines["metrics/write"] == {"receivers": ["otlp/spool"], "exporters": ["prometheus_remote_write/spooled"]}
     for name in ("gateway.yaml", "gateway-remotewrite.yaml"):
         telemetry = yaml.safe_load((COLLECTOR_DIR / name).read_text())["service"]["telemetry"]["metrics"]
