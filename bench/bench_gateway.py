@@ -374,7 +374,7 @@ class DelayProbe(threading.Thread):
 
 def receiver_for(workers: int, choice: str) -> str:
     """``auto``: Prometheus up to 300 workers, the counting sink beyond (Prometheus on these 2 shared cores
-    does not ingest 1,000 workers' 47,000 samples/s, let alone a backlog: bench/results/gateway.md)."""
+    does not ingest 1,000 workers' 47,000 samples/s, let alone a backlog: bench/results/gateway-before-spool.md)."""
     return choice if choice != "auto" else ("sink" if workers >= 1000 else "prometheus")
 
 
