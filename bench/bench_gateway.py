@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write
 from _otlp_fleet import Fleet, Template, capture, instance_id, trace_id
+from _rw_sink import RwSink
 
 from tests._net import free_port, start, stop, wait_for
 
@@ -85,26 +86,25 @@ service:
       exporters: [file/traces]
 """
 
-# The remote-write exporter's own persistence (its WAL); measured, not shipped (bench/results/gateway.md).
-WAL_OVERLAY = """\
-exporters:
-  prometheus_remote_write:
-    wal:
-      directory: ${env:OTELCOL_STORAGE_DIR}
-"""
-
 
 def _get(url: str, timeout: float = 30.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return str(response.read().decode())
 
 
+# The spool's way out inside the gateway (gateway-remotewrite.yaml): the loopback receiver refuses and the spooled
+# writer fails while the receiver is down, and the spool retries those points: counted apart, not as losses.
+SPOOL_LOOP = ('receiver="otlp/spool"', 'exporter="prometheus_remote_write/spooled"')
+
+
 def otelcol_counters(port: int) -> dict[str, float]:
-    """The collector's own metrics, summed by name (labels dropped)."""
+    """The collector's own metrics, summed by name (labels dropped); the spool's loop under ``spool_loop_*``."""
     totals: dict[str, float] = {}
     for line in _get(f"http://127.0.0.1:{port}/metrics", 10).splitlines():
         if line.startswith("otelcol_"):
             name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            if any(label in line for label in SPOOL_LOOP):
+                name = "spool_loop_" + name
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
 
@@ -116,6 +116,7 @@ def proc_sample(pid: int) -> dict[str, float]:
     return {
         "cpu": (int(stat[11]) + int(stat[12])) / TICK,
         "rss": int(status["VmRSS"].split()[0]) / 1024,
+        "anon": int(status.get("RssAnon", "0 kB").split()[0]) / 1024,
         "hwm": int(status["VmHWM"].split()[0]) / 1024,
         "rchar": float(io["rchar"]),
         "wchar": float(io["wchar"]),
@@ -136,12 +137,21 @@ def _workdir(kind: str) -> Iterator[str]:
 
 
 class Stack:
-    """Prometheus, gateway and agent, fresh, on free ports."""
+    """Prometheus, gateway and agent (and the counting sink as the remote-write receiver), fresh, on free ports.
 
-    def __init__(self, workdir: Path, variant: str, persistent: bool = False, wal: bool = False) -> None:
-        self.dir, self.variant, self.persistent, self.wal = workdir, variant, persistent, wal
+    ``receiver``: ``prometheus`` (the gateway writes to Prometheus) or ``sink``
+    (to bench/rwsink, which counts exactly at any rate; Prometheus then only
+    scrapes the collectors' own metrics and evaluates the alerts).
+    """
+
+    def __init__(
+        self, workdir: Path, variant: str, persistent: bool = False, receiver: str = "prometheus", consumers: int = 1
+    ) -> None:
+        self.dir, self.variant, self.persistent, self.receiver = workdir, variant, persistent, receiver
+        self.consumers = consumers  # OTELCOL_SPOOL_CONSUMERS (docs/collector.md: 2 from a few hundred workers)
+        self.sink: RwSink | None = None
         self.prom_port, self.gw_grpc, self.gw_http = free_port(), free_port(), free_port()
-        self.gw_prom, self.gw_tele = free_port(), free_port()
+        self.gw_prom, self.gw_tele, self.gw_spool = free_port(), free_port(), free_port()
         self.agent_grpc, self.agent_http, self.agent_tele = free_port(), free_port(), free_port()
         self.procs: dict[str, Any] = {}
         self.traces_file = workdir / "gateway-traces.jsonl"
@@ -187,14 +197,13 @@ class Stack:
             "OTELCOL_TELEMETRY_PORT": str(self.gw_tele),
             "OTELCOL_TRACES_FILE": str(self.traces_file),
             "OTELCOL_LOG_LEVEL": "warn",
+            "OTELCOL_SPOOL_ENDPOINT": f"127.0.0.1:{self.gw_spool}",
+            "OTELCOL_STORAGE_DIR": str(self.spool_dir),
+            "OTELCOL_SPOOL_CONSUMERS": str(self.consumers),
         }
-        if self.wal:
-            env["OTELCOL_STORAGE_DIR"] = str(self.dir / "gateway-wal")
-        cmd = [str(BINARY), "--config", str(COLLECTOR / config)]
-        if self.wal:
-            (self.dir / "wal-overlay.yaml").write_text(WAL_OVERLAY)
-            cmd += ["--config", str(self.dir / "wal-overlay.yaml")]
-        cmd += ["--config", str(self.dir / "gateway-overlay.yaml")]
+        if self.sink is not None:
+            env["OTELCOL_REMOTE_WRITE_URL"] = self.sink.url
+        cmd = [str(BINARY), "--config", str(COLLECTOR / config), "--config", str(self.dir / "gateway-overlay.yaml")]
         self.procs["gateway"] = self._restart_logged(cmd, env, "gateway")
         wait_for(lambda: otelcol_counters(self.gw_tele) is not None, 30, "gateway up")
 
@@ -226,14 +235,49 @@ class Stack:
         self.procs["agent"] = self._restart_logged(cmd, env, "agent")
         wait_for(lambda: otelcol_counters(self.agent_tele) is not None, 30, "agent up")
 
+    @property
+    def spool_dir(self) -> Path:
+        return self.dir / "gateway-spool"
+
+    def spool_bytes(self) -> int:
+        """Bytes the gateway's spool holds on disk."""
+        return sum(f.stat().st_size for f in self.spool_dir.rglob("*") if f.is_file()) if self.spool_dir.exists() else 0
+
     def start(self) -> None:
         self.start_prometheus()
+        if self.receiver == "sink":
+            self.sink = RwSink(trace_id=trace_id(0, 1).hex(), log=self.dir / "rwsink.log")
         self.start_gateway()
         self.start_agent()
 
     def stop(self) -> None:
         for name in ("agent", "gateway", "prometheus"):
             stop(self.procs.get(name))
+        if self.sink is not None:
+            self.sink.stop()
+
+    def receiver_down(self) -> None:
+        if self.sink is not None:
+            self.sink.down()
+        else:
+            self.kill("prometheus", signal.SIGTERM)
+
+    def receiver_up(self) -> None:
+        if self.sink is not None:
+            self.sink.up()
+        else:
+            self.start_prometheus()
+
+    def stored_exports(self) -> float:
+        """Exports the receiver stored: one learning-rate sample (its own timestamp) per export, duplicates once."""
+        if self.sink is not None:
+            return float(self.sink.stats()["marker_unique"])
+        return self.scalar(f"sum(count_over_time({MARKER}[1h]))")
+
+    def stored_series(self) -> float:
+        if self.sink is not None:
+            return float(self.sink.stats()["series"])
+        return self.scalar('count({service_instance_id=~"fleet-.*"})')
 
     def pid(self, name: str) -> int:
         return int(self.procs[name].pid)
@@ -252,9 +296,12 @@ class Stack:
 class Trial:
     workers: int
     variant: str
+    receiver: str = "prometheus"
     cpu: float = 0.0
     rss: float = 0.0
     hwm: float = 0.0
+    anon: float = 0.0
+    spool_mib: float = 0.0
     agent_cpu: float = 0.0
     prom_cpu: float = 0.0
     net_in: float = 0.0
@@ -269,12 +316,18 @@ class Trial:
     gen_failed: int = 0
     notes: list[str] = field(default_factory=list)
 
+    sink_delay: tuple[float, float] | None = None  # (median, max) from the sink's reservoir
+
     @property
     def delay(self) -> float:
+        if self.sink_delay is not None:
+            return self.sink_delay[0]
         return statistics.median(self.delays) if self.delays else float("nan")
 
     @property
     def delay_max(self) -> float:
+        if self.sink_delay is not None:
+            return self.sink_delay[1]
         return max(self.delays) if self.delays else float("nan")
 
 
@@ -319,19 +372,42 @@ class DelayProbe(threading.Thread):
                 self.seen[key] = value
 
 
+def receiver_for(workers: int, choice: str) -> str:
+    """``auto``: Prometheus up to 300 workers, the counting sink beyond (Prometheus on these 2 shared cores
+    does not ingest 1,000 workers' 47,000 samples/s, let alone a backlog: bench/results/gateway-before-spool.md)."""
+    return choice if choice != "auto" else ("sink" if workers >= 1000 else "prometheus")
+
+
+def consumers_for(workers: int) -> int:
+    """The spool's writers as docs/collector.md sizes them: 1 (always in order) up to 100 workers, 2 beyond."""
+    return 1 if workers <= 100 else 2
+
+
 def run_trial(
-    templates: tuple[Template, Template], workers: int, variant: str, warmup: float, measure: float, interval: float
+    templates: tuple[Template, Template],
+    workers: int,
+    variant: str,
+    warmup: float,
+    measure: float,
+    interval: float,
+    receiver: str = "prometheus",
 ) -> Trial:
-    trial = Trial(workers, variant)
+    receiver = receiver if variant == "remotewrite" else "prometheus"
+    label = (
+        f"{receiver}, {consumers_for(workers)} spool writer(s)" if variant == "remotewrite" else "prometheus (scrape)"
+    )
+    trial = Trial(workers, variant, label)
     with _workdir("trial") as tmp:
-        stack = Stack(Path(tmp), variant)
+        stack = Stack(Path(tmp), variant, receiver=receiver, consumers=consumers_for(workers))
         try:
             stack.start()
             fleet = Fleet(*templates, workers=workers, endpoint=f"127.0.0.1:{stack.agent_http}", interval=interval)
             fleet.start()
             probe = DelayProbe(stack, list(range(0, workers, max(1, workers // 5))))
             time.sleep(warmup)
-            probe.start()
+            if stack.sink is None:
+                probe.start()
+            d0 = stack.sink.stats()["delay_count"] if stack.sink is not None else 0
             gw0, ag0 = proc_sample(stack.pid("gateway")), proc_sample(stack.pid("agent"))
             pr0 = proc_sample(stack.pid("prometheus"))
             c0 = otelcol_counters(stack.gw_tele)
@@ -345,21 +421,26 @@ def run_trial(
             trial.cpu = 100 * (gw1["cpu"] - gw0["cpu"]) / dt
             trial.agent_cpu = 100 * (ag1["cpu"] - ag0["cpu"]) / dt
             trial.prom_cpu = 100 * (pr1["cpu"] - pr0["cpu"]) / dt
-            trial.rss, trial.hwm = gw1["rss"], gw1["hwm"]
+            trial.rss, trial.hwm, trial.anon = gw1["rss"], gw1["hwm"], gw1["anon"]
+            trial.spool_mib = stack.spool_bytes() / 2**20
             trial.net_in = (gw1["rchar"] - gw0["rchar"]) / dt / 1024
             trial.net_out = (gw1["wchar"] - gw0["wchar"]) / dt / 1024
             accepted = ("otelcol_receiver_accepted_metric_points", "otelcol_receiver_accepted_metric_points_total")
             trial.points_s = sum(c1.get(n, 0) - c0.get(n, 0) for n in accepted) / dt
             trial.delays = probe.delays
+            if stack.sink is not None:  # the sink's reservoir: median and max of every marker after warm-up
+                stats = stack.sink.stats()
+                if stats["delay_count"] > d0:
+                    trial.sink_delay = (stats["delay_median_s"], stats["delay_max_s"])
             time.sleep(8)  # the last exports through agent (1 s batch) and gateway (1 s batch)
             trial.exports = fleet.stats.sent_requests
             trial.gen_failed = fleet.stats.failed_requests
             ra, fa = losses(otelcol_counters(stack.agent_tele))
             rg, fg = losses(otelcol_counters(stack.gw_tele))
             trial.refused, trial.failed = ra + rg, fa + fg
-            trial.series = stack.scalar('count({service_instance_id=~"fleet-.*"})')
+            trial.series = stack.stored_series()
             if variant == "remotewrite":
-                trial.received = stack.scalar(f"sum(count_over_time({MARKER}[1h]))")
+                trial.received = stack.stored_exports()
         finally:
             stack.stop()
     return trial
@@ -368,18 +449,20 @@ def run_trial(
 def fmt(t: Trial) -> str:
     lost = "n/a (scraped)" if t.variant != "remotewrite" else f"{t.exports - t.received:.0f}"
     return (
-        f"| {t.variant} | {t.workers} | {t.cpu:.1f} | {t.rss:.0f} | {t.hwm:.0f} | {t.points_s:.0f} | "
+        f"| {t.variant} | {t.receiver} | {t.workers} | {t.cpu:.1f} | {t.rss:.0f} ({t.anon:.0f}) | {t.hwm:.0f} | "
+        f"{t.spool_mib:.0f} | {t.points_s:.0f} | "
         f"{t.net_in:.0f} | {t.series:.0f} | {t.delay:.1f} / {t.delay_max:.1f} | {t.exports} | {lost} | "
         f"{t.refused:.0f} / {t.failed:.0f} | {t.agent_cpu:.1f} | {t.prom_cpu:.1f} |"
     )
 
 
 HEADER = (
-    "| gateway | workers x 8 GPUs | gateway CPU (% of a core) | RSS (MiB) | peak RSS (MiB) | points/s accepted | "
-    "in (KiB/s) | series in Prometheus | delay median / max (s) | exports sent | "
+    "| gateway | receiver | workers x 8 GPUs | gateway CPU (% of a core) | RSS (anonymous) (MiB) | peak RSS (MiB) | "
+    "spool on disk (MiB) | points/s accepted | "
+    "in (KiB/s) | series at the receiver | delay median / max (s) | exports sent | "
     "not at the receiver 8 s after the end | "
     "points refused / failed (otelcol_*) | agent CPU (%) | Prometheus CPU (%) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
@@ -393,6 +476,12 @@ class Fault:
     queue_peak: float = 0.0
     queue_capacity: float = 0.0
     hwm: float = 0.0
+    anon_peak: float = 0.0
+    spool_peak_mib: float = 0.0
+    cpu: float = 0.0
+    cpu_peak: float = 0.0
+    retried: float = 0.0
+    receiver: str = "prometheus"
     drain_s: float = float("nan")
     refused: float = 0.0
     failed: float = 0.0
@@ -407,28 +496,51 @@ class Watch(threading.Thread):
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
         self.stack, self.done = stack, threading.Event()
-        self.queue_peak = self.capacity = self.rss_peak = 0.0
+        self.queue_peak = self.capacity = self.rss_peak = self.anon_peak = self.spool_peak = 0.0
         self.queue = 0.0
+        self.cpu_peak = 0.0  # the highest 5-second mean (% of a core)
 
     def run(self) -> None:
+        window: list[tuple[float, float]] = []
         while not self.done.wait(1.0):
             try:
                 counters = otelcol_counters(self.stack.gw_tele)
                 self.queue = counters.get("otelcol_exporter_queue_size", 0.0)
                 self.queue_peak = max(self.queue_peak, self.queue)
                 self.capacity = max(self.capacity, counters.get("otelcol_exporter_queue_capacity", 0.0))
-                self.rss_peak = max(self.rss_peak, proc_sample(self.stack.pid("gateway"))["rss"])
+                sample = proc_sample(self.stack.pid("gateway"))
+                self.rss_peak = max(self.rss_peak, sample["rss"])
+                self.anon_peak = max(self.anon_peak, sample["anon"])
+                self.spool_peak = max(self.spool_peak, self.stack.spool_bytes() / 2**20)
+                window = [*window[-4:], (sample["t"], sample["cpu"])]
+                if len(window) == 5:
+                    (t0, c0), (t1, c1) = window[0], window[-1]
+                    self.cpu_peak = max(self.cpu_peak, 100 * (c1 - c0) / (t1 - t0))
             except (OSError, KeyError, ValueError):
-                pass
+                window = []  # the gateway restarted: its CPU counter starts again
 
 
-def run_fault(templates: tuple[Template, Template], name: str, workers: int, outage: float, interval: float) -> Fault:
+def run_fault(
+    templates: tuple[Template, Template],
+    name: str,
+    workers: int,
+    outage: float,
+    interval: float,
+    receiver: str = "prometheus",
+) -> Fault:
     """One fault scenario on a fresh remote-write stack; counts every export at the receiver."""
-    fault = Fault(name, workers)
+    fault = Fault(name, workers, receiver=f"{receiver}, {consumers_for(workers)} spool writer(s)")
     with _workdir("fault") as tmp:
-        stack = Stack(Path(tmp), "remotewrite", persistent="persistent" in name, wal="wal" in name)
+        stack = Stack(
+            Path(tmp),
+            "remotewrite",
+            persistent="persistent" in name,
+            receiver=receiver,
+            consumers=consumers_for(workers),
+        )
         try:
             stack.start()
+            g0 = proc_sample(stack.pid("gateway"))
             fleet = Fleet(
                 *templates,
                 workers=workers,
@@ -442,9 +554,9 @@ def run_fault(templates: tuple[Template, Template], name: str, workers: int, out
             time.sleep(25)
             t0 = time.monotonic()
             if name == "receiver down":
-                stack.kill("prometheus", signal.SIGTERM)
+                stack.receiver_down()
                 time.sleep(outage)
-                stack.start_prometheus()
+                stack.receiver_up()
                 t0 = time.monotonic()
                 try:
                     wait_for(lambda: watch.queue == 0, 300, "the gateway's queue drained", interval=1)
@@ -460,27 +572,41 @@ def run_fault(templates: tuple[Template, Template], name: str, workers: int, out
             fleet.stop()
             time.sleep(10)
             watch.done.set()
+            if not name.startswith("gateway restart"):
+                g1 = proc_sample(stack.pid("gateway"))
+                fault.cpu = 100 * (g1["cpu"] - g0["cpu"]) / (g1["t"] - g0["t"])
+            fault.cpu_peak = watch.cpu_peak
             fault.exports, fault.gen_failed = fleet.stats.sent_requests, fleet.stats.failed_requests
-            fault.received = stack.scalar(f"sum(count_over_time({MARKER}[1h]))")
+            fault.received = stack.stored_exports()
             fault.queue_peak, fault.queue_capacity, fault.hwm = watch.queue_peak, watch.capacity, watch.rss_peak
+            fault.anon_peak, fault.spool_peak_mib = watch.anon_peak, watch.spool_peak
             fault.gateway_alive = stack.procs["gateway"].poll() is None
             ra, fa = losses(otelcol_counters(stack.agent_tele))
-            rg, fg = losses(otelcol_counters(stack.gw_tele))
+            gateway = otelcol_counters(stack.gw_tele)
+            rg, fg = losses(gateway)
             fault.refused, fault.failed = ra + rg, fa + fg
+            fault.retried = gateway.get("spool_loop_otelcol_exporter_send_failed_metric_points", 0.0) + gateway.get(
+                "spool_loop_otelcol_exporter_send_failed_metric_points_total", 0.0
+            )
             fault.alerts = ", ".join(
                 f"{a['metric']['alertname']} ({a['metric']['alertstate']})"
                 for a in stack.query('ALERTS{alertname=~"Collector.*"}')
             )
-            # Exemplars: worker 0's first export carried trace_id(0, 0) on its step-duration exemplar.
+            # Exemplars: worker 0's second export carried trace_id(0, 1) on its step-duration exemplar.
             tid = trace_id(0, 1).hex()
-            url = f"http://127.0.0.1:{stack.prom_port}/api/v1/query_exemplars?" + urllib.parse.urlencode(
-                {"query": "ml_train_step_duration_seconds_bucket", "start": time.time() - 3600, "end": time.time()}
-            )
-            found = json.loads(_get(url, 120))["data"]
-            ids = {e["labels"].get("trace_id") for group in found for e in group["exemplars"]}
+            if stack.sink is not None:
+                stats = stack.sink.stats(tid)
+                where, found_it, n_ids = "at the sink", stats["trace_id_found"], stats["trace_ids"]
+            else:
+                url = f"http://127.0.0.1:{stack.prom_port}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+                    {"query": "ml_train_step_duration_seconds_bucket", "start": time.time() - 3600, "end": time.time()}
+                )
+                found = json.loads(_get(url, 120))["data"]
+                ids = {e["labels"].get("trace_id") for group in found for e in group["exemplars"]}
+                where, found_it, n_ids = "in Prometheus", tid in ids, len(ids)
             spans = stack.traces_file.read_text() if stack.traces_file.exists() else ""
             fault.exemplar = (
-                f"{'found' if tid in ids else 'MISSING'} in Prometheus ({len(ids)} trace ids), "
+                f"{'found' if found_it else 'MISSING'} {where} ({n_ids} trace ids), "
                 f"span {'found' if tid in spans else 'MISSING'} in the gateway's trace file"
             )
         finally:
@@ -489,18 +615,22 @@ def run_fault(templates: tuple[Template, Template], name: str, workers: int, out
 
 
 FAULT_HEADER = (
-    "| fault | workers x 8 GPUs | exports sent | missing at the receiver | refused at the worker | "
-    "queue peak / capacity (batches) | gateway peak RSS (MiB) | drain after recovery (s) | "
-    "points refused / failed (otelcol_*) | gateway alive | alerts at the end | exemplar trace id |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "| fault | receiver | workers x 8 GPUs | exports sent | missing at the receiver | refused at the worker | "
+    "spool peak / capacity (points) | spool peak on disk (MiB) | gateway peak RSS, anonymous (MiB) | "
+    "gateway CPU mean, peak 5 s (% of a core) | drain after recovery (s) | "
+    "points lost: refused / failed (otelcol_*) | writes retried from the spool (points) | gateway alive | "
+    "alerts at the end | exemplar trace id |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
 def fmt_fault(f: Fault) -> str:
     return (
-        f"| {f.name} | {f.workers} | {f.exports} | {f.exports - f.received:.0f} | {f.gen_failed} | "
-        f"{f.queue_peak:.0f} / {f.queue_capacity:.0f} | {f.hwm:.0f} | {f.drain_s:.0f} | "
-        f"{f.refused:.0f} / {f.failed:.0f} | {'yes' if f.gateway_alive else 'NO'} | {f.alerts or '-'} | {f.exemplar} |"
+        f"| {f.name} | {f.receiver} | {f.workers} | {f.exports} | {f.exports - f.received:.0f} | {f.gen_failed} | "
+        f"{f.queue_peak:.0f} / {f.queue_capacity:.0f} | {f.spool_peak_mib:.0f} | {f.hwm:.0f}, {f.anon_peak:.0f} | "
+        f"{f.cpu:.0f}, {f.cpu_peak:.0f} | {f.drain_s:.0f} | "
+        f"{f.refused:.0f} / {f.failed:.0f} | {f.retried:.0f} | {'yes' if f.gateway_alive else 'NO'} | "
+        f"{f.alerts or '-'} | {f.exemplar} |"
     )
 
 
@@ -615,6 +745,12 @@ def main() -> None:
     parser.add_argument("--fault-workers", type=int, default=300)
     parser.add_argument("--outage", type=float, default=120.0)
     parser.add_argument("--fit-rounds", type=int, default=0, help="rounds of the stalled-collector fit (0: skip)")
+    parser.add_argument(
+        "--receiver",
+        choices=("auto", "prometheus", "sink"),
+        default="auto",
+        help="remote-write receiver: Prometheus, the counting sink (bench/rwsink), or auto (sink from 1,000 workers)",
+    )
     args = parser.parse_args()
     command = "python bench/bench_gateway.py " + " ".join(sys.argv[1:])
     cap = capture(8)
@@ -644,7 +780,8 @@ def main() -> None:
     order = [(v, w) for v in args.variants.split(",") for w in sizes]
     for r in range(args.rounds):
         for variant, workers in order if r % 2 == 0 else order[::-1]:
-            trial = run_trial(templates, workers, variant, args.warmup, args.measure, args.interval)
+            receiver = receiver_for(workers, args.receiver)
+            trial = run_trial(templates, workers, variant, args.warmup, args.measure, args.interval, receiver)
             print(fmt(trial), flush=True)
             trials.append(trial)
             save()
@@ -653,7 +790,8 @@ def main() -> None:
         save()
     for spec in filter(None, args.faults.split(",")):
         name, _, size = spec.strip().partition("@")
-        fault = run_fault(templates, name, int(size or args.fault_workers), args.outage, args.interval)
+        size_n = int(size or args.fault_workers)
+        fault = run_fault(templates, name, size_n, args.outage, args.interval, receiver_for(size_n, args.receiver))
         print(fmt_fault(fault), flush=True)
         faults.append(fault)
         save()

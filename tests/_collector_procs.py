@@ -71,6 +71,9 @@ class Collector:
             "OTELCOL_TRACES_FILE": str(self.traces_file),
             # The gateways serve their own otelcol_* metrics; a free port, not the default 8888.
             "OTELCOL_TELEMETRY_PORT": str(free_port()),
+            # The remote-write gateway's spool: on disk in the test's directory, on a free loopback port.
+            "OTELCOL_STORAGE_DIR": str(workdir / f"{config.stem}-storage"),
+            "OTELCOL_SPOOL_ENDPOINT": f"127.0.0.1:{free_port()}",
             "OTELCOL_LOG_LEVEL": "warn",
             **(extra_env or {}),
         }

@@ -38,6 +38,7 @@ ALERTS = (
     "HttpClientErrorRateHigh",
     "CollectorDroppingData",
     "CollectorRefusingData",
+    "CollectorSpooling",
 )
 THRESHOLDS = 15
 
@@ -124,6 +125,7 @@ def test_for_durations_follow_the_documented_review() -> None:
         "HttpClientErrorRateHigh": "5m",
         "CollectorDroppingData": None,
         "CollectorRefusingData": "2m",
+        "CollectorSpooling": "1m",
     }
 
 

@@ -32,7 +32,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_ml._core import semconv as sc
 from otel_ml.gpu import GpuInstrumentor
 from tests import fake_nvml
-from tests._collector_procs import COLLECTOR_DIR, require_collector
+from tests._collector_procs import COLLECTOR_DIR, Collector, require_collector
+from tests._net import wait_for
+from tests._prometheus import Prometheus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _otlp_fleet as fleet
@@ -171,17 +173,84 @@ def test_persistent_queue_overlay_validates_on_top_of_the_agent() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_remote_write_gateway_holds_an_outage_in_order_and_serves_its_own_metrics() -> None:
+def test_remote_write_gateway_spools_on_disk_in_order_and_serves_its_own_metrics() -> None:
     import yaml
 
-    config = (COLLECTOR_DIR / "gateway-remotewrite.yaml").read_text()
-    exporter = yaml.safe_load(config)["exporters"]["prometheus_remote_write"]
-    # The exporter retries inside one call bounded by `timeout`: it must outlast a 2-minute outage.
-    assert exporter["timeout"] == "${env:OTELCOL_REMOTE_WRITE_TIMEOUT:-5m}"
-    assert exporter["retry_on_failure"]["max_elapsed_time"] == "5m"
-    assert exporter["remote_write_queue"]["num_consumers"] == 1  # in order: Prometheus rejects out-of-order
+    config = yaml.safe_load((COLLECTOR_DIR / "gateway-remotewrite.yaml").read_text())
+    spool = config["exporters"]["otlp_http/spool"]
+    queue = spool["sending_queue"]
+    assert queue["storage"] == "file_storage/spool" and config["service"]["extensions"] == ["file_storage/spool"]
+    # One writer by default: in order, as Prometheus without an out-of-order window requires.
+    assert queue["num_consumers"] == "${env:OTELCOL_SPOOL_CONSUMERS:-1}"
+    assert queue["sizer"] == "items" and "batch" in queue  # batched as it is read, after it is on disk
+    assert spool["retry_on_failure"]["max_elapsed_time"] == "0s"  # held while the receiver is down
+    writer = config["exporters"]["prometheus_remote_write/spooled"]
+    assert writer["remote_write_queue"] == {"enabled": False}  # a failed write goes back to the spool
+    pipelines = config["service"]["pipelines"]
+    # No batch processor before the spool: an agent is answered once its points are on disk.
+    assert pipelines["metrics"]["processors"] == ["memory_limiter", "transform/prometheus"]
+    assert pipelines["metrics"]["exporters"] == ["otlp_http/spool"]
+    assert pipelines["metrics/write"] == {"receivers": ["otlp/spool"], "exporters": ["prometheus_remote_write/spooled"]}
     for name in ("gateway.yaml", "gateway-remotewrite.yaml"):
         telemetry = yaml.safe_load((COLLECTOR_DIR / name).read_text())["service"]["telemetry"]["metrics"]
         assert telemetry["level"] == "normal"
         pull = telemetry["readers"][0]["pull"]["exporter"]["prometheus"]
         assert pull["host"] == "${env:OTELCOL_TELEMETRY_HOST:-127.0.0.1}"
+
+
+# Prometheus as a remote-write receiver that accepts late samples: after a SIGKILL the gateway's
+# spool sends the batch it was writing again, after the ones queued behind it (docs/collector.md).
+RECEIVER = "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\n"
+MARKER = "ml_train_learning_rate"
+
+
+def test_remote_write_gateway_loses_nothing_it_acknowledged_across_an_outage_and_a_sigkill(
+    recorded: bytes, tmp_path: Path
+) -> None:
+    """Workers -> gateway-remotewrite.yaml -> Prometheus; Prometheus down, the gateway SIGKILLed and restarted
+    meanwhile, then Prometheus back: every export the gateway acknowledged is stored, exactly once."""
+    require_collector()
+    receiver = Prometheus(tmp_path, RECEIVER, "--web.enable-remote-write-receiver")
+    receiver.start()
+    gateway = Collector(
+        tmp_path,
+        COLLECTOR_DIR / "gateway-remotewrite.yaml",
+        extra_env={"OTELCOL_REMOTE_WRITE_URL": f"{receiver.url}/api/v1/write"},
+        serves_metrics=False,
+    )
+    gateway.start()
+    sender = fleet.Fleet(
+        fleet.Template.metrics(recorded), None, workers=4, endpoint=f"127.0.0.1:{gateway.http_port}", interval=0.5
+    )
+    stored = f"sum(count_over_time({MARKER}[1h]))"
+    try:
+        sender.start()
+        wait_for(lambda: (receiver.value(stored) or 0) >= 8, 30, "the healthy path stores exports")
+        receiver.stop()  # the receiver is down: writes fail, the spool holds them
+        time.sleep(3)
+        assert gateway.proc is not None
+        gateway.proc.kill()  # SIGKILL with a spool full of unsent points
+        gateway.proc.wait(10)
+        gateway.start()  # the same spool directory
+        time.sleep(3)
+        receiver.start()  # the same storage
+        time.sleep(2)
+        sender.stop()
+        acknowledged, unanswered = sender.stats.sent_requests, sender.stats.failed_requests
+        assert acknowledged >= 40 and unanswered < acknowledged
+        # Every acknowledged export arrives; one the gateway was killed before answering may too, never twice.
+        got = wait_for(
+            lambda: (n := receiver.value(stored) or 0) >= acknowledged and n,
+            90,
+            f"{acknowledged} exports stored after the outage",
+        )
+        assert acknowledged <= got <= acknowledged + unanswered, (got, acknowledged, unanswered)
+        per_worker = {
+            r["metric"]["service_instance_id"]: int(float(r["value"][1]))
+            for r in receiver.query(f"count_over_time({MARKER}[1h])")
+        }
+        assert len(per_worker) == 4 and sum(per_worker.values()) == got
+    finally:
+        sender.stop()
+        gateway.stop()
+        receiver.stop()
