@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,8 +150,11 @@ def main() -> None:
         scraper = threading.Thread(target=_scraper, args=(deployments, stop, scrapes), daemon=True)
         scraper.start()
 
+        sequence: list[str] = []  # which deployment ran when: the order effect is reported
+
         def variant(deployment: Deployment) -> Any:
             def once() -> float:
+                sequence.append(deployment.name)
                 sample = hey(deployment.port, args.requests, args.connections)
                 deployment.sent += args.requests
                 for key, value in sample.items():
@@ -184,16 +188,27 @@ def main() -> None:
             f"| {d.name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['rps'] / pfe['rps']:.3f} | "
             f"{m['p50'] / pfe['p50']:.3f} | {m['p99'] / pfe['p99']:.3f} | {d.sent} | {counted[d.name]:.0f} | {scrape} |"
         )
-    per_round = [
-        f"{o / p:.3f}"
-        for o, p in zip(results["otel_ml"]["rps"], results["prometheus-flask-exporter"]["rps"], strict=True)
+    ratios = [
+        o / p for o, p in zip(results["otel_ml"]["rps"], results["prometheus-flask-exporter"]["rps"], strict=True)
     ]
+    per_round = [f"{r:.3f}" for r in ratios]
+    first = [sequence[2 * i] == "otel_ml" for i in range(len(ratios))]
+    when_first = [r for r, f in zip(ratios, first, strict=True) if f]
+    when_second = [r for r, f in zip(ratios, first, strict=True) if not f]
+    paired = (
+        f"Paired per round (both deployments under the same conditions, which the ratio of the medians above is not): "
+        f"median of the per-round ratios **{_common.median(ratios):.3f}**, geometric mean "
+        f"{statistics.geometric_mean(ratios):.3f}; otel_ml loaded first in {len(when_first)} rounds "
+        f"(median ratio {_common.median(when_first) if when_first else float('nan'):.3f}), second in "
+        f"{len(when_second)} (median {_common.median(when_second) if when_second else float('nan'):.3f}).\n"
+    )
     body = (
         f"`hey -n {args.requests} -c {args.connections}` POST /predict (4 rows), {args.rounds} interleaved rounds, "
         "medians; both deployments run side by side on the same cores as `hey`, one idle while the other is "
         "loaded; a scraper reads both endpoints every second throughout.\n\n"
         + "\n".join(rows)
-        + f"\n\notel_ml / prometheus-flask-exporter throughput per round: {', '.join(per_round)}\n"
+        + f"\n\notel_ml / prometheus-flask-exporter throughput per round: {', '.join(per_round)}\n\n"
+        + paired
     )
     command = "python bench/bench_gunicorn.py " + " ".join(sys.argv[1:])
     if args.out:  # a trial run: the committed results file is left alone
