@@ -378,3 +378,35 @@ def test_waits_of_a_timer_dropped_before_the_collection_are_counted(telemetry) -
     gc.collect()
     [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
     assert point.count == 5
+
+
+def test_a_child_forked_while_another_thread_hands_waits_over_still_collects(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """A fork while a request thread is in ``Deferred.flush``: the child must not inherit its lock held (every
+    collection of the child, its scrape, its periodic export and its exit's last export, would wait forever)."""
+    waits = QueueTimer("iris", meter_provider=telemetry.meter_provider)
+    for _ in range(3):
+        with waits.waiting():
+            pass
+    deferred = waits._deferred
+    deferred._lock.acquire()  # as held by another thread mid-flush at the moment of the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its collection must end, with every wait counted
+            code = 3
+            try:
+                done: list[float] = []
+                collect = threading.Thread(
+                    target=lambda: done.extend(p.count for p in telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)),
+                    daemon=True,
+                )
+                collect.start()
+                collect.join(10)
+                code = 0 if done == [3] else 1 if collect.is_alive() else 2
+            finally:
+                os._exit(code)
+    finally:
+        deferred._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 1: the child's collection hung on the inherited lock
+    [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
+    assert point.count == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -156,6 +157,17 @@ class Deferred:
 
 _deferred: weakref.WeakSet[Deferred] = weakref.WeakSet()
 _holding: dict[int, Deferred] = {}
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread was in :meth:`Deferred.flush` inherits its lock held by a thread it
+    does not have: a fresh lock each, or every collection of the child (and its exit's last export) waits forever.
+    Measurements kept and not yet handed over stay (the parent's collection before a pre-fork takes them there)."""
+    for deferred in list(_deferred):
+        deferred._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def flush_deferred() -> None:
