@@ -216,3 +216,47 @@ def test_an_endpoint_that_cannot_restart_logs_one_error_and_backs_off(tmp_path: 
         assert f"(pid {victim})" in warnings[0] and f"pid {serving}" in warnings[0] and "failed start" in warnings[0]
         state = json.loads((server.directory / "endpoint.state").read_text())
         assert state["serving"] == serving and "attempts" not in state  # the back-off starts afresh next time
+
+
+_FORK_IN_START = r"""
+import os, subprocess, sys, threading
+from otel_ml.distro.multiprocess import _spawn
+from otel_ml.distro.multiprocess._mode import Deployment
+
+
+class PythonForkPopen:  # gevent's subprocess (gunicorn -k gevent): a fork in Python, whose at-fork hooks run
+    def __init__(self, *args, **kwargs):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        self.returncode = 0
+
+    def poll(self):
+        return 0
+
+
+subprocess.Popen = PythonForkPopen
+start = threading.Thread(target=_spawn.ensure_endpoint, args=(Deployment(sys.argv[1], os.getpid(), False, 1.0),))
+start.daemon = True
+start.start()
+start.join(10)
+if start.is_alive():
+    os._exit(1)  # the start waits for itself in its own at-fork hook
+child = os.fork()  # and a fork of the program's own afterwards
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+os._exit(0)
+"""
+
+
+def test_a_start_that_forks_in_python_does_not_deadlock_on_its_own_lock(tmp_path: Path) -> None:
+    """Where ``subprocess`` forks in Python (gevent's, monkey-patched), the at-fork hook runs in the very thread
+    that holds the start's lock: it must not wait for itself (the publication thread, and every later fork of
+    the worker, would wait for ever)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FORK_IN_START, str(tmp_path)], timeout=60, check=False)
+    assert done.returncode == 0  # 1: deadlocked in its own at-fork hook

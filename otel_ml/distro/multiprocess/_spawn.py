@@ -58,7 +58,10 @@ MAX_RETRY = 60.0
 _AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
-_lock = threading.Lock()  # held from taking endpoint.lock to closing this process's copy; a fork waits for it
+# Held from taking endpoint.lock to closing this process's copy; a fork in another thread waits for it.
+# Reentrant: where subprocess forks in Python (gevent's, monkey-patched), the at-fork hook runs in the
+# very thread that holds it, whose child is the endpoint process itself.
+_lock = threading.RLock()
 _children: list[subprocess.Popen[bytes]] = []  # endpoint processes this process started, reaped when they exit
 _looked = [0.0]  # monotonic time of this process's last look
 _owner_seen: set[int] = set()  # owners this process saw alive
