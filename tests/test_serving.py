@@ -410,3 +410,28 @@ def test_a_child_forked_while_another_thread_hands_waits_over_still_collects(tel
     assert os.waitstatus_to_exitcode(status) == 0  # 1: the child's collection hung on the inherited lock
     [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
     assert point.count == 3
+
+
+def test_a_collection_while_the_interrupted_thread_holds_the_batch_goes_on_and_counts_it_next_time(telemetry) -> None:  # type: ignore[no-untyped-def]
+    """A SIGTERM lands while the main thread (a gunicorn sync worker's request) is in ``Deferred.flush``: the
+    handler's export runs on a helper thread and collects; it must not wait for ever for that flush (the main
+    thread waits for the helper), and what was kept is counted at the next collection."""
+    waits = QueueTimer("iris", meter_provider=telemetry.meter_provider)
+    for _ in range(3):
+        with waits.waiting():
+            pass
+    found: list[int] = []
+    waits._deferred._lock.acquire()  # this thread, interrupted mid-flush
+    try:
+        collect = threading.Thread(
+            target=lambda: found.extend(p.count for p in telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)),
+            daemon=True,
+        )
+        collect.start()
+        collect.join(10)
+        assert not collect.is_alive()  # the collection went on without the batch held
+    finally:
+        waits._deferred._lock.release()
+    assert found in ([], [1])  # the first wait reached the SDK at once; the two others were held
+    [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
+    assert point.count == 3

@@ -78,6 +78,8 @@ class Tally:
             return value
 
 
+_WAIT_S: Final = 1.0
+"""The most a collection, a hand-over or uninstrument waits for a flush under way in another thread."""
 SPAN_KEY: Final = next(iter(NO_EXEMPLAR))
 """The context key the current span is kept under (read with public API only, as in :mod:`otel_ml.paddle._run`)."""
 
@@ -125,9 +127,13 @@ class Deferred:
             self.flush(wait=False)
 
     def flush(self, wait: bool = True) -> None:
-        """Hand every kept measurement to the SDK; ``wait=False`` skips when another thread is at it."""
+        """Hand every kept measurement to the SDK; ``wait=False`` skips when another thread is at it.
+
+        ``wait=True`` waits at most :data:`_WAIT_S`: the thread at it may be the one a SIGTERM interrupted
+        (whose handler waits for the export that runs this), and what it holds stays for the next collection.
+        """
         self.next_flush = time.perf_counter_ns() + FLUSH_NS
-        if not self._lock.acquire(blocking=wait):
+        if not (self._lock.acquire(timeout=_WAIT_S) if wait else self._lock.acquire(blocking=False)):
             return
         try:
             pending = self._pending
