@@ -435,3 +435,24 @@ def test_a_collection_while_the_interrupted_thread_holds_the_batch_goes_on_and_c
     assert found in ([], [1])  # the first wait reached the SDK at once; the two others were held
     [point] = telemetry.points(sc.METRIC_INFERENCE_QUEUE_DURATION)
     assert point.count == 3
+
+
+def test_otel_ml_imported_inside_a_context_with_baggage_still_tells_a_sampled_span_apart() -> None:
+    """The "no exemplar" context and the span key are built from an empty context, not whatever is current at
+    import (with baggage current, the first key was the baggage's and every request raised inside our guard)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from opentelemetry import baggage, context, trace\n"
+        "context.attach(baggage.set_baggage('tenant', 'a'))\n"
+        "from otel_ml._core.pending import NO_EXEMPLAR\n"
+        "from otel_ml.serving._common import exemplar_possible\n"
+        "assert len(list(NO_EXEMPLAR)) == 1, list(NO_EXEMPLAR)\n"
+        "assert exemplar_possible(context.get_current()) is False\n"
+        "span = trace.NonRecordingSpan(trace.SpanContext(1, 2, False, trace.TraceFlags(1)))\n"
+        "assert exemplar_possible(trace.set_span_in_context(span)) is True\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

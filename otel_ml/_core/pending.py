@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 
 from otel_ml._core.guard import report
 
-NO_EXEMPLAR: Final = trace.set_span_in_context(trace.INVALID_SPAN)
+NO_EXEMPLAR: Final = trace.set_span_in_context(trace.INVALID_SPAN, Context())  # that key alone, whatever is current
 """Record in this context to leave no exemplar: the context of no span.
 
 A measurement that belongs to no span of ours must not borrow the exemplar of

@@ -154,6 +154,8 @@ class Deferred:
         finally:
             if not self._pending:
                 _holding.pop(id(self), None)
+                if self._pending:  # an add() between the check and the pop: keep holding its values
+                    _holding[id(self)] = self
             self._lock.release()
 
     def hand_over(self) -> None:
