@@ -208,7 +208,8 @@ def test_remote_write_gateway_loses_nothing_it_acknowledged_across_an_outage_and
     recorded: bytes, tmp_path: Path
 ) -> None:
     """Workers -> gateway-remotewrite.yaml -> Prometheus; Prometheus down, the gateway SIGKILLed and restarted
-    meanwhile, then Prometheus back: every export the gateway acknowledged is stored, exactly once."""
+    meanwhile, then Prometheus back: every export the gateway acknowledged is stored (a sample sent twice is stored
+    once by Prometheus, so repeats are the bench's counting receiver's to find: bench/rwsink)."""
     require_collector()
     receiver = Prometheus(tmp_path, RECEIVER, "--web.enable-remote-write-receiver")
     receiver.start()
