@@ -239,7 +239,7 @@ def test_remote_write_gateway_loses_nothing_it_acknowledged_across_an_outage_and
         sender.stop()
         acknowledged, unanswered = sender.stats.sent_requests, sender.stats.failed_requests
         assert acknowledged >= 40 and unanswered < acknowledged
-        # Every acknowledged export arrives; one the gateway was killed before answering may too, never twice.
+        # Every acknowledged export arrives; one the gateway was killed before answering may too.
         got = wait_for(
             lambda: (n := receiver.value(stored) or 0) >= acknowledged and n,
             90,
