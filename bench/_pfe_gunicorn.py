@@ -14,39 +14,24 @@ as prometheus-flask-exporter documents. This file is both the gunicorn config
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HERE = Path(__file__).resolve().parent
 
 
 def create() -> Any:
-    sys.path.insert(0, str(EXAMPLES))
-    service = importlib.import_module("paddle_service")
-    from prometheus_client import Counter, Histogram
+    sys.path.insert(0, str(HERE))
+    from _pfe_service import _example, time_predictions
     from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
+    service = _example()
     prefix = os.path.join(os.environ["PADDLE_SERVICE_MODEL_DIR"], service.MODEL_NAME)
     app = service.create_app(prefix, instrument=False)
     GunicornPrometheusMetrics(app)
-    labels = {"model": service.MODEL_NAME, "version": os.environ.get("MODEL_VERSION", "1")}
-    predictions = Counter("model_predictions_total", "Predictions served.", list(labels)).labels(**labels)
-    latency = Histogram("model_inference_seconds", "Inference time.", list(labels)).labels(**labels)
-    pool = app.extensions["predictor_pool"]
-    predict = pool.predict
-
-    def timed_predict(rows: list[list[float]]) -> list[list[float]]:
-        t0 = time.perf_counter()
-        result = predict(rows)
-        latency.observe(time.perf_counter() - t0)
-        predictions.inc(len(rows))
-        return result  # type: ignore[no-any-return]
-
-    pool.predict = timed_predict
+    time_predictions(app, service)
     return app
 
 

@@ -30,19 +30,10 @@ def _example() -> Any:
     return importlib.import_module("paddle_service")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model-dir", default=None)
-    args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+def time_predictions(app: Any, service: Any) -> None:
+    """The seeds' model counter and histogram (labelled by model and version) around the app's pool's ``predict``."""
     from prometheus_client import Counter, Histogram
-    from prometheus_flask_exporter import PrometheusMetrics
 
-    service = _example()
-    prefix = service.save_model(args.model_dir or tempfile.mkdtemp(prefix="pfe_service_"))
-    app = service.create_app(prefix, instrument=False)
-    PrometheusMetrics(app)
     labels = {"model": service.MODEL_NAME, "version": os.environ.get("MODEL_VERSION", "1")}
     predictions = Counter("model_predictions_total", "Predictions served.", list(labels)).labels(**labels)
     latency = Histogram("model_inference_seconds", "Inference time.", list(labels)).labels(**labels)
@@ -57,6 +48,21 @@ def main() -> None:
         return result  # type: ignore[no-any-return]
 
     pool.predict = timed_predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-dir", default=None)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    from prometheus_flask_exporter import PrometheusMetrics
+
+    service = _example()
+    prefix = service.save_model(args.model_dir or tempfile.mkdtemp(prefix="pfe_service_"))
+    app = service.create_app(prefix, instrument=False)
+    PrometheusMetrics(app)
+    time_predictions(app, service)
     server = service.make_threaded_server(app, "127.0.0.1", args.port)
     print(f"serving on http://127.0.0.1:{server.server_port}", flush=True)
     try:

@@ -128,6 +128,21 @@ class RwSink:
         self.stop()
 
 
+def gateway_env(work: Path, sink: RwSink, otlp: int, telemetry: int) -> dict[str, str]:
+    """collector/gateway-remotewrite.yaml's variables for a run in ``work``: OTLP/HTTP in on ``otlp``, writes to the
+    sink, its spool in ``work`` on a free loopback port (not the defaults: a directory in the working directory and
+    a fixed port another run may hold)."""
+    return {
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
+        "OTELCOL_REMOTE_WRITE_URL": sink.url,
+        "OTELCOL_TELEMETRY_PORT": str(telemetry),
+        "OTELCOL_TRACES_FILE": str(work / "traces.jsonl"),
+        "OTELCOL_STORAGE_DIR": str(work / "gateway-spool"),
+        "OTELCOL_SPOOL_ENDPOINT": f"127.0.0.1:{free_port()}",
+    }
+
+
 # -- self-check: the real collector against the sink, exact counts ------------------------------------------
 
 # No trace backend here: the gateway's traces go to its file exporter only.
@@ -161,13 +176,7 @@ def _selftest() -> None:
         otlp, tele = free_port(), free_port()
         try:
             (work / "overlay.yaml").write_text(GATEWAY_TRACES_OVERLAY)
-            env = {
-                "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
-                "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
-                "OTELCOL_REMOTE_WRITE_URL": sink.url,
-                "OTELCOL_TELEMETRY_PORT": str(tele),
-                "OTELCOL_TRACES_FILE": str(work / "traces.jsonl"),
-            }
+            env = gateway_env(work, sink, otlp, tele)
             config = ["--config", str(ROOT / "collector" / "gateway-remotewrite.yaml")]
             config += ["--config", str(work / "overlay.yaml")]
             gateway = start([str(collector), *config], env=env, log=work / "gateway.log")
@@ -267,7 +276,8 @@ def _attempts(telemetry_port: int) -> float:
 
 # -- measurement: the sink's CPU at a fleet's rate, its counts cross-checked against Prometheus --------------
 
-# The same batches to Prometheus too: a second remote-write exporter with the shipped one's settings.
+# The same batches to Prometheus too: a second remote-write exporter with the shipped one's settings, fed by the
+# spool beside it (a write failing at either goes back to the spool; the sink counts a repeated export once).
 PROM_OVERLAY = """\
 exporters:
   prometheus_remote_write/prom:
@@ -277,13 +287,12 @@ exporters:
     target_info:
       enabled: true
     remote_write_queue:
-      queue_size: 2000
-      num_consumers: 1
-    timeout: 5m
+      enabled: false
+    timeout: 30s
 service:
   pipelines:
-    metrics:
-      exporters: [prometheus_remote_write, prometheus_remote_write/prom]
+    metrics/write:
+      exporters: [prometheus_remote_write/spooled, prometheus_remote_write/prom]
 """
 ALL_SERIES = 'count({__name__=~".+"})'
 
@@ -336,14 +345,7 @@ def _measure(workers: int, seconds: float, prometheus: bool) -> None:
                 )
                 ready = f"http://127.0.0.1:{prom_port}/-/ready"
                 wait_for(lambda: urllib.request.urlopen(ready, timeout=2), 60, "Prometheus ready")
-            env = {
-                "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
-                "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
-                "OTELCOL_REMOTE_WRITE_URL": sink.url,
-                "OTELCOL_TELEMETRY_PORT": str(tele),
-                "OTELCOL_TRACES_FILE": str(work / "traces.jsonl"),
-                "OTELCOL_LOG_LEVEL": "warn",
-            }
+            env = {**gateway_env(work, sink, otlp, tele), "OTELCOL_LOG_LEVEL": "warn"}
             collector = str(ROOT / "collector" / "build" / "otelcol-ml")
             procs.append(start([collector, *config], env=env, log=work / "gateway.log"))
             wait_for(lambda: _attempts(tele) >= 0, 30, "gateway up")

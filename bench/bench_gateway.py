@@ -314,8 +314,6 @@ class Trial:
     refused: float = 0.0
     failed: float = 0.0
     gen_failed: int = 0
-    notes: list[str] = field(default_factory=list)
-
     sink_delay: tuple[float, float] | None = None  # (median, max) from the sink's reservoir
 
     @property

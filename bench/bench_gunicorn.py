@@ -125,6 +125,19 @@ def _scraper(deployments: list[Deployment], stop: threading.Event, latencies: di
                 latencies[deployment.name].append(float("inf"))
 
 
+def start_load(
+    deployments: list[Deployment], connections: int, stop: threading.Event, scrapes: dict[str, list[float]]
+) -> None:
+    """Wait until every deployment answers, warm each up (untimed, counted), then scrape each every second."""
+    for deployment in deployments:
+        deployment.ready()
+    for deployment in deployments:
+        warm_up = connections * 25
+        hey(deployment.port, warm_up, connections)
+        deployment.sent += warm_up
+    threading.Thread(target=_scraper, args=(deployments, stop, scrapes), daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
@@ -141,14 +154,7 @@ def main() -> None:
     scrapes: dict[str, list[float]] = {d.name: [] for d in deployments}
     stop = threading.Event()
     try:
-        for deployment in deployments:
-            deployment.ready()
-        for deployment in deployments:  # warm-up, untimed, but counted
-            warm_up = args.connections * 25
-            hey(deployment.port, warm_up, args.connections)
-            deployment.sent += warm_up
-        scraper = threading.Thread(target=_scraper, args=(deployments, stop, scrapes), daemon=True)
-        scraper.start()
+        start_load(deployments, args.connections, stop, scrapes)
 
         sequence: list[str] = []  # which deployment ran when: the order effect is reported
 

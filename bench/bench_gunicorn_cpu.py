@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402
 from _paddle_service import hey  # noqa: E402
-from bench_gunicorn import Deployment, _save_model, _scraper  # noqa: E402
+from bench_gunicorn import Deployment, _save_model, start_load  # noqa: E402
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -130,14 +130,7 @@ def main() -> None:
     scrapes: dict[str, list[float]] = {d.name: [] for d in deployments}
     stop = threading.Event()
     try:
-        for deployment in deployments:
-            deployment.ready()
-        for deployment in deployments:  # warm-up, untimed, but counted
-            warm_up = args.connections * 25
-            hey(deployment.port, warm_up, args.connections)
-            deployment.sent += warm_up
-        scraper = threading.Thread(target=_scraper, args=(deployments, stop, scrapes), daemon=True)
-        scraper.start()
+        start_load(deployments, args.connections, stop, scrapes)
         # CPU of an idle deployment (publication, the endpoint's own work, the scrapes), per second.
         time.sleep(1)
         before = {d.name: cpu_seconds(d) for d in deployments}
